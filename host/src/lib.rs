@@ -1,0 +1,11 @@
+//! Ballast: a Kubernetes autoscaler whose scaling logic lives in WebAssembly plugins.
+//!
+//! The data flow, one module per stage: metric sources -> [`observation`] -> [`runtime`] (wasm policy) ->
+//! [`clamps`] (min/max, HPA behavior) -> actuator -> export/explain. See ARCHITECTURE.md.
+
+pub mod clamps;
+pub mod error;
+pub mod observation;
+pub mod spec;
+
+pub use error::{Error, Result};

@@ -1,0 +1,157 @@
+//! The `ScalingPolicy` document: what to scale, between which bounds, with which plugin, config, metrics and
+//! `behavior`. The same types serve the CRD (cluster), `ballast run --config FILE` and `ballast simulate`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clamps::Behavior;
+
+/// Identifies one scaled workload: the ScalingPolicy's namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServiceKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingPolicySpec {
+    pub target: TargetRef,
+    #[serde(default = "one")]
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    pub plugin: PluginRef,
+    /// Free-form plugin configuration, handed to the plugin as JSON text.
+    #[serde(default)]
+    pub config: serde_json::Value,
+    #[serde(default)]
+    pub metrics: MetricsSpec,
+    /// autoscaling/v2 `behavior`; absent means the HPA's legacy limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behavior: Option<Behavior>,
+    #[serde(default)]
+    pub fallback: Fallback,
+    /// Evaluated and reported beside the live plugin, never applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowSpec>,
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Any resource with a `/scale` subresource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRef {
+    #[serde(default = "apps_v1")]
+    pub api_version: String,
+    #[serde(default = "deployment")]
+    pub kind: String,
+    pub name: String,
+}
+
+fn apps_v1() -> String {
+    "apps/v1".into()
+}
+
+fn deployment() -> String {
+    "Deployment".into()
+}
+
+/// Where a plugin's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginRef {
+    /// A plugin compiled into the host: `hpa` or `queue-drain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<String>,
+    /// A component in a ConfigMap of the policy's namespace (`binaryData`, optionally gzip-compressed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapKeyRef>,
+    /// A component file on the host's filesystem (simulator, `ballast run --config`, or a mounted volume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Refuse any component whose sha256 differs (lowercase hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigMapKeyRef {
+    pub name: String,
+    pub key: String,
+}
+
+/// Which metrics to gather for the service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsSpec {
+    /// BullMQ queues feeding the service; their counts are summed.
+    #[serde(default)]
+    pub queues: Vec<QueueRef>,
+    /// PromQL templates; placeholders `{namespace}`, `{deployment}` and `{pod_regex}` are filled in per service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusMetrics>,
+    /// CPU and memory from metrics.k8s.io.
+    #[serde(default = "yes")]
+    pub resources: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueRef {
+    pub name: String,
+    /// BullMQ key prefix; `bull` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusMetrics {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p50: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p95: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p99: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_rate: Option<String>,
+    #[serde(default)]
+    pub custom: BTreeMap<String, String>,
+}
+
+/// What to do when the plugin fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "mode")]
+pub enum Fallback {
+    /// Keep the current replica count.
+    #[default]
+    Hold,
+    /// Go to a fixed replica count (still within min/max and behavior).
+    Fixed { replicas: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowSpec {
+    pub plugin: PluginRef,
+    #[serde(default)]
+    pub config: serde_json::Value,
+}

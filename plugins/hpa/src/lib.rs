@@ -1,0 +1,176 @@
+//! `hpa`: the Kubernetes HPA's multi-metric formula as a Ballast policy.
+//!
+//! Each configured target gives a proposal (the HPA formula, tolerance 0.1 by default); the decision is the largest.
+//! A configured metric that is unavailable never lets the result fall below the current replica count, as in the
+//! HPA. The host's clamps then apply min/max and `behavior`, exactly as the HPA controller would.
+
+use std::collections::BTreeMap;
+
+use ballast_policy_sdk::{Decision, Guest, MetricProposal, PolicyError, PolicyInput, config, hpa};
+use serde::Deserialize;
+
+/// Targets per metric; a metric without a target is ignored.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HpaConfig {
+    /// GPU duty cycle %, averaged over ready pods.
+    pub gpu_utilization: Option<f64>,
+    /// CPU % of requests.
+    pub cpu_utilization: Option<f64>,
+    /// Memory % of requests.
+    pub memory_utilization: Option<f64>,
+    /// BullMQ backlog (waiting + prioritized + active + delayed) per pod.
+    pub jobs_per_pod: Option<f64>,
+    /// p95 latency in ms, treated like a utilization target.
+    pub latency_p95_ms: Option<f64>,
+    /// Requests per second per pod.
+    pub requests_per_pod: Option<f64>,
+    /// Named custom metrics: per-pod target for each.
+    #[serde(default)]
+    pub custom: BTreeMap<String, f64>,
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+}
+
+fn default_tolerance() -> f64 {
+    hpa::TOLERANCE
+}
+
+/// The policy itself, callable natively too (the benchmark's baseline).
+pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
+    let cfg = config::parse::<HpaConfig>(&input.config)?;
+    let obs = &input.observations;
+    let (current, ready, tol) = (input.current_replicas, input.ready_replicas, cfg.tolerance);
+
+    let mut proposals = Vec::new();
+    let mut missing = Vec::new();
+    let mut consider = |name: &str, target: Option<f64>, proposal: Option<u32>| {
+        if target.is_none() {
+            return;
+        }
+        match proposal {
+            Some(replicas) => proposals.push(MetricProposal { metric: name.to_owned(), replicas }),
+            None => missing.push(name.to_owned()),
+        }
+    };
+    let utilization = |value: Option<f64>, target: Option<f64>| {
+        value.zip(target).and_then(|(v, t)| hpa::utilization_proposal(current, ready, v, t, tol))
+    };
+    let per_pod = |total: Option<f64>, target: Option<f64>| {
+        total.zip(target).and_then(|(v, t)| hpa::per_pod_proposal(current, v, t, tol))
+    };
+    consider("gpu", cfg.gpu_utilization, utilization(obs.gpu_duty_cycle_percent, cfg.gpu_utilization));
+    consider("cpu", cfg.cpu_utilization, utilization(obs.cpu_percent_of_request, cfg.cpu_utilization));
+    consider("memory", cfg.memory_utilization, utilization(obs.memory_percent_of_request, cfg.memory_utilization));
+    let backlog = obs.queue.as_ref().map(|q| q.backlog() as f64);
+    consider("queue", cfg.jobs_per_pod, per_pod(backlog, cfg.jobs_per_pod));
+    consider("latency-p95", cfg.latency_p95_ms, utilization(obs.latency_p95_ms, cfg.latency_p95_ms));
+    consider("request-rate", cfg.requests_per_pod, per_pod(obs.request_rate, cfg.requests_per_pod));
+    for (name, target) in &cfg.custom {
+        consider(name, Some(*target), per_pod(obs.custom(name), Some(*target)));
+    }
+
+    let best = proposals.iter().max_by_key(|p| p.replicas).map(|p| (p.metric.clone(), p.replicas));
+    let (replicas, mut reason) = match best {
+        Some((metric, replicas)) => (replicas, format!("{metric} proposes {replicas} (largest of {})", proposals.len())),
+        None => (current, format!("no configured metric available; holding {current}")),
+    };
+    let replicas = if !missing.is_empty() && replicas < current {
+        reason = format!("{reason}; {} unavailable, so no scale-down below {current}", missing.join(", "));
+        current
+    } else {
+        replicas
+    };
+    Ok(Decision { replicas, reason, proposals, state: None })
+}
+
+struct Hpa;
+
+impl Guest for Hpa {
+    fn decide(input: PolicyInput) -> Result<Decision, PolicyError> {
+        decide(&input)
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+ballast_policy_sdk::export_policy!(Hpa);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ballast_policy_sdk::{Observations, QueueCounts, ServiceId};
+
+    fn input(config: &str, current: u32, obs: Observations) -> PolicyInput {
+        PolicyInput {
+            service: ServiceId { namespace: "ai-models".into(), name: "stt".into() },
+            now_ms: 0,
+            current_replicas: current,
+            ready_replicas: current,
+            min_replicas: 2,
+            max_replicas: 8,
+            config: config.into(),
+            state: None,
+            observations: obs,
+        }
+    }
+
+    fn queue(waiting: u64) -> QueueCounts {
+        QueueCounts {
+            waiting,
+            prioritized: 0,
+            paused: 0,
+            active: 0,
+            delayed: 0,
+            failed: 0,
+            waiting_children: 0,
+            completed_since_last: None,
+        }
+    }
+
+    const STT: &str = r#"{"gpuUtilization": 80, "cpuUtilization": 70, "jobsPerPod": 5}"#;
+
+    #[test]
+    fn takes_the_largest_proposal() {
+        let mut obs = Observations::none();
+        obs.gpu_duty_cycle_percent = Some(100.0); // ceil(2 * 1.25) = 3
+        obs.cpu_percent_of_request = Some(35.0); // ceil(2 * 0.5) = 1
+        obs.queue = Some(queue(40)); // ceil(40 / 5) = 8
+        let d = decide(&input(STT, 2, obs)).unwrap();
+        assert_eq!(d.replicas, 8);
+        assert_eq!(d.proposals.len(), 3);
+        assert!(d.reason.starts_with("queue proposes 8"), "{}", d.reason);
+    }
+
+    #[test]
+    fn missing_metric_never_scales_down() {
+        let mut obs = Observations::none();
+        obs.cpu_percent_of_request = Some(10.0);
+        obs.queue = Some(queue(0));
+        let d = decide(&input(STT, 6, obs)).unwrap();
+        assert_eq!(d.replicas, 6, "gpu is missing, so no scale-down: {}", d.reason);
+        assert!(d.reason.contains("gpu unavailable"));
+    }
+
+    #[test]
+    fn scales_down_when_every_metric_is_low() {
+        let mut obs = Observations::none();
+        obs.gpu_duty_cycle_percent = Some(10.0);
+        obs.cpu_percent_of_request = Some(10.0);
+        obs.queue = Some(queue(0));
+        assert_eq!(decide(&input(STT, 6, obs)).unwrap().replicas, 1);
+    }
+
+    #[test]
+    fn nothing_available_holds() {
+        let d = decide(&input(STT, 3, Observations::none())).unwrap();
+        assert_eq!(d.replicas, 3);
+    }
+
+    #[test]
+    fn bad_config_is_an_error() {
+        assert!(matches!(
+            decide(&input(r#"{"gpu": 80}"#, 3, Observations::none())),
+            Err(PolicyError::InvalidConfig(_))
+        ));
+    }
+}

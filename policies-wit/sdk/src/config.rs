@@ -1,0 +1,65 @@
+//! Typed plugin configuration. The host hands the config as JSON text on every call; parsing it each time would
+//! cost more than the rest of a decision, so the parsed value is cached per type and reused while the text is the
+//! same. The cache only saves work: the result is exactly what parsing would give.
+
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use serde::de::DeserializeOwned;
+
+use crate::PolicyError;
+
+thread_local! {
+    static CACHE: RefCell<Vec<(TypeId, String, Rc<dyn Any>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Parses the config JSON into `T`; an empty text means `{}`. Errors name the field and what was wrong, and come
+/// back as [`PolicyError::InvalidConfig`].
+pub fn parse<T: DeserializeOwned + 'static>(text: &str) -> Result<Rc<T>, PolicyError> {
+    let key = TypeId::of::<T>();
+    let cached = CACHE.with_borrow(|cache| {
+        cache
+            .iter()
+            .find(|(id, source, _)| *id == key && source == text)
+            .and_then(|(_, _, value)| value.clone().downcast::<T>().ok())
+    });
+    if let Some(value) = cached {
+        return Ok(value);
+    }
+    let source = if text.trim().is_empty() { "{}" } else { text };
+    let value: Rc<T> = Rc::new(
+        serde_json::from_str(source).map_err(|e| PolicyError::InvalidConfig(format!("config JSON: {e}")))?,
+    );
+    CACHE.with_borrow_mut(|cache| {
+        cache.retain(|(id, _, _)| *id != key);
+        cache.push((key, text.to_owned(), value.clone()));
+    });
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Cfg {
+        target: f64,
+    }
+
+    #[test]
+    fn parses_and_reparses_when_text_changes() {
+        assert_eq!(parse::<Cfg>(r#"{"target": 5}"#).unwrap().target, 5.0);
+        assert_eq!(parse::<Cfg>(r#"{"target": 5}"#).unwrap().target, 5.0);
+        assert_eq!(parse::<Cfg>(r#"{"target": 7}"#).unwrap().target, 7.0);
+    }
+
+    #[test]
+    fn bad_config_names_the_field() {
+        let Err(PolicyError::InvalidConfig(msg)) = parse::<Cfg>(r#"{"target": 5, "tagret": 1}"#) else {
+            panic!("expected invalid-config");
+        };
+        assert!(msg.contains("tagret"), "{msg}");
+    }
+}

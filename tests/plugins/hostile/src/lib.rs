@@ -1,0 +1,57 @@
+//! A plugin that misbehaves on purpose, for the host's isolation tests. The config's `mode` picks the misdeed.
+
+use ballast_policy_sdk::{Decision, Guest, LogLevel, PolicyError, PolicyInput, config, log};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Config {
+    mode: String,
+    #[serde(default)]
+    state_bytes: usize,
+}
+
+struct Hostile;
+
+impl Guest for Hostile {
+    fn decide(input: PolicyInput) -> Result<Decision, PolicyError> {
+        let cfg = config::parse::<Config>(&input.config)?;
+        match cfg.mode.as_str() {
+            "loop" => {
+                let mut n: u64 = input.now_ms;
+                loop {
+                    n = std::hint::black_box(n.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "trap" => std::process::abort(),
+            "panic" => panic!("hostile plugin panics on purpose"),
+            "error" => Err(PolicyError::Internal("hostile plugin returns an error on purpose".into())),
+            "max" => Ok(Decision::new(u32::MAX, "asks for 4294967295 replicas")),
+            "big-state" => {
+                let mut d = Decision::new(input.current_replicas, "returns a large state blob");
+                d.state = Some(vec![7; cfg.state_bytes]);
+                Ok(d)
+            }
+            "log" => {
+                log(LogLevel::Warn, "hostile plugin says hello");
+                Ok(Decision::new(input.current_replicas, "logged a line"))
+            }
+            "echo-state" => {
+                // Counts calls in its state blob: proves the host hands back what the plugin returned.
+                let n = input.state.as_deref().map_or(0, |s| s.first().copied().unwrap_or(0)) + 1;
+                let mut d = Decision::new(u32::from(n), format!("call {n}"));
+                d.state = Some(vec![n]);
+                Ok(d)
+            }
+            other => Err(PolicyError::InvalidConfig(format!("unknown mode {other}"))),
+        }
+    }
+}
+
+ballast_policy_sdk::export_policy!(Hostile);
