@@ -72,7 +72,9 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
 
     let best = proposals.iter().max_by_key(|p| p.replicas).map(|p| (p.metric.clone(), p.replicas));
     let (replicas, mut reason) = match best {
-        Some((metric, replicas)) => (replicas, format!("{metric} proposes {replicas} (largest of {})", proposals.len())),
+        Some((metric, replicas)) => {
+            (replicas, format!("{metric} proposes {replicas} (largest of {})", proposals.len()))
+        }
         None => (current, format!("no configured metric available; holding {current}")),
     };
     let replicas = if !missing.is_empty() && replicas < current {

@@ -28,9 +28,8 @@ pub fn parse<T: DeserializeOwned + 'static>(text: &str) -> Result<Rc<T>, PolicyE
         return Ok(value);
     }
     let source = if text.trim().is_empty() { "{}" } else { text };
-    let value: Rc<T> = Rc::new(
-        serde_json::from_str(source).map_err(|e| PolicyError::InvalidConfig(format!("config JSON: {e}")))?,
-    );
+    let value: Rc<T> =
+        Rc::new(serde_json::from_str(source).map_err(|e| PolicyError::InvalidConfig(format!("config JSON: {e}")))?);
     CACHE.with_borrow_mut(|cache| {
         cache.retain(|(id, _, _)| *id != key);
         cache.push((key, text.to_owned(), value.clone()));

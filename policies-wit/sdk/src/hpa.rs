@@ -34,7 +34,13 @@ pub fn per_pod_proposal(current: u32, total: f64, per_pod: f64, tolerance: f64) 
 /// Rounds a replica estimate up, saturating at `u32::MAX` (the host's clamps bring it into range).
 pub fn ceil_replicas(estimate: f64) -> u32 {
     let up = estimate.ceil();
-    if up >= f64::from(u32::MAX) { u32::MAX } else if up <= 0.0 { 0 } else { up as u32 }
+    if up >= f64::from(u32::MAX) {
+        u32::MAX
+    } else if up <= 0.0 {
+        0
+    } else {
+        up as u32
+    }
 }
 
 #[cfg(test)]
