@@ -1,0 +1,55 @@
+//! Builds the policy plugins (plugins/ and the test plugins under tests/plugins/) as wasm32-wasip2 components, so
+//! the `ballast` binary can embed the built-in ones and the tests can load the rest. It runs a nested cargo with
+//! its own target directory (no lock contention with the outer build) and installs the wasm target if missing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+const PROFILE: &str = "plugin";
+const PACKAGES: &[&str] = &["hpa", "queue-drain", "hostile", "wrong-world"];
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let root = manifest_dir.parent().expect("host/ lives in the workspace root").to_path_buf();
+    for dir in ["plugins", "policies-wit", "tests/plugins", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+    let target_dir = root.join("target").join("wasm-plugins");
+    ensure_target_installed();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.current_dir(&root).args(["build", "--locked", "--profile", PROFILE, "--target", TARGET, "--target-dir"]);
+    build.arg(&target_dir);
+    for package in PACKAGES {
+        build.args(["-p", package]);
+    }
+    // The outer build's wrappers and flags (clippy, coverage, host RUSTFLAGS) are not meant for the plugins.
+    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_BUILD_TARGET"] {
+        build.env_remove(var);
+    }
+    let output = build.output().expect("running cargo to build the plugins");
+    if !output.status.success() {
+        panic!(
+            "building the policy plugins for {TARGET} failed:\n{}\nTry: rustup target add {TARGET}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let out = target_dir.join(TARGET).join(PROFILE);
+    println!("cargo:rustc-env=BALLAST_PLUGIN_DIR={}", out.display());
+}
+
+fn ensure_target_installed() {
+    let sysroot = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let installed = sysroot.is_some_and(|s| Path::new(&s).join("lib/rustlib").join(TARGET).exists());
+    if !installed {
+        let status = Command::new("rustup").args(["target", "add", TARGET]).status();
+        if !status.is_ok_and(|s| s.success()) {
+            panic!("the {TARGET} target is missing and `rustup target add {TARGET}` failed; install it and rebuild");
+        }
+    }
+}

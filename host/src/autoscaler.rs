@@ -1,0 +1,149 @@
+//! The control loop shared by the live host and the simulator: each tick, observe every service, decide, and
+//! write changed replica counts. Where observations come from ([`Observer`]) and where replica counts go
+//! ([`ScaleTarget`]) are the only parts that differ between a cluster and the simulated one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::decision::{self, DecisionRecord, Moment, ServiceMemory};
+use crate::observation::Observation;
+use crate::runtime::{Plugin, PolicyEngine, builtin};
+use crate::spec::{ScalingPolicySpec, ServiceKey};
+use crate::{Error, Result};
+
+/// The target's replica counts as its `/scale` subresource (and pod readiness) report them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScaleState {
+    pub current: u32,
+    pub ready: u32,
+}
+
+/// Produces the observations of a tick for every service (metric sources, or the simulated cluster).
+pub trait Observer {
+    fn observe(
+        &mut self,
+        services: &[(&ServiceKey, &ScalingPolicySpec)],
+        now_ms: u64,
+    ) -> impl Future<Output = BTreeMap<ServiceKey, Observation>>;
+}
+
+/// Reads and writes replica counts (the Kubernetes `/scale` subresource, or the simulated cluster).
+pub trait ScaleTarget {
+    type Error: std::fmt::Display;
+    fn read(
+        &mut self,
+        key: &ServiceKey,
+        spec: &ScalingPolicySpec,
+    ) -> impl Future<Output = std::result::Result<ScaleState, Self::Error>>;
+    fn write(
+        &mut self,
+        key: &ServiceKey,
+        spec: &ScalingPolicySpec,
+        replicas: u32,
+    ) -> impl Future<Output = std::result::Result<(), Self::Error>>;
+}
+
+/// One service under management: its spec, its plugin instance and its memory.
+pub struct ManagedService {
+    pub spec: ScalingPolicySpec,
+    config_json: String,
+    pub plugin: Plugin,
+    pub memory: ServiceMemory,
+}
+
+impl ManagedService {
+    pub fn new(spec: ScalingPolicySpec, plugin: Plugin) -> Self {
+        let config_json = config_text(&spec.config);
+        ManagedService { spec, config_json, plugin, memory: ServiceMemory::default() }
+    }
+
+    pub fn config_json(&self) -> &str {
+        &self.config_json
+    }
+}
+
+/// The plugin's config as the JSON text it receives (`{}` when the spec has none).
+pub fn config_text(config: &serde_json::Value) -> String {
+    if config.is_null() { "{}".into() } else { config.to_string() }
+}
+
+/// Loads the component a spec's plugin reference names: a built-in or a file. (ConfigMaps are loaded by the
+/// controller, which watches them.)
+pub fn load_plugin(engine: &Arc<PolicyEngine>, key: &ServiceKey, spec: &ScalingPolicySpec) -> Result<Plugin> {
+    let plugin = &spec.plugin;
+    let (what, bytes) = match (&plugin.builtin, &plugin.path) {
+        (Some(name), None) => {
+            let bytes = builtin(name).ok_or_else(|| {
+                let known: Vec<_> = crate::runtime::BUILTINS.iter().map(|(n, _)| *n).collect();
+                Error::Invalid(format!("{key}: unknown built-in plugin `{name}`; built-ins are {}", known.join(", ")))
+            })?;
+            (format!("built-in {name}"), bytes.to_vec())
+        }
+        (None, Some(path)) => (path.clone(), std::fs::read(path).map_err(|e| Error::io(path, e))?),
+        _ => {
+            return Err(Error::Invalid(format!(
+                "{key}: spec.plugin must name exactly one of `builtin` or `path` here (ConfigMap plugins need the \
+                 cluster controller)"
+            )));
+        }
+    };
+    let compiled = engine.load_pinned(&what, &bytes, plugin.sha256.as_deref())?;
+    Ok(Plugin::new(engine.clone(), compiled))
+}
+
+/// Every managed service, decided tick by tick.
+#[derive(Default)]
+pub struct Fleet {
+    pub services: BTreeMap<ServiceKey, ManagedService>,
+}
+
+/// What one tick did for one service.
+#[derive(Debug)]
+pub struct TickResult {
+    pub record: DecisionRecord,
+    /// Set when writing the new replica count failed; the next tick tries again.
+    pub write_error: Option<String>,
+}
+
+impl Fleet {
+    /// Observes, decides and actuates every service once. One service's failure never stops the others.
+    pub async fn tick<O: Observer, T: ScaleTarget>(
+        &mut self,
+        observer: &mut O,
+        target: &mut T,
+        now_ms: u64,
+    ) -> Vec<std::result::Result<TickResult, (ServiceKey, String)>> {
+        let list: Vec<(&ServiceKey, &ScalingPolicySpec)> = self.services.iter().map(|(k, s)| (k, &s.spec)).collect();
+        let mut observations = observer.observe(&list, now_ms).await;
+        let mut results = Vec::with_capacity(self.services.len());
+        for (key, service) in &mut self.services {
+            let state = match target.read(key, &service.spec).await {
+                Ok(state) => state,
+                Err(e) => {
+                    results.push(Err((key.clone(), format!("reading the scale of {key}: {e}"))));
+                    continue;
+                }
+            };
+            let observation = observations.remove(key).unwrap_or_default();
+            let at = Moment { now_ms, current: state.current, ready: state.ready };
+            let record = decision::decide(
+                key,
+                &service.spec,
+                &service.config_json,
+                &mut service.plugin,
+                &mut service.memory,
+                &observation,
+                at,
+            );
+            let mut write_error = None;
+            if record.replicas != state.current {
+                match target.write(key, &service.spec, record.replicas).await {
+                    Ok(()) => service.memory.record_scale(&service.spec, state.current, record.replicas, now_ms),
+                    Err(e) => write_error = Some(format!("writing {} replicas to {key}: {e}", record.replicas)),
+                }
+            }
+            results.push(Ok(TickResult { record, write_error }));
+        }
+        results
+    }
+}

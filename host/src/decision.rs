@@ -1,0 +1,237 @@
+//! One decision for one service: observation -> plugin -> fallback -> safety clamps, with everything needed to
+//! explain it. The live host and the simulator both decide through [`decide`]; only where observations come from
+//! and where replica counts go differ.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clamps::{self, ClampInput, ClampOutcome, ScaleHistory};
+use crate::observation::Observation;
+use crate::runtime::{self, Plugin, PluginLog};
+use crate::spec::{Fallback, ScalingPolicySpec, ServiceKey};
+
+/// What Ballast remembers per service between ticks; persisted (in the ScalingPolicy status) so a restart or
+/// fail-over loses nothing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceMemory {
+    /// The state blob the plugin returned last (base64 in JSON).
+    #[serde(default, with = "base64_opt", skip_serializing_if = "Option::is_none")]
+    pub plugin_state: Option<Vec<u8>>,
+    /// Digest of the plugin that wrote `plugin_state`; a different plugin starts from no state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_digest: Option<String>,
+    #[serde(default)]
+    pub history: ScaleHistory,
+    /// Total completed jobs seen last time, to derive completions since the previous decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_completed: Option<u64>,
+}
+
+impl ServiceMemory {
+    /// Records that the target was actually scaled, for the `behavior` rate limits.
+    pub fn record_scale(&mut self, spec: &ScalingPolicySpec, from: u32, to: u32, now_ms: u64) {
+        clamps::record_scale(&mut self.history, spec.behavior.as_ref(), from, to, now_ms);
+    }
+}
+
+/// The moment and the target's state the decision is made for.
+#[derive(Debug, Clone, Copy)]
+pub struct Moment {
+    pub now_ms: u64,
+    /// Replicas the target's `/scale` asks for now.
+    pub current: u32,
+    /// Replicas ready and taking work.
+    pub ready: u32,
+}
+
+/// What the plugin said, or why it said nothing usable.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "outcome")]
+pub enum PluginVerdict {
+    Decided { replicas: u32, reason: String, proposals: Vec<(String, u32)> },
+    Failed { kind: String, message: String },
+    Paused,
+}
+
+/// A complete, explainable decision.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionRecord {
+    pub service: ServiceKey,
+    pub now_ms: u64,
+    pub current: u32,
+    pub ready: u32,
+    pub observation: Observation,
+    pub plugin_digest: String,
+    pub plugin: PluginVerdict,
+    /// Set when the plugin failed: what the fallback did and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    /// The replica count handed to the clamps (the plugin's answer, or the fallback's).
+    pub desired: u32,
+    pub clamp: ClampOutcome,
+    /// What should be written to `/scale`.
+    pub replicas: u32,
+    pub logs: Vec<PluginLog>,
+    pub call_micros: u64,
+}
+
+impl DecisionRecord {
+    /// One line for logs, events and tables.
+    pub fn summary(&self) -> String {
+        let said = match &self.plugin {
+            PluginVerdict::Decided { reason, .. } => reason.clone(),
+            PluginVerdict::Failed { kind, message } => format!("plugin failed ({kind}): {message}"),
+            PluginVerdict::Paused => "paused".into(),
+        };
+        format!("{} -> {} ({}; {})", self.current, self.replicas, said, self.clamp.reason)
+    }
+
+    pub fn failure(&self) -> Option<&str> {
+        match &self.plugin {
+            PluginVerdict::Failed { kind, .. } => Some(kind),
+            _ => None,
+        }
+    }
+}
+
+/// Decides one service's replica count. Never fails: a plugin failure becomes the spec's fallback.
+pub fn decide(
+    key: &ServiceKey,
+    spec: &ScalingPolicySpec,
+    config_json: &str,
+    plugin: &mut Plugin,
+    memory: &mut ServiceMemory,
+    observation: &Observation,
+    at: Moment,
+) -> DecisionRecord {
+    if memory.plugin_digest.as_deref() != Some(plugin.digest()) {
+        memory.plugin_state = None;
+        memory.plugin_digest = Some(plugin.digest().to_owned());
+    }
+    let mut observation = observation.clone();
+    if let Some(queue) = observation.queue {
+        // Completions since last time, when the source gives only a running total. A total that went down
+        // (BullMQ trimmed its completed set) says nothing.
+        if observation.completed_since_last.is_none() {
+            observation.completed_since_last =
+                memory.last_completed.filter(|last| *last <= queue.completed).map(|last| queue.completed - last);
+        }
+        memory.last_completed = Some(queue.completed);
+    }
+
+    let (plugin_verdict, fallback, desired, logs, call_micros) = if spec.paused {
+        (PluginVerdict::Paused, None, at.current, Vec::new(), 0)
+    } else {
+        let input = policy_input(key, spec, config_json, memory, &observation, at);
+        let outcome = plugin.decide(&input);
+        let micros = outcome.duration.as_micros() as u64;
+        match outcome.result {
+            Ok(d) => {
+                memory.plugin_state = d.state;
+                let proposals = d.proposals.into_iter().map(|p| (p.metric, p.replicas)).collect();
+                (PluginVerdict::Decided { replicas: d.replicas, reason: d.reason, proposals }, None, d.replicas, outcome.logs, micros)
+            }
+            Err(failure) => {
+                let (desired, what) = fallback_replicas(spec.fallback, at.current);
+                let verdict = PluginVerdict::Failed { kind: failure.kind().into(), message: failure.to_string() };
+                (verdict, Some(format!("{what}: plugin {failure}")), desired, outcome.logs, micros)
+            }
+        }
+    };
+    let clamp = if spec.paused {
+        ClampOutcome::unchanged(at.current)
+    } else {
+        let input = ClampInput {
+            current: at.current,
+            desired,
+            min: spec.min_replicas,
+            max: spec.max_replicas,
+            behavior: spec.behavior.as_ref(),
+            now_ms: at.now_ms,
+        };
+        clamps::clamp(&input, &mut memory.history)
+    };
+    DecisionRecord {
+        service: key.clone(),
+        now_ms: at.now_ms,
+        current: at.current,
+        ready: at.ready,
+        observation,
+        plugin_digest: plugin.digest().to_owned(),
+        plugin: plugin_verdict,
+        fallback,
+        desired,
+        replicas: clamp.replicas,
+        clamp,
+        logs,
+        call_micros,
+    }
+}
+
+fn fallback_replicas(fallback: Fallback, current: u32) -> (u32, String) {
+    match fallback {
+        Fallback::Hold => (current, format!("holding {current} replicas")),
+        Fallback::Fixed { replicas } => (replicas, format!("falling back to {replicas} replicas")),
+    }
+}
+
+/// The plugin's view of the service, in the WIT world's types.
+pub fn policy_input(
+    key: &ServiceKey,
+    spec: &ScalingPolicySpec,
+    config_json: &str,
+    memory: &ServiceMemory,
+    obs: &Observation,
+    at: Moment,
+) -> runtime::PolicyInput {
+    runtime::PolicyInput {
+        service: runtime::ServiceId { namespace: key.namespace.clone(), name: key.name.clone() },
+        now_ms: at.now_ms,
+        current_replicas: at.current,
+        ready_replicas: at.ready,
+        min_replicas: spec.min_replicas,
+        max_replicas: spec.max_replicas,
+        config: config_json.to_owned(),
+        state: memory.plugin_state.clone(),
+        observations: runtime::Observations {
+            gpu_duty_cycle_percent: obs.gpu_duty_cycle_percent,
+            cpu_percent_of_request: obs.cpu_percent_of_request,
+            memory_percent_of_request: obs.memory_percent_of_request,
+            queue: obs.queue.map(|q| runtime::QueueCounts {
+                waiting: q.waiting,
+                prioritized: q.prioritized,
+                paused: q.paused,
+                active: q.active,
+                delayed: q.delayed,
+                failed: q.failed,
+                waiting_children: q.waiting_children,
+                completed_since_last: obs.completed_since_last,
+            }),
+            latency_p50_ms: obs.latency_p50_ms,
+            latency_p95_ms: obs.latency_p95_ms,
+            latency_p99_ms: obs.latency_p99_ms,
+            request_rate: obs.request_rate,
+            custom: obs.custom.iter().map(|(name, value)| runtime::CustomMetric { name: name.clone(), value: *value }).collect(),
+        },
+    }
+}
+
+mod base64_opt {
+    //! Plugin state in JSON: standard base64, as Kubernetes encodes `[]byte`.
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(bytes) => s.serialize_str(&STANDARD.encode(bytes)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| STANDARD.decode(t).map_err(|e| serde::de::Error::custom(format!("plugin state: {e}")))).transpose()
+    }
+}

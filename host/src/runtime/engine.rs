@@ -1,0 +1,230 @@
+//! Compilation, caching and validation of policy components.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{POLICY_EXPORT, ScalingPolicy, ScalingPolicyPre};
+use super::instance::HostState;
+use super::limits::{EPOCH_TICK, RuntimeLimits};
+use crate::{Error, Result};
+
+/// The wasmtime engine, linker and compile cache shared by every plugin of the host.
+pub struct PolicyEngine {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: RuntimeLimits,
+    compiled: Mutex<HashMap<String, Arc<CompiledPolicy>>>,
+}
+
+/// A validated component, ready to instantiate: type-checked against the world, imports resolved.
+pub struct CompiledPolicy {
+    pub digest: String,
+    pub size: usize,
+    /// Time spent compiling (zero when it came from a cache).
+    pub compile_time: Duration,
+    pub(crate) pre: ScalingPolicyPre<HostState>,
+}
+
+impl std::fmt::Debug for CompiledPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledPolicy").field("digest", &self.digest).field("size", &self.size).finish()
+    }
+}
+
+impl PolicyEngine {
+    pub fn new(limits: RuntimeLimits) -> Result<Arc<Self>> {
+        let mut pool = PoolingAllocationConfig::default();
+        let n = limits.max_instances;
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(8))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(4))
+            .total_stacks(n)
+            .max_memory_size(limits.memory_bytes);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            // Slots as large as the cap (not wasmtime's 4 GiB default) so a thousand instances fit in address space.
+            .memory_reservation(limits.memory_bytes as u64)
+            .memory_reservation_for_growth(0)
+            .memory_guard_size(64 << 10)
+            .max_wasm_stack(1 << 20);
+        let engine = Engine::new(&config).map_err(|e| Error::Runtime(format!("creating the wasm engine: {e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        // Toolchains whose std imports WASI (Rust's wasm32-wasip2, componentize-py) get an empty, deterministic
+        // WASI: no files, sockets, environment or arguments; fixed clocks and randomness.
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .and_then(|()| ScalingPolicy::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s))
+            .map_err(|e| Error::Runtime(format!("linking host functions: {e:#}")))?;
+        let this = Arc::new(PolicyEngine { engine, linker, limits, compiled: Mutex::new(HashMap::new()) });
+        spawn_epoch_ticker(Arc::downgrade(&this));
+        Ok(this)
+    }
+
+    pub fn limits(&self) -> &RuntimeLimits {
+        &self.limits
+    }
+
+    /// Compiles (or fetches from cache) and validates a component. `what` names it in errors (e.g. the
+    /// ConfigMap or file it came from).
+    pub fn load(&self, what: &str, bytes: &[u8]) -> Result<Arc<CompiledPolicy>> {
+        let digest = super::digest(bytes);
+        if let Some(hit) = self.compiled.lock().expect("compile cache poisoned").get(&digest) {
+            return Ok(hit.clone());
+        }
+        let started = Instant::now();
+        let (component, from_disk) = self.compile(what, &digest, bytes)?;
+        let compile_time = if from_disk { Duration::ZERO } else { started.elapsed() };
+        let pre = self.validate(what, &component)?;
+        let compiled = Arc::new(CompiledPolicy { digest: digest.clone(), size: bytes.len(), compile_time, pre });
+        self.compiled.lock().expect("compile cache poisoned").insert(digest, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// Loads a component, checking it against a sha256 pin first.
+    pub fn load_pinned(&self, what: &str, bytes: &[u8], sha256: Option<&str>) -> Result<Arc<CompiledPolicy>> {
+        if let Some(pin) = sha256 {
+            let actual = super::digest(bytes);
+            if !actual.eq_ignore_ascii_case(pin.trim()) {
+                return Err(Error::PluginRefused {
+                    what: what.into(),
+                    why: format!("sha256 is {actual}, but the policy pins {pin}; update the pin or the plugin"),
+                });
+            }
+        }
+        self.load(what, bytes)
+    }
+
+    fn compile(&self, what: &str, digest: &str, bytes: &[u8]) -> Result<(Component, bool)> {
+        let cached = self.limits.cache_dir.as_ref().map(|dir| dir.join(format!("{digest}.cwasm")));
+        if let Some(path) = cached.as_deref().filter(|p| p.exists()) {
+            // SAFETY: the file was written by `Component::serialize` of this engine configuration into our own
+            // cache directory; wasmtime rejects artifacts from another version or configuration.
+            if let Ok(component) = unsafe { Component::deserialize_file(&self.engine, path) } {
+                return Ok((component, true));
+            }
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| Error::PluginRefused {
+            what: what.into(),
+            why: format!("not a valid WebAssembly component ({e:#}); build it for wasm32-wasip2 as a component"),
+        })?;
+        if let Some(path) = cached {
+            // A cache that cannot be written only costs a recompile next time.
+            if let Err(e) = write_cache(&path, &component) {
+                tracing::warn!(path = %path.display(), "cannot write the compiled-plugin cache: {e}");
+            }
+        }
+        Ok((component, false))
+    }
+
+    fn validate(&self, what: &str, component: &Component) -> Result<ScalingPolicyPre<HostState>> {
+        let refuse = |why: String| Error::PluginRefused { what: what.into(), why };
+        let exports: Vec<String> =
+            component.component_type().exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
+        if !exports.iter().any(|e| e == POLICY_EXPORT) {
+            return Err(refuse(format!(
+                "it does not export `{POLICY_EXPORT}` (it exports: [{}]); this host serves world \
+                 ballast:policy/scaling-policy@0.1.0 — build the plugin against policies-wit/wit",
+                exports.join(", ")
+            )));
+        }
+        let instance_pre = self.linker.instantiate_pre(component).map_err(|e| {
+            refuse(format!("it imports something this host does not provide: {e:#}; plugins may import only \
+                 ballast:policy/host@0.1.0 and WASI 0.2"))
+        })?;
+        ScalingPolicyPre::new(instance_pre).map_err(|e| {
+            refuse(format!("its `{POLICY_EXPORT}` export does not match the world: {e:#}; rebuild it against \
+                 policies-wit/wit"))
+        })
+    }
+
+    /// A fresh store for one instance, with the memory cap and an empty deterministic WASI context.
+    pub(crate) fn new_store(&self) -> Store<HostState> {
+        let wasi = WasiCtx::builder()
+            .wall_clock(FixedClock)
+            .monotonic_clock(FixedClock)
+            .secure_random(wasmtime_wasi::Deterministic::new(vec![0x42]))
+            .insecure_random(wasmtime_wasi::Deterministic::new(vec![0x42]))
+            .insecure_random_seed(0)
+            .build();
+        let state = HostState::new(wasi, &self.limits);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        // Instantiation may run guest code too, so it gets the same budget as a call.
+        store.set_epoch_deadline(self.limits.deadline_ticks());
+        store
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl HostState {
+    pub(crate) fn new(wasi: WasiCtx, limits: &RuntimeLimits) -> Self {
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: super::instance::MemoryCap::new(limits.memory_bytes),
+            logs: Vec::new(),
+            max_log_lines: limits.max_log_lines,
+            max_log_line: limits.max_log_line,
+        }
+    }
+}
+
+/// Clocks that always read zero: plugins get time only through `now-ms` in their input.
+struct FixedClock;
+
+impl HostWallClock for FixedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FixedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+fn write_cache(path: &Path, component: &Component) -> std::io::Result<()> {
+    let bytes = component.serialize().map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(tmp, path)
+}
+
+/// Advances the engine's epoch every tick so call deadlines fire; stops when the engine is dropped.
+fn spawn_epoch_ticker(engine: Weak<PolicyEngine>) {
+    std::thread::Builder::new()
+        .name("ballast-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = engine.upgrade() {
+                engine.engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch ticker thread");
+}

@@ -1,0 +1,27 @@
+//! The policy runtime: the synchronous wasm world, kept apart from the async one.
+//!
+//! Components are compiled once per sha256 (cached in memory and on disk), pre-linked into an `InstancePre` and
+//! type-checked against the `ballast:policy@0.1.0` world before anything runs them. Each call runs under an epoch
+//! deadline and a memory cap in a pooled instance; whatever a plugin does wrong comes back as a [`PluginFailure`]
+//! value, never as a host error or crash. All limits live in [`RuntimeLimits`].
+
+mod bindings;
+mod builtin;
+mod engine;
+mod instance;
+mod limits;
+
+pub use bindings::{
+    CustomMetric, Decision, LogLevel, MetricProposal, Observations, POLICY_EXPORT, PolicyError, PolicyInput, QueueCounts, ServiceId,
+};
+pub use builtin::{BUILTINS, builtin};
+pub use engine::{CompiledPolicy, PolicyEngine};
+pub use instance::{CallOutcome, Plugin, PluginFailure, PluginLog};
+pub use limits::RuntimeLimits;
+
+/// Lowercase hex sha256 of a component's bytes: its identity for caching, pinning and explanations.
+pub fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(bytes);
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,179 @@
+//! The wasm policy runtime against real components built from plugins/ and deliberately hostile test plugins.
+
+use std::sync::Arc;
+
+use ballast::runtime::{
+    Observations, Plugin, PluginFailure, PolicyEngine, PolicyInput, QueueCounts, RuntimeLimits, ServiceId,
+};
+
+fn plugin_bytes(file: &str) -> Vec<u8> {
+    let path = format!("{}/{file}", env!("BALLAST_PLUGIN_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn engine() -> Arc<PolicyEngine> {
+    PolicyEngine::new(RuntimeLimits { max_instances: 16, ..RuntimeLimits::default() }).unwrap()
+}
+
+fn input(config: &str) -> PolicyInput {
+    PolicyInput {
+        service: ServiceId { namespace: "ai-models".into(), name: "stt".into() },
+        now_ms: 1_000,
+        current_replicas: 3,
+        ready_replicas: 3,
+        min_replicas: 2,
+        max_replicas: 8,
+        config: config.into(),
+        state: None,
+        observations: Observations {
+            gpu_duty_cycle_percent: Some(95.0),
+            cpu_percent_of_request: Some(40.0),
+            memory_percent_of_request: None,
+            queue: Some(QueueCounts {
+                waiting: 30,
+                prioritized: 0,
+                paused: 0,
+                active: 3,
+                delayed: 0,
+                failed: 0,
+                waiting_children: 0,
+                completed_since_last: Some(5),
+            }),
+            latency_p50_ms: None,
+            latency_p95_ms: None,
+            latency_p99_ms: None,
+            request_rate: None,
+            custom: vec![],
+        },
+    }
+}
+
+fn hostile(engine: &Arc<PolicyEngine>) -> Plugin {
+    let compiled = engine.load("hostile.wasm", &plugin_bytes("hostile.wasm")).unwrap();
+    Plugin::new(engine.clone(), compiled)
+}
+
+#[test]
+fn hpa_plugin_decides_like_the_native_code() {
+    let engine = engine();
+    let compiled = engine.load("hpa.wasm", &plugin_bytes("hpa.wasm")).unwrap();
+    let mut plugin = Plugin::new(engine, compiled);
+    let cfg = r#"{"gpuUtilization": 80, "cpuUtilization": 70, "jobsPerPod": 5}"#;
+    let outcome = plugin.decide(&input(cfg));
+    let decision = outcome.result.unwrap();
+    // queue: 33 jobs / 5 per pod = 7; gpu: ceil(3 * 95/80) = 4; cpu: ceil(3 * 40/70) = 2.
+    assert_eq!(decision.replicas, 7, "{}", decision.reason);
+    let names: Vec<_> = decision.proposals.iter().map(|p| (p.metric.as_str(), p.replicas)).collect();
+    assert_eq!(names, [("gpu", 4), ("cpu", 2), ("queue", 7)]);
+    // The reused instance gives the same answer again.
+    assert_eq!(plugin.decide(&input(cfg)).result.unwrap(), decision);
+}
+
+#[test]
+fn infinite_loop_times_out() {
+    let engine = engine();
+    let mut plugin = hostile(&engine);
+    let outcome = plugin.decide(&input(r#"{"mode": "loop"}"#));
+    assert!(matches!(outcome.result, Err(PluginFailure::Timeout(_))), "{:?}", outcome.result);
+}
+
+#[test]
+fn unbounded_allocation_hits_the_memory_cap() {
+    let engine = engine();
+    let mut plugin = hostile(&engine);
+    let outcome = plugin.decide(&input(r#"{"mode": "alloc"}"#));
+    assert_eq!(outcome.result, Err(PluginFailure::MemoryLimit(64)));
+}
+
+#[test]
+fn trap_and_panic_are_traps_and_the_instance_is_replaced() {
+    let engine = engine();
+    let mut plugin = hostile(&engine);
+    for mode in ["trap", "panic"] {
+        let outcome = plugin.decide(&input(&format!(r#"{{"mode": "{mode}"}}"#)));
+        assert!(matches!(outcome.result, Err(PluginFailure::Trap(_))), "{mode}: {:?}", outcome.result);
+        // The next call runs on a fresh instance and works.
+        let again = plugin.decide(&input(r#"{"mode": "echo-state"}"#));
+        assert_eq!(again.result.unwrap().replicas, 1, "a fresh instance starts from no state");
+    }
+}
+
+#[test]
+fn error_result_is_reported_with_the_plugins_words() {
+    let engine = engine();
+    let outcome = hostile(&engine).decide(&input(r#"{"mode": "error"}"#));
+    assert_eq!(
+        outcome.result,
+        Err(PluginFailure::Error("internal error: hostile plugin returns an error on purpose".into()))
+    );
+}
+
+#[test]
+fn absurd_replica_counts_and_oversized_state_are_nonsense() {
+    let engine = engine();
+    let mut plugin = hostile(&engine);
+    let Err(PluginFailure::Nonsense(why)) = plugin.decide(&input(r#"{"mode": "max"}"#)).result else {
+        panic!("u32::MAX replicas must be refused");
+    };
+    assert!(why.contains("4294967295"), "{why}");
+    let big = plugin.decide(&input(r#"{"mode": "big-state", "state_bytes": 100000}"#));
+    assert!(matches!(big.result, Err(PluginFailure::Nonsense(ref w)) if w.contains("state blob")), "{:?}", big.result);
+}
+
+#[test]
+fn log_lines_reach_the_host() {
+    let engine = engine();
+    let outcome = hostile(&engine).decide(&input(r#"{"mode": "log"}"#));
+    assert!(outcome.result.is_ok());
+    assert_eq!(outcome.logs.len(), 1);
+    assert_eq!(outcome.logs[0].level, "warn");
+    assert_eq!(outcome.logs[0].message, "hostile plugin says hello");
+}
+
+#[test]
+fn wrong_world_is_refused_naming_the_missing_export() {
+    let engine = engine();
+    let err = engine.load("wrong_world.wasm", &plugin_bytes("wrong_world.wasm")).unwrap_err().to_string();
+    assert!(err.contains("wrong_world.wasm"), "{err}");
+    assert!(err.contains("ballast:policy/policy@0.1.0"), "{err}");
+    assert!(err.contains("test:wrong/policy@0.1.0"), "names what it does export: {err}");
+}
+
+#[test]
+fn garbage_bytes_and_pin_mismatch_are_refused() {
+    let engine = engine();
+    let err = engine.load("junk", b"not wasm at all").unwrap_err().to_string();
+    assert!(err.contains("not a valid WebAssembly component"), "{err}");
+    let hpa = plugin_bytes("hpa.wasm");
+    let err = engine.load_pinned("hpa.wasm", &hpa, Some(&"0".repeat(64))).unwrap_err().to_string();
+    assert!(err.contains("sha256 is"), "{err}");
+    let pinned = engine.load_pinned("hpa.wasm", &hpa, Some(&ballast::runtime::digest(&hpa))).unwrap();
+    assert_eq!(pinned.digest, ballast::runtime::digest(&hpa));
+}
+
+#[test]
+fn compiled_components_are_cached_by_digest_in_memory_and_on_disk() {
+    let dir = std::env::temp_dir().join(format!("ballast-cache-{}", std::process::id()));
+    let limits = RuntimeLimits { max_instances: 4, cache_dir: Some(dir.clone()), ..RuntimeLimits::default() };
+    let hpa = plugin_bytes("hpa.wasm");
+    let first = PolicyEngine::new(limits.clone()).unwrap().load("hpa", &hpa).unwrap();
+    assert!(first.compile_time > std::time::Duration::ZERO);
+    let digest = ballast::runtime::digest(&hpa);
+    assert!(dir.join(format!("{digest}.cwasm")).exists());
+    // A new engine (a restarted host) takes it from disk without compiling.
+    let engine = PolicyEngine::new(limits).unwrap();
+    let again = engine.load("hpa", &hpa).unwrap();
+    assert_eq!(again.compile_time, std::time::Duration::ZERO);
+    assert!(Arc::ptr_eq(&again, &engine.load("hpa", &hpa).unwrap()), "second load is the in-memory entry");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn plugins_see_no_clock_or_randomness() {
+    // Two fresh instances given the same input return byte-identical decisions and state.
+    let engine = engine();
+    let mut a = hostile(&engine);
+    let mut b = hostile(&engine);
+    let cfg = r#"{"mode": "echo-state"}"#;
+    assert_eq!(a.decide(&input(cfg)).result, b.decide(&input(cfg)).result);
+}
