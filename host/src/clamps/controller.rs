@@ -146,7 +146,7 @@ pub(crate) fn calculate_scale_up_limit_with_scaling_rules(
         proposals.push(describe_proposal(policy.kind, policy.value, policy.period_seconds, period_start, proposed));
         result = select(result, proposed);
     }
-    (result, format!("scale-up limit {result} ({:?} of: {})", rules.select_policy, proposals.join("; ")))
+    (result, format!("scale-up limit {result} (selectPolicy {:?} over: {})", rules.select_policy, proposals.join("; ")))
 }
 
 /// `calculateScaleDownLimitWithBehaviors`: the fewest replicas the scale-down policies allow now.
@@ -180,7 +180,10 @@ pub(crate) fn calculate_scale_down_limit_with_behaviors(
         proposals.push(describe_proposal(policy.kind, policy.value, policy.period_seconds, period_start, proposed));
         result = select(result, proposed);
     }
-    (result, format!("scale-down limit {result} ({:?} of: {})", rules.select_policy, proposals.join("; ")))
+    (
+        result,
+        format!("scale-down limit {result} (selectPolicy {:?} over: {})", rules.select_policy, proposals.join("; ")),
+    )
 }
 
 /// The inputs of `convertDesiredReplicasWithBehaviorRate` (Go's `NormalizationArg`).
