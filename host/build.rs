@@ -25,7 +25,9 @@ fn main() {
         build.args(["-p", package]);
     }
     // The outer build's wrappers and flags (clippy, coverage, host RUSTFLAGS) are not meant for the plugins.
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_BUILD_TARGET"] {
+    for var in
+        ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_BUILD_TARGET"]
+    {
         build.env_remove(var);
     }
     let output = build.output().expect("running cargo to build the plugins");

@@ -69,7 +69,8 @@ pub struct DecisionRecord {
     pub fallback: Option<String>,
     /// The replica count handed to the clamps (the plugin's answer, or the fallback's).
     pub desired: u32,
-    pub clamp: ClampOutcome,
+    /// What the clamps did; `None` when the policy is paused.
+    pub clamp: Option<ClampOutcome>,
     /// What should be written to `/scale`.
     pub replicas: u32,
     pub logs: Vec<PluginLog>,
@@ -84,7 +85,10 @@ impl DecisionRecord {
             PluginVerdict::Failed { kind, message } => format!("plugin failed ({kind}): {message}"),
             PluginVerdict::Paused => "paused".into(),
         };
-        format!("{} -> {} ({}; {})", self.current, self.replicas, said, self.clamp.reason)
+        match &self.clamp {
+            Some(clamp) => format!("{} -> {} ({said}; {})", self.current, self.replicas, clamp.reason),
+            None => format!("{} -> {} ({said})", self.current, self.replicas),
+        }
     }
 
     pub fn failure(&self) -> Option<&str> {
@@ -130,7 +134,13 @@ pub fn decide(
             Ok(d) => {
                 memory.plugin_state = d.state;
                 let proposals = d.proposals.into_iter().map(|p| (p.metric, p.replicas)).collect();
-                (PluginVerdict::Decided { replicas: d.replicas, reason: d.reason, proposals }, None, d.replicas, outcome.logs, micros)
+                (
+                    PluginVerdict::Decided { replicas: d.replicas, reason: d.reason, proposals },
+                    None,
+                    d.replicas,
+                    outcome.logs,
+                    micros,
+                )
             }
             Err(failure) => {
                 let (desired, what) = fallback_replicas(spec.fallback, at.current);
@@ -140,7 +150,7 @@ pub fn decide(
         }
     };
     let clamp = if spec.paused {
-        ClampOutcome::unchanged(at.current)
+        None
     } else {
         let input = ClampInput {
             current: at.current,
@@ -150,7 +160,7 @@ pub fn decide(
             behavior: spec.behavior.as_ref(),
             now_ms: at.now_ms,
         };
-        clamps::clamp(&input, &mut memory.history)
+        Some(clamps::clamp(&input, &mut memory.history))
     };
     DecisionRecord {
         service: key.clone(),
@@ -162,7 +172,7 @@ pub fn decide(
         plugin: plugin_verdict,
         fallback,
         desired,
-        replicas: clamp.replicas,
+        replicas: clamp.as_ref().map_or(at.current, |c| c.replicas),
         clamp,
         logs,
         call_micros,
@@ -212,7 +222,11 @@ pub fn policy_input(
             latency_p95_ms: obs.latency_p95_ms,
             latency_p99_ms: obs.latency_p99_ms,
             request_rate: obs.request_rate,
-            custom: obs.custom.iter().map(|(name, value)| runtime::CustomMetric { name: name.clone(), value: *value }).collect(),
+            custom: obs
+                .custom
+                .iter()
+                .map(|(name, value)| runtime::CustomMetric { name: name.clone(), value: *value })
+                .collect(),
         },
     }
 }

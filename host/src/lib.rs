@@ -3,7 +3,9 @@
 //! The data flow, one module per stage: metric sources -> [`observation`] -> [`runtime`] (wasm policy) ->
 //! [`clamps`] (min/max, HPA behavior) -> actuator -> export/explain. See ARCHITECTURE.md.
 
+pub mod autoscaler;
 pub mod clamps;
+pub mod decision;
 pub mod error;
 pub mod observation;
 pub mod runtime;

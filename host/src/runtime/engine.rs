@@ -137,12 +137,16 @@ impl PolicyEngine {
             )));
         }
         let instance_pre = self.linker.instantiate_pre(component).map_err(|e| {
-            refuse(format!("it imports something this host does not provide: {e:#}; plugins may import only \
-                 ballast:policy/host@0.1.0 and WASI 0.2"))
+            refuse(format!(
+                "it imports something this host does not provide: {e:#}; plugins may import only \
+                 ballast:policy/host@0.1.0 and WASI 0.2"
+            ))
         })?;
         ScalingPolicyPre::new(instance_pre).map_err(|e| {
-            refuse(format!("its `{POLICY_EXPORT}` export does not match the world: {e:#}; rebuild it against \
-                 policies-wit/wit"))
+            refuse(format!(
+                "its `{POLICY_EXPORT}` export does not match the world: {e:#}; rebuild it against \
+                 policies-wit/wit"
+            ))
         })
     }
 

@@ -187,7 +187,8 @@ impl Plugin {
     /// Refuses answers no sane policy gives: absurd replica counts and oversized state.
     fn check(&self, input: &PolicyInput, decision: Decision) -> Result<Decision, PluginFailure> {
         let limits = self.engine.limits();
-        let ceiling = u64::from(input.max_replicas.max(input.current_replicas).max(1)) * u64::from(limits.absurd_factor);
+        let ceiling =
+            u64::from(input.max_replicas.max(input.current_replicas).max(1)) * u64::from(limits.absurd_factor);
         if u64::from(decision.replicas) > ceiling {
             return Err(PluginFailure::Nonsense(format!(
                 "{} replicas is more than {}x max(maxReplicas {}, current {})",

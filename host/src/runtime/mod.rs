@@ -12,7 +12,8 @@ mod instance;
 mod limits;
 
 pub use bindings::{
-    CustomMetric, Decision, LogLevel, MetricProposal, Observations, POLICY_EXPORT, PolicyError, PolicyInput, QueueCounts, ServiceId,
+    CustomMetric, Decision, LogLevel, MetricProposal, Observations, POLICY_EXPORT, PolicyError, PolicyInput,
+    QueueCounts, ServiceId,
 };
 pub use builtin::{BUILTINS, builtin};
 pub use engine::{CompiledPolicy, PolicyEngine};

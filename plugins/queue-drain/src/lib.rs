@@ -166,7 +166,14 @@ mod tests {
 
     const CFG: &str = r#"{"initialJobsPerPodPerSecond": 0.5, "targetWaitSeconds": 20, "startupSeconds": 60}"#;
 
-    fn input(now_s: u64, ready: u32, waiting: u64, active: u64, done: Option<u64>, state: Option<Vec<u8>>) -> PolicyInput {
+    fn input(
+        now_s: u64,
+        ready: u32,
+        waiting: u64,
+        active: u64,
+        done: Option<u64>,
+        state: Option<Vec<u8>>,
+    ) -> PolicyInput {
         let mut obs = Observations::none();
         obs.queue = Some(QueueCounts {
             waiting,
