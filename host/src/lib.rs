@@ -6,6 +6,7 @@
 pub mod clamps;
 pub mod error;
 pub mod observation;
+pub mod sources;
 pub mod spec;
 
 pub use error::{Error, Result};
