@@ -120,19 +120,35 @@ pub struct QueueRef {
     pub prefix: Option<String>,
 }
 
+/// PromQL templates for one service. The template language (placeholders `{namespace}`, `{deployment}`,
+/// `{pod_regex}`, `{max_sample_age}`, and how series are split between services) is documented in
+/// `sources::prometheus`. Services whose templates are identical share one query per refresh.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PrometheusMetrics {
+    /// GPU duty cycle in percent, averaged over the service's pods. Absent: the default template over
+    /// dcgm-exporter's `DCGM_FI_DEV_GPU_UTIL`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<String>,
+    /// Base name of a latency histogram in seconds (without `_bucket`), e.g. `inference_request_duration_seconds`.
+    /// Gives the default p50/p95/p99 templates where `latencyP50`/`latencyP95`/`latencyP99` are absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_histogram: Option<String>,
+    /// Latency templates; they must yield milliseconds. Several series for one service: the largest counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_p50: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_p95: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_p99: Option<String>,
+    /// Name of a request counter, e.g. `inference_requests_total`. Gives the default request-rate template where
+    /// `requestRate` is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_counter: Option<String>,
+    /// Requests per second; the service's series are summed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_rate: Option<String>,
+    /// Further metrics handed to the plugin by name; the service's series are summed.
     #[serde(default)]
     pub custom: BTreeMap<String, String>,
 }

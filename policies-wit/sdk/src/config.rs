@@ -10,8 +10,11 @@ use serde::de::DeserializeOwned;
 
 use crate::PolicyError;
 
+/// Parsed configs: the type, the JSON text it came from, and the value.
+type Cache = Vec<(TypeId, String, Rc<dyn Any>)>;
+
 thread_local! {
-    static CACHE: RefCell<Vec<(TypeId, String, Rc<dyn Any>)>> = const { RefCell::new(Vec::new()) };
+    static CACHE: RefCell<Cache> = const { RefCell::new(Vec::new()) };
 }
 
 /// Parses the config JSON into `T`; an empty text means `{}`. Errors name the field and what was wrong, and come

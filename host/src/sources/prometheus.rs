@@ -1,0 +1,780 @@
+//! The Prometheus metric source: GPU duty cycle (dcgm-exporter), latency quantiles, request rate and custom
+//! PromQL, for many services at once.
+//!
+//! # Batching
+//! Each refresh issues ONE instant query per distinct template, whatever the number of services: every service
+//! whose template text is identical joins the same query, and the placeholders are filled with the whole group.
+//! The answer holds series for every service of the group; each series is then attributed to its service by its
+//! labels and the series of one service are aggregated.
+//!
+//! # Template language
+//! A template is a PromQL expression in which these placeholders are replaced (anything else in braces, such as a
+//! label matcher, is left alone):
+//!
+//! | placeholder | becomes, for the group of services sharing the template |
+//! | --- | --- |
+//! | `{namespace}` | a regex alternation of their namespaces: `ai-models\|other` (use as `namespace=~"{namespace}"`) |
+//! | `{deployment}` | a regex alternation of their Deployment names |
+//! | `{pod_regex}` | `(stt\|mt)-[a-z0-9]+-[a-z0-9]+`: the pods of those Deployments (`<deployment>-<replicaset hash>-<suffix>`); capture group 1 is the Deployment, for `label_replace` |
+//! | `{max_sample_age}` | the configured maximum sample age in seconds, e.g. `30` |
+//! | `{rate_window}` | the configured `rate()` window as a PromQL duration, e.g. `1m` → `60s` |
+//!
+//! Names are regex-escaped and escaped for a PromQL double-quoted string.
+//!
+//! # Attribution of series to services
+//! A series belongs to the service whose namespace equals its `namespace` label (when it has one) and whose
+//! Deployment equals its `deployment` label, or else whose Deployment is the prefix of its `pod` label
+//! (`<deployment>-…`; when several Deployments are prefixes, the one leaving a `<hash>-<suffix>` rest, then the
+//! longest, wins). A series without these labels belongs to the only service of its group, if there is one. Other
+//! series are ignored. Per service the series are then combined: GPU utilization is averaged (over pods), latency
+//! takes the largest (worst) value, request rate and custom metrics are summed.
+//!
+//! # Unavailable is not zero
+//! A service without series, or whose series are all NaN, ±Inf or older than the maximum sample age, gets `None`.
+//! A failed query (unreachable Prometheus, HTTP error, rejected PromQL, timeout) is reported in
+//! [`PromCollection::failures`] and leaves only the metrics of that query `None`.
+//!
+//! # Sample age
+//! Prometheus stamps an instant query's result with the evaluation time; a series whose exporter stops serving it
+//! is marked stale at the next scrape and vanishes from the answer. Samples carrying an explicit, old timestamp
+//! stay visible for Prometheus's 5-minute lookback: the default GPU template drops them server-side with
+//! `time() - timestamp(…) < {max_sample_age}`. [`Sample::age`] is the time between the result's timestamp and
+//! now; results older than the maximum age are dropped too (a lagging or clock-skewed Prometheus).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::spec::{PrometheusMetrics, ServiceKey};
+
+/// GPU utilization per pod from dcgm-exporter, keeping only GPUs whose newest sample is fresh. Assumes the scrape
+/// keeps dcgm-exporter's own `namespace`/`pod` labels (`honor_labels: true`, as its Helm chart's ServiceMonitor
+/// sets); with `exported_namespace`/`exported_pod` write your own template.
+pub const DEFAULT_GPU_TEMPLATE: &str = "avg by (namespace, pod) (\
+DCGM_FI_DEV_GPU_UTIL{namespace=~\"{namespace}\", pod=~\"{pod_regex}\"} \
+and (time() - timestamp(DCGM_FI_DEV_GPU_UTIL{namespace=~\"{namespace}\", pod=~\"{pod_regex}\"}) < {max_sample_age}))";
+
+/// The default latency template: the `quantile` (0..1) of a histogram in seconds, per Deployment, in milliseconds,
+/// over the rate window.
+pub fn latency_quantile_template(histogram: &str, quantile: f64) -> String {
+    format!(
+        "1000 * histogram_quantile({quantile}, sum by (le, namespace, deployment) (label_replace(\
+         rate({histogram}_bucket{{namespace=~\"{{namespace}}\", pod=~\"{{pod_regex}}\"}}[{{rate_window}}]), \
+         \"deployment\", \"$1\", \"pod\", \"{{pod_regex}}\")))"
+    )
+}
+
+/// The default request-rate template: per-second increase of a counter over the rate window, per pod.
+pub fn request_rate_template(counter: &str) -> String {
+    format!(
+        "sum by (namespace, pod) (rate({counter}{{namespace=~\"{{namespace}}\", pod=~\"{{pod_regex}}\"}}[{{rate_window}}]))"
+    )
+}
+
+/// Where the bearer token comes from. A file is read at every refresh, so a rotated token is picked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BearerToken {
+    Value(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrometheusConfig {
+    /// Base URL, e.g. `http://prometheus.monitoring:9090` or `https://host/prometheus/`.
+    pub url: String,
+    pub bearer_token: Option<BearerToken>,
+    /// PEM bundle of extra CA certificates trusted for an https URL.
+    pub ca_file: Option<PathBuf>,
+    /// Accept any server certificate (insecure-skip-verify).
+    pub insecure: bool,
+    /// Per query, connection included.
+    pub timeout: Duration,
+    /// Queries in flight at once.
+    pub max_concurrency: usize,
+    /// Samples older than this are unavailable.
+    pub max_sample_age: Duration,
+    /// The `rate()` window of the default templates (`{rate_window}`). `rate()` divides by the whole window, so
+    /// a series younger than the window reads low; a window of at least 4 scrape intervals keeps it smooth.
+    pub rate_window: Duration,
+}
+
+impl PrometheusConfig {
+    /// A config with defaults: 5 s timeout, 4 queries in flight, 60 s maximum sample age, 1 minute rate window.
+    pub fn new(url: impl Into<String>) -> Self {
+        PrometheusConfig {
+            url: url.into(),
+            bearer_token: None,
+            ca_file: None,
+            insecure: false,
+            timeout: Duration::from_secs(5),
+            max_concurrency: 4,
+            max_sample_age: Duration::from_secs(60),
+            rate_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One service to collect for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromTarget {
+    pub key: ServiceKey,
+    pub namespace: String,
+    pub deployment: String,
+    pub metrics: PrometheusMetrics,
+}
+
+/// A measured value and how old it is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    pub value: f64,
+    pub age: Duration,
+}
+
+/// What Prometheus gave for one service; `None` is unavailable.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PromValues {
+    pub gpu_duty_cycle_percent: Option<Sample>,
+    pub latency_p50_ms: Option<Sample>,
+    pub latency_p95_ms: Option<Sample>,
+    pub latency_p99_ms: Option<Sample>,
+    /// Requests per second.
+    pub request_rate: Option<Sample>,
+    /// Available custom metrics only, by name.
+    pub custom: Vec<(String, Sample)>,
+}
+
+/// A query that failed; its metrics are `None` for `services`.
+#[derive(Debug, Clone)]
+pub struct QueryFailure {
+    pub query: String,
+    pub services: Vec<ServiceKey>,
+    pub error: PromError,
+}
+
+#[derive(Debug, Default)]
+pub struct PromCollection {
+    /// Every requested service, available or not.
+    pub values: BTreeMap<ServiceKey, PromValues>,
+    pub failures: Vec<QueryFailure>,
+    /// Queries sent to Prometheus during this collection.
+    pub queries: usize,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PromError {
+    #[error(
+        "Prometheus URL `{url}` is invalid: {detail}; give an http:// or https:// base URL such as http://prometheus:9090"
+    )]
+    InvalidUrl { url: String, detail: String },
+    #[error("cannot read {what} `{path}`: {detail}; fix the path or mount the file")]
+    File { what: &'static str, path: PathBuf, detail: String },
+    #[error("cannot build the HTTP client for Prometheus at {url}: {detail}")]
+    Client { url: String, detail: String },
+    #[error(
+        "Prometheus at {url} could not be reached for query `{query}`: {detail}; check the Prometheus URL and that \
+         Prometheus is listening there"
+    )]
+    Unreachable { url: String, query: String, detail: String },
+    #[error(
+        "Prometheus at {url} did not answer query `{query}` within {timeout:?}; raise the timeout or make the query \
+         cheaper"
+    )]
+    Timeout { url: String, query: String, timeout: Duration },
+    #[error(
+        "Prometheus at {url} answered query `{query}` with HTTP {status}: {body}; check the URL (it must be the \
+         Prometheus base URL) and, for 401/403, the bearer token"
+    )]
+    Http { url: String, query: String, status: u16, body: String },
+    #[error("Prometheus at {url} rejected query `{query}`: {error_type}: {error}; fix the PromQL template")]
+    Rejected { url: String, query: String, error_type: String, error: String },
+    #[error(
+        "Prometheus at {url} gave an unusable answer to query `{query}`: {detail}; the template must yield an \
+         instant vector"
+    )]
+    BadAnswer { url: String, query: String, detail: String },
+}
+
+/// Issues batched instant queries against one Prometheus server.
+#[derive(Clone)]
+pub struct PrometheusSource {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: reqwest::Client,
+    url: String,
+    endpoint: reqwest::Url,
+    bearer_token: Option<BearerToken>,
+    timeout: Duration,
+    max_sample_age: Duration,
+    rate_window: Duration,
+    in_flight: Arc<Semaphore>,
+    queries_issued: AtomicU64,
+}
+
+impl PrometheusSource {
+    pub fn new(config: PrometheusConfig) -> Result<Self, PromError> {
+        let invalid = |detail: String| PromError::InvalidUrl { url: config.url.clone(), detail };
+        let mut base = reqwest::Url::parse(&config.url).map_err(|e| invalid(e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(invalid(format!("scheme `{}` is not http or https", base.scheme())));
+        }
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let endpoint = base.join("api/v1/query").map_err(|e| invalid(e.to_string()))?;
+
+        // reqwest is built without a bundled crypto provider; use ring unless the process chose one already.
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let mut builder =
+            reqwest::Client::builder().timeout(config.timeout).danger_accept_invalid_certs(config.insecure);
+        if let Some(path) = &config.ca_file {
+            let file_error =
+                |detail: String| PromError::File { what: "Prometheus CA file", path: path.clone(), detail };
+            let pem = std::fs::read(path).map_err(|e| file_error(e.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| file_error(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(file_error("no PEM certificate in it".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client =
+            builder.build().map_err(|e| PromError::Client { url: config.url.clone(), detail: e.to_string() })?;
+        if let Some(BearerToken::File(path)) = &config.bearer_token {
+            read_token_file(path)?;
+        }
+        Ok(PrometheusSource {
+            inner: Arc::new(Inner {
+                client,
+                url: config.url,
+                endpoint,
+                bearer_token: config.bearer_token,
+                timeout: config.timeout,
+                max_sample_age: config.max_sample_age,
+                rate_window: config.rate_window,
+                in_flight: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
+                queries_issued: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Queries sent since this source was created.
+    pub fn queries_issued(&self) -> u64 {
+        self.inner.queries_issued.load(Ordering::Relaxed)
+    }
+
+    /// Gathers every service's metrics with one query per distinct template. Never fails as a whole: failures are
+    /// listed in the result and their metrics are `None`.
+    pub async fn collect(&self, targets: &[PromTarget]) -> PromCollection {
+        let batches = plan(targets);
+        let mut values: Vec<PromValues> = vec![PromValues::default(); targets.len()];
+        let mut collection = PromCollection::default();
+        let token = match &self.inner.bearer_token {
+            None => None,
+            Some(BearerToken::Value(token)) => Some(token.clone()),
+            Some(BearerToken::File(path)) => match read_token_file(path) {
+                Ok(token) => Some(token),
+                Err(error) => {
+                    for batch in &batches {
+                        collection.failures.push(QueryFailure {
+                            query: batch.template.clone(),
+                            services: batch.targets.iter().map(|&t| targets[t].key.clone()).collect(),
+                            error: error.clone(),
+                        });
+                    }
+                    collection.values = targets.iter().map(|t| (t.key.clone(), PromValues::default())).collect();
+                    return collection;
+                }
+            },
+        };
+
+        let queries: Vec<String> = batches
+            .iter()
+            .map(|batch| {
+                let group = batch.targets.iter().map(|&t| &targets[t]);
+                expand(&batch.template, group, self.inner.max_sample_age, self.inner.rate_window)
+            })
+            .collect();
+        let mut in_flight = JoinSet::new();
+        let mut batch_of_task = HashMap::new();
+        for (index, query) in queries.iter().enumerate() {
+            let inner = Arc::clone(&self.inner);
+            let query = query.clone();
+            let token = token.clone();
+            let handle = in_flight.spawn(async move {
+                // The semaphore is never closed, so acquiring only waits.
+                let _permit = inner.in_flight.clone().acquire_owned().await;
+                inner.queries_issued.fetch_add(1, Ordering::Relaxed);
+                inner.query(&query, token.as_deref()).await
+            });
+            batch_of_task.insert(handle.id(), index);
+        }
+        collection.queries = queries.len();
+
+        let now = unix_now();
+        while let Some(joined) = in_flight.join_next_with_id().await {
+            let (index, answer) = match joined {
+                Ok((id, answer)) => (batch_of_task[&id], answer),
+                Err(join_error) => (
+                    batch_of_task[&join_error.id()],
+                    Err(PromError::BadAnswer {
+                        url: self.inner.url.clone(),
+                        query: queries[batch_of_task[&join_error.id()]].clone(),
+                        detail: format!("the query task failed: {join_error}"),
+                    }),
+                ),
+            };
+            let batch = &batches[index];
+            match answer {
+                Ok(series) => self.distribute(batch, targets, &series, now, &mut values),
+                Err(error) => collection.failures.push(QueryFailure {
+                    query: queries[index].clone(),
+                    services: batch.targets.iter().map(|&t| targets[t].key.clone()).collect(),
+                    error,
+                }),
+            }
+        }
+        collection.failures.sort_by(|a, b| a.query.cmp(&b.query));
+        collection.values = targets.iter().map(|t| t.key.clone()).zip(values).collect();
+        collection
+    }
+
+    fn distribute(
+        &self,
+        batch: &Batch,
+        targets: &[PromTarget],
+        series: &[Series],
+        now: f64,
+        values: &mut [PromValues],
+    ) {
+        let candidates: Vec<Candidate> = batch
+            .targets
+            .iter()
+            .map(|&t| Candidate { namespace: &targets[t].namespace, deployment: &targets[t].deployment, target: t })
+            .collect();
+        let mut per_target: HashMap<usize, Vec<&Series>> = HashMap::new();
+        let mut unattributed = 0usize;
+        for s in series {
+            let owners = attribute(&s.labels, &candidates);
+            if owners.is_empty() {
+                unattributed += 1;
+            }
+            for owner in owners {
+                per_target.entry(owner).or_default().push(s);
+            }
+        }
+        if unattributed > 0 {
+            tracing::debug!(template = %batch.template, unattributed, "series matching no service were ignored");
+        }
+        for (target, slot) in &batch.uses {
+            let sample =
+                per_target.get(target).and_then(|s| aggregate(slot.aggregation(), s, now, self.inner.max_sample_age));
+            let out = &mut values[*target];
+            match slot {
+                Slot::Gpu => out.gpu_duty_cycle_percent = sample,
+                Slot::LatencyP50 => out.latency_p50_ms = sample,
+                Slot::LatencyP95 => out.latency_p95_ms = sample,
+                Slot::LatencyP99 => out.latency_p99_ms = sample,
+                Slot::RequestRate => out.request_rate = sample,
+                Slot::Custom(name) => {
+                    if let Some(sample) = sample {
+                        out.custom.push((name.clone(), sample));
+                        out.custom.sort_by(|a, b| a.0.cmp(&b.0));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Inner {
+    async fn query(&self, query: &str, token: Option<&str>) -> Result<Vec<Series>, PromError> {
+        let url = || self.url.clone();
+        let query_text = || query.to_string();
+        let timeout = format!("{}", self.timeout.as_secs_f64());
+        let mut request = self.client.post(self.endpoint.clone()).form(&[("query", query), ("timeout", &timeout)]);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let transport = |e: reqwest::Error| {
+            if e.is_timeout() {
+                PromError::Timeout { url: url(), query: query_text(), timeout: self.timeout }
+            } else {
+                PromError::Unreachable { url: url(), query: query_text(), detail: error_chain(&e) }
+            }
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(transport)?;
+        let parsed = serde_json::from_slice::<ApiResponse>(&body);
+        match parsed {
+            Ok(api) if api.status == "error" => Err(PromError::Rejected {
+                url: url(),
+                query: query_text(),
+                error_type: api.error_type.unwrap_or_default(),
+                error: api.error.unwrap_or_default(),
+            }),
+            _ if !status.is_success() => Err(PromError::Http {
+                url: url(),
+                query: query_text(),
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body).chars().take(200).collect(),
+            }),
+            Ok(api) => match api.data {
+                Some(ApiData::Vector(samples)) => samples
+                    .into_iter()
+                    .map(|s| Ok(Series { labels: s.metric, timestamp: s.value.0, value: parse_value(&s.value.1) }))
+                    .collect(),
+                Some(ApiData::Scalar((timestamp, value))) => {
+                    Ok(vec![Series { labels: BTreeMap::new(), timestamp, value: parse_value(&value) }])
+                }
+                Some(ApiData::Matrix(_)) => Err(PromError::BadAnswer {
+                    url: url(),
+                    query: query_text(),
+                    detail: "a range vector (matrix)".into(),
+                }),
+                Some(ApiData::String(_)) => {
+                    Err(PromError::BadAnswer { url: url(), query: query_text(), detail: "a string".into() })
+                }
+                None => Err(PromError::BadAnswer { url: url(), query: query_text(), detail: "no data".into() }),
+            },
+            Err(e) => Err(PromError::BadAnswer { url: url(), query: query_text(), detail: format!("not JSON: {e}") }),
+        }
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn read_token_file(path: &PathBuf) -> Result<String, PromError> {
+    let file_error =
+        |detail: String| PromError::File { what: "Prometheus bearer token file", path: path.clone(), detail };
+    let token = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(file_error("it is empty".into()));
+    }
+    Ok(token.to_string())
+}
+
+/// Prometheus writes NaN and infinities as strings; they parse here and are dropped by [`aggregate`].
+fn parse_value(text: &str) -> f64 {
+    text.parse().unwrap_or(f64::NAN)
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+struct ApiResponse {
+    status: String,
+    data: Option<ApiData>,
+    #[serde(rename = "errorType")]
+    error_type: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+enum ApiData {
+    Vector(Vec<VectorSample>),
+    Scalar((f64, String)),
+    Matrix(serde::de::IgnoredAny),
+    String(serde::de::IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct VectorSample {
+    metric: BTreeMap<String, String>,
+    value: (f64, String),
+}
+
+struct Series {
+    labels: BTreeMap<String, String>,
+    timestamp: f64,
+    value: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Slot {
+    Gpu,
+    LatencyP50,
+    LatencyP95,
+    LatencyP99,
+    RequestRate,
+    Custom(String),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Aggregation {
+    Mean,
+    Max,
+    Sum,
+}
+
+impl Slot {
+    fn aggregation(&self) -> Aggregation {
+        match self {
+            Slot::Gpu => Aggregation::Mean,
+            Slot::LatencyP50 | Slot::LatencyP95 | Slot::LatencyP99 => Aggregation::Max,
+            Slot::RequestRate | Slot::Custom(_) => Aggregation::Sum,
+        }
+    }
+}
+
+/// One query: a template and the services (indices into the targets) that use it.
+struct Batch {
+    template: String,
+    targets: Vec<usize>,
+    uses: Vec<(usize, Slot)>,
+}
+
+/// The templates a service asks for, defaults filled in.
+fn templates(metrics: &PrometheusMetrics) -> Vec<(Slot, String)> {
+    let mut out = vec![(Slot::Gpu, metrics.gpu.clone().unwrap_or_else(|| DEFAULT_GPU_TEMPLATE.to_string()))];
+    let latency = |explicit: &Option<String>, quantile: f64| {
+        explicit
+            .clone()
+            .or_else(|| metrics.latency_histogram.as_deref().map(|h| latency_quantile_template(h, quantile)))
+    };
+    for (slot, template) in [
+        (Slot::LatencyP50, latency(&metrics.latency_p50, 0.5)),
+        (Slot::LatencyP95, latency(&metrics.latency_p95, 0.95)),
+        (Slot::LatencyP99, latency(&metrics.latency_p99, 0.99)),
+        (
+            Slot::RequestRate,
+            metrics.request_rate.clone().or_else(|| metrics.request_counter.as_deref().map(request_rate_template)),
+        ),
+    ] {
+        if let Some(template) = template {
+            out.push((slot, template));
+        }
+    }
+    out.extend(metrics.custom.iter().map(|(name, template)| (Slot::Custom(name.clone()), template.clone())));
+    out
+}
+
+fn plan(targets: &[PromTarget]) -> Vec<Batch> {
+    let mut by_template: BTreeMap<String, Batch> = BTreeMap::new();
+    for (index, target) in targets.iter().enumerate() {
+        for (slot, template) in templates(&target.metrics) {
+            let batch = by_template.entry(template.clone()).or_insert_with(|| Batch {
+                template,
+                targets: Vec::new(),
+                uses: Vec::new(),
+            });
+            if batch.targets.last() != Some(&index) {
+                batch.targets.push(index);
+            }
+            batch.uses.push((index, slot));
+        }
+    }
+    by_template.into_values().collect()
+}
+
+/// Fills the placeholders for a group of services.
+fn expand<'a>(
+    template: &str,
+    targets: impl Iterator<Item = &'a PromTarget>,
+    max_sample_age: Duration,
+    rate_window: Duration,
+) -> String {
+    let mut namespaces = BTreeSet::new();
+    let mut deployments = BTreeSet::new();
+    for target in targets {
+        namespaces.insert(regex_literal(&target.namespace));
+        deployments.insert(regex_literal(&target.deployment));
+    }
+    let namespaces: Vec<String> = namespaces.into_iter().collect();
+    let mut deployments: Vec<String> = deployments.into_iter().collect();
+    // Longest first, so that an alternation tried left to right prefers `stt-gpu` over `stt`.
+    deployments.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    let deployments = deployments.join("|");
+    template
+        .replace("{namespace}", &namespaces.join("|"))
+        .replace("{deployment}", &deployments)
+        .replace("{pod_regex}", &format!("({deployments})-[a-z0-9]+-[a-z0-9]+"))
+        .replace("{max_sample_age}", &format!("{}", max_sample_age.as_secs_f64()))
+        .replace("{rate_window}", &promql_duration(rate_window))
+}
+
+fn promql_duration(duration: Duration) -> String {
+    let millis = duration.as_millis().max(1);
+    if millis.is_multiple_of(1000) { format!("{}s", millis / 1000) } else { format!("{millis}ms") }
+}
+
+/// A name as a regex matching only itself, inside a PromQL double-quoted string (hence doubled backslashes).
+fn regex_literal(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '\\' | '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$' => {
+                out.push_str("\\\\");
+                out.push(c);
+            }
+            '"' => out.push_str("\\\""),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+struct Candidate<'a> {
+    namespace: &'a str,
+    deployment: &'a str,
+    target: usize,
+}
+
+/// The services a series belongs to (see the module docs): none, one, or several services of the same Deployment.
+fn attribute(labels: &BTreeMap<String, String>, candidates: &[Candidate]) -> Vec<usize> {
+    let mut matching: Vec<&Candidate> =
+        candidates.iter().filter(|c| labels.get("namespace").is_none_or(|ns| ns == c.namespace)).collect();
+    if let Some(deployment) = labels.get("deployment") {
+        matching.retain(|c| c.deployment == deployment);
+    } else if let Some(pod) = labels.get("pod") {
+        let rest = |c: &Candidate| pod.strip_prefix(c.deployment).and_then(|r| r.strip_prefix('-')).map(str::to_string);
+        matching.retain(|c| rest(c).is_some());
+        if matching.iter().any(|c| rest(c).is_some_and(|r| is_replicaset_pod_suffix(&r))) {
+            matching.retain(|c| rest(c).is_some_and(|r| is_replicaset_pod_suffix(&r)));
+        }
+        if let Some(longest) = matching.iter().map(|c| c.deployment.len()).max() {
+            matching.retain(|c| c.deployment.len() == longest);
+        }
+    }
+    let same_workload = matching
+        .windows(2)
+        .all(|pair| pair[0].namespace == pair[1].namespace && pair[0].deployment == pair[1].deployment);
+    if same_workload { matching.iter().map(|c| c.target).collect() } else { Vec::new() }
+}
+
+/// `<replicaset hash>-<suffix>`, what follows `<deployment>-` in a Deployment's pod name.
+fn is_replicaset_pod_suffix(rest: &str) -> bool {
+    let mut parts = rest.split('-');
+    let segment = |s: Option<&str>| {
+        s.is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+    };
+    segment(parts.next()) && segment(parts.next()) && parts.next().is_none()
+}
+
+fn aggregate(aggregation: Aggregation, series: &[&Series], now: f64, max_sample_age: Duration) -> Option<Sample> {
+    let usable: Vec<(f64, Duration)> = series
+        .iter()
+        .filter(|s| s.value.is_finite())
+        .map(|s| (s.value, Duration::try_from_secs_f64((now - s.timestamp).max(0.0)).unwrap_or(Duration::MAX)))
+        .filter(|(_, age)| *age <= max_sample_age)
+        .collect();
+    if usable.is_empty() {
+        return None;
+    }
+    let values = usable.iter().map(|(v, _)| *v);
+    let value = match aggregation {
+        Aggregation::Mean => values.sum::<f64>() / usable.len() as f64,
+        Aggregation::Sum => values.sum(),
+        Aggregation::Max => values.fold(f64::NEG_INFINITY, f64::max),
+    };
+    let age = usable.iter().map(|(_, age)| *age).max().unwrap_or_default();
+    Some(Sample { value, age })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(namespace: &str, deployment: &str) -> PromTarget {
+        PromTarget {
+            key: ServiceKey { namespace: namespace.into(), name: deployment.into() },
+            namespace: namespace.into(),
+            deployment: deployment.into(),
+            metrics: PrometheusMetrics::default(),
+        }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn placeholders_become_escaped_alternations_longest_deployment_first() {
+        let targets = [target("ai-models", "stt"), target("ai-models", "stt-gpu"), target("other", "mt.v2")];
+        let query = expand(
+            "rate(x{namespace=~\"{namespace}\", deployment=~\"{deployment}\", pod=~\"{pod_regex}\"}[{rate_window}]) \
+             < {max_sample_age}",
+            targets.iter(),
+            Duration::from_secs(30),
+            Duration::from_millis(1500),
+        );
+        assert_eq!(
+            query,
+            "rate(x{namespace=~\"ai-models|other\", deployment=~\"mt\\\\.v2|stt-gpu|stt\", \
+             pod=~\"(mt\\\\.v2|stt-gpu|stt)-[a-z0-9]+-[a-z0-9]+\"}[1500ms]) < 30"
+        );
+    }
+
+    #[test]
+    fn series_go_to_the_deployment_owning_the_pod() {
+        let targets = [target("ai-models", "whisper"), target("ai-models", "whisper-stt"), target("b", "whisper")];
+        let candidates: Vec<Candidate> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Candidate { namespace: &t.namespace, deployment: &t.deployment, target: i })
+            .collect();
+        let owner = |pairs: &[(&str, &str)]| attribute(&labels(pairs), &candidates);
+        assert_eq!(owner(&[("namespace", "ai-models"), ("pod", "whisper-stt-7d9f8b6c5-x2k4p")]), vec![1]);
+        assert_eq!(owner(&[("namespace", "ai-models"), ("pod", "whisper-7d9f8b6c5-x2k4p")]), vec![0]);
+        assert_eq!(owner(&[("namespace", "b"), ("pod", "whisper-7d9f8b6c5-x2k4p")]), vec![2]);
+        assert_eq!(owner(&[("namespace", "ai-models"), ("deployment", "whisper-stt")]), vec![1]);
+        assert_eq!(owner(&[("namespace", "c"), ("pod", "whisper-7d9f8b6c5-x2k4p")]), Vec::<usize>::new());
+        assert_eq!(owner(&[("pod", "whisper-7d9f8b6c5-x2k4p")]), Vec::<usize>::new(), "two namespaces: ambiguous");
+        assert_eq!(owner(&[]), Vec::<usize>::new());
+        assert_eq!(attribute(&labels(&[]), &candidates[..1]), vec![0], "a lone service owns unlabelled series");
+    }
+
+    #[test]
+    fn non_finite_and_old_samples_are_unavailable_not_zero() {
+        let series = |value: f64, age: f64| Series { labels: BTreeMap::new(), timestamp: 1000.0 - age, value };
+        let (nan, inf, old, fresh) =
+            (series(f64::NAN, 0.0), series(f64::INFINITY, 0.0), series(5.0, 90.0), series(7.0, 2.0));
+        let max_age = Duration::from_secs(60);
+        assert_eq!(aggregate(Aggregation::Mean, &[&nan, &inf, &old], 1000.0, max_age), None);
+        let sample = aggregate(Aggregation::Mean, &[&nan, &old, &fresh], 1000.0, max_age).unwrap();
+        assert_eq!(sample.value, 7.0);
+        assert_eq!(sample.age, Duration::from_secs(2));
+        assert_eq!(parse_value("+Inf"), f64::INFINITY);
+        assert!(parse_value("NaN").is_nan());
+    }
+
+    #[test]
+    fn identical_templates_share_one_batch() {
+        let mut a = target("n", "a");
+        a.metrics.latency_histogram = Some("h_seconds".into());
+        let mut b = target("n", "b");
+        b.metrics.latency_histogram = Some("h_seconds".into());
+        b.metrics.custom.insert("gpu_again".into(), DEFAULT_GPU_TEMPLATE.into());
+        let batches = plan(&[a, b, target("m", "c")]);
+        // GPU (shared by all, and b's custom), p50, p95, p99.
+        assert_eq!(batches.len(), 4);
+        let gpu = batches.iter().find(|b| b.template == DEFAULT_GPU_TEMPLATE).unwrap();
+        assert_eq!(gpu.targets, vec![0, 1, 2]);
+        assert_eq!(gpu.uses.len(), 4);
+    }
+}

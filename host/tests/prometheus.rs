@@ -1,0 +1,453 @@
+//! The Prometheus source against a real `prometheus` server (Debian package `prometheus`) scraping an in-process
+//! endpoint that serves dcgm-exporter series, a latency histogram and a request counter for several services.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ballast::sources::prometheus::{
+    BearerToken, DEFAULT_GPU_TEMPLATE, PromCollection, PromError, PromTarget, PrometheusConfig, PrometheusSource,
+};
+use ballast::spec::{PrometheusMetrics, ServiceKey};
+
+const HISTOGRAM: &str = "inference_request_duration_seconds";
+const COUNTER: &str = "inference_requests_total";
+const BUCKETS: [&str; 6] = ["0.1", "0.25", "0.5", "1", "2.5", "+Inf"];
+/// Cumulative bucket counts added per second (the +Inf bucket is the request count).
+const STT_BUCKETS_PER_SECOND: [f64; 6] = [10.0, 30.0, 60.0, 80.0, 95.0, 100.0];
+const MT_BUCKETS_PER_SECOND: [f64; 6] = [50.0, 90.0, 98.0, 100.0, 100.0, 100.0];
+const STT_POD_1: &str = "whisper-pyannote-stt-7d9f8b6c5-x2k4p";
+const STT_POD_2: &str = "whisper-pyannote-stt-7d9f8b6c5-q8w7e";
+const MT_POD: &str = "marian-mt-6b8c9d7f5-m3n4b";
+
+struct ExporterState {
+    started: Instant,
+    /// Unix milliseconds 120 s before the start: the explicit timestamp of wav2lip's stale series.
+    stale_timestamp_ms: u128,
+    serve_vanishing: bool,
+    authorizations: Vec<Option<String>>,
+}
+
+/// A loopback HTTP endpoint: `/metrics` in Prometheus text format; `/api/v1/query` answers an empty vector and
+/// records the Authorization header (Prometheus itself cannot check bearer tokens); anything else is 404.
+struct Exporter {
+    port: u16,
+    state: Arc<Mutex<ExporterState>>,
+}
+
+impl Exporter {
+    fn start() -> Exporter {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the exporter");
+        let port = listener.local_addr().unwrap().port();
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis();
+        let state = Arc::new(Mutex::new(ExporterState {
+            started: Instant::now(),
+            stale_timestamp_ms: now_ms - 120_000,
+            serve_vanishing: true,
+            authorizations: Vec::new(),
+        }));
+        let shared = Arc::clone(&state);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let shared = Arc::clone(&shared);
+                std::thread::spawn(move || serve(stream, &shared));
+            }
+        });
+        Exporter { port, state }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+fn serve(mut stream: TcpStream, state: &Mutex<ExporterState>) {
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let head_end = loop {
+        let Ok(n) = stream.read(&mut buffer) else { return };
+        if n == 0 {
+            return;
+        }
+        request.extend_from_slice(&buffer[..n]);
+        if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&request[..head_end]).to_string();
+    let header = |name: &str| {
+        head.lines()
+            .find(|line| line.to_ascii_lowercase().starts_with(&format!("{name}:")))
+            .map(|line| line[name.len() + 1..].trim().to_string())
+    };
+    let body_length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    while request.len() < head_end + body_length {
+        let Ok(n) = stream.read(&mut buffer) else { return };
+        if n == 0 {
+            break;
+        }
+        request.extend_from_slice(&buffer[..n]);
+    }
+    let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let (status, content_type, body) = if path.starts_with("/metrics") {
+        ("200 OK", "text/plain; version=0.0.4", exposition(&state.lock().unwrap()))
+    } else if path == "/api/v1/query" {
+        state.lock().unwrap().authorizations.push(header("authorization"));
+        ("200 OK", "application/json", r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#.into())
+    } else {
+        ("404 Not Found", "text/plain", "404 page not found\n".to_string())
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes());
+}
+
+fn dcgm(namespace: &str, pod: &str, container: &str, gpu: u32, value: &str) -> String {
+    format!(
+        "DCGM_FI_DEV_GPU_UTIL{{gpu=\"{gpu}\",UUID=\"GPU-5a2b6c1d-0e3f-4a5b-8c7d-{gpu:012}\",device=\"nvidia{gpu}\",\
+         modelName=\"NVIDIA A10G\",Hostname=\"node-1\",DCGM_FI_DRIVER_VERSION=\"535.104.05\",\
+         container=\"{container}\",namespace=\"{namespace}\",pod=\"{pod}\"}} {value}\n"
+    )
+}
+
+fn exposition(state: &ExporterState) -> String {
+    let elapsed = state.started.elapsed().as_secs_f64();
+    let mut text =
+        String::from("# HELP DCGM_FI_DEV_GPU_UTIL GPU utilization (in %).\n# TYPE DCGM_FI_DEV_GPU_UTIL gauge\n");
+    text += &dcgm("ai-models", STT_POD_1, "stt", 0, "40");
+    text += &dcgm("ai-models", STT_POD_2, "stt", 1, "60");
+    text += &dcgm("ai-models", MT_POD, "mt", 2, "20");
+    text += &dcgm("ai-models", MT_POD, "mt", 3, "30");
+    // Same Deployment name in another namespace.
+    text += &dcgm("other", MT_POD, "mt", 0, "90");
+    // A Deployment whose name prefixes another's.
+    text += &dcgm("ai-models", "whisper-5c6d7e8f9-abcde", "whisper", 4, "70");
+    text += &dcgm("ai-models", "xtts-8f7e6d5c4-zz9yy", "xtts", 5, "NaN");
+    let stale = dcgm("ai-models", "wav2lip-4a3b2c1d0-k1l2m", "wav2lip", 6, "55");
+    text += &format!("{} {}\n", stale.trim_end(), state.stale_timestamp_ms);
+    if state.serve_vanishing {
+        text += &dcgm("ai-models", "vanishing-7c6b5a4f3-p0o9i", "vanishing", 7, "80");
+    }
+
+    text += &format!("# TYPE {HISTOGRAM} histogram\n");
+    for (pod, per_second, scale) in [
+        (STT_POD_1, &STT_BUCKETS_PER_SECOND, 1.0),
+        (STT_POD_2, &STT_BUCKETS_PER_SECOND, 2.0),
+        (MT_POD, &MT_BUCKETS_PER_SECOND, 1.0),
+    ] {
+        let labels = format!("namespace=\"ai-models\",pod=\"{pod}\"");
+        for (le, count) in BUCKETS.iter().zip(per_second) {
+            text += &format!("{HISTOGRAM}_bucket{{{labels},le=\"{le}\"}} {}\n", count * scale * elapsed);
+        }
+        text += &format!("{HISTOGRAM}_sum{{{labels}}} {}\n", 40.0 * scale * elapsed);
+        text += &format!("{HISTOGRAM}_count{{{labels}}} {}\n", per_second[5] * scale * elapsed);
+    }
+    text += &format!("# TYPE {COUNTER} counter\n");
+    for (pod, per_second) in [(STT_POD_1, 3.0), (STT_POD_2, 2.0), (MT_POD, 1.0)] {
+        text += &format!("{COUNTER}{{namespace=\"ai-models\",pod=\"{pod}\"}} {}\n", per_second * elapsed);
+    }
+    text
+}
+
+/// A `prometheus` process with its own config and TSDB in a temp dir; killed on drop.
+struct PrometheusServer {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn on_path(binary: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| Path::new(&dir).join(binary).is_file()))
+}
+
+fn start_prometheus(scrape_port: u16) -> PrometheusServer {
+    assert!(
+        on_path("prometheus"),
+        "`prometheus` is not on PATH: install the Debian package `prometheus` \
+         (`apt-get install -y prometheus`, or `source .ci/prometheus.sh && install_prometheus`)"
+    );
+    let dir = std::env::temp_dir().join(format!("ballast-prometheus-test-{}-{scrape_port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: dcgm-exporter\n    honor_labels: true\n    static_configs:\n      \
+             - targets: ['127.0.0.1:{scrape_port}']\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start prometheus");
+    PrometheusServer { child, port, dir }
+}
+
+fn key(namespace: &str, name: &str) -> ServiceKey {
+    ServiceKey { namespace: namespace.into(), name: name.into() }
+}
+
+fn target(namespace: &str, deployment: &str, metrics: &PrometheusMetrics) -> PromTarget {
+    PromTarget {
+        key: key(namespace, deployment),
+        namespace: namespace.into(),
+        deployment: deployment.into(),
+        metrics: metrics.clone(),
+    }
+}
+
+fn inference_metrics() -> PrometheusMetrics {
+    PrometheusMetrics {
+        latency_histogram: Some(HISTOGRAM.into()),
+        request_counter: Some(COUNTER.into()),
+        ..PrometheusMetrics::default()
+    }
+}
+
+/// histogram_quantile's interpolation over cumulative buckets (+Inf last), in milliseconds.
+fn expected_quantile_ms(quantile: f64, cumulative: &[f64; 6]) -> f64 {
+    let bounds: Vec<f64> = BUCKETS[..5].iter().map(|b| b.parse().unwrap()).collect();
+    let rank = quantile * cumulative[5];
+    let bucket = cumulative.iter().position(|&c| c >= rank).unwrap();
+    if bucket == 5 {
+        return bounds[4] * 1000.0;
+    }
+    let (lower, below) = if bucket == 0 { (0.0, 0.0) } else { (bounds[bucket - 1], cumulative[bucket - 1]) };
+    (lower + (bounds[bucket] - lower) * (rank - below) / (cumulative[bucket] - below)) * 1000.0
+}
+
+fn assert_close(what: &str, actual: Option<f64>, expected: f64, relative: f64) {
+    let actual = actual.unwrap_or_else(|| panic!("{what}: unavailable, expected {expected}"));
+    assert!((actual - expected).abs() <= expected.abs() * relative, "{what}: {actual}, expected {expected}");
+}
+
+fn failures_text(collection: &PromCollection) -> String {
+    collection.failures.iter().map(|f| f.error.to_string()).collect::<Vec<_>>().join("\n")
+}
+
+/// Waits until Prometheus has scraped enough for rate() over the served counters.
+async fn wait_for_data(source: &PrometheusSource, server: &mut PrometheusServer) {
+    let mut ready = PrometheusMetrics::default();
+    // Samples spanning the whole rate window, or rate() reads low.
+    ready.custom.insert("window".into(), format!("min(count_over_time({COUNTER}[5s])) >= 5"));
+    ready.custom.insert("gpus".into(), "count(DCGM_FI_DEV_GPU_UTIL)".into());
+    let probe = [target("probe", "probe", &ready)];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let collection = source.collect(&probe).await;
+        if collection.values[&key("probe", "probe")].custom.len() == 2 {
+            return;
+        }
+        if let Ok(Some(status)) = server.child.try_wait() {
+            let log = std::fs::read_to_string(server.dir.join("prometheus.log")).unwrap_or_default();
+            panic!("prometheus exited with {status}:\n{log}");
+        }
+        assert!(Instant::now() < deadline, "no data from Prometheus after 30 s: {}", failures_text(&collection));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_queries_against_real_prometheus() {
+    let exporter = Exporter::start();
+    let mut server = start_prometheus(exporter.port);
+    let mut config = PrometheusConfig::new(format!("http://127.0.0.1:{}", server.port));
+    config.max_sample_age = Duration::from_secs(30);
+    config.rate_window = Duration::from_secs(4);
+    let source = PrometheusSource::new(config).unwrap();
+    wait_for_data(&source, &mut server).await;
+
+    let metrics = inference_metrics();
+    let mut wav2lip_metrics = metrics.clone();
+    let raw_gpu = "avg by (namespace, pod) (DCGM_FI_DEV_GPU_UTIL{namespace=~\"{namespace}\", pod=~\"{pod_regex}\"})";
+    wav2lip_metrics.custom.insert("gpu_without_age_filter".into(), raw_gpu.into());
+    let mut targets = vec![
+        target("ai-models", "whisper-pyannote-stt", &metrics),
+        target("ai-models", "marian-mt", &metrics),
+        target("other", "marian-mt", &metrics),
+        target("ai-models", "whisper", &metrics),
+        target("ai-models", "xtts", &metrics),
+        target("ai-models", "wav2lip", &wav2lip_metrics),
+        target("ai-models", "vanishing", &metrics),
+        target("tts", "styletts", &metrics),
+    ];
+    targets.extend((0..16).map(|i| target(&format!("filler-{i}"), &format!("service-{i}"), &metrics)));
+
+    let before = source.queries_issued();
+    let collection = source.collect(&targets).await;
+    assert!(collection.failures.is_empty(), "{}", failures_text(&collection));
+    // GPU, p50, p95, p99, request rate, and wav2lip's custom query: one each for 24 services.
+    assert_eq!(collection.queries, 6);
+    assert_eq!(source.queries_issued() - before, 6);
+    assert_eq!(collection.values.len(), targets.len());
+
+    let values = |namespace: &str, name: &str| collection.values[&key(namespace, name)].clone();
+    let gpu = |namespace: &str, name: &str| values(namespace, name).gpu_duty_cycle_percent.map(|s| s.value);
+    assert_eq!(gpu("ai-models", "whisper-pyannote-stt"), Some(50.0), "average of two pods at 40 and 60");
+    assert_eq!(gpu("ai-models", "marian-mt"), Some(25.0), "one pod with two GPUs at 20 and 30");
+    assert_eq!(gpu("other", "marian-mt"), Some(90.0), "same Deployment name, other namespace");
+    assert_eq!(gpu("ai-models", "whisper"), Some(70.0), "a Deployment whose name prefixes another's");
+    assert_eq!(gpu("ai-models", "xtts"), None, "NaN is unavailable");
+    assert_eq!(gpu("ai-models", "wav2lip"), None, "a sample 120 s old is older than the 30 s maximum");
+    assert_eq!(
+        values("ai-models", "wav2lip").custom.iter().map(|(n, s)| (n.as_str(), s.value)).collect::<Vec<_>>(),
+        [("gpu_without_age_filter", 55.0)],
+        "the stale series is there; only the age filter hides it"
+    );
+    assert_eq!(gpu("ai-models", "vanishing"), Some(80.0));
+    assert_eq!(gpu("tts", "styletts"), None, "no series is unavailable, not 0");
+    for i in 0..16 {
+        assert_eq!(values(&format!("filler-{i}"), &format!("service-{i}")), Default::default());
+    }
+    let stt = values("ai-models", "whisper-pyannote-stt");
+    assert!(stt.gpu_duty_cycle_percent.unwrap().age < Duration::from_secs(5), "{:?}", stt.gpu_duty_cycle_percent);
+
+    for (name, cumulative) in [("whisper-pyannote-stt", STT_BUCKETS_PER_SECOND), ("marian-mt", MT_BUCKETS_PER_SECOND)] {
+        let service = values("ai-models", name);
+        for (q, sample) in
+            [(0.5, service.latency_p50_ms), (0.95, service.latency_p95_ms), (0.99, service.latency_p99_ms)]
+        {
+            assert_close(
+                &format!("{name} p{}", q * 100.0),
+                sample.map(|s| s.value),
+                expected_quantile_ms(q, &cumulative),
+                0.01,
+            );
+        }
+    }
+    assert_close("stt request rate", stt.request_rate.map(|s| s.value), 5.0, 0.05);
+    assert_close("mt request rate", values("ai-models", "marian-mt").request_rate.map(|s| s.value), 1.0, 0.05);
+    assert_eq!(values("ai-models", "xtts").latency_p95_ms, None, "no histogram is unavailable, not 0");
+    assert_eq!(values("ai-models", "xtts").request_rate, None);
+
+    let before = source.queries_issued();
+    source.collect(&targets).await;
+    assert_eq!(source.queries_issued() - before, 6, "one query per template on every collect");
+
+    // PromQL that Prometheus rejects fails alone: the error names the query; the other metrics stay available.
+    let mut broken = metrics.clone();
+    broken.custom.insert("broken".into(), format!("sum(rate({COUNTER}{{namespace=~\"{{namespace}}\"}}[1m]"));
+    let collection = source.collect(&[target("ai-models", "whisper-pyannote-stt", &broken)]).await;
+    assert_eq!(collection.failures.len(), 1, "{}", failures_text(&collection));
+    let failure = &collection.failures[0];
+    assert!(matches!(failure.error, PromError::Rejected { .. }), "{:?}", failure.error);
+    let message = failure.error.to_string();
+    assert!(message.contains("sum(rate(inference_requests_total{namespace=~\"ai-models\"}[1m]"), "{message}");
+    assert!(message.contains(&format!("127.0.0.1:{}", server.port)), "{message}");
+    assert_eq!(failure.services, [key("ai-models", "whisper-pyannote-stt")]);
+    let stt = &collection.values[&key("ai-models", "whisper-pyannote-stt")];
+    assert!(stt.custom.is_empty());
+    assert_eq!(stt.gpu_duty_cycle_percent.map(|s| s.value), Some(50.0));
+
+    // A series the exporter stops serving is marked stale by Prometheus at the next scrape.
+    exporter.state.lock().unwrap().serve_vanishing = false;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let vanishing = [target("ai-models", "vanishing", &metrics)];
+    loop {
+        let collection = source.collect(&vanishing).await;
+        assert!(collection.failures.is_empty(), "{}", failures_text(&collection));
+        if collection.values[&key("ai-models", "vanishing")].gpu_duty_cycle_percent.is_none() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the vanished series is still reported after 20 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn unreachable_prometheus_is_an_error_naming_the_url() {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let source = PrometheusSource::new(PrometheusConfig::new(url.clone())).unwrap();
+    let collection = source.collect(&[target("ai-models", "marian-mt", &inference_metrics())]).await;
+    assert_eq!(collection.failures.len(), 5, "GPU, three quantiles, request rate");
+    for failure in &collection.failures {
+        let message = failure.error.to_string();
+        assert!(matches!(failure.error, PromError::Unreachable { .. }), "{message}");
+        assert!(message.contains(&url) && message.contains(&failure.query), "{message}");
+        assert!(message.contains("check the Prometheus URL"), "{message}");
+    }
+    assert_eq!(collection.values[&key("ai-models", "marian-mt")], Default::default());
+}
+
+#[tokio::test]
+async fn a_silent_server_times_out_with_an_error_naming_the_url_and_query() {
+    // Connections complete in the backlog but nothing ever answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}", silent.local_addr().unwrap().port());
+    let mut config = PrometheusConfig::new(url.clone());
+    config.timeout = Duration::from_millis(300);
+    let source = PrometheusSource::new(config).unwrap();
+    let collection = source.collect(&[target("ai-models", "xtts", &PrometheusMetrics::default())]).await;
+    assert_eq!(collection.failures.len(), 1);
+    let failure = &collection.failures[0];
+    assert!(matches!(failure.error, PromError::Timeout { .. }), "{:?}", failure.error);
+    let message = failure.error.to_string();
+    assert!(message.contains(&url) && message.contains("DCGM_FI_DEV_GPU_UTIL"), "{message}");
+    assert_eq!(collection.values[&key("ai-models", "xtts")].gpu_duty_cycle_percent, None);
+}
+
+#[tokio::test]
+async fn http_errors_name_the_url_and_the_bearer_token_file_is_reread() {
+    let exporter = Exporter::start();
+    let wrong_path = format!("{}/not-prometheus", exporter.url());
+    let source = PrometheusSource::new(PrometheusConfig::new(wrong_path.clone())).unwrap();
+    let collection = source.collect(&[target("ai-models", "xtts", &PrometheusMetrics::default())]).await;
+    let message = collection.failures[0].error.to_string();
+    assert!(matches!(collection.failures[0].error, PromError::Http { status: 404, .. }), "{message}");
+    assert!(message.contains(&wrong_path), "{message}");
+
+    let token_file = std::env::temp_dir().join(format!("ballast-prometheus-token-{}", std::process::id()));
+    std::fs::write(&token_file, "first-token\n").unwrap();
+    let mut config = PrometheusConfig::new(exporter.url());
+    config.bearer_token = Some(BearerToken::File(token_file.clone()));
+    let source = PrometheusSource::new(config).unwrap();
+    let only_gpu = [target("ai-models", "xtts", &PrometheusMetrics::default())];
+    assert!(source.collect(&only_gpu).await.failures.is_empty());
+    std::fs::write(&token_file, "rotated-token").unwrap();
+    assert!(source.collect(&only_gpu).await.failures.is_empty());
+    std::fs::remove_file(&token_file).unwrap();
+    let collection = source.collect(&only_gpu).await;
+    let message = collection.failures[0].error.to_string();
+    assert!(message.contains(&token_file.display().to_string()), "{message}");
+    assert_eq!(
+        exporter.state.lock().unwrap().authorizations,
+        [Some("Bearer first-token".to_string()), Some("Bearer rotated-token".to_string())]
+    );
+}
+
+#[test]
+fn bad_configuration_is_refused_with_the_fix() {
+    let error = PrometheusSource::new(PrometheusConfig::new("ftp://127.0.0.1:9090")).err().unwrap().to_string();
+    assert!(error.contains("ftp://127.0.0.1:9090") && error.contains("http://"), "{error}");
+    let mut config = PrometheusConfig::new("https://127.0.0.1:9090");
+    config.ca_file = Some(PathBuf::from("/nonexistent/ca.pem"));
+    let error = PrometheusSource::new(config).err().unwrap().to_string();
+    assert!(error.contains("/nonexistent/ca.pem") && error.contains("CA file"), "{error}");
+    assert!(DEFAULT_GPU_TEMPLATE.contains("DCGM_FI_DEV_GPU_UTIL"));
+}
