@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use ballast_policy_sdk::{Decision, Guest, MetricProposal, PolicyError, PolicyInput, config, hpa};
+use ballast_policy_sdk::{Decision, MetricProposal, PolicyError, PolicyInput, config, hpa};
 use serde::Deserialize;
 
 /// Targets per metric; a metric without a target is ignored.
@@ -86,9 +86,11 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
     Ok(Decision { replicas, reason, proposals, state: None })
 }
 
+#[cfg(target_arch = "wasm32")]
 struct Hpa;
 
-impl Guest for Hpa {
+#[cfg(target_arch = "wasm32")]
+impl ballast_policy_sdk::Guest for Hpa {
     fn decide(input: PolicyInput) -> Result<Decision, PolicyError> {
         decide(&input)
     }

@@ -6,7 +6,7 @@
 //! drain the backlog expected when new pods become ready (start-up delay anticipated) within the target wait.
 //! Scale-down needs no extra caution here: the host's `behavior` stabilization and rate limits provide it.
 
-use ballast_policy_sdk::{Decision, Guest, MetricProposal, PolicyError, PolicyInput, config, hpa};
+use ballast_policy_sdk::{Decision, MetricProposal, PolicyError, PolicyInput, config, hpa};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -148,9 +148,11 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
     })
 }
 
+#[cfg(target_arch = "wasm32")]
 struct QueueDrain;
 
-impl Guest for QueueDrain {
+#[cfg(target_arch = "wasm32")]
+impl ballast_policy_sdk::Guest for QueueDrain {
     fn decide(input: PolicyInput) -> Result<Decision, PolicyError> {
         decide(&input)
     }

@@ -23,10 +23,12 @@ impl Guest for Hostile {
                 }
             }
             "alloc" => {
+                // Reserve without touching: the cap must stop growth itself, not the deadline.
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    hoard.push(vec![1u8; 1 << 20]);
-                    std::hint::black_box(&hoard);
+                    let chunk = Vec::<u8>::with_capacity(8 << 20);
+                    std::hint::black_box(chunk.as_ptr());
+                    hoard.push(chunk);
                 }
             }
             "trap" => std::process::abort(),
