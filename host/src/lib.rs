@@ -5,7 +5,9 @@
 
 pub mod clamps;
 pub mod error;
+pub mod export;
 pub mod observation;
+pub mod sources;
 pub mod spec;
 
 pub use error::{Error, Result};

@@ -1,0 +1,3 @@
+//! Metric sources: each reads one kind of measurement for many services at once.
+
+pub mod bullmq;
