@@ -20,9 +20,10 @@ _ballast_apt_install() {
     return $status
 }
 
+# openssl makes the TLS test's certificate.
 install_redis() {
-    command -v redis-server >/dev/null && return 0
-    _ballast_apt_install redis-server
+    command -v redis-server >/dev/null && command -v openssl >/dev/null && return 0
+    _ballast_apt_install redis-server openssl
 }
 
 # Debian's prometheus package ships promtool; the policy-rc.d above keeps its daemon from being started.

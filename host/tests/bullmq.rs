@@ -40,6 +40,7 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
+    /// `{port}` in `extra_args` stands for the server's port.
     fn start_with(extra_args: &[&str]) -> RedisServer {
         require("redis-server", "apt-get install -y redis-server");
         let mut server = RedisServer {
@@ -57,7 +58,7 @@ impl RedisServer {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
-            .args(&self.extra_args)
+            .args(self.extra_args.iter().map(|arg| arg.replace("{port}", &self.port.to_string())))
             .stdout(Stdio::null())
             .spawn()
             .expect("starting redis-server");
@@ -498,4 +499,51 @@ fn autoscaler_metrics_pass_promtool() {
         Some(1.0)
     );
     assert_eq!(sample(&text, "ballast_pod_seconds_total{namespace=\"ai-models\",service=\"whisper\"}"), Some(12.5));
+}
+
+#[tokio::test]
+async fn rediss_urls_speak_tls_with_a_given_ca() {
+    require("openssl", "apt-get install -y openssl");
+    let certs = tempfile::tempdir().expect("temp dir");
+    // webpki refuses a self-signed certificate as the server's: make a CA and a server certificate it signs.
+    let script = "set -e
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=ballast-test-ca -keyout ca.key -out ca.pem
+        openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out server.csr
+        echo subjectAltName=IP:127.0.0.1 > san.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext -out cert.pem";
+    let output = Command::new("sh").args(["-c", script]).current_dir(certs.path()).output().expect("running openssl");
+    assert!(output.status.success(), "openssl failed: {}", String::from_utf8_lossy(&output.stderr));
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let (cert_arg, key_arg) = (cert.to_str().expect("utf-8 path"), key.to_str().expect("utf-8 path"));
+    let server = RedisServer::start_with(&[
+        "--port",
+        "0",
+        "--tls-port",
+        "{port}",
+        "--tls-cert-file",
+        cert_arg,
+        "--tls-key-file",
+        key_arg,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://127.0.0.1:{}/0", server.port);
+    let ca_cert_pem = std::fs::read(certs.path().join("ca.pem")).expect("CA certificate");
+    let tls = ConnectOptions { timeout: Duration::from_secs(5), ca_cert_pem: Some(ca_cert_pem.clone()) };
+    let source = BullmqSource::connect(&url, tls).await.expect("TLS connect with the CA");
+
+    let seeding = redis::Client::build_with_tls(
+        url.as_str(),
+        redis::TlsCertificates { client_tls: None, root_cert: Some(ca_cert_pem) },
+    )
+    .expect("TLS client");
+    let mut connection = seeding.get_connection().expect("TLS connection");
+    redis::cmd("RPUSH").arg("bull:stt:wait").arg("1").arg("2").exec(&mut connection).expect("seeding");
+    assert_eq!(read(&source, "bull", &["stt"]).await["stt"].0.waiting, 2);
+
+    let untrusted = BullmqSource::connect(&url, options(Duration::from_secs(5))).await.err();
+    assert!(
+        matches!(untrusted, Some(BullmqError::Connect { .. })),
+        "a self-signed server without its CA: {untrusted:?}"
+    );
 }
