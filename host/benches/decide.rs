@@ -4,7 +4,9 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use ballast::runtime::{Observations, Plugin, PolicyEngine, PolicyInput, QueueCounts, RuntimeLimits, ServiceId, builtin};
+use ballast::runtime::{
+    Observations, Plugin, PolicyEngine, PolicyInput, QueueCounts, RuntimeLimits, ServiceId, builtin,
+};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const CONFIG: &str = r#"{"gpuUtilization": 80, "cpuUtilization": 70, "jobsPerPod": 5}"#;
