@@ -5,12 +5,9 @@
 //! Needs `redis-server`, `node`/`npm` and `promtool` on PATH (.ci/services.sh installs them). Each test starts its
 //! own redis-server on a free loopback port.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 mod common;
