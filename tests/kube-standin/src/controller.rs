@@ -48,7 +48,11 @@ pub async fn run(shared: Arc<Shared>) {
     }
 }
 
-fn reconcile(shared: &Shared, settings: &ControllerSettings, rollouts: &mut HashMap<(String, String, String), Rollout>) {
+fn reconcile(
+    shared: &Shared,
+    settings: &ControllerSettings,
+    rollouts: &mut HashMap<(String, String, String), Rollout>,
+) {
     let mut store = shared.store();
     let now = Instant::now();
     for (rt, workload) in store.workloads() {
@@ -122,7 +126,13 @@ fn deployment_status(workload: &Value, desired: i64, ready: i64) -> Value {
         if available {
             condition(workload, "Available", true, "MinimumReplicasAvailable", "Deployment has minimum availability.")
         } else {
-            condition(workload, "Available", false, "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
+            condition(
+                workload,
+                "Available",
+                false,
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.",
+            )
         },
         condition(
             workload,

@@ -196,10 +196,8 @@ impl StandIn {
             .and_then(|pods| store.get(&pods, Some(namespace), pod).ok())
             .map(|pod| pod["metadata"]["labels"].clone())
             .filter(|labels| labels.is_object());
-        let containers: Vec<Value> = containers
-            .iter()
-            .map(|c| json!({"name": c.name, "usage": {"cpu": c.cpu, "memory": c.memory}}))
-            .collect();
+        let containers: Vec<Value> =
+            containers.iter().map(|c| json!({"name": c.name, "usage": {"cpu": c.cpu, "memory": c.memory}})).collect();
         let mut metadata = json!({"name": pod, "namespace": namespace});
         if let Some(labels) = labels {
             metadata["labels"] = labels;

@@ -31,7 +31,10 @@ async fn main() -> Result<(), StandInError> {
         listen: args.listen,
         history_capacity: args.history,
         bookmark_interval: Duration::from_millis(args.bookmark_interval_ms),
-        controller: ControllerSettings { ready_delay: Duration::from_millis(args.ready_delay_ms), ..Default::default() },
+        controller: ControllerSettings {
+            ready_delay: Duration::from_millis(args.ready_delay_ms),
+            ..Default::default()
+        },
     };
     let standin = StandIn::start_with(options).await?;
     let kubeconfig = standin.kubeconfig()?;

@@ -81,7 +81,10 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
 fn strip_directives(value: &Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
-            map.iter().filter(|(key, _)| !key.starts_with('$')).map(|(k, v)| (k.clone(), strip_directives(v))).collect(),
+            map.iter()
+                .filter(|(key, _)| !key.starts_with('$'))
+                .map(|(k, v)| (k.clone(), strip_directives(v)))
+                .collect(),
         ),
         Value::Array(items) => Value::Array(items.iter().map(strip_directives).collect()),
         other => other.clone(),
@@ -90,9 +93,12 @@ fn strip_directives(value: &Value) -> Value {
 
 /// RFC 6902 JSON patch.
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), ApiError> {
-    let operations: json_patch::Patch = serde_json::from_value(patch.clone())
-        .map_err(|e| ApiError::bad_request(format!("the server rejected our request due to an error in our request: {e}")))?;
-    json_patch::patch(target, &operations).map_err(|e| ApiError::unprocessable(format!("the server rejected our request due to an error in our request: {e}")))
+    let operations: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| {
+        ApiError::bad_request(format!("the server rejected our request due to an error in our request: {e}"))
+    })?;
+    json_patch::patch(target, &operations).map_err(|e| {
+        ApiError::unprocessable(format!("the server rejected our request due to an error in our request: {e}"))
+    })
 }
 
 /// Server-side apply, simplified: the applied configuration is merged into the live object (maps key by key, lists
@@ -105,11 +111,12 @@ pub fn apply(target: &mut Value, applied: &Value) {
 pub fn parse_body(body: &[u8], yaml: bool) -> Result<Value, ApiError> {
     match serde_json::from_slice(body) {
         Ok(value) => Ok(value),
-        Err(json_error) if !yaml => Err(ApiError::bad_request(format!(
-            "the object provided is unrecognized or malformed: {json_error}"
-        ))),
-        Err(_) => serde_norway::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}"))),
+        Err(json_error) if !yaml => {
+            Err(ApiError::bad_request(format!("the object provided is unrecognized or malformed: {json_error}")))
+        }
+        Err(_) => {
+            serde_norway::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+        }
     }
 }
 

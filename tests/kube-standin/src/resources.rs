@@ -144,10 +144,30 @@ pub fn builtin_types() -> Vec<ResourceType> {
     pods.short_names = vec!["po".into()];
     pods.status_subresource = true;
     pods.delete_returns_object = true;
-    pods.extra_field_labels = &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "status.phase", "status.podIP", "status.nominatedNodeName"];
+    pods.extra_field_labels = &[
+        "spec.nodeName",
+        "spec.restartPolicy",
+        "spec.schedulerName",
+        "spec.serviceAccountName",
+        "status.phase",
+        "status.podIP",
+        "status.nominatedNodeName",
+    ];
     let mut core_events = ResourceType::builtin("", "v1", "events", "Event", true);
     core_events.short_names = vec!["ev".into()];
-    core_events.extra_field_labels = &["involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"];
+    core_events.extra_field_labels = &[
+        "involvedObject.kind",
+        "involvedObject.namespace",
+        "involvedObject.name",
+        "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
+        "reason",
+        "reportingComponent",
+        "source",
+        "type",
+    ];
     let mut namespaces = ResourceType::builtin("", "v1", "namespaces", "Namespace", false);
     namespaces.short_names = vec!["ns".into()];
     namespaces.status_subresource = true;
@@ -166,7 +186,16 @@ pub fn builtin_types() -> Vec<ResourceType> {
     let leases = ResourceType::builtin("coordination.k8s.io", "v1", "leases", "Lease", true);
     let mut events = ResourceType::builtin("events.k8s.io", "v1", "events", "Event", true);
     events.short_names = vec!["ev".into()];
-    events.extra_field_labels = &["regarding.kind", "regarding.namespace", "regarding.name", "regarding.uid", "regarding.apiVersion", "reason", "reportingController", "type"];
+    events.extra_field_labels = &[
+        "regarding.kind",
+        "regarding.namespace",
+        "regarding.name",
+        "regarding.uid",
+        "regarding.apiVersion",
+        "reason",
+        "reportingController",
+        "type",
+    ];
     let mut crds = ResourceType::builtin(
         "apiextensions.k8s.io",
         "v1",
@@ -182,7 +211,19 @@ pub fn builtin_types() -> Vec<ResourceType> {
     pod_metrics.read_only = true;
     let mut node_metrics = ResourceType::builtin("metrics.k8s.io", "v1beta1", "nodes", "NodeMetrics", false);
     node_metrics.read_only = true;
-    vec![configmaps, pods, core_events, namespaces, deployments, statefulsets, leases, events, crds, pod_metrics, node_metrics]
+    vec![
+        configmaps,
+        pods,
+        core_events,
+        namespaces,
+        deployments,
+        statefulsets,
+        leases,
+        events,
+        crds,
+        pod_metrics,
+        node_metrics,
+    ]
 }
 
 /// The resource types a CustomResourceDefinition serves: one per served version.

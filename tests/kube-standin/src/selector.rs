@@ -40,10 +40,11 @@ fn split_top_level(text: &str) -> Vec<&str> {
 
 fn parse_set(key: &str, rest: &str, text: &str) -> Result<Vec<String>, ApiError> {
     let rest = rest.trim();
-    let inner = rest
-        .strip_prefix('(')
-        .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| ApiError::bad_request(format!("unable to parse requirement: found '{rest}', expected: '(' for key {key} in {text:?}")))?;
+    let inner = rest.strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "unable to parse requirement: found '{rest}', expected: '(' for key {key} in {text:?}"
+        ))
+    })?;
     Ok(inner.split(',').map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).collect())
 }
 

@@ -17,7 +17,7 @@ use crate::patch::{self, PatchType};
 use crate::resources::{self, ResourceType};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
-use crate::store::{EventType, ListOptions, Part, StoredEvent, Store};
+use crate::store::{EventType, ListOptions, Part, Store, StoredEvent};
 
 /// Everything the handlers and the library share.
 pub struct Shared {
@@ -127,7 +127,10 @@ fn list_options(query: &HashMap<String, String>, rt: &ResourceType) -> Result<Li
     };
     Ok(ListOptions {
         labels: LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or_default())?,
-        fields: FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or_default(), rt.extra_field_labels)?,
+        fields: FieldSelector::parse(
+            query.get("fieldSelector").map(String::as_str).unwrap_or_default(),
+            rt.extra_field_labels,
+        )?,
         limit,
         continue_token: query.get("continue").cloned(),
         resource_version: query.get("resourceVersion").cloned(),
@@ -143,9 +146,9 @@ fn dry_run(query: &HashMap<String, String>) -> Result<bool, ApiError> {
     match query.get("dryRun").map(String::as_str) {
         None | Some("") => Ok(false),
         Some("All") => Ok(true),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "Invalid dry run value: {other:?}: supported values are \"All\""
-        ))),
+        Some(other) => {
+            Err(ApiError::bad_request(format!("Invalid dry run value: {other:?}: supported values are \"All\"")))
+        }
     }
 }
 
@@ -163,7 +166,13 @@ pub async fn handle(
     }
 }
 
-fn respond(shared: &Arc<Shared>, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
+fn respond(
+    shared: &Arc<Shared>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
     let path = uri.path();
     let fault = shared.faults().on_request(method.as_str(), path, uri.query().unwrap_or_default());
     let route = parse_route(&shared.store(), path);
@@ -282,9 +291,8 @@ fn resource_request(
 
 /// PatchOptions validation: apply needs a field manager; `force` is only for apply.
 fn check_patch_options(patch_type: PatchType, query: &HashMap<String, String>) -> Result<(), ApiError> {
-    let invalid = |message: &str| {
-        Err(ApiError::unprocessable(format!("PatchOptions.meta.k8s.io \"\" is invalid: {message}")))
-    };
+    let invalid =
+        |message: &str| Err(ApiError::unprocessable(format!("PatchOptions.meta.k8s.io \"\" is invalid: {message}")));
     let has_manager = query.get("fieldManager").is_some_and(|m| !m.is_empty());
     match patch_type {
         PatchType::Apply if !has_manager => invalid("fieldManager: Required value: is required for apply patch"),
@@ -350,8 +358,16 @@ fn bookmark_line(rt: &ResourceType, resource_version: u64, initial_events_end: b
     event_line("BOOKMARK", &json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": metadata}))
 }
 
-fn start_watch(shared: &Arc<Shared>, target: &ResourceTarget, query: &HashMap<String, String>) -> Result<Response, ApiError> {
-    let filter = WatchFilter { rt: target.rt.clone(), namespace: target.namespace.clone(), options: list_options(query, &target.rt)? };
+fn start_watch(
+    shared: &Arc<Shared>,
+    target: &ResourceTarget,
+    query: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let filter = WatchFilter {
+        rt: target.rt.clone(),
+        namespace: target.namespace.clone(),
+        options: list_options(query, &target.rt)?,
+    };
     let bookmarks = is_true(query, "allowWatchBookmarks");
     let send_initial_events = is_true(query, "sendInitialEvents");
     let timeout = match query.get("timeoutSeconds").filter(|t| !t.is_empty()) {
@@ -373,7 +389,9 @@ fn start_watch(shared: &Arc<Shared>, target: &ResourceTarget, query: &HashMap<St
                     text.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {text:?}")))?;
                 match store.events_since(from) {
                     Some(events) => {
-                        initial.extend(events.iter().filter_map(|e| filter.translate(e)).map(|(t, o)| event_line(t.as_str(), &o)));
+                        initial.extend(
+                            events.iter().filter_map(|e| filter.translate(e)).map(|(t, o)| event_line(t.as_str(), &o)),
+                        );
                     }
                     None => {
                         let expired = ApiError::expired(format!(
@@ -410,7 +428,17 @@ fn start_watch(shared: &Arc<Shared>, target: &ResourceTarget, query: &HashMap<St
             }
         }
         if !close_after_initial {
-            stream_events(shared, filter, receiver, start_rv, sender, (shutdown, cut), bookmarks.then_some(bookmark_interval), timeout).await;
+            stream_events(
+                shared,
+                filter,
+                receiver,
+                start_rv,
+                sender,
+                (shutdown, cut),
+                bookmarks.then_some(bookmark_interval),
+                timeout,
+            )
+            .await;
         }
     });
     let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| {

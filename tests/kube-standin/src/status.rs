@@ -72,8 +72,7 @@ impl ApiError {
 
     /// 422 with one cause per field, formatted like `NewInvalid`.
     pub fn invalid(rt: &ResourceType, name: &str, causes: &[(String, String)]) -> Self {
-        let qualified_kind =
-            if rt.group.is_empty() { rt.kind.clone() } else { format!("{}.{}", rt.kind, rt.group) };
+        let qualified_kind = if rt.group.is_empty() { rt.kind.clone() } else { format!("{}.{}", rt.kind, rt.group) };
         let joined: Vec<String> = causes.iter().map(|(field, msg)| format!("{field}: {msg}")).collect();
         let message = if joined.len() == 1 {
             format!("{qualified_kind} \"{name}\" is invalid: {}", joined[0])
@@ -105,7 +104,9 @@ impl ApiError {
             504,
             "Timeout",
             format!("Too large resource version: {requested}, current: {current}"),
-            Some(json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1})),
+            Some(
+                json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
+            ),
         );
         error.retry_after = Some(1);
         error
@@ -120,7 +121,14 @@ impl ApiError {
     }
 
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"), None)
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"
+            ),
+            None,
+        )
     }
 
     /// 410 for a resourceVersion older than the retained history.
@@ -145,7 +153,8 @@ impl ApiError {
     }
 
     pub fn service_unavailable(retry_after: u64) -> Self {
-        let mut error = Self::new(503, "ServiceUnavailable", "the server is currently unable to handle the request", None);
+        let mut error =
+            Self::new(503, "ServiceUnavailable", "the server is currently unable to handle the request", None);
         error.retry_after = Some(retry_after);
         error
     }

@@ -203,7 +203,10 @@ fn validate(rt: &ResourceType, object: &Value, old: Option<&Value>) -> Result<()
     let mut causes = Vec::new();
     let spec = &object["spec"];
     if let Some(replicas) = spec["replicas"].as_i64().filter(|r| *r < 0) {
-        causes.push(("spec.replicas".to_owned(), format!("Invalid value: {replicas}: must be greater than or equal to 0")));
+        causes.push((
+            "spec.replicas".to_owned(),
+            format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+        ));
     }
     let selector = &spec["selector"];
     if !selector.is_object() {
@@ -249,7 +252,11 @@ fn encode_continue(resource_version: u64, after: &ObjectKey) -> String {
 }
 
 fn decode_continue(token: &str) -> Result<(u64, String, String), ApiError> {
-    let invalid = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
+    let invalid = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
     let bytes = BASE64.decode(token).map_err(|_| invalid())?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
     let rv = value["rv"].as_u64().ok_or_else(invalid)?;
@@ -318,13 +325,8 @@ impl Store {
     }
 
     fn record(&mut self, key: ObjectKey, event_type: EventType, object: Value, previous: Option<Value>) {
-        let event = Arc::new(StoredEvent {
-            resource_version: self.resource_version,
-            key,
-            event_type,
-            object,
-            previous,
-        });
+        let event =
+            Arc::new(StoredEvent { resource_version: self.resource_version, key, event_type, object, previous });
         self.history.push_back(event.clone());
         while self.history.len() > self.history_capacity {
             if let Some(dropped) = self.history.pop_front() {
@@ -410,7 +412,10 @@ impl Store {
                 return Err(ApiError::too_large_resource_version(requested, current));
             }
             if options.resource_version_match.as_deref() == Some("Exact") && requested < self.compacted {
-                return Err(ApiError::expired(format!("too old resource version: {requested} ({})", self.compacted + 1)));
+                return Err(ApiError::expired(format!(
+                    "too old resource version: {requested} ({})",
+                    self.compacted + 1
+                )));
             }
         }
         let mut items = Vec::new();
@@ -554,9 +559,7 @@ impl Store {
         self.register_crd(&crd);
         let mut established = crd.clone();
         let now = meta::timestamp(SystemTime::now());
-        let condition = |kind: &str, reason: &str, message: &str| {
-            json!({"type": kind, "status": "True", "lastTransitionTime": now, "reason": reason, "message": message})
-        };
+        let condition = |kind: &str, reason: &str, message: &str| json!({"type": kind, "status": "True", "lastTransitionTime": now, "reason": reason, "message": message});
         let storage_versions: Vec<Value> = crd["spec"]["versions"]
             .as_array()
             .into_iter()
@@ -606,7 +609,9 @@ impl Store {
             return Err(ApiError::method_not_allowed());
         }
         if !new.is_object() || !new["metadata"].is_object() {
-            return Err(ApiError::bad_request("the object provided is unrecognized or malformed: metadata is required"));
+            return Err(ApiError::bad_request(
+                "the object provided is unrecognized or malformed: metadata is required",
+            ));
         }
         if let Some(body_name) = new["metadata"]["name"].as_str().filter(|n| *n != name) {
             return Err(ApiError::bad_request(format!(
@@ -629,7 +634,10 @@ impl Store {
                 return Err(ApiError::invalid(
                     rt,
                     name,
-                    &[("metadata.resourceVersion".into(), "Invalid value: 0x0: must be specified for an update".into())],
+                    &[(
+                        "metadata.resourceVersion".into(),
+                        "Invalid value: 0x0: must be specified for an update".into(),
+                    )],
                 ));
             }
         } else if requested_rv != resource_version_of(&old) {
@@ -648,7 +656,15 @@ impl Store {
             }
             Part::Main => {
                 let metadata = new["metadata"].as_object_mut().expect("checked above");
-                for immutable in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+                for immutable in [
+                    "uid",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                    "deletionGracePeriodSeconds",
+                    "generation",
+                    "namespace",
+                    "name",
+                ] {
                     match old["metadata"].get(immutable) {
                         Some(value) => metadata.insert(immutable.into(), value.clone()),
                         None => metadata.remove(immutable),
@@ -773,12 +789,8 @@ impl Store {
         }
         if rt.group.is_empty() && rt.plural == "namespaces" {
             let namespace = object_key.4.clone();
-            let contents: Vec<(ObjectKey, Value)> = self
-                .objects
-                .iter()
-                .filter(|(k, _)| k.3 == namespace)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            let contents: Vec<(ObjectKey, Value)> =
+                self.objects.iter().filter(|(k, _)| k.3 == namespace).map(|(k, v)| (k.clone(), v.clone())).collect();
             for (content_key, content) in contents {
                 self.next_resource_version();
                 self.objects.remove(&content_key);
@@ -828,11 +840,7 @@ impl Store {
             self.next_resource_version();
             self.remove(rt, object_key, current.clone());
         }
-        if rt.delete_returns_object {
-            Ok(current)
-        } else {
-            Ok(status::delete_success(rt, name, &uid))
-        }
+        if rt.delete_returns_object { Ok(current) } else { Ok(status::delete_success(rt, name, &uid)) }
     }
 
     /// DELETE on a collection: deletes every matching object and answers with the list of them.

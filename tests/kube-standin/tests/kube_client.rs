@@ -61,6 +61,19 @@ fn deployment(name: &str, replicas: i32) -> Deployment {
     .expect("a valid Deployment")
 }
 
+type WatcherStream = futures::stream::BoxStream<'static, Result<watcher::Event<ConfigMap>, watcher::Error>>;
+
+async fn next_item(events: &mut WatcherStream) -> Result<watcher::Event<ConfigMap>, watcher::Error> {
+    tokio::time::timeout(WAIT, events.try_next())
+        .await
+        .expect("a watcher item within the wait")
+        .map(|e| e.expect("the watcher never ends"))
+}
+
+async fn next_event(events: &mut WatcherStream) -> watcher::Event<ConfigMap> {
+    next_item(events).await.expect("a watcher event, not an error")
+}
+
 /// Polls `check` until it passes or [`WAIT`] runs out.
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
@@ -104,7 +117,8 @@ async fn config_map_create_get_replace_delete_with_real_errors() {
     assert_eq!(metadata.generation, None, "ConfigMaps have no generation");
     let first_rv: u64 = metadata.resource_version.as_deref().unwrap().parse().unwrap();
 
-    let duplicate = api_error(config_maps.create(&PostParams::default(), &config_map("settings", &[])).await.unwrap_err());
+    let duplicate =
+        api_error(config_maps.create(&PostParams::default(), &config_map("settings", &[])).await.unwrap_err());
     assert_eq!((duplicate.code, duplicate.reason.as_str()), (409, "AlreadyExists"));
     assert_eq!(duplicate.message, "configmaps \"settings\" already exists");
 
@@ -136,7 +150,10 @@ async fn config_map_create_get_replace_delete_with_real_errors() {
     let no_namespace = api_error(elsewhere.create(&PostParams::default(), &config_map("x", &[])).await.unwrap_err());
     assert_eq!((no_namespace.code, no_namespace.message.as_str()), (404, "namespaces \"nowhere\" not found"));
     let namespaces: Api<Namespace> = Api::all(client_for(&standin).await);
-    namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "nowhere"}})).unwrap()).await.unwrap();
+    namespaces
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "nowhere"}})).unwrap())
+        .await
+        .unwrap();
     elsewhere.create(&PostParams::default(), &config_map("x", &[])).await.unwrap();
 
     let dry = PostParams { dry_run: true, ..Default::default() };
@@ -150,10 +167,12 @@ async fn lists_filter_by_label_and_field_selectors_and_paginate() {
     let standin = StandIn::start().await.unwrap();
     let config_maps: Api<ConfigMap> = Api::namespaced(client_for(&standin).await, "default");
     for (name, tier) in [("a", "gpu"), ("b", "gpu"), ("c", "cpu"), ("d", "cpu"), ("e", "")] {
-        let labels: Vec<(&str, &str)> = if tier.is_empty() { vec![("app", "x")] } else { vec![("app", "x"), ("tier", tier)] };
+        let labels: Vec<(&str, &str)> =
+            if tier.is_empty() { vec![("app", "x")] } else { vec![("app", "x"), ("tier", tier)] };
         config_maps.create(&PostParams::default(), &config_map(name, &labels)).await.unwrap();
     }
-    let names = |list: kube::core::ObjectList<ConfigMap>| list.items.iter().map(ResourceExt::name_any).collect::<Vec<_>>();
+    let names =
+        |list: kube::core::ObjectList<ConfigMap>| list.items.iter().map(ResourceExt::name_any).collect::<Vec<_>>();
     for (selector, expected) in [
         ("tier=gpu", vec!["a", "b"]),
         ("tier!=gpu", vec!["c", "d", "e"]),
@@ -223,23 +242,41 @@ async fn runtime_watcher_sees_changes_and_relists_after_410() {
     let config_maps: Api<ConfigMap> = Api::namespaced(client_for(&standin).await, "default");
     config_maps.create(&PostParams::default(), &config_map("first", &[("app", "w")])).await.unwrap();
     let mut events = watcher(config_maps.clone(), watcher::Config::default().labels("app=w")).boxed();
-    let mut next = async || tokio::time::timeout(WAIT, events.try_next()).await.expect("a watcher event").unwrap().unwrap();
 
-    assert!(matches!(next().await, watcher::Event::Init));
-    assert!(matches!(next().await, watcher::Event::InitApply(cm) if cm.name_any() == "first"));
-    assert!(matches!(next().await, watcher::Event::InitDone));
+    assert!(matches!(next_event(&mut events).await, watcher::Event::Init));
+    assert!(matches!(next_event(&mut events).await, watcher::Event::InitApply(cm) if cm.name_any() == "first"));
+    assert!(matches!(next_event(&mut events).await, watcher::Event::InitDone));
 
     config_maps.create(&PostParams::default(), &config_map("second", &[("app", "w")])).await.unwrap();
-    assert!(matches!(next().await, watcher::Event::Apply(cm) if cm.name_any() == "second"));
-    config_maps.patch("second", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"app": "gone"}}}))).await.unwrap();
-    assert!(matches!(next().await, watcher::Event::Delete(cm) if cm.name_any() == "second"), "leaving the selector is a DELETED");
+    assert!(matches!(next_event(&mut events).await, watcher::Event::Apply(cm) if cm.name_any() == "second"));
+    config_maps
+        .patch("second", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"app": "gone"}}})))
+        .await
+        .unwrap();
+    assert!(
+        matches!(next_event(&mut events).await, watcher::Event::Delete(cm) if cm.name_any() == "second"),
+        "leaving the selector is a DELETED"
+    );
 
-    let lists_before = standin.requests().iter().filter(|r| r.path == "/api/v1/namespaces/default/configmaps" && !r.query.contains("watch=")).count();
+    let lists_before = standin
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/v1/namespaces/default/configmaps" && !r.query.contains("watch="))
+        .count();
     standin.expire_watches();
-    assert!(matches!(next().await, watcher::Event::Init), "410 Expired must make the watcher re-list");
-    assert!(matches!(next().await, watcher::Event::InitApply(cm) if cm.name_any() == "first"));
-    assert!(matches!(next().await, watcher::Event::InitDone));
-    let lists_after = standin.requests().iter().filter(|r| r.path == "/api/v1/namespaces/default/configmaps" && !r.query.contains("watch=")).count();
+    let expired = next_item(&mut events).await.unwrap_err();
+    assert!(
+        matches!(&expired, watcher::Error::WatchError(status) if status.code == 410 && status.reason == "Expired"),
+        "{expired:?}"
+    );
+    assert!(matches!(next_event(&mut events).await, watcher::Event::Init), "410 Expired must make the watcher re-list");
+    assert!(matches!(next_event(&mut events).await, watcher::Event::InitApply(cm) if cm.name_any() == "first"));
+    assert!(matches!(next_event(&mut events).await, watcher::Event::InitDone));
+    let lists_after = standin
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/v1/namespaces/default/configmaps" && !r.query.contains("watch="))
+        .count();
     assert_eq!(lists_after, lists_before + 1);
     standin.shutdown().await;
 }
@@ -250,12 +287,11 @@ async fn streaming_list_watcher_gets_initial_events_and_bookmark() {
     let config_maps: Api<ConfigMap> = Api::namespaced(client_for(&standin).await, "default");
     config_maps.create(&PostParams::default(), &config_map("streamed", &[])).await.unwrap();
     let mut events = watcher(config_maps.clone(), watcher::Config::default().streaming_lists()).boxed();
-    let mut next = async || tokio::time::timeout(WAIT, events.try_next()).await.expect("a watcher event").unwrap().unwrap();
-    assert!(matches!(next().await, watcher::Event::Init));
-    assert!(matches!(next().await, watcher::Event::InitApply(cm) if cm.name_any() == "streamed"));
-    assert!(matches!(next().await, watcher::Event::InitDone));
+    assert!(matches!(next_event(&mut events).await, watcher::Event::Init));
+    assert!(matches!(next_event(&mut events).await, watcher::Event::InitApply(cm) if cm.name_any() == "streamed"));
+    assert!(matches!(next_event(&mut events).await, watcher::Event::InitDone));
     config_maps.delete("streamed", &DeleteParams::default()).await.unwrap();
-    assert!(matches!(next().await, watcher::Event::Delete(cm) if cm.name_any() == "streamed"));
+    assert!(matches!(next_event(&mut events).await, watcher::Event::Delete(cm) if cm.name_any() == "streamed"));
     standin.shutdown().await;
 }
 
@@ -292,8 +328,10 @@ async fn deployment_scale_subresource_and_controller() {
     assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
     assert!(stale.message.contains("deployments.apps \"web\""), "{}", stale.message);
 
-    let patched: Scale =
-        deployments.patch_scale("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}}))).await.unwrap();
+    let patched: Scale = deployments
+        .patch_scale("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}})))
+        .await
+        .unwrap();
     assert_eq!(patched.spec.unwrap().replicas, Some(3));
     eventually("status to follow 3 replicas", || async {
         let status = deployments.get("web").await.unwrap().status.unwrap_or_default();
@@ -345,7 +383,8 @@ async fn every_patch_type_applies() {
     config_maps.create(&PostParams::default(), &config_map("p", &[("app", "p")])).await.unwrap();
     let params = PatchParams::default();
 
-    let merged = config_maps.patch("p", &params, &Patch::Merge(json!({"data": {"m": "1", "key": null}}))).await.unwrap();
+    let merged =
+        config_maps.patch("p", &params, &Patch::Merge(json!({"data": {"m": "1", "key": null}}))).await.unwrap();
     assert_eq!(merged.data.unwrap().into_iter().collect::<Vec<_>>(), vec![("m".to_string(), "1".to_string())]);
 
     let strategic = config_maps.patch("p", &params, &Patch::Strategic(json!({"data": {"s": "2"}}))).await.unwrap();
@@ -361,18 +400,31 @@ async fn every_patch_type_applies() {
     let data = json_patched.data.unwrap();
     assert_eq!((data.get("j").map(String::as_str), data.contains_key("s")), (Some("3"), false));
 
-    let failing: json_patch::Patch = serde_json::from_value(json!([{"op": "test", "path": "/data/m", "value": "no"}])).unwrap();
+    let failing: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "test", "path": "/data/m", "value": "no"}])).unwrap();
     let failed = api_error(config_maps.patch("p", &params, &Patch::Json::<()>(failing)).await.unwrap_err());
     assert_eq!(failed.code, 422);
 
     let apply = PatchParams::apply("standin-test").force();
     let applied = config_maps
-        .patch("p", &apply, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "p"}, "data": {"a": "4"}})))
+        .patch(
+            "p",
+            &apply,
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "p"}, "data": {"a": "4"}}),
+            ),
+        )
         .await
         .unwrap();
     assert_eq!(applied.data.unwrap().get("a").map(String::as_str), Some("4"));
     let created = config_maps
-        .patch("fresh", &apply, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "fresh"}, "data": {"x": "y"}})))
+        .patch(
+            "fresh",
+            &apply,
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "fresh"}, "data": {"x": "y"}}),
+            ),
+        )
         .await
         .unwrap();
     assert_eq!(created.name_any(), "fresh", "apply creates missing objects");
@@ -389,7 +441,14 @@ async fn every_patch_type_applies() {
 
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
 #[kube(group = "ballast.test", version = "v1", kind = "Model", namespaced)]
-#[kube(status = "ModelStatus", scale(spec_replicas_path = ".spec.replicas", status_replicas_path = ".status.replicas", label_selector_path = ".status.selector"))]
+#[kube(
+    status = "ModelStatus",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    )
+)]
 struct ModelSpec {
     replicas: i32,
     engine: String,
@@ -419,7 +478,10 @@ async fn custom_resource_definition_serves_its_resource() {
     assert_eq!(created.metadata.generation, Some(1));
     assert_eq!(models.list(&ListParams::default()).await.unwrap().items.len(), 1);
 
-    let patched = models.patch("whisper", &PatchParams::default(), &Patch::Merge(json!({"spec": {"engine": "onnx"}}))).await.unwrap();
+    let patched = models
+        .patch("whisper", &PatchParams::default(), &Patch::Merge(json!({"spec": {"engine": "onnx"}})))
+        .await
+        .unwrap();
     assert_eq!((patched.spec.engine.as_str(), patched.metadata.generation), ("onnx", Some(2)));
 
     let status = json!({"status": {"replicas": 1, "selector": "model=whisper"}});
@@ -427,18 +489,28 @@ async fn custom_resource_definition_serves_its_resource() {
     assert_eq!(with_status.status.as_ref().unwrap().replicas, 1);
     assert_eq!(with_status.metadata.generation, Some(2), "status writes do not bump the generation");
 
-    let ignored = models.patch("whisper", &PatchParams::default(), &Patch::Merge(json!({"status": {"replicas": 7}}))).await.unwrap();
+    let ignored = models
+        .patch("whisper", &PatchParams::default(), &Patch::Merge(json!({"status": {"replicas": 7}})))
+        .await
+        .unwrap();
     assert_eq!(ignored.status.unwrap().replicas, 1, "the main resource ignores status");
 
     let scale = models.get_scale("whisper").await.unwrap();
     assert_eq!(scale.status.as_ref().unwrap().selector.as_deref(), Some("model=whisper"));
-    models.patch_scale("whisper", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 4}}))).await.unwrap();
+    models
+        .patch_scale("whisper", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 4}})))
+        .await
+        .unwrap();
     assert_eq!(models.get("whisper").await.unwrap().spec.replicas, 4);
 
     let mut without_rv = models.get("whisper").await.unwrap();
     without_rv.metadata.resource_version = None;
     let invalid = api_error(models.replace("whisper", &PostParams::default(), &without_rv).await.unwrap_err());
-    assert_eq!((invalid.code, invalid.reason.as_str()), (422, "Invalid"), "custom resources need a resourceVersion on PUT");
+    assert_eq!(
+        (invalid.code, invalid.reason.as_str()),
+        (422, "Invalid"),
+        "custom resources need a resourceVersion on PUT"
+    );
 
     let discovery = kube::discovery::Discovery::new(client).run().await.unwrap();
     let gvk = GroupVersionKind::gvk("ballast.test", "v1", "Model");
@@ -476,7 +548,8 @@ async fn leases_support_leader_election_updates() {
 async fn event_recorder_creates_then_patches_events() {
     let standin = StandIn::start().await.unwrap();
     let client = client_for(&standin).await;
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "ballast".into(), instance: Some("pod-a".into()) });
+    let recorder =
+        Recorder::new(client.clone(), Reporter { controller: "ballast".into(), instance: Some("pod-a".into()) });
     let reference = ObjectReference {
         api_version: Some("apps/v1".into()),
         kind: Some("Deployment".into()),
@@ -511,10 +584,19 @@ async fn pod_metrics_are_listed_read_only() {
             "status": {"phase": "Running"},
         }))
         .unwrap();
-    standin.set_pod_metrics("default", "web-1", &[ContainerUsage { name: "server".into(), cpu: "250m".into(), memory: "64Mi".into() }]);
-    standin.set_pod_metrics("default", "other", &[ContainerUsage { name: "c".into(), cpu: "1".into(), memory: "1Gi".into() }]);
+    standin.set_pod_metrics(
+        "default",
+        "web-1",
+        &[ContainerUsage { name: "server".into(), cpu: "250m".into(), memory: "64Mi".into() }],
+    );
+    standin.set_pod_metrics(
+        "default",
+        "other",
+        &[ContainerUsage { name: "c".into(), cpu: "1".into(), memory: "1Gi".into() }],
+    );
     let client = client_for(&standin).await;
-    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("metrics.k8s.io", "v1beta1", "PodMetrics"), "pods");
+    let resource =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("metrics.k8s.io", "v1beta1", "PodMetrics"), "pods");
     let metrics: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &resource);
     let listed = metrics.list(&ListParams::default().labels("app=web")).await.unwrap();
     assert_eq!(listed.items.len(), 1);
@@ -541,19 +623,27 @@ async fn injected_faults_and_request_counts() {
     let conflict = api_error(deployments.patch_scale("web", &PatchParams::default(), &patch).await.unwrap_err());
     assert_eq!((conflict.code, conflict.reason.as_str()), (409, "Conflict"));
 
+    // kube 5's default client retries 429/503/504 itself, honouring Retry-After: one fault is invisible...
+    standin.inject_fault(Fault::writes(scale_path, FaultKind::TooManyRequests { retry_after_seconds: 1 }, 1));
+    deployments.patch_scale("web", &PatchParams::default(), &patch).await.unwrap();
+    assert_eq!(standin.request_count("PATCH", scale_path), 3, "the 429 was retried once");
+
+    // ...so a client that must see them turns the retry layer off.
+    let mut config = Config::new(standin.url().parse().unwrap());
+    config.default_retry = false;
+    let raw: Api<Deployment> = Api::namespaced(Client::try_from(config).unwrap(), "default");
     standin.inject_fault(Fault::writes(scale_path, FaultKind::TooManyRequests { retry_after_seconds: 2 }, 1));
-    let throttled = api_error(deployments.patch_scale("web", &PatchParams::default(), &patch).await.unwrap_err());
+    let throttled = api_error(raw.patch_scale("web", &PatchParams::default(), &patch).await.unwrap_err());
     assert_eq!((throttled.code, throttled.reason.as_str()), (429, "TooManyRequests"));
     assert_eq!(throttled.details.unwrap().retry_after_seconds, 2);
-
     standin.inject_fault(Fault::writes(scale_path, FaultKind::ServiceUnavailable { retry_after_seconds: 1 }, 1));
-    assert_eq!(api_error(deployments.patch_scale("web", &PatchParams::default(), &patch).await.unwrap_err()).code, 503);
+    assert_eq!(api_error(raw.patch_scale("web", &PatchParams::default(), &patch).await.unwrap_err()).code, 503);
     standin.inject_fault(Fault::writes(scale_path, FaultKind::InternalError, 1));
-    assert_eq!(api_error(deployments.patch_scale("web", &PatchParams::default(), &patch).await.unwrap_err()).code, 500);
+    assert_eq!(api_error(raw.patch_scale("web", &PatchParams::default(), &patch).await.unwrap_err()).code, 500);
 
     deployments.patch_scale("web", &PatchParams::default(), &patch).await.unwrap();
     assert_eq!(deployments.get("web").await.unwrap().spec.unwrap().replicas, Some(2));
-    assert_eq!(standin.request_count("PATCH", scale_path), 5);
+    assert_eq!(standin.request_count("PATCH", scale_path), 7);
     assert_eq!(standin.request_count("PUT", scale_path), 0);
     standin.shutdown().await;
 }
@@ -567,7 +657,10 @@ async fn finalizers_hold_deletion_until_removed() {
     config_maps.create(&PostParams::default(), &held).await.unwrap();
     let terminating = config_maps.delete("held", &DeleteParams::default()).await.unwrap().left().expect("still there");
     assert!(terminating.metadata.deletion_timestamp.is_some());
-    config_maps.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    config_maps
+        .patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
+        .await
+        .unwrap();
     assert_eq!(api_error(config_maps.get("held").await.unwrap_err()).code, 404);
     standin.shutdown().await;
 }
