@@ -166,7 +166,7 @@ impl StandIn {
 
     fn object_target(store: &Store, path: &str) -> Result<server::ResourceTarget, StandInError> {
         match server::parse_route(store, path) {
-            Ok(Route::Resource(target)) if target.name.is_some() && target.subresource.is_none() => Ok(target),
+            Ok(Route::Resource(target)) if target.name.is_some() && target.subresource.is_none() => Ok(*target),
             _ => Err(StandInError::NotAnObjectPath { path: path.to_owned() }),
         }
     }

@@ -49,7 +49,7 @@ pub enum Route {
     ApiGroupList,
     ApiGroup(String),
     ResourceList(String, String),
-    Resource(ResourceTarget),
+    Resource(Box<ResourceTarget>),
 }
 
 #[derive(Debug, Clone)]
@@ -76,12 +76,12 @@ pub fn parse_route(store: &Store, path: &str) -> Result<Route, ApiError> {
     };
     let namespaced_type = |plural: &str| store.find_type(group, version, plural).filter(|rt| rt.namespaced);
     let target = |rt: ResourceType, namespace: Option<&str>, name: Option<&&str>, sub: Option<&&str>| {
-        Route::Resource(ResourceTarget {
+        Route::Resource(Box::new(ResourceTarget {
             rt,
             namespace: namespace.map(str::to_owned),
             name: name.map(|n| (*n).to_owned()),
             subresource: sub.map(|s| (*s).to_owned()),
-        })
+        }))
     };
     match rest {
         ["namespaces", namespace, plural, tail @ ..] if tail.len() <= 2 && namespaced_type(plural).is_some() => {
