@@ -430,7 +430,15 @@ impl Store {
                 remaining += 1;
                 continue;
             }
-            let item = if rt.custom { with_type_meta(rt, object.clone()) } else { object.clone() };
+            // Built-in types are listed without apiVersion/kind on the items, as the real server's typed lists
+            // are; custom resources (unstructured there) keep them.
+            let mut item = object.clone();
+            if !rt.custom
+                && let Value::Object(map) = &mut item
+            {
+                map.remove("apiVersion");
+                map.remove("kind");
+            }
             items.push(item);
             last_key = Some(k.clone());
         }
