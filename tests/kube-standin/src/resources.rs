@@ -327,3 +327,87 @@ pub fn api_resource_list(types: &[ResourceType], group: &str, version: &str) -> 
     let group_version = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
 }
+
+/// The media type of aggregated discovery (`apidiscovery.k8s.io/v2`), which kubectl and kube's
+/// `Discovery::run_aggregated` ask for in `Accept`.
+pub const AGGREGATED_DISCOVERY_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether an `Accept` header asks for aggregated discovery v2.
+pub fn wants_aggregated_discovery(accept: &str) -> bool {
+    accept.split(',').any(|media| {
+        let params: Vec<&str> = media.split(';').map(str::trim).collect();
+        params.contains(&"g=apidiscovery.k8s.io")
+            && params.contains(&"v=v2")
+            && params.contains(&"as=APIGroupDiscoveryList")
+    })
+}
+
+fn gvk(group: &str, version: &str, kind: &str) -> Value {
+    json!({"group": group, "version": version, "kind": kind})
+}
+
+fn resource_discovery(rt: &ResourceType) -> Value {
+    let verbs: Vec<&str> = if rt.read_only {
+        vec!["get", "list"]
+    } else {
+        vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+    };
+    let mut subresources = Vec::new();
+    if rt.status_subresource {
+        subresources.push(json!({
+            "subresource": "status",
+            "responseKind": gvk(&rt.group, &rt.version, &rt.kind),
+            "verbs": ["get", "patch", "update"],
+        }));
+    }
+    if rt.scale.is_some() {
+        subresources.push(json!({
+            "subresource": "scale",
+            "responseKind": gvk("autoscaling", "v1", "Scale"),
+            "verbs": ["get", "patch", "update"],
+        }));
+    }
+    let mut resource = json!({
+        "resource": rt.plural,
+        "responseKind": gvk(&rt.group, &rt.version, &rt.kind),
+        "scope": if rt.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": rt.singular,
+        "verbs": verbs,
+    });
+    if !rt.short_names.is_empty() {
+        resource["shortNames"] = json!(rt.short_names);
+    }
+    if !subresources.is_empty() {
+        resource["subresources"] = json!(subresources);
+    }
+    resource
+}
+
+/// `/api` (core = true) or `/apis` as an aggregated `APIGroupDiscoveryList`.
+pub fn aggregated_discovery(types: &[ResourceType], core: bool) -> Value {
+    let group_names: Vec<(String, Vec<String>)> =
+        if core { vec![(String::new(), vec!["v1".to_owned()])] } else { groups(types) };
+    let items: Vec<Value> = group_names
+        .iter()
+        .map(|(group, versions)| {
+            let versions: Vec<Value> = versions
+                .iter()
+                .map(|version| {
+                    let resources: Vec<Value> = types
+                        .iter()
+                        .filter(|rt| rt.group == *group && rt.version == *version)
+                        .map(resource_discovery)
+                        .collect();
+                    json!({"version": version, "resources": resources, "freshness": "Current"})
+                })
+                .collect();
+            let metadata = if group.is_empty() {
+                json!({"creationTimestamp": null})
+            } else {
+                json!({"name": group, "creationTimestamp": null})
+            };
+            json!({"metadata": metadata, "versions": versions})
+        })
+        .collect();
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+}

@@ -184,8 +184,19 @@ fn respond(
         return Err(fault.to_error(conflict));
     }
     let query = parse_query(uri)?;
-    match route? {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let aggregated = resources::wants_aggregated_discovery(accept);
+    match route.clone()? {
         Route::Version if method == Method::GET => Ok(json_response(StatusCode::OK, &version_info())),
+        Route::ApiVersions | Route::ApiGroupList if method == Method::GET && aggregated => {
+            let core = matches!(route, Ok(Route::ApiVersions));
+            let mut response =
+                json_response(StatusCode::OK, &resources::aggregated_discovery(shared.store().types(), core));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(resources::AGGREGATED_DISCOVERY_V2));
+            Ok(response)
+        }
         Route::ApiVersions if method == Method::GET => {
             Ok(json_response(StatusCode::OK, &resources::api_versions(&shared.server_address)))
         }

@@ -512,11 +512,18 @@ async fn custom_resource_definition_serves_its_resource() {
         "custom resources need a resourceVersion on PUT"
     );
 
-    let discovery = kube::discovery::Discovery::new(client).run().await.unwrap();
     let gvk = GroupVersionKind::gvk("ballast.test", "v1", "Model");
-    let (resource, capabilities) = discovery.resolve_gvk(&gvk).expect("discovery finds the CRD's kind");
-    assert_eq!(resource.plural, "models");
-    assert!(capabilities.subresources.iter().any(|(sub, _)| sub.plural == "scale"));
+    let legacy = kube::discovery::Discovery::new(client.clone()).run().await.unwrap();
+    let aggregated = kube::discovery::Discovery::new(client.clone()).run_aggregated().await.unwrap();
+    for discovery in [legacy, aggregated] {
+        let (resource, capabilities) = discovery.resolve_gvk(&gvk).expect("discovery finds the CRD's kind");
+        assert_eq!(resource.plural, "models");
+        assert!(capabilities.subresources.iter().any(|(sub, _)| sub.plural == "scale"));
+        let deployments = GroupVersionKind::gvk("apps", "v1", "Deployment");
+        let (_, capabilities) = discovery.resolve_gvk(&deployments).expect("discovery finds Deployments");
+        assert!(capabilities.subresources.iter().any(|(sub, _)| sub.plural == "scale"));
+        assert!(discovery.resolve_gvk(&GroupVersionKind::gvk("", "v1", "ConfigMap")).is_some());
+    }
 
     crds.delete("models.ballast.test", &DeleteParams::default()).await.unwrap();
     assert_eq!(api_error(models.get("whisper").await.unwrap_err()).code, 404);
