@@ -159,6 +159,8 @@ pub struct Metrics {
     sources: SourceMetrics,
     replicas_current: IntGaugeVec,
     replicas_desired: IntGaugeVec,
+    replicas_min: IntGaugeVec,
+    replicas_max: IntGaugeVec,
     decisions: IntCounterVec,
     plugin_call_duration: HistogramVec,
     plugin_failures: IntCounterVec,
@@ -175,6 +177,8 @@ impl Metrics {
             sources: SourceMetrics::register(&registry)?,
             replicas_current: gauge("ballast_replicas_current", "Replicas the Deployment has")?,
             replicas_desired: gauge("ballast_replicas_desired", "Replicas the last decision asked for")?,
+            replicas_min: gauge("ballast_replicas_min", "The policy's minReplicas")?,
+            replicas_max: gauge("ballast_replicas_max", "The policy's maxReplicas")?,
             decisions: register(
                 &registry,
                 IntCounterVec::new(
@@ -220,6 +224,12 @@ impl Metrics {
     /// Removes the queue's series after a failed read.
     pub fn forget_queue(&self, queue: &str) {
         self.queues.forget(queue);
+    }
+
+    /// The policy's bounds, so alerts can tell a service pinned at its maximum.
+    pub fn record_bounds(&self, namespace: &str, service: &str, min: u32, max: u32) {
+        self.replicas_min.with_label_values(&[namespace, service]).set(i64::from(min));
+        self.replicas_max.with_label_values(&[namespace, service]).set(i64::from(max));
     }
 
     /// `reason` is a short kind (`plugin`, `fallback`, `clamped`, ...), never free text: each value is a series.

@@ -83,7 +83,8 @@ impl Memory {
 
 pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
     let cfg = config::parse::<DrainConfig>(&input.config)?;
-    if !(cfg.initial_jobs_per_pod_per_second > 0.0) || !(cfg.target_wait_seconds > 0.0) {
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if !positive(cfg.initial_jobs_per_pod_per_second) || !positive(cfg.target_wait_seconds) {
         return Err(PolicyError::InvalidConfig(
             "initialJobsPerPodPerSecond and targetWaitSeconds must be greater than 0".into(),
         ));

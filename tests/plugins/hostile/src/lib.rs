@@ -8,6 +8,8 @@ struct Config {
     mode: String,
     #[serde(default)]
     state_bytes: usize,
+    #[serde(default)]
+    replicas: u32,
 }
 
 struct Hostile;
@@ -35,6 +37,7 @@ impl Guest for Hostile {
             "panic" => panic!("hostile plugin panics on purpose"),
             "error" => Err(PolicyError::Internal("hostile plugin returns an error on purpose".into())),
             "max" => Ok(Decision::new(u32::MAX, "asks for 4294967295 replicas")),
+            "fixed" => Ok(Decision::new(cfg.replicas, "asks for what its config says")),
             "big-state" => {
                 let mut d = Decision::new(input.current_replicas, "returns a large state blob");
                 d.state = Some(vec![7; cfg.state_bytes]);
