@@ -337,11 +337,12 @@ impl Store {
         let _ = self.events.send(event);
     }
 
-    /// Forgets the whole event history: a watch resuming from any resourceVersion reached so far, even the
-    /// current one, then gets 410 Expired and must re-list.
+    /// Forgets the whole event history: a watch resuming from any resourceVersion handed out so far, even the
+    /// current one, gets 410 Expired and must re-list. The counter moves on by one so the re-list's
+    /// resourceVersion is watchable again.
     pub fn compact(&mut self) {
         self.history.clear();
-        self.compacted = self.resource_version + 1;
+        self.compacted = self.next_resource_version();
     }
 
     /// Events after `resource_version`, or `None` when some of them have been dropped from the history.

@@ -278,6 +278,11 @@ async fn runtime_watcher_sees_changes_and_relists_after_410() {
         .filter(|r| r.path == "/api/v1/namespaces/default/configmaps" && !r.query.contains("watch="))
         .count();
     assert_eq!(lists_after, lists_before + 1);
+    config_maps.create(&PostParams::default(), &config_map("third", &[("app", "w")])).await.unwrap();
+    assert!(
+        matches!(next_event(&mut events).await, watcher::Event::Apply(cm) if cm.name_any() == "third"),
+        "the watch resumed after the re-list"
+    );
     standin.shutdown().await;
 }
 
@@ -669,5 +674,45 @@ async fn finalizers_hold_deletion_until_removed() {
         .await
         .unwrap();
     assert_eq!(api_error(config_maps.get("held").await.unwrap_err()).code, 404);
+    standin.shutdown().await;
+}
+
+#[tokio::test]
+async fn statefulset_scale_and_core_events() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+
+    let standin = StandIn::start().await.unwrap();
+    let client = client_for(&standin).await;
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+    let mut spec = serde_json::to_value(deployment("tts", 1)).unwrap();
+    spec["spec"]["serviceName"] = json!("tts");
+    spec["kind"] = json!("StatefulSet");
+    let statefulset: StatefulSet = serde_json::from_value(spec).unwrap();
+    statefulsets.create(&PostParams::default(), &statefulset).await.unwrap();
+    let scale = statefulsets.get_scale("tts").await.unwrap();
+    assert_eq!(scale.status.unwrap().selector.as_deref(), Some("app=tts"));
+    statefulsets
+        .patch_scale("tts", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}})))
+        .await
+        .unwrap();
+    eventually("statefulset status to follow", || async {
+        let status = statefulsets.get("tts").await.unwrap().status.unwrap_or_default();
+        status.replicas == 3 && status.ready_replicas == Some(3) && status.observed_generation == Some(2)
+    })
+    .await;
+
+    let events: Api<CoreEvent> = Api::namespaced(client, "default");
+    let event: CoreEvent = serde_json::from_value(json!({
+        "metadata": {"generateName": "tts."},
+        "involvedObject": {"kind": "StatefulSet", "name": "tts", "namespace": "default"},
+        "reason": "Scaled",
+        "message": "scaled to 3",
+        "type": "Normal",
+    }))
+    .unwrap();
+    events.create(&PostParams::default(), &event).await.unwrap();
+    let listed = events.list(&ListParams::default().fields("involvedObject.name=tts,reason=Scaled")).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
     standin.shutdown().await;
 }
