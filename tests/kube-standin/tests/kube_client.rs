@@ -716,3 +716,66 @@ async fn statefulset_scale_and_core_events() {
     assert_eq!(listed.items.len(), 1);
     standin.shutdown().await;
 }
+
+/// What kube's typed API hides: exact bodies, codes and headers on the wire.
+#[tokio::test]
+async fn wire_shapes_of_statuses_and_watch_errors() {
+    let standin = StandIn::start().await.unwrap();
+    let mut config = Config::new(standin.url().parse().unwrap());
+    config.default_retry = false;
+    let client = Client::try_from(config).unwrap();
+    let send = async |method: &str, path: &str, body: serde_json::Value| {
+        let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(kube::client::Body::from(body))
+            .unwrap();
+        let response = client.send(request).await.unwrap();
+        let code = response.status().as_u16();
+        let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+        let bytes = response.into_body().collect_bytes().await.unwrap();
+        (code, retry_after, String::from_utf8(bytes.to_vec()).unwrap())
+    };
+    let collection = "/api/v1/namespaces/default/configmaps";
+
+    let (code, _, body) = send("POST", collection, json!({"metadata": {"name": "c"}})).await;
+    assert_eq!(code, 201, "{body}");
+    let created: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (code, _, body) = send("DELETE", &format!("{collection}/c"), serde_json::Value::Null).await;
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(
+        status,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+               "details": {"name": "c", "kind": "configmaps", "uid": created["metadata"]["uid"]}})
+    );
+
+    let (code, _, body) = send("GET", "/apis/nothing.example/v1/things", serde_json::Value::Null).await;
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(code, 404);
+    assert_eq!(status["message"], "the server could not find the requested resource");
+    assert_eq!(status["details"], json!({}));
+
+    let (code, _, _) = send("POST", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods", json!({})).await;
+    assert_eq!(code, 405);
+
+    standin.inject_fault(Fault::writes(collection, FaultKind::TooManyRequests { retry_after_seconds: 3 }, 1));
+    let (code, retry_after, _) = send("POST", collection, json!({"metadata": {"name": "d"}})).await;
+    assert_eq!((code, retry_after.as_deref()), (429, Some("3")));
+
+    standin.expire_watches();
+    let (code, _, body) =
+        send("GET", &format!("{collection}?watch=true&resourceVersion=1"), serde_json::Value::Null).await;
+    assert_eq!(code, 200, "a too-old watch is answered in-stream, as by the watch cache");
+    let lines: Vec<serde_json::Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{body}");
+    assert_eq!(lines[0]["type"], "ERROR");
+    assert_eq!(
+        (lines[0]["object"]["code"].as_u64(), lines[0]["object"]["reason"].as_str()),
+        (Some(410), Some("Expired"))
+    );
+    assert!(lines[0]["object"]["message"].as_str().unwrap().starts_with("too old resource version: 1 ("));
+    standin.shutdown().await;
+}
