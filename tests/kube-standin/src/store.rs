@@ -126,8 +126,14 @@ fn with_type_meta(rt: &ResourceType, mut object: Value) -> Value {
 /// The object without `metadata` (and without `status` when it has its own subresource): what a generation counts.
 fn generation_relevant(rt: &ResourceType, object: &Value) -> Value {
     let mut object = object.clone();
+    // Deployments also count annotations, which the deployment controller copies to ReplicaSets.
+    let annotations =
+        (rt.group == "apps" && rt.plural == "deployments").then(|| object["metadata"]["annotations"].clone());
     if let Value::Object(map) = &mut object {
         map.remove("metadata");
+        if let Some(annotations) = annotations {
+            map.insert("metadata.annotations".into(), annotations);
+        }
         map.remove("apiVersion");
         map.remove("kind");
         if rt.status_subresource {

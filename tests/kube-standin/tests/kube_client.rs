@@ -354,6 +354,17 @@ async fn deployment_scale_subresource_and_controller() {
     let replaced = deployments.replace("web", &PostParams::default(), &with_status).await.unwrap();
     assert_eq!(replaced.status.unwrap().replicas, Some(3));
 
+    let labelled = deployments
+        .patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"team": "ml"}}})))
+        .await
+        .unwrap();
+    assert_eq!(labelled.metadata.generation, Some(3), "labels are not part of a Deployment's generation");
+    let annotated = deployments
+        .patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"note": "x"}}})))
+        .await
+        .unwrap();
+    assert_eq!(annotated.metadata.generation, Some(4), "annotations are, as in the real deployment strategy");
+
     let deleted = deployments.delete("web", &DeleteParams::default()).await.unwrap();
     assert!(deleted.is_right(), "Deployment deletion answers with a Status");
     standin.shutdown().await;
