@@ -9,6 +9,7 @@ pub mod decision;
 pub mod error;
 pub mod observation;
 pub mod runtime;
+pub mod sim;
 pub mod sources;
 pub mod spec;
 

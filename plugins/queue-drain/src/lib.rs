@@ -1,10 +1,12 @@
 //! `queue-drain`: a policy for queue-fed GPU services that sizes the fleet from work, not from utilization.
 //!
 //! It learns two rates in its state blob: per-pod throughput (jobs completed per ready pod per second, learned only
-//! while pods are saturated, since an idle pod's completions say nothing about its capacity) and the arrival rate
-//! (completions plus the change in backlog). It asks for enough pods to keep up with arrivals plus headroom, and to
-//! drain the backlog expected when new pods become ready (start-up delay anticipated) within the target wait.
-//! Scale-down needs no extra caution here: the host's `behavior` stabilization and rate limits provide it.
+//! while work was waiting at both ends of the interval, since an idle pod's completions say nothing about its
+//! capacity, and kept within half to twice the configured figure so a bad interval cannot run away with it) and the
+//! arrival rate (completions plus the change in backlog). It asks for enough pods to keep up with arrivals plus
+//! `headroom`, and to drain the backlog expected when new pods become ready (start-up delay anticipated) within the
+//! target wait. It scales down only when the arrivals fit in fewer pods with the larger `scaleDownHeadroom`, a
+//! tolerance band that keeps arrival noise from flapping the fleet; the host's `behavior` does the rest.
 
 use ballast_policy_sdk::{Decision, Guest, MetricProposal, PolicyError, PolicyInput, config, hpa};
 use serde::Deserialize;
@@ -15,9 +17,12 @@ pub struct DrainConfig {
     /// Drain the backlog within this many seconds of wait.
     #[serde(default = "default_wait")]
     pub target_wait_seconds: f64,
-    /// Spare capacity kept above the arrival rate (0.2 = 20%).
+    /// Spare capacity kept above the arrival rate (0.15 = 15%).
     #[serde(default = "default_headroom")]
     pub headroom: f64,
+    /// Scale down only to a count that leaves this much spare capacity (at least `headroom`).
+    #[serde(default = "default_scale_down_headroom")]
+    pub scale_down_headroom: f64,
     /// Time from a scale-up to the new pod taking work (model load).
     #[serde(default = "default_startup")]
     pub startup_seconds: f64,
@@ -32,7 +37,10 @@ fn default_wait() -> f64 {
     30.0
 }
 fn default_headroom() -> f64 {
-    0.2
+    0.15
+}
+fn default_scale_down_headroom() -> f64 {
+    0.3
 }
 fn default_startup() -> f64 {
     90.0
@@ -41,7 +49,7 @@ fn default_smoothing() -> f64 {
     0.2
 }
 
-/// What the plugin remembers between calls (fixed little-endian layout, 41 bytes).
+/// What the plugin remembers between calls (fixed little-endian layout, 34 bytes).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Memory {
     jobs_per_pod_per_second: f64,
@@ -110,12 +118,13 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
         let arrived = (done + in_flight as f64 - memory.last_backlog as f64).max(0.0);
         memory.arrivals_per_second += alpha * (arrived / dt - memory.arrivals_per_second);
         // Only a pod with work waiting shows its capacity.
-        if memory.last_saturated && ready > 0 {
+        if memory.last_saturated && queue.waiting + queue.prioritized > 0 && ready > 0 {
             let measured = done / dt / f64::from(ready);
             memory.jobs_per_pod_per_second += alpha * (measured - memory.jobs_per_pod_per_second);
         }
     }
-    memory.jobs_per_pod_per_second = memory.jobs_per_pod_per_second.max(cfg.initial_jobs_per_pod_per_second * 0.05);
+    let configured = cfg.initial_jobs_per_pod_per_second;
+    memory.jobs_per_pod_per_second = memory.jobs_per_pod_per_second.clamp(configured * 0.5, configured * 2.0);
     memory.last_ms = input.now_ms;
     memory.last_backlog = in_flight;
     memory.last_saturated = queue.waiting + queue.prioritized > 0;
@@ -125,13 +134,20 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
     // Work that piles up while new pods load their models, if the ready pods cannot keep up meanwhile.
     let shortfall = (lambda - per_pod * f64::from(ready)).max(0.0);
     let backlog_when_ready = backlog as f64 + shortfall * cfg.startup_seconds;
-    let steady = lambda * (1.0 + cfg.headroom) / per_pod;
+    let load = lambda / per_pod;
     let drain = backlog_when_ready / (per_pod * cfg.target_wait_seconds);
+    let steady = load * (1.0 + cfg.headroom);
+    let up = hpa::ceil_replicas(steady + drain);
+    let down = hpa::ceil_replicas(load * (1.0 + cfg.scale_down_headroom.max(cfg.headroom)) + drain);
+    let current = input.current_replicas;
     let replicas = if in_flight == 0 && lambda < per_pod * 0.05 {
         input.min_replicas
+    } else if up > current {
+        up
     } else {
-        hpa::ceil_replicas(steady + drain).max(u32::from(queue.active > 0))
-    };
+        down.min(current)
+    }
+    .max(u32::from(queue.active > 0));
     let reason = format!(
         "arrivals {lambda:.2}/s, {per_pod:.3} jobs/s per pod, backlog {backlog} (expected {backlog_when_ready:.0} \
          when new pods are ready): {steady:.2} pods to keep up + {drain:.2} to drain within {}s -> {replicas}",
@@ -226,14 +242,44 @@ mod tests {
 
     #[test]
     fn learns_throughput_while_saturated() {
-        let mut state = decide(&input(0, 2, 50, 2, None, None)).unwrap().state;
-        // Two pods complete 4 jobs/s between calls: 2 jobs/s per pod, four times the initial guess.
+        let mut state = decide(&input(0, 4, 50, 4, None, None)).unwrap().state;
+        // Four pods complete 3 jobs/s between calls: 0.75 jobs/s per pod, 1.5 times the configured figure.
         for t in 1..60 {
-            state = decide(&input(t, 2, 50, 2, Some(4), state)).unwrap().state;
+            state = decide(&input(t, 4, 50, 4, Some(3), state)).unwrap().state;
         }
         let m = Memory::decode(&state.unwrap()).unwrap();
-        assert!((m.jobs_per_pod_per_second - 2.0).abs() < 0.05, "{m:?}");
-        assert!((m.arrivals_per_second - 4.0).abs() < 0.1, "{m:?}");
+        assert!((m.jobs_per_pod_per_second - 0.75).abs() < 0.02, "{m:?}");
+        assert!((m.arrivals_per_second - 3.0).abs() < 0.1, "{m:?}");
+    }
+
+    #[test]
+    fn learned_throughput_stays_within_twice_the_configured_figure() {
+        let mut state = decide(&input(0, 2, 50, 2, None, None)).unwrap().state;
+        for t in 1..60 {
+            state = decide(&input(t, 2, 50, 2, Some(40), state)).unwrap().state;
+        }
+        let m = Memory::decode(&state.unwrap()).unwrap();
+        assert_eq!(m.jobs_per_pod_per_second, 1.0, "{m:?}");
+    }
+
+    #[test]
+    fn scales_down_only_past_the_tolerance_band() {
+        // Steady 2 jobs/s (0.5 per pod: 4 pods of load) with nothing waiting: 5 pods give 25% spare, under the 30%
+        // scale-down headroom, so 5 holds; 7 pods are clearly too many.
+        let run = |current: u32| {
+            let mut state = None;
+            let mut replicas = 0;
+            for t in 0..120 {
+                let mut i = input(t, current, 0, 4, (t > 0).then_some(2), state);
+                i.current_replicas = current;
+                let d = decide(&i).unwrap();
+                state = d.state;
+                replicas = d.replicas;
+            }
+            replicas
+        };
+        assert_eq!(run(5), 5);
+        assert_eq!(run(7), 6);
     }
 
     #[test]
