@@ -36,7 +36,7 @@ pub fn table(results: &[RunResult]) -> String {
             let Some(s) = result.summaries.iter().find(|s| s.service == service) else { continue };
             let _ = writeln!(
                 out,
-                "{:<service_width$}  {:<label_width$}  {:>9.1}  {:>7.1}s  {:>7.1}s  {:>7.1}s  {:>10}  {:>6}  {:>8}  {:>9}  \
+                "{:<service_width$}  {:<label_width$}  {:>9.1}  {:>7.2}s  {:>7.2}s  {:>7.1}s  {:>10}  {:>6}  {:>8}  {:>9}  \
                  {:>5}",
                 s.service,
                 result.label,

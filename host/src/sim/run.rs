@@ -142,7 +142,6 @@ pub fn run(
                         && tick.record.failure().is_some()
                     {
                         *plugin_failures.entry(tick.record.service.clone()).or_default() += 1;
-                        eprintln!("DEBUG {}", tick.record.summary());
                     }
                 }
             }
