@@ -186,7 +186,7 @@ struct Progress(ProgressBar);
 
 impl ballast::sim::StepHook for Progress {
     fn after_step(&mut self, now_s: u64, _cluster: &ballast::sim::SimCluster) {
-        if now_s % 600 == 0 {
+        if now_s.is_multiple_of(600) {
             self.0.set_position(now_s);
         }
     }

@@ -318,7 +318,7 @@ impl SimService {
         let mut latencies: Vec<u32> = self.recent_latencies.iter().map(|(_, l)| *l).collect();
         latencies.sort_unstable();
         let percentile = |q: f64| percentile_ms(&latencies, q).map(|ms| ms as f64);
-        let window_s = (now_ms.min(METRICS_WINDOW_MS).max(1000)) as f64 / 1000.0;
+        let window_s = now_ms.clamp(1000, METRICS_WINDOW_MS) as f64 / 1000.0;
         let arrivals: u64 = self.recent_arrivals.iter().map(|(_, n)| n).sum();
         Observation {
             gpu_duty_cycle_percent: busy_fraction.map(|f| f * self.sim.gpu_percent_busy),

@@ -39,7 +39,7 @@ impl SplitMix64 {
 
     /// A Poisson count with mean `lambda`: Knuth's method for small means, a rounded normal for large ones.
     pub fn poisson(&mut self, lambda: f64) -> u64 {
-        if !(lambda > 0.0) {
+        if lambda.is_nan() || lambda <= 0.0 {
             return 0;
         }
         if lambda < 30.0 {

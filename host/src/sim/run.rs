@@ -98,7 +98,7 @@ pub fn run(
     options: RunOptions,
     hook: &mut impl StepHook,
 ) -> Result<RunResult, SimError> {
-    if options.step_s == 0 || options.sample_s == 0 || options.sample_s % options.step_s != 0 {
+    if options.step_s == 0 || options.sample_s == 0 || !options.sample_s.is_multiple_of(options.step_s) {
         return Err(SimError::Invalid(format!(
             "the step ({} s) must be at least 1 s and divide the sample interval ({} s)",
             options.step_s, options.sample_s
@@ -133,7 +133,7 @@ pub fn run(
             let now_ms = now_s * 1000;
             cluster.borrow_mut().now_ms = now_ms;
             for (interval, fleet) in &mut fleets {
-                if now_s % interval != 0 {
+                if !now_s.is_multiple_of(*interval) {
                     continue;
                 }
                 let results = fleet.tick(&mut SimHandle(&cluster), &mut SimHandle(&cluster), now_ms).await;
@@ -156,7 +156,7 @@ pub fn run(
             }
             now_s += step_s;
             let cluster = cluster.borrow();
-            if now_s % options.sample_s == 0 || now_s == options.duration_s {
+            if now_s.is_multiple_of(options.sample_s) || now_s == options.duration_s {
                 for (key, service) in &cluster.services {
                     let before = sampled.insert(key.clone(), service.totals).unwrap_or_default();
                     let now = service.totals;

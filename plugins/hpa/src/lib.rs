@@ -89,6 +89,8 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
     Ok(Decision { replicas, reason, proposals, state: None })
 }
 
+// Exported only in the wasm build; the native build (tests, benchmark baseline) calls `decide` directly.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 struct Hpa;
 
 impl Guest for Hpa {

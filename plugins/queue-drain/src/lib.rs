@@ -262,6 +262,8 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
     })
 }
 
+// Exported only in the wasm build; the native build (tests, benchmark baseline) calls `decide` directly.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 struct QueueDrain;
 
 impl Guest for QueueDrain {
