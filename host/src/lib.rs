@@ -7,6 +7,7 @@ pub mod autoscaler;
 pub mod clamps;
 pub mod decision;
 pub mod error;
+pub mod export;
 pub mod observation;
 pub mod runtime;
 pub mod sim;

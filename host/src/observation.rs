@@ -1,6 +1,8 @@
 //! What the metric sources measured for one service at one moment. Every metric is optional: `None` means
 //! unavailable, which policies must never read as 0.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// BullMQ job counts, as `Queue.getJobCounts()` reports them.
@@ -47,4 +49,7 @@ pub struct Observation {
     pub request_rate: Option<f64>,
     #[serde(default)]
     pub custom: Vec<(String, f64)>,
+    /// How old each source's samples were when observed, in ms, by source name (`redis`, `prometheus`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sample_age_ms: BTreeMap<String, u64>,
 }

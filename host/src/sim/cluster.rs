@@ -332,6 +332,7 @@ impl SimService {
             latency_p99_ms: percentile(0.99),
             request_rate: Some(arrivals as f64 / window_s),
             custom: Vec::new(),
+            sample_age_ms: BTreeMap::new(),
         }
     }
 
@@ -346,9 +347,12 @@ impl SimService {
         // Completions are counted exactly even when delayed: each observation is handed out once, in order.
         let mut visible = None;
         while self.pending.front().is_some_and(|(t, _)| t + delay_ms <= now_ms) {
-            visible = self.pending.pop_front().map(|(_, o)| o);
+            visible = self.pending.pop_front();
         }
-        visible.unwrap_or_default()
+        visible.map_or_else(Observation::default, |(measured_ms, mut observation)| {
+            observation.sample_age_ms.insert("simulation".into(), now_ms - measured_ms);
+            observation
+        })
     }
 }
 
@@ -486,5 +490,17 @@ mod tests {
             assert!(conserved(&s), "at {t}: {:?} {:?}", s.totals, s.queue_counts());
         }
         assert!(s.totals.failed > 0 && s.totals.completed > 0);
+    }
+
+    #[test]
+    fn metrics_delay_hands_out_old_observations_in_order() {
+        let mut s = SimService::new(&setup(", metricsDelaySeconds: 30"), 1, 0);
+        assert_eq!(s.observe(0), Observation::default(), "nothing measured 30 s ago yet");
+        for t in 0..30 {
+            s.step(t * 1000, 1000, 2);
+        }
+        let seen = s.observe(30_000);
+        assert_eq!(seen.queue.map(|q| q.completed), Some(0), "the observation of time 0");
+        assert_eq!(seen.sample_age_ms.get("simulation"), Some(&30_000));
     }
 }

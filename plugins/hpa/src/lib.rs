@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use ballast_policy_sdk::{Decision, Guest, MetricProposal, PolicyError, PolicyInput, config, hpa};
+use ballast_policy_sdk::{Decision, MetricProposal, PolicyError, PolicyInput, config, hpa};
 use serde::Deserialize;
 
 /// Targets per metric; a metric without a target is ignored.
@@ -89,11 +89,11 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
     Ok(Decision { replicas, reason, proposals, state: None })
 }
 
-// Exported only in the wasm build; the native build (tests, benchmark baseline) calls `decide` directly.
-#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+#[cfg(target_arch = "wasm32")]
 struct Hpa;
 
-impl Guest for Hpa {
+#[cfg(target_arch = "wasm32")]
+impl ballast_policy_sdk::Guest for Hpa {
     fn decide(input: PolicyInput) -> Result<Decision, PolicyError> {
         decide(&input)
     }

@@ -13,7 +13,7 @@
 //! (start-up delay anticipated) within `drainSeconds`. It scales down only when the arrivals `scaleDownBand` above the estimate would still fit in fewer
 //! pods, so arrival noise does not flap the fleet; the host's `behavior` does the rest.
 
-use ballast_policy_sdk::{Decision, Guest, MetricProposal, PolicyError, PolicyInput, config, hpa};
+use ballast_policy_sdk::{Decision, MetricProposal, PolicyError, PolicyInput, config, hpa};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -262,11 +262,11 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
     })
 }
 
-// Exported only in the wasm build; the native build (tests, benchmark baseline) calls `decide` directly.
-#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+#[cfg(target_arch = "wasm32")]
 struct QueueDrain;
 
-impl Guest for QueueDrain {
+#[cfg(target_arch = "wasm32")]
+impl ballast_policy_sdk::Guest for QueueDrain {
     fn decide(input: PolicyInput) -> Result<Decision, PolicyError> {
         decide(&input)
     }

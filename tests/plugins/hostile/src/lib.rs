@@ -8,6 +8,8 @@ struct Config {
     mode: String,
     #[serde(default)]
     state_bytes: usize,
+    #[serde(default)]
+    replicas: u32,
 }
 
 struct Hostile;
@@ -23,16 +25,19 @@ impl Guest for Hostile {
                 }
             }
             "alloc" => {
+                // Reserve without touching: the cap must stop growth itself, not the deadline.
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    hoard.push(vec![1u8; 1 << 20]);
-                    std::hint::black_box(&hoard);
+                    let chunk = Vec::<u8>::with_capacity(8 << 20);
+                    std::hint::black_box(chunk.as_ptr());
+                    hoard.push(chunk);
                 }
             }
             "trap" => std::process::abort(),
             "panic" => panic!("hostile plugin panics on purpose"),
             "error" => Err(PolicyError::Internal("hostile plugin returns an error on purpose".into())),
             "max" => Ok(Decision::new(u32::MAX, "asks for 4294967295 replicas")),
+            "fixed" => Ok(Decision::new(cfg.replicas, "asks for what its config says")),
             "big-state" => {
                 let mut d = Decision::new(input.current_replicas, "returns a large state blob");
                 d.state = Some(vec![7; cfg.state_bytes]);

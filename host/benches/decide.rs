@@ -1,0 +1,103 @@
+//! `decide()` on the `hpa` plugin: a reused instance, a fresh instance per call, and the same logic as native Rust
+//! (the baseline) in the same run. Run: `cargo bench -p ballast --bench decide`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use ballast::runtime::{
+    Observations, Plugin, PolicyEngine, PolicyInput, QueueCounts, RuntimeLimits, ServiceId, builtin,
+};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+const CONFIG: &str = r#"{"gpuUtilization": 80, "cpuUtilization": 70, "jobsPerPod": 5}"#;
+
+fn wasm_input() -> PolicyInput {
+    PolicyInput {
+        service: ServiceId { namespace: "ai-models".into(), name: "whisper-pyannote-stt".into() },
+        now_ms: 1_700_000_000_000,
+        current_replicas: 3,
+        ready_replicas: 3,
+        min_replicas: 2,
+        max_replicas: 8,
+        config: CONFIG.into(),
+        state: None,
+        observations: Observations {
+            gpu_duty_cycle_percent: Some(91.5),
+            cpu_percent_of_request: Some(55.0),
+            memory_percent_of_request: Some(60.0),
+            queue: Some(QueueCounts {
+                waiting: 21,
+                prioritized: 0,
+                paused: 0,
+                active: 3,
+                delayed: 1,
+                failed: 0,
+                waiting_children: 0,
+                completed_since_last: Some(2),
+            }),
+            latency_p50_ms: Some(800.0),
+            latency_p95_ms: Some(2400.0),
+            latency_p99_ms: Some(4000.0),
+            request_rate: Some(0.4),
+            custom: vec![],
+        },
+    }
+}
+
+/// The same input in the guest SDK's types, for the native baseline.
+fn native_input() -> ballast_policy_sdk::PolicyInput {
+    let w = wasm_input();
+    let q = w.observations.queue.unwrap();
+    ballast_policy_sdk::PolicyInput {
+        service: ballast_policy_sdk::ServiceId { namespace: w.service.namespace, name: w.service.name },
+        now_ms: w.now_ms,
+        current_replicas: w.current_replicas,
+        ready_replicas: w.ready_replicas,
+        min_replicas: w.min_replicas,
+        max_replicas: w.max_replicas,
+        config: w.config,
+        state: None,
+        observations: ballast_policy_sdk::Observations {
+            gpu_duty_cycle_percent: w.observations.gpu_duty_cycle_percent,
+            cpu_percent_of_request: w.observations.cpu_percent_of_request,
+            memory_percent_of_request: w.observations.memory_percent_of_request,
+            queue: Some(ballast_policy_sdk::QueueCounts {
+                waiting: q.waiting,
+                prioritized: q.prioritized,
+                paused: q.paused,
+                active: q.active,
+                delayed: q.delayed,
+                failed: q.failed,
+                waiting_children: q.waiting_children,
+                completed_since_last: q.completed_since_last,
+            }),
+            latency_p50_ms: w.observations.latency_p50_ms,
+            latency_p95_ms: w.observations.latency_p95_ms,
+            latency_p99_ms: w.observations.latency_p99_ms,
+            request_rate: w.observations.request_rate,
+            custom: vec![],
+        },
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let engine = PolicyEngine::new(RuntimeLimits { max_instances: 8, ..RuntimeLimits::default() }).unwrap();
+    let compiled = engine.load("built-in hpa", builtin("hpa").unwrap()).unwrap();
+    let input = wasm_input();
+    let native = native_input();
+    let expected = hpa::decide(&native).unwrap().replicas;
+
+    let mut group = c.benchmark_group("decide-hpa");
+    group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    group.bench_function("native-rust", |b| b.iter(|| hpa::decide(black_box(&native)).unwrap().replicas));
+    let mut reused = Plugin::new(engine.clone(), compiled.clone());
+    assert_eq!(reused.decide(&input).result.unwrap().replicas, expected, "wasm and native disagree");
+    group.bench_function("wasm-reused-instance", |b| b.iter(|| reused.decide(black_box(&input)).result.unwrap()));
+    let mut fresh = Plugin::new(engine.clone(), compiled.clone());
+    fresh.fresh_each_call = true;
+    group.bench_function("wasm-fresh-instance", |b| b.iter(|| fresh.decide(black_box(&input)).result.unwrap()));
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,413 @@
+//! Prometheus metrics and the HTTP server that serves them (`/metrics`, `/healthz`, `/readyz`).
+//!
+//! Two registries: [`Metrics`] for the autoscaler (queue series plus `ballast_*`), and [`ExporterMetrics`] for
+//! `ballast exporter`, which serves only the queue series under the names of the Python queue exporter it replaces
+//! (`redis_queue_depth{queue_name, queue_type}`, ...), so existing HPAs and Prometheus adapters keep working.
+//! A queue whose counts are unavailable has its series removed, never set to 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus::{
+    CounterVec, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::sources::bullmq::{BullmqSource, QueueState};
+use crate::spec::QueueRef;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("registering metric series: {0}")]
+    Register(#[from] prometheus::Error),
+    #[error("cannot listen on {addr}: {source}; is another process using the port?")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("metrics server: {0}")]
+    Serve(std::io::Error),
+}
+
+pub type Result<T, E = ExportError> = std::result::Result<T, E>;
+
+/// `queue_type` label values of `redis_queue_depth`, besides `total`.
+const QUEUE_STATES: [&str; 8] =
+    ["waiting", "prioritized", "paused", "active", "delayed", "failed", "waiting-children", "completed"];
+
+/// Plugin calls take microseconds to milliseconds; the buckets (seconds) span 5 µs to 100 ms.
+const PLUGIN_CALL_BUCKETS: [f64; 14] =
+    [5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 1e-1];
+
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> Result<M> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+/// The queue exporter's series, plus `ballast_queue_paused`.
+struct QueueMetrics {
+    depth: IntGaugeVec,
+    waiting: IntGaugeVec,
+    active: IntGaugeVec,
+    delayed: IntGaugeVec,
+    failed: IntGaugeVec,
+    paused: IntGaugeVec,
+}
+
+impl QueueMetrics {
+    fn register(registry: &Registry) -> Result<Self> {
+        let by_queue =
+            |name: &str, help: &str| register(registry, IntGaugeVec::new(Opts::new(name, help), &["queue_name"])?);
+        Ok(QueueMetrics {
+            depth: register(
+                registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "redis_queue_depth",
+                        "BullMQ jobs by state; queue_type=total is waiting+prioritized+active+delayed",
+                    ),
+                    &["queue_name", "queue_type"],
+                )?,
+            )?,
+            waiting: by_queue("redis_queue_waiting", "BullMQ jobs waiting")?,
+            active: by_queue("redis_queue_active", "BullMQ jobs being processed")?,
+            delayed: by_queue("redis_queue_delayed", "BullMQ jobs delayed")?,
+            failed: by_queue("redis_queue_failed", "BullMQ jobs failed and kept")?,
+            paused: by_queue("ballast_queue_paused", "1 when the BullMQ queue is paused")?,
+        })
+    }
+
+    fn record(&self, queue: &str, state: &QueueState) {
+        let c = &state.counts;
+        let as_gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let total = c.waiting + c.prioritized + c.active + c.delayed;
+        self.depth.with_label_values(&[queue, "total"]).set(as_gauge(total));
+        let by_state =
+            [c.waiting, c.prioritized, c.paused, c.active, c.delayed, c.failed, c.waiting_children, c.completed];
+        for (state_name, n) in QUEUE_STATES.iter().zip(by_state) {
+            self.depth.with_label_values(&[queue, state_name]).set(as_gauge(n));
+        }
+        self.waiting.with_label_values(&[queue]).set(as_gauge(c.waiting));
+        self.active.with_label_values(&[queue]).set(as_gauge(c.active));
+        self.delayed.with_label_values(&[queue]).set(as_gauge(c.delayed));
+        self.failed.with_label_values(&[queue]).set(as_gauge(c.failed));
+        self.paused.with_label_values(&[queue]).set(i64::from(state.is_paused));
+    }
+
+    /// Removes the queue's series: unknown is not 0. Absent series are fine to remove again.
+    fn forget(&self, queue: &str) {
+        for state_name in std::iter::once("total").chain(QUEUE_STATES) {
+            let _ = self.depth.remove_label_values(&[queue, state_name]);
+        }
+        for gauge in [&self.waiting, &self.active, &self.delayed, &self.failed, &self.paused] {
+            let _ = gauge.remove_label_values(&[queue]);
+        }
+    }
+}
+
+struct SourceMetrics {
+    errors: IntCounterVec,
+    last_success: GaugeVec,
+}
+
+impl SourceMetrics {
+    fn register(registry: &Registry) -> Result<Self> {
+        Ok(SourceMetrics {
+            errors: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new("ballast_source_errors_total", "Failed collections by metric source"),
+                    &["source"],
+                )?,
+            )?,
+            last_success: register(
+                registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "ballast_source_last_success_timestamp_seconds",
+                        "Unix time of the last successful collection by metric source",
+                    ),
+                    &["source"],
+                )?,
+            )?,
+        })
+    }
+
+    fn record_error(&self, source: &str) {
+        self.errors.with_label_values(&[source]).inc();
+    }
+
+    fn record_ok(&self, source: &str, now: SystemTime) {
+        let seconds = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        self.last_success.with_label_values(&[source]).set(seconds);
+    }
+}
+
+fn encode(registry: &Registry) -> String {
+    TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .expect("the text encoder accepts every family the registry validated")
+}
+
+/// Everything the autoscaler exports.
+pub struct Metrics {
+    registry: Registry,
+    queues: QueueMetrics,
+    sources: SourceMetrics,
+    replicas_current: IntGaugeVec,
+    replicas_desired: IntGaugeVec,
+    replicas_min: IntGaugeVec,
+    replicas_max: IntGaugeVec,
+    decisions: IntCounterVec,
+    plugin_call_duration: HistogramVec,
+    plugin_failures: IntCounterVec,
+    pod_seconds: CounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self> {
+        let registry = Registry::new();
+        let service = ["namespace", "service"];
+        let gauge = |name: &str, help: &str| register(&registry, IntGaugeVec::new(Opts::new(name, help), &service)?);
+        Ok(Metrics {
+            queues: QueueMetrics::register(&registry)?,
+            sources: SourceMetrics::register(&registry)?,
+            replicas_current: gauge("ballast_replicas_current", "Replicas the Deployment has")?,
+            replicas_desired: gauge("ballast_replicas_desired", "Replicas the last decision asked for")?,
+            replicas_min: gauge("ballast_replicas_min", "The policy's minReplicas")?,
+            replicas_max: gauge("ballast_replicas_max", "The policy's maxReplicas")?,
+            decisions: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("ballast_decisions_total", "Scaling decisions by reason kind"),
+                    &["namespace", "service", "reason"],
+                )?,
+            )?,
+            plugin_call_duration: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new("ballast_plugin_call_duration_seconds", "Wall time of one policy plugin call")
+                        .buckets(PLUGIN_CALL_BUCKETS.to_vec()),
+                    &["namespace", "service", "outcome"],
+                )?,
+            )?,
+            plugin_failures: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("ballast_plugin_failures_total", "Policy plugin calls that failed, by failure kind"),
+                    &["namespace", "service", "kind"],
+                )?,
+            )?,
+            pod_seconds: register(
+                &registry,
+                CounterVec::new(
+                    Opts::new("ballast_pod_seconds_total", "Replica-seconds run, for cost accounting"),
+                    &service,
+                )?,
+            )?,
+            registry,
+        })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Sets the queue's series from a successful read.
+    pub fn record_queue(&self, queue: &str, state: &QueueState) {
+        self.queues.record(queue, state);
+    }
+
+    /// Removes the queue's series after a failed read.
+    pub fn forget_queue(&self, queue: &str) {
+        self.queues.forget(queue);
+    }
+
+    /// The policy's bounds, so alerts can tell a service pinned at its maximum.
+    pub fn record_bounds(&self, namespace: &str, service: &str, min: u32, max: u32) {
+        self.replicas_min.with_label_values(&[namespace, service]).set(i64::from(min));
+        self.replicas_max.with_label_values(&[namespace, service]).set(i64::from(max));
+    }
+
+    /// `reason` is a short kind (`plugin`, `fallback`, `clamped`, ...), never free text: each value is a series.
+    pub fn record_decision(&self, namespace: &str, service: &str, current: u32, desired: u32, reason: &'static str) {
+        self.replicas_current.with_label_values(&[namespace, service]).set(i64::from(current));
+        self.replicas_desired.with_label_values(&[namespace, service]).set(i64::from(desired));
+        self.decisions.with_label_values(&[namespace, service, reason]).inc();
+    }
+
+    /// `failure` is the failure kind (`trap`, `timeout`, ...), or `None` for a call that returned a decision.
+    pub fn record_plugin_call(
+        &self,
+        namespace: &str,
+        service: &str,
+        duration: Duration,
+        failure: Option<&'static str>,
+    ) {
+        let outcome = if failure.is_some() { "failed" } else { "ok" };
+        self.plugin_call_duration.with_label_values(&[namespace, service, outcome]).observe(duration.as_secs_f64());
+        if let Some(kind) = failure {
+            self.plugin_failures.with_label_values(&[namespace, service, kind]).inc();
+        }
+    }
+
+    pub fn record_source_error(&self, source: &str) {
+        self.sources.record_error(source);
+    }
+
+    pub fn record_source_ok(&self, source: &str, now: SystemTime) {
+        self.sources.record_ok(source, now);
+    }
+
+    pub fn add_pod_seconds(&self, namespace: &str, service: &str, seconds: f64) {
+        self.pod_seconds.with_label_values(&[namespace, service]).inc_by(seconds);
+    }
+
+    /// The Prometheus text format.
+    pub fn encode(&self) -> String {
+        encode(&self.registry)
+    }
+}
+
+/// What `ballast exporter` serves: the queue series and the BullMQ source's health.
+pub struct ExporterMetrics {
+    registry: Registry,
+    queues: QueueMetrics,
+    sources: SourceMetrics,
+}
+
+impl ExporterMetrics {
+    pub fn new() -> Result<Self> {
+        let registry = Registry::new();
+        Ok(ExporterMetrics {
+            queues: QueueMetrics::register(&registry)?,
+            sources: SourceMetrics::register(&registry)?,
+            registry,
+        })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn encode(&self) -> String {
+        encode(&self.registry)
+    }
+}
+
+/// Whether `/readyz` answers 200: set once the first collection succeeded.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Binds `addr` (bound here so a busy port is reported before any collection starts).
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|source| ExportError::Bind { addr, source })
+}
+
+/// Serves `/metrics` from `registry`, `/healthz` (always 200 while the process runs) and `/readyz`, until
+/// `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    registry: Registry,
+    readiness: Readiness,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let router = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move { ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], encode(&registry)) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = readiness.is_ready();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready\n").into_response()
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "no successful collection yet\n").into_response()
+                    }
+                }
+            }),
+        );
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await.map_err(ExportError::Serve)
+}
+
+/// One collection into the exporter's series, labelled by bare queue name as the Python exporter did; returns
+/// whether it succeeded for every queue.
+pub async fn collect_queues(source: &BullmqSource, queues: &[QueueRef], metrics: &ExporterMetrics) -> bool {
+    const SOURCE: &str = "bullmq";
+    match source.counts(queues).await {
+        Ok(states) => {
+            let mut all_ok = true;
+            for (queue, state) in queues.iter().zip(states) {
+                match state {
+                    Ok(state) => metrics.queues.record(&queue.name, &state),
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        metrics.queues.forget(&queue.name);
+                        all_ok = false;
+                    }
+                }
+            }
+            if all_ok {
+                metrics.sources.record_ok(SOURCE, SystemTime::now());
+            } else {
+                metrics.sources.record_error(SOURCE);
+            }
+            all_ok
+        }
+        Err(e) => {
+            tracing::warn!("{e}");
+            for queue in queues {
+                metrics.queues.forget(&queue.name);
+            }
+            metrics.sources.record_error(SOURCE);
+            false
+        }
+    }
+}
+
+/// `ballast exporter`: collects every `interval` and serves the queue series on `listener` until `shutdown`.
+pub async fn run_queue_exporter(
+    source: BullmqSource,
+    queues: Vec<QueueRef>,
+    listener: tokio::net::TcpListener,
+    interval: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let metrics = ExporterMetrics::new()?;
+    let readiness = Readiness::default();
+    let mut server = tokio::spawn(serve(listener, metrics.registry().clone(), readiness.clone(), shutdown));
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            served = &mut server => {
+                return served.map_err(|e| ExportError::Serve(std::io::Error::other(e)))?;
+            }
+            _ = ticks.tick() => {
+                if collect_queues(&source, &queues, &metrics).await {
+                    readiness.set(true);
+                }
+            }
+        }
+    }
+}

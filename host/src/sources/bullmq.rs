@@ -1,0 +1,339 @@
+//! BullMQ job counts read straight from Redis: every queue of one collection in one pipelined round trip, with
+//! read-only commands only, so an ACL user limited to `+@read +ping` is enough.
+//!
+//! The counts replicate `Queue.getJobCounts()` of BullMQ 5 and 6 (its `getCounts-1.lua` script):
+//! - `waiting` and `paused` are the lengths of the `wait` and `paused` lists, less one when the last element is a
+//!   legacy `0:`-prefixed marker (BullMQ 4 put markers in the wait list; `getCounts` discounts and pops them — we
+//!   discount without popping, since we never write);
+//! - `active` is the length of the `active` list;
+//! - `prioritized`, `delayed`, `waiting-children`, `completed` and `failed` are sorted-set cardinalities (BullMQ 5+
+//!   keeps its delay marker in the separate `marker` key, so `delayed` needs no discount).
+//!
+//! Pausing differs between majors: BullMQ 5 renames `wait` to `paused`, so a paused queue's jobs show as
+//! `paused`; BullMQ 6 leaves them in `wait` (reported as `waiting`) and only sets the `meta` hash's `paused` field.
+//! That field is reported as [`QueueState::is_paused`] for both.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, Value};
+use tokio::sync::Mutex;
+
+use crate::observation::QueueCounts;
+use crate::spec::QueueRef;
+
+/// BullMQ's key prefix when a queue names none.
+pub const DEFAULT_PREFIX: &str = "bull";
+
+/// Commands sent per queue, in this order.
+const LLEN_WAIT: usize = 0;
+const LAST_WAIT: usize = 1;
+const LLEN_PAUSED: usize = 2;
+const LAST_PAUSED: usize = 3;
+const LLEN_ACTIVE: usize = 4;
+const ZCARD_PRIORITIZED: usize = 5;
+const ZCARD_DELAYED: usize = 6;
+const ZCARD_WAITING_CHILDREN: usize = 7;
+const ZCARD_COMPLETED: usize = 8;
+const ZCARD_FAILED: usize = 9;
+const META_PAUSED: usize = 10;
+const COMMANDS_PER_QUEUE: usize = 11;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BullmqError {
+    #[error(
+        "invalid Redis URL {url}: {reason}; expected redis://[user:password@]host[:port][/db], or rediss://... for TLS"
+    )]
+    InvalidUrl { url: String, reason: String },
+    #[error("Redis at {url} refused the credentials ({source}); check the user and password in the URL")]
+    Auth { url: String, source: RedisError },
+    #[error(
+        "cannot reach Redis at {url}: {source}; check the host and port, the scheme (rediss:// for TLS), \
+         and that the server is running"
+    )]
+    Connect { url: String, source: RedisError },
+    #[error("Redis at {url} did not answer within {timeout:?}; the server is stopped, overloaded or unreachable")]
+    Timeout { url: String, timeout: Duration },
+    #[error("reading BullMQ queues from {url} failed: {source}")]
+    Read { url: String, source: RedisError },
+    #[error("BullMQ queue {queue} at {url}: {reason}")]
+    Queue { url: String, queue: String, reason: String },
+}
+
+pub type Result<T, E = BullmqError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Bound on one collection, connecting included: past it the caller gets [`BullmqError::Timeout`].
+    pub timeout: Duration,
+    /// PEM CA certificate that signed a `rediss://` server's certificate, when it is not in the system roots.
+    pub ca_cert_pem: Option<Vec<u8>>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions { timeout: Duration::from_secs(5), ca_cert_pem: None }
+    }
+}
+
+/// One queue's counts and whether BullMQ considers it paused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueState {
+    pub counts: QueueCounts,
+    pub is_paused: bool,
+}
+
+/// A Redis holding BullMQ queues. Cheap to share (`&self` methods); the connection is opened on first use and
+/// opened again after it breaks, so a restarted server is picked up by the next collection.
+pub struct BullmqSource {
+    client: Client,
+    /// The URL with its password hidden, for messages.
+    url: String,
+    timeout: Duration,
+    connection: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl BullmqSource {
+    /// Checks the URL without touching the network; the first [`counts`](Self::counts) connects.
+    pub fn new(url: &str, options: ConnectOptions) -> Result<Self> {
+        let redacted = redact_url(url);
+        let invalid = |reason: String| BullmqError::InvalidUrl { url: redacted.clone(), reason };
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(invalid("the scheme must be redis:// or rediss://".into()));
+        }
+        let client = if url.starts_with("rediss://") {
+            // redis-rs builds its rustls config from the process-wide crypto provider. Another component may have
+            // installed one already, which is as good; the error only says so.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let root_cert = options.ca_cert_pem.clone();
+            Client::build_with_tls(url, redis::TlsCertificates { client_tls: None, root_cert })
+        } else {
+            Client::open(url)
+        }
+        .map_err(|e| invalid(e.to_string()))?;
+        Ok(BullmqSource { client, url: redacted, timeout: options.timeout, connection: Mutex::new(None) })
+    }
+
+    /// Like [`new`](Self::new), and connects at once so that a wrong host or password is reported now.
+    pub async fn connect(url: &str, options: ConnectOptions) -> Result<Self> {
+        let source = Self::new(url, options)?;
+        tokio::time::timeout(source.timeout, source.connection()).await.map_err(|_| source.timeout_error())??;
+        Ok(source)
+    }
+
+    /// The URL this source reads, password hidden.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Reads every queue in one pipelined round trip. The outer error means nothing could be read (connection,
+    /// timeout); an inner error concerns that queue alone (a key of the wrong type, a command the ACL denies).
+    pub async fn counts(&self, queues: &[QueueRef]) -> Result<Vec<Result<QueueState>>> {
+        let outcome = tokio::time::timeout(self.timeout, self.read(queues)).await;
+        if !matches!(outcome, Ok(Ok(_))) {
+            // The connection may be half-dead (a stopped server answers nothing): start afresh next time.
+            *self.connection.lock().await = None;
+        }
+        outcome.map_err(|_| self.timeout_error())?
+    }
+
+    async fn read(&self, queues: &[QueueRef]) -> Result<Vec<Result<QueueState>>> {
+        if queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pipeline = pipeline_for(queues);
+        let (mut connection, reused) = self.connection().await?;
+        let replies = match pipeline.query_async::<Vec<Value>>(&mut connection).await {
+            // A connection from an earlier collection may have died with a restarted server: retry once afresh.
+            Err(e) if reused && (e.is_connection_dropped() || e.is_io_error()) => {
+                *self.connection.lock().await = None;
+                let (mut fresh, _) = self.connection().await?;
+                pipeline.query_async::<Vec<Value>>(&mut fresh).await
+            }
+            other => other,
+        }
+        .map_err(|source| BullmqError::Read { url: self.url.clone(), source })?;
+        if replies.len() != queues.len() * COMMANDS_PER_QUEUE {
+            return Err(BullmqError::Read {
+                url: self.url.clone(),
+                source: RedisError::from((ErrorKind::UnexpectedReturnType, "pipeline answered a wrong reply count")),
+            });
+        }
+        Ok(queues
+            .iter()
+            .zip(replies.chunks_exact(COMMANDS_PER_QUEUE))
+            .map(|(queue, replies)| self.queue_state(queue, replies))
+            .collect())
+    }
+
+    /// The cached connection, or a new one; `true` when it was cached.
+    async fn connection(&self) -> Result<(MultiplexedConnection, bool)> {
+        let mut cached = self.connection.lock().await;
+        if let Some(connection) = cached.as_ref() {
+            return Ok((connection.clone(), true));
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        let connection = self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(|source| {
+            // A password-less connection to a server that wants one fails at SELECT with "Authentication required".
+            if source.kind() == ErrorKind::AuthenticationFailed
+                || source.code().is_some_and(|code| code == "WRONGPASS" || code == "NOAUTH")
+                || source.to_string().contains("Authentication required")
+            {
+                BullmqError::Auth { url: self.url.clone(), source }
+            } else {
+                BullmqError::Connect { url: self.url.clone(), source }
+            }
+        })?;
+        *cached = Some(connection.clone());
+        Ok((connection, false))
+    }
+
+    fn queue_state(&self, queue: &QueueRef, replies: &[Value]) -> Result<QueueState> {
+        let queue_error = |reason: String| BullmqError::Queue {
+            url: self.url.clone(),
+            queue: format!("{}:{}", prefix_of(queue), queue.name),
+            reason,
+        };
+        let int = |index: usize| -> Result<u64> {
+            match &replies[index] {
+                Value::Int(n) => u64::try_from(*n).map_err(|_| queue_error(format!("negative count {n}"))),
+                other => Err(queue_error(reply_problem(index, other))),
+            }
+        };
+        let ends_with_marker = |index: usize| -> Result<bool> {
+            match &replies[index] {
+                Value::Nil => Ok(false),
+                Value::BulkString(last) => Ok(last.starts_with(b"0:")),
+                other => Err(queue_error(reply_problem(index, other))),
+            }
+        };
+        let list_len = |len: usize, last: usize| -> Result<u64> {
+            let n = int(len)?;
+            Ok(if ends_with_marker(last)? { n.saturating_sub(1) } else { n })
+        };
+        Ok(QueueState {
+            counts: QueueCounts {
+                waiting: list_len(LLEN_WAIT, LAST_WAIT)?,
+                prioritized: int(ZCARD_PRIORITIZED)?,
+                paused: list_len(LLEN_PAUSED, LAST_PAUSED)?,
+                active: int(LLEN_ACTIVE)?,
+                delayed: int(ZCARD_DELAYED)?,
+                failed: int(ZCARD_FAILED)?,
+                waiting_children: int(ZCARD_WAITING_CHILDREN)?,
+                completed: int(ZCARD_COMPLETED)?,
+            },
+            is_paused: int(META_PAUSED)? == 1,
+        })
+    }
+
+    fn timeout_error(&self) -> BullmqError {
+        BullmqError::Timeout { url: self.url.clone(), timeout: self.timeout }
+    }
+}
+
+fn prefix_of(queue: &QueueRef) -> &str {
+    queue.prefix.as_deref().unwrap_or(DEFAULT_PREFIX)
+}
+
+/// The commands of one collection, [`COMMANDS_PER_QUEUE`] per queue. Errors stay in their slot (`ignore_errors`)
+/// so that one bad key fails only its queue.
+fn pipeline_for(queues: &[QueueRef]) -> redis::Pipeline {
+    let mut pipeline = redis::pipe();
+    pipeline.ignore_errors();
+    for queue in queues {
+        let key = |suffix: &str| format!("{}:{}:{suffix}", prefix_of(queue), queue.name);
+        let (wait, paused) = (key("wait"), key("paused"));
+        pipeline.cmd("LLEN").arg(&wait);
+        pipeline.cmd("LINDEX").arg(&wait).arg(-1);
+        pipeline.cmd("LLEN").arg(&paused);
+        pipeline.cmd("LINDEX").arg(&paused).arg(-1);
+        pipeline.cmd("LLEN").arg(key("active"));
+        for set in ["prioritized", "delayed", "waiting-children", "completed", "failed"] {
+            pipeline.cmd("ZCARD").arg(key(set));
+        }
+        pipeline.cmd("HEXISTS").arg(key("meta")).arg("paused");
+    }
+    pipeline
+}
+
+fn reply_problem(index: usize, reply: &Value) -> String {
+    let command = match index {
+        LLEN_WAIT => "LLEN wait",
+        LAST_WAIT => "LINDEX wait -1",
+        LLEN_PAUSED => "LLEN paused",
+        LAST_PAUSED => "LINDEX paused -1",
+        LLEN_ACTIVE => "LLEN active",
+        ZCARD_PRIORITIZED => "ZCARD prioritized",
+        ZCARD_DELAYED => "ZCARD delayed",
+        ZCARD_WAITING_CHILDREN => "ZCARD waiting-children",
+        ZCARD_COMPLETED => "ZCARD completed",
+        ZCARD_FAILED => "ZCARD failed",
+        _ => "HEXISTS meta paused",
+    };
+    match reply {
+        Value::ServerError(e) if e.code() == "NOPERM" => {
+            format!("{command} was denied ({e}); grant the Redis ACL user +@read on the queue's keys")
+        }
+        Value::ServerError(e) if e.code() == "NOAUTH" => {
+            format!("{command} was refused ({e}); the server needs a password: put it in the URL")
+        }
+        Value::ServerError(e) if e.code() == "WRONGTYPE" => {
+            format!("{command}: the key holds another type ({e}); is this a BullMQ queue under this prefix?")
+        }
+        Value::ServerError(e) => format!("{command} failed: {e}"),
+        other => format!("{command} answered an unexpected {other:?}"),
+    }
+}
+
+/// The URL with the password replaced by `***`, so it can go into messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let authority_end = url[scheme_end..].find(['/', '?', '#']).map_or(url.len(), |i| scheme_end + i);
+    let Some(at) = url[scheme_end..authority_end].rfind('@').map(|i| scheme_end + i) else {
+        return url.to_string();
+    };
+    // A user alone (redis://reader@host) is no secret; only what follows the first colon is.
+    match url[scheme_end..at].split_once(':') {
+        Some((user, _password)) => format!("{}{user}:***{}", &url[..scheme_end], &url[at..]),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_and_keeps_the_rest() {
+        assert_eq!(redact_url("redis://127.0.0.1:6379/2"), "redis://127.0.0.1:6379/2");
+        assert_eq!(redact_url("redis://:s3cret@127.0.0.1:6379/0"), "redis://:***@127.0.0.1:6379/0");
+        assert_eq!(redact_url("rediss://reader:p@ss:w@127.0.0.1/1"), "rediss://reader:***@127.0.0.1/1");
+        assert_eq!(redact_url("redis://reader@127.0.0.1"), "redis://reader@127.0.0.1");
+    }
+
+    #[test]
+    fn invalid_urls_are_refused_naming_the_url_without_its_password() {
+        for url in ["http://:hunter2@127.0.0.1:6379", "redis://:hunter2@127.0.0.1:notaport"] {
+            let err = BullmqSource::new(url, ConnectOptions::default()).err().expect("must be refused").to_string();
+            assert!(err.contains("invalid Redis URL"), "{err}");
+            assert!(err.contains("127.0.0.1") && !err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn pipeline_has_the_documented_commands_per_queue() {
+        let queues =
+            [QueueRef { name: "stt".into(), prefix: None }, QueueRef { name: "mt".into(), prefix: Some("x".into()) }];
+        let pipeline = pipeline_for(&queues);
+        let packed = String::from_utf8_lossy(&pipeline.get_packed_pipeline()).into_owned();
+        assert_eq!(packed.matches("\r\nZCARD\r\n").count(), 10);
+        assert!(packed.contains("bull:stt:waiting-children") && packed.contains("x:mt:meta"));
+        for write in ["RPOP", "EVAL", "DEL", "SET"] {
+            assert!(!packed.contains(&format!("\r\n{write}\r\n")), "the reader must not send {write}");
+        }
+    }
+}

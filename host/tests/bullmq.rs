@@ -1,0 +1,410 @@
+//! The BullMQ source against a real redis-server and jobs made by the real `bullmq` npm package
+//! (tests/bullmq/fixture.mjs): the counts must equal `Queue.getJobCounts()` in every state. Also the exporter's
+//! output through `promtool check metrics`, and the `ballast queues` / `ballast exporter` commands.
+//!
+//! Needs `redis-server`, `node`/`npm` and `promtool` on PATH (.ci/services.sh installs them). Each test starts its
+//! own redis-server on a free loopback port.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+
+use ballast::export::Metrics;
+use ballast::observation::QueueCounts;
+use ballast::sources::bullmq::{BullmqError, BullmqSource, ConnectOptions, QueueState};
+use ballast::spec::QueueRef;
+use common::*;
+
+fn refs(prefix: &str, queues: &[&str]) -> Vec<QueueRef> {
+    queues.iter().map(|name| QueueRef { name: name.to_string(), prefix: Some(prefix.to_string()) }).collect()
+}
+
+async fn read(source: &BullmqSource, prefix: &str, queues: &[&str]) -> BullmqCounts {
+    let states = source.counts(&refs(prefix, queues)).await.expect("collection");
+    queues
+        .iter()
+        .zip(states)
+        .map(|(queue, state)| {
+            let QueueState { counts, is_paused } = state.unwrap_or_else(|e| panic!("queue {queue}: {e}"));
+            (queue.to_string(), (counts, is_paused))
+        })
+        .collect()
+}
+
+fn options(timeout: Duration) -> ConnectOptions {
+    ConnectOptions { timeout, ca_cert_pem: None }
+}
+
+#[tokio::test]
+async fn counts_equal_bullmq_get_job_counts_in_every_state() {
+    let server = RedisServer::start();
+    let url = server.url("", 0);
+    let queues = ["stt", "mt", "tts-paused", "never-used"];
+    let expected = fixture("populate", &url, "bull", &["tts-paused"], &queues[..3]);
+    let custom_prefix = fixture("populate", &url, "acme", &[], &["stt"]);
+
+    let source = BullmqSource::connect(&url, options(Duration::from_secs(5))).await.expect("connect");
+    let mut actual = read(&source, "bull", &queues).await;
+    assert_eq!(actual.remove("never-used"), Some((QueueCounts::default(), false)), "an absent queue counts zero");
+    assert_eq!(actual, expected);
+    assert_eq!(read(&source, "acme", &["stt"]).await, custom_prefix);
+
+    // The fixture really covered every state, and the paused queue really is paused (BullMQ 6 keeps its jobs in
+    // `wait`), so the equality above is not between zeros.
+    for (queue, (counts, _)) in &expected {
+        let QueueCounts { waiting, prioritized, active, delayed, failed, waiting_children, completed, .. } = *counts;
+        for (state, n) in [
+            ("waiting", waiting),
+            ("prioritized", prioritized),
+            ("active", active),
+            ("delayed", delayed),
+            ("failed", failed),
+            ("waiting-children", waiting_children),
+            ("completed", completed),
+        ] {
+            assert!(n > 0, "fixture made no {state} job in {queue}: {counts:?}");
+        }
+    }
+    assert!(expected["tts-paused"].1 && !expected["stt"].1);
+}
+
+#[tokio::test]
+async fn legacy_markers_and_the_bullmq5_paused_list_count_as_bullmq_counts_them() {
+    let server = RedisServer::start();
+    let url = server.url("", 0);
+    // BullMQ 4 left `0:<timestamp>` markers at the tail of the wait list; BullMQ 5 paused by renaming wait to
+    // paused. getCounts discounts (and pops) a tail marker in both lists.
+    for args in [
+        &["RPUSH", "bull:legacy:wait", "3", "2", "1", "0:1700000000000"][..],
+        &["RPUSH", "bull:legacy:paused", "9", "8", "0:1"],
+        &["HSET", "bull:legacy:meta", "paused", "1"],
+        &["RPUSH", "bull:marker-only:wait", "0:1700000000000"],
+        &["RPUSH", "bull:v5-paused:paused", "7", "6", "5"],
+        &["HSET", "bull:v5-paused:meta", "paused", "1"],
+        &["ZADD", "bull:v5-paused:delayed", "4096", "4"],
+    ] {
+        server.cmd(&url, args).expect("seeding");
+    }
+    let queues = ["legacy", "marker-only", "v5-paused"];
+    let source = BullmqSource::connect(&url, options(Duration::from_secs(5))).await.expect("connect");
+    let before = read(&source, "bull", &queues).await;
+    // Run BullMQ only after our read: its getCounts pops the markers.
+    let expected = fixture("counts", &url, "bull", &[], &queues);
+    assert_eq!(before, expected);
+    assert_eq!(before["legacy"].0.waiting, 3);
+    assert_eq!(before["legacy"].0.paused, 2);
+    assert_eq!(before["v5-paused"].0.paused, 3);
+    assert_eq!(read(&source, "bull", &queues).await, expected, "the markers BullMQ popped changed nothing");
+}
+
+#[tokio::test]
+async fn a_read_only_acl_user_is_enough() {
+    let server = RedisServer::start();
+    let admin = server.url("", 0);
+    let expected = fixture("populate", &admin, "bull", &[], &["stt"]);
+    let acl = |args: &[&str]| server.cmd(&admin, args).expect("ACL SETUSER");
+    acl(&["ACL", "SETUSER", "reader", "on", ">readpw", "~*", "resetchannels", "-@all", "+@read", "+ping"]);
+    acl(&["ACL", "SETUSER", "other-keys", "on", ">otherpw", "~acme:*", "-@all", "+@read", "+ping"]);
+
+    let reader = server.url("reader:readpw@", 0);
+    let denied = server.cmd(&reader, &["SET", "bull:stt:wait", "x"]).expect_err("the reader must not write");
+    assert_eq!(denied.code(), Some("NOPERM"), "{denied}");
+    let source = BullmqSource::connect(&reader, options(Duration::from_secs(5))).await.expect("connect as reader");
+    assert_eq!(read(&source, "bull", &["stt"]).await, expected);
+
+    // A user denied the queue's keys fails that queue with an error naming it and the fix, not the collection.
+    let source = BullmqSource::connect(&server.url("other-keys:otherpw@", 0), options(Duration::from_secs(5)))
+        .await
+        .expect("connect as other-keys");
+    let states = source.counts(&refs("bull", &["stt"])).await.expect("the collection itself succeeds");
+    let err = states[0].as_ref().expect_err("bull:stt is outside ~acme:*").to_string();
+    assert!(err.contains("bull:stt") && err.contains("+@read") && !err.contains("otherpw"), "{err}");
+}
+
+#[tokio::test]
+async fn password_and_database_index_from_the_url() {
+    let server = RedisServer::start_with(&["--requirepass", "s3cret"]);
+    let expected = fixture("populate", &server.url(":s3cret@", 3), "bull", &[], &["stt"]);
+
+    let db3 = BullmqSource::connect(&server.url(":s3cret@", 3), options(Duration::from_secs(5))).await.expect("db 3");
+    assert_eq!(read(&db3, "bull", &["stt"]).await, expected);
+    let db0 = BullmqSource::connect(&server.url(":s3cret@", 0), options(Duration::from_secs(5))).await.expect("db 0");
+    assert_eq!(read(&db0, "bull", &["stt"]).await["stt"], (QueueCounts::default(), false));
+
+    let wrong = BullmqSource::connect(&server.url(":wrong@", 3), options(Duration::from_secs(5))).await;
+    let err = wrong.err().expect("a wrong password is refused");
+    assert!(matches!(err, BullmqError::Auth { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("password") && message.contains(":***@") && !message.contains("wrong"), "{message}");
+
+    // Without a password: refused when connecting to a database other than 0 (SELECT needs auth), per queue in
+    // database 0 (the connection itself needs no command).
+    let err = BullmqSource::connect(&server.url("", 3), options(Duration::from_secs(5))).await.err();
+    assert!(matches!(err, Some(BullmqError::Auth { .. })), "{err:?}");
+    let no_password =
+        BullmqSource::connect(&server.url("", 0), options(Duration::from_secs(5))).await.expect("connect");
+    let states = no_password.counts(&refs("bull", &["stt"])).await.expect("collection");
+    let err = states[0].as_ref().expect_err("the server requires a password").to_string();
+    assert!(err.contains("put it in the URL"), "{err}");
+}
+
+#[tokio::test]
+async fn unreachable_and_malformed_urls_give_errors_naming_the_url_and_the_fix() {
+    let port = free_port();
+    let url = format!("redis://:hunter2@127.0.0.1:{port}/0");
+    let err = BullmqSource::connect(&url, options(Duration::from_secs(5))).await.err().expect("nothing listens there");
+    let message = err.to_string();
+    assert!(matches!(err, BullmqError::Connect { .. }), "{err:?}");
+    assert!(message.contains(&format!("127.0.0.1:{port}")) && message.contains("server is running"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+
+    let err = BullmqSource::new("127.0.0.1:6379", ConnectOptions::default()).err().expect("no scheme").to_string();
+    assert!(err.contains("redis://") && err.contains("rediss://"), "{err}");
+}
+
+#[tokio::test]
+async fn a_stalled_or_stopped_server_is_an_error_not_a_hang_and_a_restart_recovers() {
+    let mut server = RedisServer::start();
+    let url = server.url("", 0);
+    let expected = fixture("populate", &url, "bull", &[], &["stt"]);
+    let source = BullmqSource::connect(&url, options(Duration::from_millis(500))).await.expect("connect");
+    assert_eq!(read(&source, "bull", &["stt"]).await, expected);
+    // The guard below only turns a hang into a failure; the source's own timeout is what must answer.
+    let guard = Duration::from_secs(30);
+
+    server.signal("-STOP");
+    let stalled = tokio::time::timeout(guard, source.counts(&refs("bull", &["stt"]))).await.expect("no hang");
+    server.signal("-CONT");
+    assert!(matches!(stalled, Err(BullmqError::Timeout { .. })), "{stalled:?}");
+    assert_eq!(read(&source, "bull", &["stt"]).await, expected, "reads again once the server answers");
+
+    server.stop();
+    let stopped = tokio::time::timeout(guard, source.counts(&refs("bull", &["stt"]))).await.expect("no hang");
+    let err = stopped.expect_err("the server is gone").to_string();
+    assert!(err.contains(&format!("127.0.0.1:{}", server.port)), "{err}");
+
+    server.spawn();
+    let empty = read(&source, "bull", &["stt"]).await;
+    assert_eq!(empty["stt"], (QueueCounts::default(), false), "the restarted server kept no data (--save \"\")");
+    let refilled = fixture("populate", &url, "bull", &[], &["stt"]);
+    assert_eq!(read(&source, "bull", &["stt"]).await, refilled);
+}
+
+#[test]
+fn queues_command_prints_bullmq_counts_as_json() {
+    let server = RedisServer::start();
+    let url = server.url("", 0);
+    let expected = fixture("populate", &url, "bull", &["mt"], &["stt", "mt"]);
+    let output = Command::new(env!("CARGO_BIN_EXE_ballast"))
+        .args(["queues", "--redis", &url, "--json", "stt", "mt"])
+        .output()
+        .expect("running ballast queues");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).expect("JSON");
+    let printed: BullmqCounts = rows
+        .iter()
+        .map(|row| {
+            let counts: QueueCounts = serde_json::from_value(row["counts"].clone()).expect("counts");
+            (row["queue"].as_str().expect("queue").to_string(), (counts, row["isPaused"].as_bool().expect("flag")))
+        })
+        .collect();
+    assert_eq!(printed, expected);
+
+    let table = Command::new(env!("CARGO_BIN_EXE_ballast"))
+        .args(["queues", "--redis", &url, "stt"])
+        .output()
+        .expect("running ballast queues");
+    let text = String::from_utf8_lossy(&table.stdout);
+    let stt = expected["stt"].0;
+    let row = text.lines().find(|line| line.starts_with("stt ")).unwrap_or_else(|| panic!("no stt row in:\n{text}"));
+    let numbers: Vec<u64> = row.split_whitespace().filter_map(|cell| cell.parse().ok()).collect();
+    assert_eq!(numbers[..3], [stt.waiting, stt.prioritized, stt.paused], "{row}");
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+fn promtool_check(metrics: &str) {
+    require("promtool", "apt-get install -y prometheus");
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running promtool");
+    child.stdin.take().expect("stdin").write_all(metrics.as_bytes()).expect("writing to promtool");
+    let output = child.wait_with_output().expect("promtool");
+    assert!(
+        output.status.success(),
+        "promtool check metrics refused the output:\n{}{}\n--- metrics ---\n{metrics}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The value of the series whose line starts with `selector` (name and labels as printed).
+fn sample(metrics: &str, selector: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| line.strip_prefix(selector)?.trim().parse().ok())
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn exporter_serves_the_old_exporters_series_and_drops_them_when_redis_is_gone() {
+    let mut server = RedisServer::start();
+    let url = server.url("", 0);
+    let expected = fixture("populate", &url, "bull", &[], &["stt", "mt"]);
+    let port = free_port();
+    let _exporter = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_ballast"))
+            .args(["exporter", "--redis", &url, "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--interval", "100ms", "--timeout", "1s", "stt", "mt"])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting ballast exporter"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(port, "/readyz").map(|(status, _)| status) != Some(200) {
+        assert!(Instant::now() < deadline, "the exporter did not become ready within 20s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(http_get(port, "/healthz").map(|(status, _)| status), Some(200));
+    let (status, metrics) = http_get(port, "/metrics").expect("/metrics");
+    assert_eq!(status, 200);
+    promtool_check(&metrics);
+
+    for (queue, (c, _)) in &expected {
+        let depth = |queue_type: &str| {
+            sample(&metrics, &format!("redis_queue_depth{{queue_name=\"{queue}\",queue_type=\"{queue_type}\"}}"))
+        };
+        assert_eq!(depth("total"), Some((c.waiting + c.prioritized + c.active + c.delayed) as f64), "{queue}");
+        assert_eq!(depth("waiting-children"), Some(c.waiting_children as f64), "{queue}");
+        assert_eq!(depth("completed"), Some(c.completed as f64), "{queue}");
+        for (name, n) in [("waiting", c.waiting), ("active", c.active), ("delayed", c.delayed), ("failed", c.failed)] {
+            let selector = format!("redis_queue_{name}{{queue_name=\"{queue}\"}}");
+            assert_eq!(sample(&metrics, &selector), Some(n as f64), "{selector}");
+        }
+    }
+
+    // Unknown is not zero: without Redis the queue series go away and the error counter rises.
+    server.stop();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, metrics) = http_get(port, "/metrics").expect("/metrics while Redis is down");
+        let errors = sample(&metrics, "ballast_source_errors_total{source=\"bullmq\"}").unwrap_or(0.0);
+        if !metrics.contains("redis_queue_depth{") && errors >= 1.0 {
+            promtool_check(&metrics);
+            break;
+        }
+        assert!(Instant::now() < deadline, "queue series still served 20s after Redis stopped:\n{metrics}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn autoscaler_metrics_pass_promtool() {
+    let metrics = Metrics::new().expect("metrics");
+    let state = QueueState {
+        counts: QueueCounts { waiting: 4, prioritized: 1, active: 2, delayed: 3, ..QueueCounts::default() },
+        is_paused: false,
+    };
+    metrics.record_queue("stt", &state);
+    metrics.record_queue("gone", &state);
+    metrics.forget_queue("gone");
+    metrics.record_bounds("ai-models", "whisper", 2, 8);
+    metrics.record_decision("ai-models", "whisper", 2, 5, "plugin");
+    metrics.record_decision("ai-models", "whisper", 5, 4, "clamped");
+    metrics.record_plugin_call("ai-models", "whisper", Duration::from_micros(40), None);
+    metrics.record_plugin_call("ai-models", "whisper", Duration::from_millis(3), Some("trap"));
+    metrics.record_source_error("prometheus");
+    metrics.record_source_ok("bullmq", std::time::SystemTime::now());
+    metrics.add_pod_seconds("ai-models", "whisper", 12.5);
+    let text = metrics.encode();
+    promtool_check(&text);
+
+    assert_eq!(sample(&text, "redis_queue_depth{queue_name=\"stt\",queue_type=\"total\"}"), Some(10.0));
+    assert!(!text.contains("queue_name=\"gone\""), "a forgotten queue must have no series");
+    assert_eq!(sample(&text, "ballast_replicas_desired{namespace=\"ai-models\",service=\"whisper\"}"), Some(4.0));
+    assert_eq!(
+        sample(&text, "ballast_decisions_total{namespace=\"ai-models\",reason=\"clamped\",service=\"whisper\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "ballast_plugin_failures_total{kind=\"trap\",namespace=\"ai-models\",service=\"whisper\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "ballast_plugin_call_duration_seconds_bucket{namespace=\"ai-models\",outcome=\"ok\",service=\"whisper\",le=\"0.00005\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(sample(&text, "ballast_pod_seconds_total{namespace=\"ai-models\",service=\"whisper\"}"), Some(12.5));
+}
+
+#[tokio::test]
+async fn rediss_urls_speak_tls_with_a_given_ca() {
+    require("openssl", "apt-get install -y openssl");
+    let certs = tempfile::tempdir().expect("temp dir");
+    // webpki refuses a self-signed certificate as the server's: make a CA and a server certificate it signs.
+    let script = "set -e
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=ballast-test-ca -keyout ca.key -out ca.pem
+        openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out server.csr
+        echo subjectAltName=IP:127.0.0.1 > san.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext -out cert.pem";
+    let output = Command::new("sh").args(["-c", script]).current_dir(certs.path()).output().expect("running openssl");
+    assert!(output.status.success(), "openssl failed: {}", String::from_utf8_lossy(&output.stderr));
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let (cert_arg, key_arg) = (cert.to_str().expect("utf-8 path"), key.to_str().expect("utf-8 path"));
+    let server = RedisServer::start_with(&[
+        "--port",
+        "0",
+        "--tls-port",
+        "{port}",
+        "--tls-cert-file",
+        cert_arg,
+        "--tls-key-file",
+        key_arg,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://127.0.0.1:{}/0", server.port);
+    let ca_cert_pem = std::fs::read(certs.path().join("ca.pem")).expect("CA certificate");
+    let tls = ConnectOptions { timeout: Duration::from_secs(5), ca_cert_pem: Some(ca_cert_pem.clone()) };
+    let source = BullmqSource::connect(&url, tls).await.expect("TLS connect with the CA");
+
+    let seeding = redis::Client::build_with_tls(
+        url.as_str(),
+        redis::TlsCertificates { client_tls: None, root_cert: Some(ca_cert_pem) },
+    )
+    .expect("TLS client");
+    let mut connection = seeding.get_connection().expect("TLS connection");
+    redis::cmd("RPUSH").arg("bull:stt:wait").arg("1").arg("2").exec(&mut connection).expect("seeding");
+    assert_eq!(read(&source, "bull", &["stt"]).await["stt"].0.waiting, 2);
+
+    let untrusted = BullmqSource::connect(&url, options(Duration::from_secs(5))).await.err();
+    assert!(
+        matches!(untrusted, Some(BullmqError::Connect { .. })),
+        "a self-signed server without its CA: {untrusted:?}"
+    );
+}

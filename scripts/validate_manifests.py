@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Validates every manifest under deploy/ against the Kubernetes OpenAPI schemas (kubernetes-validate, strict) for
+the oldest and newest Kubernetes versions Ballast supports, and every ScalingPolicy against the CRD schema that
+`ballast crd` generates (deploy/base/crd.yaml). Prints one line per failure and a closing 'N passed, N failed'."""
+
+import json
+import pathlib
+import sys
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+KUBERNETES_VERSIONS = ["1.30", "1.37"]
+# Kinds from operators whose schemas are not part of Kubernetes; checked only for shape.
+OPERATOR_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
+
+
+def documents():
+    for path in sorted(DEPLOY.rglob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for index, doc in enumerate(yaml.safe_load_all(path.read_text())):
+            if doc:
+                yield path.relative_to(ROOT), index, doc
+
+
+def crd_schema():
+    crd = yaml.safe_load((DEPLOY / "base" / "crd.yaml").read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1")
+    return version["schema"]["openAPIV3Schema"]
+
+
+def main():
+    passed, failed = 0, 0
+    schema = crd_schema()
+    for path, index, doc in documents():
+        where = f"{path}[{index}] {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+        try:
+            kind = (doc.get("apiVersion"), doc.get("kind"))
+            if kind == ("ballast.dev/v1alpha1", "ScalingPolicy"):
+                jsonschema.validate(doc, schema)
+            elif kind in OPERATOR_KINDS:
+                assert isinstance(doc.get("spec"), dict), "spec must be an object"
+            else:
+                for version in KUBERNETES_VERSIONS:
+                    kubernetes_validate.validate(doc, version, strict=True)
+            passed += 1
+        except Exception as error:  # every failure is reported, none stops the run
+            failed += 1
+            print(f"FAIL {where}: {str(error).splitlines()[0]}")
+    for path in sorted(DEPLOY.rglob("*.json")):
+        try:
+            json.loads(path.read_text())
+            passed += 1
+        except ValueError as error:
+            failed += 1
+            print(f"FAIL {path.relative_to(ROOT)}: {error}")
+    print(f"manifests: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
