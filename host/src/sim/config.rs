@@ -167,6 +167,15 @@ impl SimulationFile {
         Self::parse(&path.display().to_string(), &text)
     }
 
+    /// The same services behind another metrics pipeline: how often the policy decides and how old its metrics are.
+    pub fn with_pipeline(mut self, decision_interval_seconds: u64, metrics_delay_seconds: u64) -> Self {
+        for spec in self.services.values_mut() {
+            spec.decision_interval_seconds = decision_interval_seconds;
+            spec.metrics_delay_seconds = metrics_delay_seconds;
+        }
+        self
+    }
+
     fn lookup(&self, key: &ServiceKey) -> Option<&SimulationSpec> {
         self.services.get(&key.to_string()).or_else(|| self.services.get(&key.name))
     }

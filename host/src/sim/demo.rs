@@ -19,16 +19,26 @@ pub fn simulation() -> Result<SimulationFile, SimError> {
     SimulationFile::parse("built-in demo simulation (host/src/sim/demo.yaml)", SIMULATION)
 }
 
-/// The two policy sets of the demo: `hpa` first, then `queue-drain`.
+/// The original design's pipeline: the HPA syncs every 15 s on metrics that went through the queue exporter,
+/// Prometheus and the Prometheus Adapter (30-90 s behind; 60 s here).
+pub const ORIGINAL_PIPELINE: (u64, u64) = (15, 60);
+/// Ballast's pipeline: a decision every second on queue counts read straight from Redis.
+pub const BALLAST_PIPELINE: (u64, u64) = (1, 0);
+
+/// The demo's policy sets: the original HPAs behind the original pipeline (the baseline), the same `hpa` policies
+/// run by Ballast, and `queue-drain` run by Ballast.
 pub fn policy_sets() -> Result<Vec<PolicySet>, SimError> {
-    let simulation = simulation()?;
+    let physics = simulation()?;
+    let original = physics.clone().with_pipeline(ORIGINAL_PIPELINE.0, ORIGINAL_PIPELINE.1);
+    let ballast = physics.with_pipeline(BALLAST_PIPELINE.0, BALLAST_PIPELINE.1);
     Ok(vec![
-        PolicySet::parse("hpa", "deploy/policies/ai-models-hpa.yaml", HPA_POLICIES, Some(&simulation))?,
+        PolicySet::parse("hpa-original", "deploy/policies/ai-models-hpa.yaml", HPA_POLICIES, Some(&original))?,
+        PolicySet::parse("hpa-ballast", "deploy/policies/ai-models-hpa.yaml", HPA_POLICIES, Some(&ballast))?,
         PolicySet::parse(
             "queue-drain",
             "deploy/policies/ai-models-queue-drain.yaml",
             QUEUE_DRAIN_POLICIES,
-            Some(&simulation),
+            Some(&ballast),
         )?,
     ])
 }

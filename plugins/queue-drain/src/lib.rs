@@ -244,7 +244,9 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
     } else {
         down.min(current)
     }
-    .max(u32::from(queue.active > 0));
+    .max(u32::from(queue.active > 0))
+    // No more than the host could grant: a burst's backlog can call for many times maxReplicas.
+    .min(input.max_replicas.max(current));
     let reason = format!(
         "arrivals {lambda:.2}/s, {per_pod:.3} jobs/s per pod, backlog {backlog} (expected {backlog_when_ready:.0} \
          when new pods are ready): {steady} pods keep the p{:.0} wait under {}s + {drain:.2} to drain -> {replicas}",
