@@ -6,8 +6,8 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq],
 });
 
-pub use ballast::policy::host::LogLevel;
-pub use exports::ballast::policy::policy::{
+pub use self::ballast::policy::host::LogLevel;
+pub use self::exports::ballast::policy::policy::{
     CustomMetric, Decision, MetricProposal, Observations, PolicyError, PolicyInput, QueueCounts, ServiceId,
 };
 
