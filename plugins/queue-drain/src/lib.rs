@@ -166,11 +166,13 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
                 .into(),
         ));
     }
-    if !(cfg.wait_quantile > 0.0 && cfg.wait_quantile < 1.0)
+    let in_unit_interval = cfg.wait_quantile > 0.0 && cfg.wait_quantile < 1.0;
+    let non_negative = |v: f64| v.is_finite() && v >= 0.0;
+    if !in_unit_interval
         || cfg.concurrency == 0
-        || !(cfg.service_time_cv >= 0.0)
-        || !(cfg.shift_sigmas > 0.0)
-        || !(cfg.late_jobs_per_hour >= 0.0)
+        || !non_negative(cfg.service_time_cv)
+        || !positive(cfg.shift_sigmas)
+        || !non_negative(cfg.late_jobs_per_hour)
     {
         return Err(PolicyError::InvalidConfig(
             "waitQuantile must be in (0, 1), concurrency at least 1, serviceTimeCv and lateJobsPerHour 0 or more, \
