@@ -291,7 +291,7 @@ async fn queues(redis: RedisArgs, json: bool) -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    use ballast::controller::lease::{self, LeaseConfig, Leadership};
+    use ballast::controller::lease::{self, Leadership, LeaseConfig};
     use ballast::controller::reconcile::{Controller, PolicySource, RunOptions};
     use ballast::sources::live::LiveObserver;
     use ballast::sources::prometheus::{PrometheusConfig, PrometheusSource};
@@ -306,14 +306,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let metrics = std::sync::Arc::new(export::Metrics::new()?);
     let bullmq = match &args.redis {
-        Some(url) => Some(BullmqSource::new(url, ConnectOptions { timeout: Duration::from_secs(2), ca_cert_pem: None })?),
+        Some(url) => {
+            Some(BullmqSource::new(url, ConnectOptions { timeout: Duration::from_secs(2), ca_cert_pem: None })?)
+        }
         None => None,
     };
     let prometheus = match &args.prometheus {
         Some(url) => Some(PrometheusSource::new(PrometheusConfig::new(url.clone()))?),
         None => None,
     };
-    let observer = LiveObserver::new(bullmq, prometheus, Duration::from_secs(5), Duration::from_secs(60), metrics.clone());
+    let observer =
+        LiveObserver::new(bullmq, prometheus, Duration::from_secs(5), Duration::from_secs(60), metrics.clone());
     let mut limits = ballast::runtime::RuntimeLimits::default();
     limits.cache_dir = args.cache_dir.clone();
     let engine = ballast::runtime::PolicyEngine::new(limits)?;
@@ -356,16 +359,20 @@ async fn shutdown_signal() {
     }
 }
 
-async fn list_policies(kube: &KubeArgs, namespace: Option<&str>) -> anyhow::Result<Vec<ballast::controller::crd::ScalingPolicy>> {
+async fn list_policies(
+    kube: &KubeArgs,
+    namespace: Option<&str>,
+) -> anyhow::Result<Vec<ballast::controller::crd::ScalingPolicy>> {
     use ballast::controller::crd::ScalingPolicy;
     let client = kube.client().await?;
     let api: kube::Api<ScalingPolicy> = match namespace {
         Some(ns) => kube::Api::namespaced(client, ns),
         None => kube::Api::all(client),
     };
-    let list = api.list(&Default::default()).await.context(
-        "listing ScalingPolicies (is the CRD installed? `ballast crd | kubectl apply -f -`)",
-    )?;
+    let list = api
+        .list(&Default::default())
+        .await
+        .context("listing ScalingPolicies (is the CRD installed? `ballast crd | kubectl apply -f -`)")?;
     Ok(list.items)
 }
 

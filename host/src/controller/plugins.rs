@@ -52,7 +52,10 @@ pub fn resolve(
         (Some(builtin), None, None) => {
             let bytes = runtime::builtin(builtin).ok_or_else(|| {
                 let known: Vec<_> = runtime::BUILTINS.iter().map(|(n, _)| *n).collect();
-                unavailable(format!("{key}"), format!("unknown built-in plugin `{builtin}`; built-ins are {}", known.join(", ")))
+                unavailable(
+                    format!("{key}"),
+                    format!("unknown built-in plugin `{builtin}`; built-ins are {}", known.join(", ")),
+                )
             })?;
             (format!("builtin:{builtin}"), bytes.to_vec())
         }

@@ -11,19 +11,19 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::Resource;
 use tokio::sync::{Notify, mpsc, watch};
 
+use super::ControllerError;
 use super::crd::{ScalingPolicy, service_key};
 use super::lease::Leadership;
 use super::plugins::{self, CanaryInput, LoadedPlugin, PLUGIN_LABEL_SELECTOR, PluginSource};
 use super::scale::KubeScaleTarget;
 use super::status::{self, ABLE_TO_SCALE, PLUGIN_READY, SCALING_ACTIVE, ScalingPolicyStatus};
-use super::ControllerError;
 use crate::autoscaler::{Fleet, ManagedService, Observer, TickResult};
 use crate::decision::{DecisionRecord, ServiceMemory};
 use crate::export::{Metrics, Readiness};
@@ -127,7 +127,11 @@ impl<O: Observer> Controller<O> {
     }
 
     /// Runs until `shutdown` turns true, then writes the last status of every policy (if leading).
-    pub async fn run(mut self, readiness: Readiness, mut shutdown: watch::Receiver<bool>) -> Result<(), ControllerError> {
+    pub async fn run(
+        mut self,
+        readiness: Readiness,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), ControllerError> {
         let changed = Arc::new(Notify::new());
         let mut watches = Vec::new();
         if matches!(self.options.policies, PolicySource::Cluster) {
@@ -137,7 +141,8 @@ impl<O: Observer> Controller<O> {
             watches.push(task);
         }
         let api: Api<ConfigMap> = Api::all(self.client.clone());
-        let (store, task) = watch_into_store(api, watcher::Config::default().labels(PLUGIN_LABEL_SELECTOR), changed.clone());
+        let (store, task) =
+            watch_into_store(api, watcher::Config::default().labels(PLUGIN_LABEL_SELECTOR), changed.clone());
         self.config_maps = store;
         watches.push(task);
         if let Some(store) = &self.policies {
@@ -275,7 +280,14 @@ impl<O: Observer> Controller<O> {
                         }
                         .unwrap_or_else(|| CanaryInput::default_for(&state.spec));
                         state.loading = Some(source.digest.clone());
-                        spawn_load(self.engine.clone(), key.clone(), state.spec.clone(), source, canary, self.loads.0.clone());
+                        spawn_load(
+                            self.engine.clone(),
+                            key.clone(),
+                            state.spec.clone(),
+                            source,
+                            canary,
+                            self.loads.0.clone(),
+                        );
                     }
                 }
             }
@@ -304,8 +316,12 @@ impl<O: Observer> Controller<O> {
                 let mut service = ManagedService::new(state.spec.clone(), loaded.plugin);
                 service.memory = memory;
                 self.fleet.services.insert(done.key.clone(), service);
-                let message =
-                    format!("{} (sha256 {}) loaded and validated in {} ms", loaded.source_name, done.digest, loaded.load_time.as_millis());
+                let message = format!(
+                    "{} (sha256 {}) loaded and validated in {} ms",
+                    loaded.source_name,
+                    done.digest,
+                    loaded.load_time.as_millis()
+                );
                 tracing::info!(policy = %done.key, "{message}");
                 state.status.plugin_name = Some(loaded.source_name);
                 state.status.plugin_digest = Some(done.digest.clone());
@@ -398,14 +414,19 @@ impl<O: Observer> Controller<O> {
         }
         let scaled = record.replicas != record.current && tick.write_error.is_none();
         let current_after = if scaled { record.replicas } else { record.current };
-        let digest_changed = state.status.last_decision.as_ref().map(|d| &d.plugin_digest) != Some(&record.plugin_digest);
+        let digest_changed =
+            state.status.last_decision.as_ref().map(|d| &d.plugin_digest) != Some(&record.plugin_digest);
         state.dirty |= state.status.record_decision(&record, current_after) || digest_changed;
         state.status.reference = Some(format!("{}/{}", state.spec.target.kind, state.spec.target.name));
         let object = state.object.clone();
         let mut events = Vec::new();
         if scaled {
             state.status.last_scale_time = Some(status::now_rfc3339());
-            events.push((EventType::Normal, "SuccessfulRescale", format!("New size: {}; reason: {}", record.replicas, record.summary())));
+            events.push((
+                EventType::Normal,
+                "SuccessfulRescale",
+                format!("New size: {}; reason: {}", record.replicas, record.summary()),
+            ));
         }
         if let Some(error) = tick.write_error {
             state.dirty |= state.status.set_condition(ABLE_TO_SCALE, false, "FailedUpdateScale", &error);
@@ -446,7 +467,9 @@ impl<O: Observer> Controller<O> {
                 state.dirty = false;
                 state.last_write = Some(Instant::now());
             }
-            Err(e) => tracing::warn!("{}", ControllerError::kube(format!("writing the status of ScalingPolicy {key}"), e)),
+            Err(e) => {
+                tracing::warn!("{}", ControllerError::kube(format!("writing the status of ScalingPolicy {key}"), e))
+            }
         }
     }
 
@@ -459,7 +482,8 @@ impl<O: Observer> Controller<O> {
         let recorder = self.recorder.clone();
         tokio::spawn(async move {
             let note: String = note.chars().take(1000).collect();
-            let event = Event { type_, reason: reason.into(), note: Some(note), action: "Scale".into(), secondary: None };
+            let event =
+                Event { type_, reason: reason.into(), note: Some(note), action: "Scale".into(), secondary: None };
             if let Err(e) = recorder.publish(&event, &object).await {
                 tracing::warn!("publishing Event {reason} for {:?}/{:?}: {e}", object.namespace, object.name);
             }
@@ -535,9 +559,10 @@ fn spawn_load(
     tokio::spawn(async move {
         let digest = source.digest.clone();
         let task_key = key.clone();
-        let result = tokio::task::spawn_blocking(move || plugins::load_and_validate(&engine, &task_key, &spec, &source, canary))
-            .await
-            .unwrap_or_else(|e| Err(format!("loading the plugin panicked: {e}")));
+        let result =
+            tokio::task::spawn_blocking(move || plugins::load_and_validate(&engine, &task_key, &spec, &source, canary))
+                .await
+                .unwrap_or_else(|e| Err(format!("loading the plugin panicked: {e}")));
         let _ = done.send(LoadDone { key, digest, noticed, result });
     });
 }

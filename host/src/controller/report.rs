@@ -54,7 +54,12 @@ pub fn explain(policy: &ScalingPolicy) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "ScalingPolicy {key} -> {}/{}", policy.spec.target.kind, policy.spec.target.name);
     let _ = writeln!(out, "decided at:     {}", decision.time);
-    let _ = writeln!(out, "plugin:         {} (sha256 {})", status.plugin_name.as_deref().unwrap_or("-"), decision.plugin_digest);
+    let _ = writeln!(
+        out,
+        "plugin:         {} (sha256 {})",
+        status.plugin_name.as_deref().unwrap_or("-"),
+        decision.plugin_digest
+    );
     let _ = writeln!(out, "summary:        {}", decision.summary);
     let record = decision.record.clone().unwrap_or_default();
     let _ = writeln!(out, "replicas:       current {} (ready {})", decision.current, record["ready"]);
@@ -85,9 +90,18 @@ pub fn explain(policy: &ScalingPolicy) -> String {
             let _ = writeln!(out, "clamp steps:    none (paused)");
         }
     }
-    let _ = writeln!(out, "final:          {} replicas ({})", decision.replicas, decision.clamp_reason.as_deref().unwrap_or("-"));
+    let _ = writeln!(
+        out,
+        "final:          {} replicas ({})",
+        decision.replicas,
+        decision.clamp_reason.as_deref().unwrap_or("-")
+    );
     for condition in &status.conditions {
-        let _ = writeln!(out, "condition {}={} {}: {}", condition.type_, condition.status, condition.reason, condition.message);
+        let _ = writeln!(
+            out,
+            "condition {}={} {}: {}",
+            condition.type_, condition.status, condition.reason, condition.message
+        );
     }
     out
 }

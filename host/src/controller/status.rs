@@ -129,9 +129,10 @@ impl ScalingPolicyStatus {
         let before =
             (self.current_replicas, self.desired_replicas, self.last_decision.as_ref().map(|d| d.summary.clone()));
         let proposals = match &record.plugin {
-            PluginVerdict::Decided { proposals, .. } => {
-                proposals.iter().map(|(metric, replicas)| Proposal { metric: metric.clone(), replicas: *replicas }).collect()
-            }
+            PluginVerdict::Decided { proposals, .. } => proposals
+                .iter()
+                .map(|(metric, replicas)| Proposal { metric: metric.clone(), replicas: *replicas })
+                .collect(),
             _ => Vec::new(),
         };
         self.last_decision = Some(LastDecision {
@@ -156,7 +157,12 @@ impl ScalingPolicyStatus {
             changed |= if disabled {
                 self.set_condition(SCALING_ACTIVE, false, clamp.reason.as_str(), clamp.reason.message())
             } else {
-                self.set_condition(SCALING_ACTIVE, true, "ValidMetricFound", "the policy plugin computed a replica count")
+                self.set_condition(
+                    SCALING_ACTIVE,
+                    true,
+                    "ValidMetricFound",
+                    "the policy plugin computed a replica count",
+                )
             };
             let limited = !matches!(
                 clamp.reason,
