@@ -317,8 +317,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let observer =
         LiveObserver::new(bullmq, prometheus, Duration::from_secs(5), Duration::from_secs(60), metrics.clone());
-    let mut limits = ballast::runtime::RuntimeLimits::default();
-    limits.cache_dir = args.cache_dir.clone();
+    let limits = ballast::runtime::RuntimeLimits { cache_dir: args.cache_dir.clone(), ..Default::default() };
     let engine = ballast::runtime::PolicyEngine::new(limits)?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();

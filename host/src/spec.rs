@@ -34,13 +34,13 @@ impl std::fmt::Display for ServiceKey {
     doc = "A Ballast scaling policy: a WebAssembly plugin decides the replica count of a workload's /scale",
     shortname = "sp",
     status = "crate::controller::status::ScalingPolicyStatus",
-    printcolumn(name = "Reference", type_ = "string", json_path = ".status.reference"),
-    printcolumn(name = "MinPods", type_ = "integer", json_path = ".spec.minReplicas"),
-    printcolumn(name = "MaxPods", type_ = "integer", json_path = ".spec.maxReplicas"),
-    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.currentReplicas"),
-    printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredReplicas"),
-    printcolumn(name = "Plugin", type_ = "string", json_path = ".status.pluginName"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "Reference", "type": "string", "jsonPath": ".status.reference"}"#,
+    printcolumn = r#"{"name": "MinPods", "type": "integer", "jsonPath": ".spec.minReplicas"}"#,
+    printcolumn = r#"{"name": "MaxPods", "type": "integer", "jsonPath": ".spec.maxReplicas"}"#,
+    printcolumn = r#"{"name": "Replicas", "type": "integer", "jsonPath": ".status.currentReplicas"}"#,
+    printcolumn = r#"{"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"}"#,
+    printcolumn = r#"{"name": "Plugin", "type": "string", "jsonPath": ".status.pluginName"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ScalingPolicySpec {

@@ -385,7 +385,7 @@ impl<O: Observer> Controller<O> {
         for key in keys {
             let Some(state) = self.states.get(&key) else { continue };
             let due = state.last_write.is_none_or(|at| at.elapsed() >= self.options.status_every);
-            if (state.dirty || due) && self.fleet.services.contains_key(&key) || state.dirty {
+            if state.dirty || (due && self.fleet.services.contains_key(&key)) {
                 self.write_status(&key).await;
             }
         }
