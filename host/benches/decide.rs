@@ -81,7 +81,9 @@ fn native_input() -> ballast_policy_sdk::PolicyInput {
 }
 
 fn bench(c: &mut Criterion) {
-    let engine = PolicyEngine::new(RuntimeLimits { max_instances: 8, ..RuntimeLimits::default() }).unwrap();
+    // A generous deadline: this measures speed, and a loaded machine may preempt a call for longer than 10 ms.
+    let limits = RuntimeLimits { max_instances: 8, deadline: Duration::from_secs(1), ..RuntimeLimits::default() };
+    let engine = PolicyEngine::new(limits).unwrap();
     let compiled = engine.load("built-in hpa", builtin("hpa").unwrap()).unwrap();
     let input = wasm_input();
     let native = native_input();
@@ -93,6 +95,13 @@ fn bench(c: &mut Criterion) {
     let mut reused = Plugin::new(engine.clone(), compiled.clone());
     assert_eq!(reused.decide(&input).result.unwrap().replicas, expected, "wasm and native disagree");
     group.bench_function("wasm-reused-instance", |b| b.iter(|| reused.decide(black_box(&input)).result.unwrap()));
+    // The call's fixed cost: the same input through a plugin that only parses its (cached) config and answers.
+    let echo_bytes = std::fs::read(concat!(env!("BALLAST_PLUGIN_DIR"), "/hostile.wasm")).unwrap();
+    let mut echo = Plugin::new(engine.clone(), engine.load("hostile", &echo_bytes).unwrap());
+    let echo_input = PolicyInput { config: r#"{"mode": "fixed", "replicas": 3}"#.into(), ..input.clone() };
+    group.bench_function("wasm-reused-trivial-policy", |b| {
+        b.iter(|| echo.decide(black_box(&echo_input)).result.unwrap())
+    });
     let mut fresh = Plugin::new(engine.clone(), compiled.clone());
     fresh.fresh_each_call = true;
     group.bench_function("wasm-fresh-instance", |b| b.iter(|| fresh.decide(black_box(&input)).result.unwrap()));

@@ -11,6 +11,7 @@ pub mod error;
 pub mod export;
 pub mod observation;
 pub mod runtime;
+pub mod sim;
 pub mod sources;
 pub mod spec;
 

@@ -2,13 +2,16 @@
 
 use std::io::Read;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use ballast::export;
+use ballast::sim::{PolicySet, RunOptions, SimulationFile, Trace};
 use ballast::sources::bullmq::{BullmqSource, ConnectOptions, DEFAULT_PREFIX};
 use ballast::spec::QueueRef;
 use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
 #[command(name = "ballast", version, about = "Autoscaler for GPU inference services with WebAssembly scaling policies")]
@@ -65,6 +68,24 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Replay load against scaling policies on a simulated cluster (pods with start-up delays, BullMQ-like queues)
+    /// and report pod-hours, job waits and scale events per service. Decisions go through the real plugins and
+    /// clamps. Deterministic: the same inputs and seed give byte-identical outputs.
+    ///
+    /// Example: ballast simulate --policies deploy/policies/ai-models-hpa.yaml --compare
+    /// deploy/policies/ai-models-queue-drain.yaml --trace builtin:day --out out/day
+    Simulate(SimulateArgs),
+    /// The five model services of the original design over a simulated day with bursts: the original HPA
+    /// configuration (`hpa` plugin) against `queue-drain`. Prints the comparison and writes summary.txt,
+    /// timeline.csv and chart.svg. Needs no cluster, network or files.
+    Demo {
+        /// Directory for summary.txt, timeline.csv and chart.svg.
+        #[arg(long, default_value = "out/demo")]
+        out: PathBuf,
+        /// Seed of the load noise and service-time jitter.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
 }
 
@@ -175,6 +196,57 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+#[derive(Args)]
+struct SimulateArgs {
+    /// A multi-document YAML file of ScalingPolicy documents (apiVersion ballast.dev/v1alpha1), one per service.
+    /// Repeat to compare several policy sets on the same trace and seed.
+    #[arg(long = "policies", value_name = "FILE", required = true)]
+    policies: Vec<PathBuf>,
+    /// Another policy set to run on the same trace and seed, printed side by side (same as repeating --policies).
+    #[arg(long, value_name = "FILE")]
+    compare: Vec<PathBuf>,
+    /// Simulation parameters per service (kind: Simulation; serviceSeconds, startupSeconds, concurrency, jitter,
+    /// baseRate, ...). Default: the built-in parameters of the five model services. A `simulation:` section in a
+    /// policy document takes precedence.
+    #[arg(long, value_name = "FILE")]
+    sim: Option<PathBuf>,
+    /// Load: a CSV file of `time_s,service,arrivals` rows, or builtin:NAME (day, burst, step, ramp, sawtooth,
+    /// steady) scaled by each service's baseRate.
+    #[arg(long, value_name = "FILE|builtin:NAME", default_value = "builtin:day")]
+    trace: String,
+    /// Seed of the load noise and service-time jitter.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Simulated time to run (e.g. 90s, 30m, 6h, 1d). Default: the trace's length (a day for built-ins).
+    #[arg(long, value_parser = parse_duration_s)]
+    duration: Option<u64>,
+    /// Simulation step (whole seconds).
+    #[arg(long, default_value = "1s", value_parser = parse_duration_s)]
+    step: u64,
+    /// Interval of the timeline's rows and the chart's points.
+    #[arg(long, default_value = "60s", value_parser = parse_duration_s)]
+    sample: u64,
+    /// Directory for summary.txt, timeline.csv and chart.svg; without it only the table is printed.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+/// `90`, `90s`, `15m`, `6h` or `1d`, in seconds.
+fn parse_duration_s(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration such as 90s, 15m, 6h or 1d"))?;
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit `{unit}` in `{text}`: use s, m, h or d")),
+    };
+    Ok(number * factor)
+}
+
 fn main() -> anyhow::Result<()> {
     // kube's TLS needs a process-wide crypto provider; a second install (none here) would be harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -195,6 +267,8 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Status { kube, namespace } => runtime()?.block_on(status(kube, namespace)),
         Command::Explain { kube, policy } => runtime()?.block_on(explain(kube, &policy)),
+        Command::Simulate(args) => simulate(args),
+        Command::Demo { out, seed } => demo(&out, seed),
     }
 }
 
@@ -300,7 +374,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let policies = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading --config {}", path.display()))?;
-            PolicySource::Fixed(ballast::controller::crd::policies_from_yaml(&path.display().to_string(), &text)?)
+            let base = path.parent();
+            PolicySource::Fixed(ballast::controller::crd::policies_from_yaml(&path.display().to_string(), &text, base)?)
         }
         None => PolicySource::Cluster,
     };
@@ -389,4 +464,74 @@ async fn explain(kube: KubeArgs, policy: &str) -> anyhow::Result<()> {
     let found = found.with_context(|| format!("no ScalingPolicy {namespace}/{name}"))?;
     print!("{}", report::explain(found));
     Ok(())
+}
+
+fn demo(out: &Path, seed: u64) -> anyhow::Result<()> {
+    let sets = ballast::sim::demo::policy_sets().context("loading the demo's policies")?;
+    let trace = Trace::from_arg(ballast::sim::demo::TRACE)?;
+    let options = RunOptions { seed, ..RunOptions::default() };
+    println!("ballast demo: five model services, one simulated day with bursts ({}), seed {seed}", trace_name(&trace));
+    run_and_report(&sets, &trace, options, Some(out))
+}
+
+fn trace_name(trace: &Trace) -> String {
+    match trace {
+        Trace::Builtin(name) => format!("builtin:{name}"),
+        Trace::Csv { what, .. } => what.clone(),
+    }
+}
+
+fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let simulation = match &args.sim {
+        Some(path) => SimulationFile::read(path)?,
+        None => ballast::sim::demo::simulation()?,
+    };
+    let sets = args
+        .policies
+        .iter()
+        .chain(&args.compare)
+        .map(|path| PolicySet::read(path, Some(&simulation)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let trace = Trace::from_arg(&args.trace)?;
+    let duration_s = args.duration.unwrap_or_else(|| trace.length_s());
+    anyhow::ensure!(duration_s > 0, "the run is empty: give --duration (e.g. --duration 1h)");
+    let options = RunOptions { seed: args.seed, duration_s, step_s: args.step, sample_s: args.sample };
+    run_and_report(&sets, &trace, options, args.out.as_deref())
+}
+
+/// Runs every policy set on the same trace and seed, prints the table and writes the outputs.
+fn run_and_report(sets: &[PolicySet], trace: &Trace, options: RunOptions, out: Option<&Path>) -> anyhow::Result<()> {
+    let engine = ballast::sim::run::engine()?;
+    let mut results = Vec::with_capacity(sets.len());
+    for set in sets {
+        let bar = ProgressBar::new(options.duration_s).with_style(
+            ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} simulated s ({eta} left)")
+                .expect("valid progress template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(set.label.clone());
+        // indicatif draws on stderr and hides itself when stderr is not a terminal.
+        let mut hook = Progress(bar.clone());
+        let result = ballast::sim::run(&engine, set, trace, options, &mut hook)
+            .with_context(|| format!("simulating {}", set.label))?;
+        bar.finish_and_clear();
+        results.push(result);
+    }
+    print!("{}", ballast::sim::report::table(&results));
+    if let Some(dir) = out {
+        for path in ballast::sim::report::write_outputs(&results, dir)? {
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+struct Progress(ProgressBar);
+
+impl ballast::sim::StepHook for Progress {
+    fn after_step(&mut self, now_s: u64, _cluster: &ballast::sim::SimCluster) {
+        if now_s.is_multiple_of(600) {
+            self.0.set_position(now_s);
+        }
+    }
 }

@@ -147,7 +147,9 @@ async fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() ->
         if let Some(value) = check() {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -160,6 +162,16 @@ struct Host {
 
 impl Host {
     fn start(client: &kube::Client, identity: &str, redis_url: Option<&str>, lease: Option<LeaseConfig>) -> Host {
+        Self::start_with(client, identity, redis_url, lease, PolicySource::Cluster)
+    }
+
+    fn start_with(
+        client: &kube::Client,
+        identity: &str,
+        redis_url: Option<&str>,
+        lease: Option<LeaseConfig>,
+        policies: PolicySource,
+    ) -> Host {
         let metrics = Arc::new(Metrics::new().expect("metrics"));
         let bullmq = redis_url.map(|url| {
             BullmqSource::new(url, ConnectOptions { timeout: Duration::from_secs(2), ca_cert_pem: None })
@@ -179,7 +191,7 @@ impl Host {
         let options = RunOptions {
             tick: Duration::from_millis(200),
             status_every: Duration::from_secs(1),
-            policies: PolicySource::Cluster,
+            policies,
             instance: identity.into(),
         };
         let controller = Controller::new(client.clone(), engine, observer, leadership, metrics, options);
@@ -241,7 +253,10 @@ async fn bullmq_queue_scales_a_deployment_up_and_back_down_and_a_bad_policy_does
                 "target": { "kind": "Deployment", "name": "web" },
                 "minReplicas": 1, "maxReplicas": 8,
                 "plugin": { "builtin": "queue-drain" },
-                "config": { "initialJobsPerPodPerSecond": 0.5, "targetWaitSeconds": 2 },
+                "config": {
+                    "initialJobsPerPodPerSecond": 0.5, "targetWaitSeconds": 2, "drainSeconds": 2,
+                    "startupSeconds": 1, "smoothingSeconds": 1
+                },
                 "metrics": { "queues": [{ "name": "stt" }], "resources": false },
                 "behavior": fast_behavior(),
             }),
@@ -496,5 +511,32 @@ async fn a_conflict_on_scale_is_retried() {
         (policy["status"]["currentReplicas"] == 3 && able["status"] == "True").then_some(())
     })
     .await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_from_a_file_scale_the_cluster_target() {
+    let cluster = cluster().await;
+    let yaml = r#"
+apiVersion: ballast.dev/v1alpha1
+kind: ScalingPolicy
+metadata: { name: web, namespace: default }
+spec:
+  target: { kind: Deployment, name: web }
+  minReplicas: 1
+  maxReplicas: 10
+  plugin: { path: hostile.wasm }
+  config: { mode: fixed, replicas: 4 }
+simulation: { ignored: here }
+"#;
+    let base = std::path::Path::new(env!("BALLAST_PLUGIN_DIR"));
+    let policies = ballast::controller::crd::policies_from_yaml("inline", yaml, Some(base)).expect("policies");
+    assert_eq!(policies.len(), 1);
+    let host = Host::start_with(&cluster.client, "host-a", None, None, PolicySource::Fixed(policies));
+    eventually(Duration::from_secs(30), "web at the file policy's 4 replicas", || {
+        (cluster.replicas() == 4).then_some(())
+    })
+    .await;
+    assert!(cluster.standin.get(POLICY).is_none(), "--config mode must not create policy objects");
     host.stop().await;
 }

@@ -19,14 +19,24 @@ pub fn service_key(policy: &ScalingPolicy) -> ServiceKey {
     ServiceKey { namespace: policy.namespace().unwrap_or_else(|| "default".into()), name: policy.name_any() }
 }
 
-/// ScalingPolicy documents from YAML text (`---`-separated), for `ballast run --config FILE`.
-pub fn policies_from_yaml(what: &str, text: &str) -> Result<Vec<ScalingPolicy>, ControllerError> {
-    let docs: Vec<ScalingPolicy> = serde_saphyr::from_multiple(text).map_err(|e| {
+/// ScalingPolicy documents from YAML text (`---`-separated), for `ballast run --config FILE`: the simulator's
+/// format (its `simulation:` sections are ignored). Relative plugin paths are resolved against `base`.
+pub fn policies_from_yaml(
+    what: &str,
+    text: &str,
+    base: Option<&std::path::Path>,
+) -> Result<Vec<ScalingPolicy>, ControllerError> {
+    let mut docs: Vec<ScalingPolicy> = serde_saphyr::from_multiple(text).map_err(|e| {
         ControllerError::Invalid(format!("{what}: not a list of ScalingPolicy documents (ballast.dev/v1alpha1): {e}"))
     })?;
-    for doc in &docs {
+    for doc in &mut docs {
         if doc.metadata.name.is_none() {
             return Err(ControllerError::Invalid(format!("{what}: a ScalingPolicy has no metadata.name; name it")));
+        }
+        if let (Some(base), Some(path)) = (base, &doc.spec.plugin.path)
+            && std::path::Path::new(path).is_relative()
+        {
+            doc.spec.plugin.path = Some(base.join(path).display().to_string());
         }
     }
     Ok(docs)

@@ -70,7 +70,10 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
         consider(name, Some(*target), per_pod(obs.custom(name), Some(*target)));
     }
 
-    let best = proposals.iter().max_by_key(|p| p.replicas).map(|p| (p.metric.clone(), p.replicas));
+    // Capped at maxReplicas (or the current count, if above) as the HPA caps it: a backlog of thousands of jobs
+    // would otherwise ask for hundreds of pods, which the host refuses as nonsense.
+    let cap = input.max_replicas.max(current);
+    let best = proposals.iter().max_by_key(|p| p.replicas).map(|p| (p.metric.clone(), p.replicas.min(cap)));
     let (replicas, mut reason) = match best {
         Some((metric, replicas)) => {
             (replicas, format!("{metric} proposes {replicas} (largest of {})", proposals.len()))

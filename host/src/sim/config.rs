@@ -1,0 +1,332 @@
+//! What `ballast simulate` reads: `ScalingPolicy` documents (the format the live host reads) and the simulated
+//! physics of each service (service time, start-up delay, concurrency, ...), either in a separate simulation file
+//! keyed by service or in a `simulation` section of the policy document itself.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::SimError;
+use crate::spec::{ScalingPolicySpec, ServiceKey};
+
+pub const API_VERSION: &str = "ballast.dev/v1alpha1";
+
+/// A `ScalingPolicy` document as written in YAML, with an optional `simulation` section (ignored by the live host).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PolicyDocument {
+    api_version: String,
+    kind: String,
+    metadata: Metadata,
+    spec: ScalingPolicySpec,
+    #[serde(default)]
+    simulation: Option<SimulationSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Metadata {
+    name: String,
+    #[serde(default = "default_namespace")]
+    namespace: String,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+/// How one simulated service behaves. Times in seconds.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SimulationSpec {
+    /// Mean time one job occupies one worker slot.
+    pub service_seconds: f64,
+    /// Relative spread of the service time: each job takes `serviceSeconds * (1 + jitter * u)`, u uniform in
+    /// [-1, 1).
+    #[serde(default)]
+    pub jitter: f64,
+    /// Time from pod creation to taking work (image pull, model load).
+    pub startup_seconds: f64,
+    /// Jobs one pod works on in parallel (BullMQ worker concurrency).
+    #[serde(default = "one")]
+    pub concurrency: u32,
+    /// Jobs per second at level 1.0 of a built-in trace (its daytime peak before bursts).
+    #[serde(default)]
+    pub base_rate: f64,
+    /// The BullMQ queue's name, for the timeline; defaults to the spec's first queue.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// Replicas at the start; `minReplicas` when unset.
+    #[serde(default)]
+    pub initial_replicas: Option<u32>,
+    /// How often the policy decides (the HPA's sync period is 15 s).
+    #[serde(default = "fifteen")]
+    pub decision_interval_seconds: u64,
+    /// Age of the metrics the policy sees (a scrape-and-adapter pipeline lags by tens of seconds).
+    #[serde(default)]
+    pub metrics_delay_seconds: u64,
+    /// A job waiting longer than this before it starts breaks the wait objective.
+    #[serde(default = "sixty")]
+    pub wait_slo_seconds: f64,
+    /// GPU duty cycle of a pod whose slots are all busy; idle pods read 0.
+    #[serde(default = "gpu_busy")]
+    pub gpu_percent_busy: f64,
+    /// CPU use in percent of requests of a fully busy pod, and of an idle one.
+    #[serde(default = "cpu_busy")]
+    pub cpu_percent_busy: f64,
+    #[serde(default = "cpu_idle")]
+    pub cpu_percent_idle: f64,
+    /// Probability that an attempt fails; BullMQ retries it after `retryBackoffSeconds` (delayed), up to
+    /// `maxAttempts`, then moves it to the failed set.
+    #[serde(default)]
+    pub failure_rate: f64,
+    #[serde(default = "three")]
+    pub max_attempts: u32,
+    #[serde(default = "five")]
+    pub retry_backoff_seconds: f64,
+}
+
+fn one() -> u32 {
+    1
+}
+fn three() -> u32 {
+    3
+}
+fn five() -> f64 {
+    5.0
+}
+fn fifteen() -> u64 {
+    15
+}
+fn sixty() -> f64 {
+    60.0
+}
+fn gpu_busy() -> f64 {
+    95.0
+}
+fn cpu_busy() -> f64 {
+    50.0
+}
+fn cpu_idle() -> f64 {
+    5.0
+}
+
+impl SimulationSpec {
+    fn validate(&self, what: &str) -> Result<(), SimError> {
+        let bad = |field: &str, why: &str| Err(SimError::Invalid(format!("{what}: simulation.{field} {why}")));
+        if !(self.service_seconds > 0.0 && self.service_seconds.is_finite()) {
+            return bad("serviceSeconds", "must be a positive number of seconds");
+        }
+        if !(0.0..1.0).contains(&self.jitter) {
+            return bad("jitter", "must be in [0, 1) (0.2 means +-20%)");
+        }
+        if !(self.startup_seconds >= 0.0 && self.startup_seconds.is_finite()) {
+            return bad("startupSeconds", "must be 0 or more seconds");
+        }
+        if self.concurrency == 0 {
+            return bad("concurrency", "must be at least 1");
+        }
+        if !(self.base_rate >= 0.0 && self.base_rate.is_finite()) {
+            return bad("baseRate", "must be 0 or more jobs per second");
+        }
+        if self.decision_interval_seconds == 0 {
+            return bad("decisionIntervalSeconds", "must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.failure_rate) {
+            return bad("failureRate", "must be a probability in [0, 1]");
+        }
+        if self.max_attempts == 0 {
+            return bad("maxAttempts", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// A simulation file: `kind: Simulation`, `services:` keyed by `name` or `namespace/name`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SimulationFile {
+    api_version: String,
+    kind: String,
+    services: BTreeMap<String, SimulationSpec>,
+}
+
+impl SimulationFile {
+    pub fn parse(what: &str, text: &str) -> Result<Self, SimError> {
+        let file: SimulationFile =
+            serde_yaml_ng::from_str(text).map_err(|e| SimError::Yaml { what: what.into(), source: e })?;
+        check_header(what, &file.api_version, &file.kind, "Simulation")?;
+        for (name, spec) in &file.services {
+            spec.validate(&format!("{what}: services.{name}"))?;
+        }
+        Ok(file)
+    }
+
+    pub fn read(path: &Path) -> Result<Self, SimError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SimError::Io { path: path.into(), source: e })?;
+        Self::parse(&path.display().to_string(), &text)
+    }
+
+    fn lookup(&self, key: &ServiceKey) -> Option<&SimulationSpec> {
+        self.services.get(&key.to_string()).or_else(|| self.services.get(&key.name))
+    }
+}
+
+fn check_header(what: &str, api_version: &str, kind: &str, expected: &str) -> Result<(), SimError> {
+    if api_version != API_VERSION {
+        return Err(SimError::Invalid(format!("{what}: apiVersion is `{api_version}`; use `{API_VERSION}`")));
+    }
+    if kind != expected {
+        return Err(SimError::Invalid(format!("{what}: kind is `{kind}`; expected `{expected}`")));
+    }
+    Ok(())
+}
+
+/// One service as the simulator runs it: its policy and its physics.
+#[derive(Debug, Clone)]
+pub struct ServiceSetup {
+    pub key: ServiceKey,
+    pub spec: ScalingPolicySpec,
+    pub sim: SimulationSpec,
+}
+
+/// The services of one policy file, run together; `label` names the set in tables and charts.
+#[derive(Debug, Clone)]
+pub struct PolicySet {
+    pub label: String,
+    pub services: Vec<ServiceSetup>,
+}
+
+impl PolicySet {
+    /// Reads a multi-document YAML file of `ScalingPolicy` documents. Relative plugin paths are resolved against
+    /// the file's directory.
+    pub fn read(path: &Path, simulation: Option<&SimulationFile>) -> Result<Self, SimError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SimError::Io { path: path.into(), source: e })?;
+        let label = path.file_stem().map_or_else(|| "policies".into(), |s| s.to_string_lossy().into_owned());
+        let mut set = Self::parse(&label, &path.display().to_string(), &text, simulation)?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        for service in &mut set.services {
+            if let Some(plugin_path) = &service.spec.plugin.path
+                && Path::new(plugin_path).is_relative()
+            {
+                service.spec.plugin.path = Some(base.join(plugin_path).display().to_string());
+            }
+        }
+        Ok(set)
+    }
+
+    /// Parses policy documents from text; `what` names the source in errors.
+    pub fn parse(label: &str, what: &str, text: &str, simulation: Option<&SimulationFile>) -> Result<Self, SimError> {
+        let mut services: Vec<ServiceSetup> = Vec::new();
+        for (index, (first_line, doc)) in split_documents(text).into_iter().enumerate() {
+            let number = index + 1;
+            let doc_what = match document_name(doc) {
+                Some(name) => format!("{what}: document {number} (`{name}`, from line {first_line})"),
+                None => format!("{what}: document {number} (from line {first_line})"),
+            };
+            let parsed: PolicyDocument =
+                serde_yaml_ng::from_str(doc).map_err(|e| SimError::Yaml { what: doc_what.clone(), source: e })?;
+            check_header(&doc_what, &parsed.api_version, &parsed.kind, "ScalingPolicy")?;
+            let key = ServiceKey { namespace: parsed.metadata.namespace, name: parsed.metadata.name };
+            validate_spec(&doc_what, &parsed.spec)?;
+            let sim = match parsed.simulation.or_else(|| simulation.and_then(|s| s.lookup(&key)).cloned()) {
+                Some(sim) => sim,
+                None => {
+                    return Err(SimError::Invalid(format!(
+                        "{doc_what}: no simulation parameters for {key}: add a `simulation:` section to the document \
+                         or an entry `{}` under `services:` of the simulation file (--sim)",
+                        key.name
+                    )));
+                }
+            };
+            sim.validate(&doc_what)?;
+            if services.iter().any(|s| s.key == key) {
+                return Err(SimError::Invalid(format!("{doc_what}: {key} is described twice; names must be unique")));
+            }
+            services.push(ServiceSetup { key, spec: parsed.spec, sim });
+        }
+        if services.is_empty() {
+            return Err(SimError::Invalid(format!("{what}: no ScalingPolicy documents")));
+        }
+        Ok(PolicySet { label: label.into(), services })
+    }
+}
+
+fn validate_spec(what: &str, spec: &ScalingPolicySpec) -> Result<(), SimError> {
+    if spec.max_replicas == 0 || spec.min_replicas > spec.max_replicas {
+        return Err(SimError::Invalid(format!(
+            "{what}: spec.minReplicas ({}) must not exceed spec.maxReplicas ({}), and maxReplicas must be at least 1",
+            spec.min_replicas, spec.max_replicas
+        )));
+    }
+    if let Some(behavior) = &spec.behavior {
+        behavior.validate().map_err(|e| SimError::Invalid(format!("{what}: spec.{e}")))?;
+    }
+    let plugin = &spec.plugin;
+    if plugin.builtin.is_some() == plugin.path.is_some() || plugin.config_map.is_some() {
+        return Err(SimError::Invalid(format!(
+            "{what}: spec.plugin must name exactly one of `builtin` (hpa, queue-drain) or `path` (a component file); \
+             ConfigMap plugins need a cluster"
+        )));
+    }
+    Ok(())
+}
+
+/// Splits multi-document YAML at `---` lines, keeping each document's first line number for messages.
+fn split_documents(text: &str) -> Vec<(usize, &str)> {
+    let mut docs = Vec::new();
+    let mut start = 0;
+    let mut start_line = 1;
+    let mut offset = 0;
+    for (number, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_end() == "---" || line.starts_with("--- ") {
+            docs.push((start_line, &text[start..offset]));
+            start = offset + line.len();
+            start_line = number + 2;
+        }
+        offset += line.len();
+    }
+    docs.push((start_line, &text[start..]));
+    docs.into_iter()
+        .filter(|(_, doc)| doc.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')))
+        .collect()
+}
+
+/// `metadata.name` of a document, when it can be read at all.
+fn document_name(doc: &str) -> Option<String> {
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(doc).ok()?;
+    value.get("metadata")?.get("name")?.as_str().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIM: &str = "simulation: {serviceSeconds: 2, startupSeconds: 30, baseRate: 1}";
+
+    fn doc(name: &str, extra: &str) -> String {
+        format!(
+            "apiVersion: ballast.dev/v1alpha1\nkind: ScalingPolicy\nmetadata: {{name: {name}, namespace: ai}}\n\
+             spec:\n  target: {{name: {name}}}\n  minReplicas: 1\n  maxReplicas: 4\n  plugin: {{builtin: hpa}}\n\
+             {extra}\n{SIM}\n"
+        )
+    }
+
+    #[test]
+    fn reads_many_documents() {
+        let text = format!("{}---\n{}", doc("a", ""), doc("b", ""));
+        let set = PolicySet::parse("t", "test.yaml", &text, None).unwrap();
+        let names: Vec<_> = set.services.iter().map(|s| s.key.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(set.services[1].sim.service_seconds, 2.0);
+    }
+
+    #[test]
+    fn errors_name_the_document_and_field() {
+        let text =
+            format!("{}---\n{}", doc("a", ""), doc("b", "  behavior: {scaleUp: {stabilizationWindowSecond: 3}}"));
+        let err = PolicySet::parse("t", "test.yaml", &text, None).unwrap_err().to_string();
+        assert!(err.contains("document 2 (`b`"), "{err}");
+        assert!(err.contains("stabilizationWindowSecond"), "{err}");
+    }
+}

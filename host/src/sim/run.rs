@@ -1,0 +1,212 @@
+//! Runs a policy set against a trace: the simulated cluster stepped in discrete time, decided by the same
+//! [`Fleet::tick`] the live host runs (observation -> wasm plugin -> clamps -> `/scale`).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::SimError;
+use super::cluster::{SimCluster, SimHandle, Totals, percentile_ms};
+use super::config::PolicySet;
+use super::trace::Trace;
+use crate::autoscaler::{Fleet, ManagedService, load_plugin};
+use crate::runtime::{PolicyEngine, RuntimeLimits};
+use crate::spec::ServiceKey;
+
+/// How to run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    pub seed: u64,
+    pub duration_s: u64,
+    pub step_s: u64,
+    /// Interval of the timeline's rows and the chart's points.
+    pub sample_s: u64,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { seed: 1, duration_s: 86_400, step_s: 1, sample_s: 60 }
+    }
+}
+
+/// A policy engine for simulation: plugin calls get a generous deadline, so a busy machine never turns a slow call
+/// into a failure that another run of the same seed would not have (runs must be reproducible).
+pub fn engine() -> Result<Arc<PolicyEngine>, SimError> {
+    let limits = RuntimeLimits { deadline: std::time::Duration::from_secs(2), ..RuntimeLimits::default() };
+    Ok(PolicyEngine::new(limits)?)
+}
+
+/// One row of the timeline: a service at the end of a sample interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub time_s: u64,
+    pub service: String,
+    /// Arrivals and completions within the interval.
+    pub arrivals: u64,
+    pub completed: u64,
+    pub waiting: u64,
+    pub active: u64,
+    pub delayed: u64,
+    pub failed: u64,
+    pub replicas: u32,
+    pub ready: u32,
+    /// Busy fraction of ready pods over the interval, in percent; `None` with no ready pod.
+    pub busy_percent: Option<f64>,
+    pub oldest_wait_s: f64,
+}
+
+/// One service's results over the whole run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSummary {
+    pub service: String,
+    pub pod_hours: f64,
+    pub completed: u64,
+    pub failed: u64,
+    pub wait_p50_s: f64,
+    pub wait_p95_s: f64,
+    pub wait_max_s: f64,
+    pub wait_slo_s: f64,
+    pub seconds_over_slo: u64,
+    pub scale_events: u64,
+    pub plugin_failures: u64,
+    /// Jobs still queued or running at the end.
+    pub left_in_system: u64,
+}
+
+/// The outcome of one policy set on one trace.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub label: String,
+    pub summaries: Vec<ServiceSummary>,
+    pub timeline: Vec<Sample>,
+}
+
+/// Called after each step with the simulated time, so a caller can show progress or check invariants.
+pub trait StepHook {
+    fn after_step(&mut self, now_s: u64, cluster: &SimCluster);
+}
+
+impl StepHook for () {
+    fn after_step(&mut self, _now_s: u64, _cluster: &SimCluster) {}
+}
+
+/// Runs one policy set on a trace.
+pub fn run(
+    engine: &Arc<PolicyEngine>,
+    set: &PolicySet,
+    trace: &Trace,
+    options: RunOptions,
+    hook: &mut impl StepHook,
+) -> Result<RunResult, SimError> {
+    if options.step_s == 0 || options.sample_s == 0 || !options.sample_s.is_multiple_of(options.step_s) {
+        return Err(SimError::Invalid(format!(
+            "the step ({} s) must be at least 1 s and divide the sample interval ({} s)",
+            options.step_s, options.sample_s
+        )));
+    }
+    trace.check_services(&set.services)?;
+    // Services that decide at the same interval share one fleet, ticked together.
+    let mut fleets: BTreeMap<u64, Fleet> = BTreeMap::new();
+    for setup in &set.services {
+        let plugin = load_plugin(engine, &setup.key, &setup.spec)
+            .map_err(|e| SimError::Invalid(format!("{} ({}): {e}", set.label, setup.key)))?;
+        let interval = setup.sim.decision_interval_seconds;
+        fleets
+            .entry(interval)
+            .or_default()
+            .services
+            .insert(setup.key.clone(), ManagedService::new(setup.spec.clone(), plugin));
+    }
+    let arrivals: BTreeMap<ServiceKey, Vec<u64>> =
+        set.services.iter().map(|s| (s.key.clone(), trace.arrivals(s, options.duration_s, options.seed))).collect();
+    let cluster = RefCell::new(SimCluster::new(&set.services, options.seed));
+    let mut plugin_failures: BTreeMap<ServiceKey, u64> = BTreeMap::new();
+    let mut timeline = Vec::new();
+    let mut sampled: BTreeMap<ServiceKey, Totals> = BTreeMap::new();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| SimError::Invalid(format!("starting the simulation's runtime: {e}")))?;
+    runtime.block_on(async {
+        let mut now_s = 0;
+        while now_s < options.duration_s {
+            let now_ms = now_s * 1000;
+            cluster.borrow_mut().now_ms = now_ms;
+            for (interval, fleet) in &mut fleets {
+                if !now_s.is_multiple_of(*interval) {
+                    continue;
+                }
+                let results = fleet.tick(&mut SimHandle(&cluster), &mut SimHandle(&cluster), now_ms).await;
+                for result in results {
+                    if let Ok(tick) = result
+                        && tick.record.failure().is_some()
+                    {
+                        *plugin_failures.entry(tick.record.service.clone()).or_default() += 1;
+                    }
+                }
+            }
+            let step_s = options.step_s.min(options.duration_s - now_s);
+            {
+                let mut cluster = cluster.borrow_mut();
+                for (key, service) in &mut cluster.services {
+                    let count: u64 = arrivals[key][now_s as usize..(now_s + step_s) as usize].iter().sum();
+                    service.step(now_ms, step_s * 1000, count);
+                }
+                cluster.now_ms = (now_s + step_s) * 1000;
+            }
+            now_s += step_s;
+            let cluster = cluster.borrow();
+            if now_s.is_multiple_of(options.sample_s) || now_s == options.duration_s {
+                for (key, service) in &cluster.services {
+                    let before = sampled.insert(key.clone(), service.totals).unwrap_or_default();
+                    let now = service.totals;
+                    let queue = service.queue_counts();
+                    let ready_slot_ms = now.ready_slot_ms - before.ready_slot_ms;
+                    timeline.push(Sample {
+                        time_s: now_s,
+                        service: key.name.clone(),
+                        arrivals: now.arrived - before.arrived,
+                        completed: now.completed - before.completed,
+                        waiting: queue.waiting,
+                        active: queue.active,
+                        delayed: queue.delayed,
+                        failed: queue.failed,
+                        replicas: service.replicas(),
+                        ready: service.ready(now_s * 1000),
+                        busy_percent: (ready_slot_ms > 0)
+                            .then(|| 100.0 * (now.busy_slot_ms - before.busy_slot_ms) as f64 / ready_slot_ms as f64),
+                        oldest_wait_s: service.oldest_wait_ms(now_s * 1000) as f64 / 1000.0,
+                    });
+                }
+            }
+            hook.after_step(now_s, &cluster);
+        }
+    });
+
+    let cluster = cluster.into_inner();
+    let summaries = set
+        .services
+        .iter()
+        .map(|setup| {
+            let service = &cluster.services[&setup.key];
+            let mut waits = service.waits_ms.clone();
+            waits.sort_unstable();
+            let wait = |q: f64| percentile_ms(&waits, q).map_or(0.0, |ms| f64::from(ms) / 1000.0);
+            ServiceSummary {
+                service: setup.key.name.clone(),
+                pod_hours: service.totals.pod_ms as f64 / 3_600_000.0,
+                completed: service.totals.completed,
+                failed: service.totals.failed,
+                wait_p50_s: wait(0.50),
+                wait_p95_s: wait(0.95),
+                wait_max_s: wait(1.0),
+                wait_slo_s: setup.sim.wait_slo_seconds,
+                seconds_over_slo: service.totals.over_slo_ms / 1000,
+                scale_events: service.totals.scale_events,
+                plugin_failures: plugin_failures.get(&setup.key).copied().unwrap_or(0),
+                left_in_system: service.in_system(),
+            }
+        })
+        .collect();
+    Ok(RunResult { label: set.label.clone(), summaries, timeline })
+}
