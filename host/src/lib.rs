@@ -5,6 +5,7 @@
 
 pub mod autoscaler;
 pub mod clamps;
+pub mod controller;
 pub mod decision;
 pub mod error;
 pub mod export;

@@ -42,6 +42,25 @@ enum Command {
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         interval: Duration,
     },
+    /// Run the controller: watch ScalingPolicies (or read them from --config), decide every tick, write /scale.
+    Run(Box<RunArgs>),
+    /// Print the ScalingPolicy CustomResourceDefinition (YAML).
+    Crd,
+    /// Print every ScalingPolicy's target, replicas, last reason and plugin, from their status.
+    Status {
+        #[command(flatten)]
+        kube: KubeArgs,
+        /// Only this namespace (all namespaces when absent).
+        #[arg(long, short)]
+        namespace: Option<String>,
+    },
+    /// Explain a policy's last decision (inputs, plugin proposals, each clamp step, the final count).
+    Explain {
+        #[command(flatten)]
+        kube: KubeArgs,
+        /// The policy, as NAMESPACE/NAME (or NAME in `default`).
+        policy: String,
+    },
     /// Print BullMQ job counts per queue, as a table or JSON.
     Queues {
         #[command(flatten)]
@@ -101,6 +120,68 @@ impl RedisArgs {
         };
         Ok(ConnectOptions { timeout: self.timeout, ca_cert_pem })
     }
+}
+
+#[derive(Args)]
+struct KubeArgs {
+    /// Kubeconfig file; in-cluster configuration or ~/.kube/config when absent.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<std::path::PathBuf>,
+}
+
+impl KubeArgs {
+    async fn client(&self) -> anyhow::Result<kube::Client> {
+        let config = match &self.kubeconfig {
+            Some(path) => {
+                let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                    .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+                    .await
+                    .with_context(|| format!("kubeconfig {}", path.display()))?
+            }
+            None => kube::Config::infer().await.context(
+                "no Kubernetes configuration: not in a cluster and no kubeconfig; pass --kubeconfig or set KUBECONFIG",
+            )?,
+        };
+        kube::Client::try_from(config).context("creating the Kubernetes client")
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    kube: KubeArgs,
+    /// Read ScalingPolicy documents from this YAML file instead of watching the CRD (scale targets stay in the
+    /// cluster; nothing is written to policy status).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// Redis URL of the BullMQ queues (queue metrics are unavailable without it).
+    #[arg(long, env = "BALLAST_REDIS_URL")]
+    redis: Option<String>,
+    /// Prometheus base URL (GPU, latency and custom metrics are unavailable without it).
+    #[arg(long, env = "BALLAST_PROMETHEUS_URL")]
+    prometheus: Option<String>,
+    /// Time between decisions.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    tick: Duration,
+    /// Write each policy's status at least this often (and after every decision that changed something).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    status_every: Duration,
+    /// Address to serve /metrics, /healthz and /readyz on.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_listen: SocketAddr,
+    /// Lease used for leader election among the host replicas.
+    #[arg(long, default_value = "ballast-controller")]
+    lease_name: String,
+    /// Namespace of the lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// This host's identity in the lease and in Events.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Directory for compiled plugins, so restarts skip compilation.
+    #[arg(long, env = "BALLAST_CACHE_DIR")]
+    cache_dir: Option<std::path::PathBuf>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -167,6 +248,8 @@ fn parse_duration_s(text: &str) -> Result<u64, String> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // kube's TLS needs a process-wide crypto provider; a second install (none here) would be harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BALLAST_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -177,6 +260,13 @@ fn main() -> anyhow::Result<()> {
         Command::Behavior { input } => behavior(&input),
         Command::Exporter { redis, listen, interval } => runtime()?.block_on(exporter(redis, listen, interval)),
         Command::Queues { redis, json } => runtime()?.block_on(queues(redis, json)),
+        Command::Run(args) => runtime()?.block_on(run(*args)),
+        Command::Crd => {
+            print!("{}", ballast::controller::crd::crd_yaml()?);
+            Ok(())
+        }
+        Command::Status { kube, namespace } => runtime()?.block_on(status(kube, namespace)),
+        Command::Explain { kube, policy } => runtime()?.block_on(explain(kube, &policy)),
         Command::Simulate(args) => simulate(args),
         Command::Demo { out, seed } => demo(&out, seed),
     }
@@ -271,6 +361,108 @@ async fn queues(redis: RedisArgs, json: bool) -> anyhow::Result<()> {
         }
     }
     anyhow::ensure!(failures == 0, "{failures} of {} queues could not be read", queues.len());
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    use ballast::controller::lease::{self, Leadership, LeaseConfig};
+    use ballast::controller::reconcile::{Controller, PolicySource, RunOptions};
+    use ballast::sources::live::LiveObserver;
+    use ballast::sources::prometheus::{PrometheusConfig, PrometheusSource};
+
+    let client = args.kube.client().await?;
+    let policies = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading --config {}", path.display()))?;
+            let base = path.parent();
+            PolicySource::Fixed(ballast::controller::crd::policies_from_yaml(&path.display().to_string(), &text, base)?)
+        }
+        None => PolicySource::Cluster,
+    };
+    let metrics = std::sync::Arc::new(export::Metrics::new()?);
+    let bullmq = match &args.redis {
+        Some(url) => {
+            Some(BullmqSource::new(url, ConnectOptions { timeout: Duration::from_secs(2), ca_cert_pem: None })?)
+        }
+        None => None,
+    };
+    let prometheus = match &args.prometheus {
+        Some(url) => Some(PrometheusSource::new(PrometheusConfig::new(url.clone()))?),
+        None => None,
+    };
+    let observer =
+        LiveObserver::new(bullmq, prometheus, Duration::from_secs(5), Duration::from_secs(60), metrics.clone());
+    let limits = ballast::runtime::RuntimeLimits { cache_dir: args.cache_dir.clone(), ..Default::default() };
+    let engine = ballast::runtime::PolicyEngine::new(limits)?;
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+    let lease = LeaseConfig::new(&args.lease_name, &args.lease_namespace, &identity);
+    let (leadership, lease_task): (Leadership, _) = lease::spawn(client.clone(), lease, shutdown.clone());
+    let readiness = export::Readiness::default();
+    let listener = export::bind(args.metrics_listen).await?;
+    let mut server_shutdown = shutdown.clone();
+    let server = tokio::spawn(export::serve(listener, metrics.registry().clone(), readiness.clone(), async move {
+        let _ = server_shutdown.changed().await;
+    }));
+    let options = RunOptions { tick: args.tick, status_every: args.status_every, policies, instance: identity.clone() };
+    tracing::info!(%identity, lease = %args.lease_name, "ballast controller starting");
+    let controller = Controller::new(client, engine, observer, leadership, metrics, options);
+    let mut running = tokio::spawn(controller.run(readiness, shutdown));
+    tokio::select! {
+        result = &mut running => result.context("the controller task failed")??,
+        _ = shutdown_signal() => {
+            let _ = shutdown_tx.send(true);
+            running.await.context("the controller task failed")??;
+        }
+    }
+    let _ = shutdown_tx.send(true);
+    let _ = lease_task.await;
+    let _ = server.await;
+    Ok(())
+}
+
+/// SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+async fn list_policies(
+    kube: &KubeArgs,
+    namespace: Option<&str>,
+) -> anyhow::Result<Vec<ballast::controller::crd::ScalingPolicy>> {
+    use ballast::controller::crd::ScalingPolicy;
+    let client = kube.client().await?;
+    let api: kube::Api<ScalingPolicy> = match namespace {
+        Some(ns) => kube::Api::namespaced(client, ns),
+        None => kube::Api::all(client),
+    };
+    let list = api
+        .list(&Default::default())
+        .await
+        .context("listing ScalingPolicies (is the CRD installed? `ballast crd | kubectl apply -f -`)")?;
+    Ok(list.items)
+}
+
+async fn status(kube: KubeArgs, namespace: Option<String>) -> anyhow::Result<()> {
+    let policies = list_policies(&kube, namespace.as_deref()).await?;
+    print!("{}", ballast::controller::report::status_table(&policies, k8s_openapi::jiff::Timestamp::now()));
+    Ok(())
+}
+
+async fn explain(kube: KubeArgs, policy: &str) -> anyhow::Result<()> {
+    use ballast::controller::report;
+    let (namespace, name) = report::parse_policy_name(policy);
+    let policies = list_policies(&kube, Some(&namespace)).await?;
+    let found = policies.iter().find(|p| report::is_named(p, &namespace, &name));
+    let found = found.with_context(|| format!("no ScalingPolicy {namespace}/{name}"))?;
+    print!("{}", report::explain(found));
     Ok(())
 }
 

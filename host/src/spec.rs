@@ -3,9 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::clamps::Behavior;
+use crate::controller::schema;
 
 /// Identifies one scaled workload: the ScalingPolicy's namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -20,7 +23,25 @@ impl std::fmt::Display for ServiceKey {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What to scale, between which bounds, with which plugin, config, metrics and `behavior`. Also the spec of the
+/// `ScalingPolicy` custom resource (`ballast.dev/v1alpha1`, see `controller::crd`).
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "ballast.dev",
+    version = "v1alpha1",
+    kind = "ScalingPolicy",
+    namespaced,
+    doc = "A Ballast scaling policy: a WebAssembly plugin decides the replica count of a workload's /scale",
+    shortname = "sp",
+    status = "crate::controller::status::ScalingPolicyStatus",
+    printcolumn = r#"{"name": "Reference", "type": "string", "jsonPath": ".status.reference"}"#,
+    printcolumn = r#"{"name": "MinPods", "type": "integer", "jsonPath": ".spec.minReplicas"}"#,
+    printcolumn = r#"{"name": "MaxPods", "type": "integer", "jsonPath": ".spec.maxReplicas"}"#,
+    printcolumn = r#"{"name": "Replicas", "type": "integer", "jsonPath": ".status.currentReplicas"}"#,
+    printcolumn = r#"{"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"}"#,
+    printcolumn = r#"{"name": "Plugin", "type": "string", "jsonPath": ".status.pluginName"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ScalingPolicySpec {
     pub target: TargetRef,
@@ -30,6 +51,7 @@ pub struct ScalingPolicySpec {
     pub plugin: PluginRef,
     /// Free-form plugin configuration, handed to the plugin as JSON text.
     #[serde(default)]
+    #[schemars(schema_with = "schema::free_form")]
     pub config: serde_json::Value,
     #[serde(default)]
     pub metrics: MetricsSpec,
@@ -50,7 +72,7 @@ fn one() -> u32 {
 }
 
 /// Any resource with a `/scale` subresource.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetRef {
     #[serde(default = "apps_v1")]
@@ -69,7 +91,7 @@ fn deployment() -> String {
 }
 
 /// Where a plugin's component comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PluginRef {
     /// A plugin compiled into the host: `hpa` or `queue-drain`.
@@ -86,14 +108,14 @@ pub struct PluginRef {
     pub sha256: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ConfigMapKeyRef {
     pub name: String,
     pub key: String,
 }
 
 /// Which metrics to gather for the service.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricsSpec {
     /// BullMQ queues feeding the service; their counts are summed.
@@ -111,7 +133,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueRef {
     pub name: String,
@@ -123,7 +145,7 @@ pub struct QueueRef {
 /// PromQL templates for one service. The template language (placeholders `{namespace}`, `{deployment}`,
 /// `{pod_regex}`, `{max_sample_age}`, and how series are split between services) is documented in
 /// `sources::prometheus`. Services whose templates are identical share one query per refresh.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PrometheusMetrics {
     /// GPU duty cycle in percent, averaged over the service's pods. Absent: the default template over
@@ -154,8 +176,9 @@ pub struct PrometheusMetrics {
 }
 
 /// What to do when the plugin fails.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", tag = "mode")]
+#[schemars(schema_with = "schema::fallback")]
 pub enum Fallback {
     /// Keep the current replica count.
     #[default]
@@ -164,10 +187,11 @@ pub enum Fallback {
     Fixed { replicas: u32 },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ShadowSpec {
     pub plugin: PluginRef,
     #[serde(default)]
+    #[schemars(schema_with = "schema::free_form")]
     pub config: serde_json::Value,
 }

@@ -2,6 +2,7 @@
 //! with the API server's defaulting (`SetDefaults_HorizontalPodAutoscalerBehavior`) and validation
 //! (`validateScalingRules`).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::error::ClampError;
@@ -15,7 +16,7 @@ pub const MAX_STABILIZATION_WINDOW_SECONDS: i32 = 3600;
 pub const MAX_PERIOD_SECONDS: i32 = 1800;
 
 /// Unknown fields are refused (a misspelt `stabilizationWindowSecond` would otherwise silently mean the default).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Behavior {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -24,7 +25,7 @@ pub struct Behavior {
     pub scale_down: Option<ScalingRules>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScalingRules {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -36,17 +37,18 @@ pub struct ScalingRules {
     /// Kubernetes 1.33+ (HPAConfigurableTolerance): accepted for schema compatibility; metric tolerance is the
     /// plugin's business in Ballast.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::controller::schema::quantity")]
     pub tolerance: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum SelectPolicy {
     Max,
     Min,
     Disabled,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScalingPolicy {
     #[serde(rename = "type")]
@@ -55,7 +57,7 @@ pub struct ScalingPolicy {
     pub period_seconds: i32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ScalingPolicyType {
     Pods,
     Percent,

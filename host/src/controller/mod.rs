@@ -1,0 +1,18 @@
+//! The Kubernetes controller (`ballast run`): ScalingPolicy custom resources in, `/scale` writes and status out.
+//!
+//! One module per concern: [`crd`] (the resource and its schema), [`status`] (what the controller reports and
+//! persists), [`scale`] (the `/scale` actuator), [`plugins`] (plugins in ConfigMaps, validated and hot-swapped),
+//! [`lease`] (leader election), [`reconcile`] (the loop that drives [`crate::autoscaler::Fleet`]) and [`report`]
+//! (`ballast status` / `ballast explain`). Decisions are made only by [`crate::decision::decide`] through the fleet.
+
+pub mod crd;
+mod error;
+pub mod lease;
+pub mod plugins;
+pub mod reconcile;
+pub mod report;
+pub mod scale;
+pub mod schema;
+pub mod status;
+
+pub use error::ControllerError;

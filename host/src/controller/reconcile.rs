@@ -1,0 +1,592 @@
+//! The reconcile loop of `ballast run`: watches ScalingPolicies and plugin ConfigMaps, keeps a [`Fleet`] in step
+//! with them, ticks it while this host leads, and reports each decision in the policy's status and in Events.
+//!
+//! Everything that changes the fleet (spec changes, deletions, plugin swaps) happens on this one task between
+//! ticks, so a decision in flight always finishes on the plugin it started with. One bad policy (invalid spec,
+//! missing or refused plugin) gets conditions and Events and is skipped; the others go on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use kube::Resource;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::ControllerError;
+use super::crd::{ScalingPolicy, service_key};
+use super::lease::Leadership;
+use super::plugins::{self, CanaryInput, LoadedPlugin, PLUGIN_LABEL_SELECTOR, PluginSource};
+use super::scale::KubeScaleTarget;
+use super::status::{self, ABLE_TO_SCALE, PLUGIN_READY, SCALING_ACTIVE, ScalingPolicyStatus};
+use crate::autoscaler::{Fleet, ManagedService, Observer, TickResult};
+use crate::decision::{DecisionRecord, ServiceMemory};
+use crate::export::{Metrics, Readiness};
+use crate::observation::Observation;
+use crate::runtime::PolicyEngine;
+use crate::spec::{ScalingPolicySpec, ServiceKey};
+
+/// The `reportingController` of Events and the field manager of status writes.
+pub const CONTROLLER_NAME: &str = "ballast.dev/controller";
+
+/// Where the policies come from.
+pub enum PolicySource {
+    /// Watch ScalingPolicy objects; status and Events are written to them.
+    Cluster,
+    /// A fixed list (`ballast run --config FILE`); nothing is written back but `/scale`.
+    Fixed(Vec<ScalingPolicy>),
+}
+
+pub struct RunOptions {
+    /// Time between decisions.
+    pub tick: Duration,
+    /// Status is written after any decision that changed something, and at least this often.
+    pub status_every: Duration,
+    pub policies: PolicySource,
+    /// This host's name in Events (the pod name in a cluster).
+    pub instance: String,
+}
+
+/// A plugin load that finished off the runtime.
+struct LoadDone {
+    key: ServiceKey,
+    digest: String,
+    noticed: Instant,
+    result: Result<LoadedPlugin, String>,
+}
+
+/// What the loop tracks per policy besides the fleet's [`ManagedService`].
+struct ServiceState {
+    spec: ScalingPolicySpec,
+    generation: Option<i64>,
+    object: Option<ObjectReference>,
+    status: ScalingPolicyStatus,
+    /// Memory restored from status, used when the service's first plugin is loaded.
+    restored: Option<ServiceMemory>,
+    loading: Option<String>,
+    /// Digest (and pin) of a version that was refused, so it is not retried until something changes.
+    refused: Option<(String, Option<String>)>,
+    /// A new plugin version and when its change was noticed, until its first decision.
+    swapped: Option<(String, Instant)>,
+    last_canary: Option<CanaryInput>,
+    dirty: bool,
+    last_write: Option<Instant>,
+    plugin_failing: bool,
+    metrics_missing: bool,
+    invalid: Option<String>,
+}
+
+pub struct Controller<O> {
+    client: kube::Client,
+    engine: Arc<PolicyEngine>,
+    observer: O,
+    target: KubeScaleTarget,
+    leadership: Leadership,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    options: RunOptions,
+    fleet: Fleet,
+    states: BTreeMap<ServiceKey, ServiceState>,
+    policies: Option<Store<ScalingPolicy>>,
+    config_maps: Store<ConfigMap>,
+    loads: (mpsc::UnboundedSender<LoadDone>, mpsc::UnboundedReceiver<LoadDone>),
+    was_leader: bool,
+}
+
+impl<O: Observer> Controller<O> {
+    pub fn new(
+        client: kube::Client,
+        engine: Arc<PolicyEngine>,
+        observer: O,
+        leadership: Leadership,
+        metrics: Arc<Metrics>,
+        options: RunOptions,
+    ) -> Self {
+        let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: Some(options.instance.clone()) };
+        Controller {
+            target: KubeScaleTarget::new(client.clone(), leadership.clone(), format!("ballast-{}", options.instance)),
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            engine,
+            observer,
+            leadership,
+            metrics,
+            options,
+            fleet: Fleet::default(),
+            states: BTreeMap::new(),
+            policies: None,
+            config_maps: reflector::store().0,
+            loads: mpsc::unbounded_channel(),
+            was_leader: false,
+        }
+    }
+
+    /// Runs until `shutdown` turns true, then writes the last status of every policy (if leading).
+    pub async fn run(
+        mut self,
+        readiness: Readiness,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), ControllerError> {
+        let changed = Arc::new(Notify::new());
+        let mut watches = Vec::new();
+        if matches!(self.options.policies, PolicySource::Cluster) {
+            let api: Api<ScalingPolicy> = Api::all(self.client.clone());
+            let (store, task) = watch_into_store(api, watcher::Config::default(), changed.clone());
+            self.policies = Some(store);
+            watches.push(task);
+        }
+        let api: Api<ConfigMap> = Api::all(self.client.clone());
+        let (store, task) =
+            watch_into_store(api, watcher::Config::default().labels(PLUGIN_LABEL_SELECTOR), changed.clone());
+        self.config_maps = store;
+        watches.push(task);
+        if let Some(store) = &self.policies {
+            let _ = store.wait_until_ready().await;
+        }
+        let _ = self.config_maps.wait_until_ready().await;
+        readiness.set(true);
+        self.sync();
+
+        let mut ticker = tokio::time::interval(self.options.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut tick_now = false;
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = changed.notified() => self.sync(),
+                Some(done) = self.loads.1.recv() => tick_now = self.apply_load(done).await,
+                _ = ticker.tick() => tick_now = true,
+            }
+            let leader = self.leadership.is_leader();
+            if leader && !self.was_leader {
+                self.restore_memory();
+            }
+            self.was_leader = leader;
+            if tick_now && leader {
+                self.tick().await;
+            }
+        }
+        if self.leadership.is_leader() {
+            let keys: Vec<ServiceKey> = self.states.keys().cloned().collect();
+            for key in keys {
+                self.write_status(&key).await;
+            }
+        }
+        watches.iter().for_each(|task| task.abort());
+        Ok(())
+    }
+
+    fn policy_list(&self) -> Vec<Arc<ScalingPolicy>> {
+        match (&self.policies, &self.options.policies) {
+            (Some(store), _) => store.state(),
+            (None, PolicySource::Fixed(list)) => list.iter().cloned().map(Arc::new).collect(),
+            (None, PolicySource::Cluster) => Vec::new(),
+        }
+    }
+
+    fn writes_objects(&self) -> bool {
+        matches!(self.options.policies, PolicySource::Cluster)
+    }
+
+    /// Brings the fleet in line with the policies and ConfigMaps: new and changed specs, deleted policies,
+    /// plugin versions to load.
+    fn sync(&mut self) {
+        let policies = self.policy_list();
+        let mut seen = Vec::with_capacity(policies.len());
+        for policy in policies {
+            let key = service_key(&policy);
+            seen.push(key.clone());
+            let state = self.states.entry(key.clone()).or_insert_with(|| {
+                let status = policy.status.clone().unwrap_or_default();
+                ServiceState {
+                    spec: policy.spec.clone(),
+                    generation: None,
+                    object: Some(policy.object_ref(&())),
+                    restored: status.memory.clone(),
+                    status,
+                    loading: None,
+                    refused: None,
+                    swapped: None,
+                    last_canary: None,
+                    dirty: true,
+                    last_write: None,
+                    plugin_failing: false,
+                    metrics_missing: false,
+                    invalid: None,
+                }
+            });
+            state.generation = policy.metadata.generation;
+            state.object = Some(policy.object_ref(&()));
+            if let Err(why) = validate(&key, &policy.spec) {
+                if state.invalid.as_ref() != Some(&why) {
+                    tracing::warn!("{why}");
+                    state.status.set_condition(SCALING_ACTIVE, false, "InvalidSpec", &why);
+                    state.dirty = true;
+                    state.invalid = Some(why);
+                }
+                if let Some(service) = self.fleet.services.remove(&key) {
+                    state.restored = Some(service.memory);
+                }
+                continue;
+            }
+            state.invalid = None;
+            if state.spec != policy.spec {
+                state.spec = policy.spec.clone();
+                state.refused = None;
+                state.dirty = true;
+                if let Some(old) = self.fleet.services.remove(&key) {
+                    let mut service = ManagedService::new(policy.spec.clone(), old.plugin);
+                    service.memory = old.memory;
+                    self.fleet.services.insert(key.clone(), service);
+                }
+            }
+            let running = self.fleet.services.get(&key).map(|s| s.plugin.digest().to_owned());
+            let config_maps = &self.config_maps;
+            let source = plugins::resolve(&key, &state.spec, |namespace, name| {
+                config_maps.get(&ObjectRef::new(name).within(namespace))
+            });
+            match source {
+                Err(e) => {
+                    let why = e.to_string();
+                    let message = match &running {
+                        Some(_) => format!("{why}; the previous plugin keeps running"),
+                        None => why,
+                    };
+                    if state.status.set_condition(PLUGIN_READY, false, "PluginUnavailable", &message) {
+                        tracing::warn!(policy = %key, "{message}");
+                        state.dirty = true;
+                        let object = state.object.clone();
+                        self.publish(object, EventType::Warning, "PluginRejected", message);
+                    }
+                }
+                Ok(source) => {
+                    let pin = state.spec.plugin.sha256.clone();
+                    let pin_ok = pin.as_deref().is_none_or(|p| p.trim().eq_ignore_ascii_case(&source.digest));
+                    let up_to_date = running.as_deref() == Some(source.digest.as_str()) && pin_ok;
+                    let pending = state.loading.as_deref() == Some(source.digest.as_str());
+                    let refused = state.refused.as_ref() == Some(&(source.digest.clone(), pin.clone()));
+                    if !up_to_date && !pending && !refused {
+                        let canary = match self.fleet.services.get(&key) {
+                            Some(service) => state.last_canary.clone().map(|mut c| {
+                                c.memory = service.memory.clone();
+                                c
+                            }),
+                            None => state.last_canary.clone(),
+                        }
+                        .unwrap_or_else(|| CanaryInput::default_for(&state.spec));
+                        state.loading = Some(source.digest.clone());
+                        spawn_load(
+                            self.engine.clone(),
+                            key.clone(),
+                            state.spec.clone(),
+                            source,
+                            canary,
+                            self.loads.0.clone(),
+                        );
+                    }
+                }
+            }
+        }
+        let gone: Vec<ServiceKey> = self.states.keys().filter(|k| !seen.contains(k)).cloned().collect();
+        for key in gone {
+            tracing::info!(policy = %key, "policy deleted; no longer scaling it");
+            self.states.remove(&key);
+            self.fleet.services.remove(&key);
+        }
+    }
+
+    /// Swaps in a validated plugin, or records why it was refused. Returns whether to decide right away.
+    async fn apply_load(&mut self, done: LoadDone) -> bool {
+        let Some(state) = self.states.get_mut(&done.key) else { return false };
+        if state.loading.as_deref() != Some(done.digest.as_str()) {
+            return false;
+        }
+        state.loading = None;
+        match done.result {
+            Ok(loaded) => {
+                let memory = match self.fleet.services.remove(&done.key) {
+                    Some(old) => old.memory,
+                    None => state.restored.take().unwrap_or_default(),
+                };
+                let mut service = ManagedService::new(state.spec.clone(), loaded.plugin);
+                service.memory = memory;
+                self.fleet.services.insert(done.key.clone(), service);
+                let message = format!(
+                    "{} (sha256 {}) loaded and validated in {} ms",
+                    loaded.source_name,
+                    done.digest,
+                    loaded.load_time.as_millis()
+                );
+                tracing::info!(policy = %done.key, "{message}");
+                state.status.plugin_name = Some(loaded.source_name);
+                state.status.plugin_digest = Some(done.digest.clone());
+                state.status.set_condition(PLUGIN_READY, true, "PluginLoaded", &message);
+                state.swapped = Some((done.digest, done.noticed));
+                state.refused = None;
+                state.dirty = true;
+                true
+            }
+            Err(why) => {
+                let running = self.fleet.services.contains_key(&done.key);
+                let message = if running { format!("{why}; the previous plugin keeps running") } else { why };
+                tracing::warn!(policy = %done.key, "plugin refused: {message}");
+                state.refused = Some((done.digest, state.spec.plugin.sha256.clone()));
+                state.status.set_condition(PLUGIN_READY, false, "PluginRejected", &message);
+                state.dirty = true;
+                let object = state.object.clone();
+                self.publish(object, EventType::Warning, "PluginRejected", message);
+                false
+            }
+        }
+    }
+
+    /// After a fail-over: continue from the memory the previous leader left in status.
+    fn restore_memory(&mut self) {
+        let policies = self.policy_list();
+        for policy in policies {
+            let key = service_key(&policy);
+            let Some(memory) = policy.status.as_ref().and_then(|s| s.memory.clone()) else { continue };
+            if let Some(service) = self.fleet.services.get_mut(&key) {
+                service.memory = memory;
+            } else if let Some(state) = self.states.get_mut(&key) {
+                state.restored = Some(memory);
+            }
+            if let (Some(state), Some(status)) = (self.states.get_mut(&key), policy.status.clone()) {
+                let memory = state.status.memory.take();
+                state.status = ScalingPolicyStatus { memory, ..status };
+            }
+        }
+    }
+
+    async fn tick(&mut self) {
+        let now_ms = plugins::unix_ms();
+        let results = self.fleet.tick(&mut self.observer, &mut self.target, now_ms).await;
+        for result in results {
+            match result {
+                Ok(tick) => self.after_decision(tick),
+                Err((key, message)) => {
+                    tracing::warn!("{message}");
+                    if let Some(state) = self.states.get_mut(&key)
+                        && state.status.set_condition(ABLE_TO_SCALE, false, "FailedGetScale", &message)
+                    {
+                        state.dirty = true;
+                        let object = state.object.clone();
+                        self.publish(object, EventType::Warning, "FailedGetScale", message);
+                    }
+                }
+            }
+        }
+        let keys: Vec<ServiceKey> = self.states.keys().cloned().collect();
+        for key in keys {
+            let Some(state) = self.states.get(&key) else { continue };
+            let due = state.last_write.is_none_or(|at| at.elapsed() >= self.options.status_every);
+            if state.dirty || (due && self.fleet.services.contains_key(&key)) {
+                self.write_status(&key).await;
+            }
+        }
+    }
+
+    fn after_decision(&mut self, tick: TickResult) {
+        let record = tick.record;
+        let key = record.service.clone();
+        let Some(state) = self.states.get_mut(&key) else { return };
+        record_metrics(&self.metrics, &record);
+        state.last_canary = Some(CanaryInput {
+            observation: record.observation.clone(),
+            memory: ServiceMemory::default(),
+            current: record.current,
+            ready: record.ready,
+        });
+        if let Some((digest, noticed)) = &state.swapped
+            && *digest == record.plugin_digest
+        {
+            tracing::info!(
+                policy = %key,
+                "first decision by plugin sha256 {digest}: {} ms after its change was seen",
+                noticed.elapsed().as_millis()
+            );
+            state.swapped = None;
+        }
+        let scaled = record.replicas != record.current && tick.write_error.is_none();
+        let current_after = if scaled { record.replicas } else { record.current };
+        let digest_changed =
+            state.status.last_decision.as_ref().map(|d| &d.plugin_digest) != Some(&record.plugin_digest);
+        state.dirty |= state.status.record_decision(&record, current_after) || digest_changed;
+        state.status.reference = Some(format!("{}/{}", state.spec.target.kind, state.spec.target.name));
+        let object = state.object.clone();
+        let mut events = Vec::new();
+        if scaled {
+            state.status.last_scale_time = Some(status::now_rfc3339());
+            events.push((
+                EventType::Normal,
+                "SuccessfulRescale",
+                format!("New size: {}; reason: {}", record.replicas, record.summary()),
+            ));
+        }
+        if let Some(error) = tick.write_error {
+            state.dirty |= state.status.set_condition(ABLE_TO_SCALE, false, "FailedUpdateScale", &error);
+            events.push((EventType::Warning, "FailedRescale", error));
+        }
+        let failing = record.failure().is_some();
+        if failing && !state.plugin_failing {
+            let message = record.fallback.clone().unwrap_or_else(|| record.summary());
+            events.push((EventType::Warning, "PluginFailed", message));
+        }
+        state.plugin_failing = failing;
+        let missing = missing_metrics(&state.spec, &record.observation);
+        if let Some(what) = &missing
+            && !state.metrics_missing
+        {
+            events.push((EventType::Warning, "MetricsUnavailable", what.clone()));
+        }
+        state.metrics_missing = missing.is_some();
+        for (kind, reason, note) in events {
+            self.publish(object.clone(), kind, reason, note);
+        }
+    }
+
+    /// Patches the policy's status (merge) with its conditions, last decision and memory. Leader only.
+    async fn write_status(&mut self, key: &ServiceKey) {
+        if !self.writes_objects() || !self.leadership.is_leader() {
+            return;
+        }
+        let Some(state) = self.states.get_mut(key) else { return };
+        let mut status = state.status.clone();
+        status.observed_generation = state.generation;
+        status.memory = self.fleet.services.get(key).map(|s| s.memory.clone()).or_else(|| state.restored.clone());
+        let api: Api<ScalingPolicy> = Api::namespaced(self.client.clone(), &key.namespace);
+        let patch = serde_json::json!({ "status": status });
+        let params = PatchParams { field_manager: Some(CONTROLLER_NAME.replace('/', "-")), ..PatchParams::default() };
+        match api.patch_status(&key.name, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => {
+                state.dirty = false;
+                state.last_write = Some(Instant::now());
+            }
+            Err(e) => {
+                tracing::warn!("{}", ControllerError::kube(format!("writing the status of ScalingPolicy {key}"), e))
+            }
+        }
+    }
+
+    /// Publishes an Event about a policy in the background (leader only; an Event that fails is only logged).
+    fn publish(&self, object: Option<ObjectReference>, type_: EventType, reason: &'static str, note: String) {
+        let Some(object) = object else { return };
+        if !self.writes_objects() || !self.leadership.is_leader() {
+            return;
+        }
+        let recorder = self.recorder.clone();
+        tokio::spawn(async move {
+            let note: String = note.chars().take(1000).collect();
+            let event =
+                Event { type_, reason: reason.into(), note: Some(note), action: "Scale".into(), secondary: None };
+            if let Err(e) = recorder.publish(&event, &object).await {
+                tracing::warn!("publishing Event {reason} for {:?}/{:?}: {e}", object.namespace, object.name);
+            }
+        });
+    }
+}
+
+fn validate(key: &ServiceKey, spec: &ScalingPolicySpec) -> Result<(), String> {
+    if spec.min_replicas > spec.max_replicas {
+        return Err(format!(
+            "ScalingPolicy {key}: minReplicas {} is above maxReplicas {}; lower minReplicas or raise maxReplicas",
+            spec.min_replicas, spec.max_replicas
+        ));
+    }
+    if let Some(behavior) = &spec.behavior {
+        behavior.validate().map_err(|e| format!("ScalingPolicy {key}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Which configured metric sources gave nothing for this observation.
+fn missing_metrics(spec: &ScalingPolicySpec, observation: &Observation) -> Option<String> {
+    let mut missing = Vec::new();
+    if !spec.metrics.queues.is_empty() && observation.queue.is_none() {
+        missing.push("queue depth (Redis)");
+    }
+    if spec.metrics.prometheus.is_some()
+        && observation.gpu_duty_cycle_percent.is_none()
+        && observation.latency_p95_ms.is_none()
+        && observation.request_rate.is_none()
+    {
+        missing.push("Prometheus metrics");
+    }
+    (!missing.is_empty()).then(|| format!("unavailable: {}; the plugin decides without them", missing.join(", ")))
+}
+
+fn record_metrics(metrics: &Metrics, record: &DecisionRecord) {
+    let (namespace, name) = (record.service.namespace.as_str(), record.service.name.as_str());
+    let kind = match (&record.clamp, record.failure()) {
+        (None, _) => "paused",
+        (Some(_), Some(_)) => "fallback",
+        (Some(clamp), None) if clamp.replicas != record.desired => "clamped",
+        _ => "plugin",
+    };
+    metrics.record_decision(namespace, name, record.current, record.replicas, kind);
+    if record.clamp.is_some() {
+        let failure = record.failure().map(failure_kind);
+        metrics.record_plugin_call(namespace, name, Duration::from_micros(record.call_micros), failure);
+    }
+}
+
+/// Failure kinds as static label values.
+fn failure_kind(kind: &str) -> &'static str {
+    match kind {
+        "timeout" => "timeout",
+        "trap" => "trap",
+        "out-of-memory" => "out-of-memory",
+        "invalid-output" => "invalid-output",
+        "error" => "error",
+        _ => "other",
+    }
+}
+
+fn spawn_load(
+    engine: Arc<PolicyEngine>,
+    key: ServiceKey,
+    spec: ScalingPolicySpec,
+    source: PluginSource,
+    canary: CanaryInput,
+    done: mpsc::UnboundedSender<LoadDone>,
+) {
+    let noticed = Instant::now();
+    tokio::spawn(async move {
+        let digest = source.digest.clone();
+        let task_key = key.clone();
+        let result =
+            tokio::task::spawn_blocking(move || plugins::load_and_validate(&engine, &task_key, &spec, &source, canary))
+                .await
+                .unwrap_or_else(|e| Err(format!("loading the plugin panicked: {e}")));
+        let _ = done.send(LoadDone { key, digest, noticed, result });
+    });
+}
+
+/// Watches `api` into a reflector store, notifying `changed` after every event. The watch retries with backoff.
+fn watch_into_store<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: Arc<Notify>,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => changed.notify_one(),
+                Err(e) => tracing::warn!("watch: {e}"),
+            }
+        }
+    });
+    (store, task)
+}

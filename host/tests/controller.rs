@@ -1,0 +1,542 @@
+//! The Kubernetes controller against the in-repo API stand-in (real REST protocol, production kube client), with a
+//! real Redis filled by the real bullmq package.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ballast::controller::crd::ScalingPolicy;
+use ballast::controller::lease::{self, Leadership, LeaseConfig};
+use ballast::controller::reconcile::{Controller, PolicySource, RunOptions};
+use ballast::controller::report;
+use ballast::export::{Metrics, Readiness};
+use ballast::runtime::{PolicyEngine, RuntimeLimits};
+use ballast::sources::bullmq::{BullmqSource, ConnectOptions};
+use ballast::sources::live::LiveObserver;
+use common::{RedisServer, fixture};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::{CustomResourceExt, ResourceExt};
+use kube_standin::{Fault, FaultKind, StandIn};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/default/deployments/web";
+const SCALE: &str = "/apis/apps/v1/namespaces/default/deployments/web/scale";
+const POLICY: &str = "/apis/ballast.dev/v1alpha1/namespaces/default/scalingpolicies/web";
+
+fn plugin_file(name: &str) -> Vec<u8> {
+    let path = format!("{}/{name}", env!("BALLAST_PLUGIN_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The component with a custom section appended: the same plugin, a different build (and digest).
+fn rebuilt(component: &[u8], build: &str) -> Vec<u8> {
+    let name = b"ballast-test-build";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(build.as_bytes());
+    assert!(payload.len() < 128, "one-byte LEB128 section size");
+    let mut out = component.to_vec();
+    out.push(0); // custom section id
+    out.push(payload.len() as u8);
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes).expect("gzip");
+    encoder.finish().expect("gzip")
+}
+
+struct Cluster {
+    standin: StandIn,
+    client: kube::Client,
+}
+
+/// A stand-in API server with the CRD installed and a Deployment `default/web` at 1 replica.
+async fn cluster() -> Cluster {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BALLAST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+    let standin = StandIn::start().await.expect("starting the API stand-in");
+    let client = kube::Client::try_from(kube::Config::new(standin.url().parse().expect("url"))).expect("client");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &ScalingPolicy::crd()).await.expect("installing the CRD");
+    standin
+        .insert(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": { "name": "web", "namespace": "default" },
+            "spec": {
+                "replicas": 1,
+                "selector": { "matchLabels": { "app": "web" } },
+                "template": {
+                    "metadata": { "labels": { "app": "web" } },
+                    "spec": { "containers": [{ "name": "model", "image": "whisper:1" }] }
+                }
+            }
+        }))
+        .expect("creating the Deployment");
+    Cluster { standin, client }
+}
+
+impl Cluster {
+    fn replicas(&self) -> u64 {
+        self.standin.get(DEPLOYMENT).expect("deployment")["spec"]["replicas"].as_u64().unwrap_or(0)
+    }
+
+    fn policy(&self, name: &str) -> Value {
+        self.standin
+            .get(&format!("/apis/ballast.dev/v1alpha1/namespaces/default/scalingpolicies/{name}"))
+            .unwrap_or_default()
+    }
+
+    async fn create_policy(&self, name: &str, spec: Value) {
+        let policy: ScalingPolicy = serde_json::from_value(json!({
+            "apiVersion": "ballast.dev/v1alpha1", "kind": "ScalingPolicy",
+            "metadata": { "name": name, "namespace": "default" },
+            "spec": spec,
+        }))
+        .expect("a valid ScalingPolicy");
+        let api: Api<ScalingPolicy> = Api::namespaced(self.client.clone(), "default");
+        api.create(&PostParams::default(), &policy).await.expect("creating the ScalingPolicy");
+    }
+
+    async fn put_plugin_config_map(&self, name: &str, key: &str, bytes: Vec<u8>) {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), "default");
+        let mut cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(BTreeMap::from([("ballast.dev/plugin".to_owned(), "true".to_owned())])),
+                ..ObjectMeta::default()
+            },
+            binary_data: Some(BTreeMap::from([(key.to_owned(), ByteString(bytes))])),
+            ..ConfigMap::default()
+        };
+        match api.get_opt(name).await.expect("reading the ConfigMap") {
+            Some(existing) => {
+                cm.metadata.resource_version = existing.resource_version();
+                api.replace(name, &PostParams::default(), &cm).await.expect("updating the ConfigMap");
+            }
+            None => {
+                api.create(&PostParams::default(), &cm).await.expect("creating the ConfigMap");
+            }
+        }
+    }
+
+    async fn events(&self, reason: &str) -> Vec<Event> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), "default");
+        let list = api.list(&Default::default()).await.expect("listing Events");
+        list.items.into_iter().filter(|e| e.reason.as_deref() == Some(reason)).collect()
+    }
+}
+
+/// Polls `check` every 20 ms until it returns Some, or fails naming `what` after `timeout`.
+async fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct Host {
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    lease_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Host {
+    fn start(client: &kube::Client, identity: &str, redis_url: Option<&str>, lease: Option<LeaseConfig>) -> Host {
+        Self::start_with(client, identity, redis_url, lease, PolicySource::Cluster)
+    }
+
+    fn start_with(
+        client: &kube::Client,
+        identity: &str,
+        redis_url: Option<&str>,
+        lease: Option<LeaseConfig>,
+        policies: PolicySource,
+    ) -> Host {
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let bullmq = redis_url.map(|url| {
+            BullmqSource::new(url, ConnectOptions { timeout: Duration::from_secs(2), ca_cert_pem: None })
+                .expect("redis url")
+        });
+        let observer =
+            LiveObserver::new(bullmq, None, Duration::from_secs(5), Duration::from_secs(60), metrics.clone());
+        let engine = PolicyEngine::new(RuntimeLimits::default()).expect("wasm engine");
+        let (shutdown, stop) = watch::channel(false);
+        let (leadership, lease_task) = match lease {
+            Some(config) => {
+                let (leadership, task) = lease::spawn(client.clone(), config, stop.clone());
+                (leadership, Some(task))
+            }
+            None => (Leadership::always(), None),
+        };
+        let options = RunOptions {
+            tick: Duration::from_millis(200),
+            status_every: Duration::from_secs(1),
+            policies,
+            instance: identity.into(),
+        };
+        let controller = Controller::new(client.clone(), engine, observer, leadership, metrics, options);
+        let task =
+            tokio::spawn(async move { controller.run(Readiness::default(), stop).await.expect("controller run") });
+        Host { shutdown, task, lease_task }
+    }
+
+    /// A clean stop: the last status is written and the lease released.
+    async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        self.task.await.expect("controller task");
+        if let Some(task) = self.lease_task {
+            task.await.expect("lease task");
+        }
+    }
+
+    /// A crash: nothing is written or released.
+    fn kill(self) {
+        self.task.abort();
+        if let Some(task) = self.lease_task {
+            task.abort();
+        }
+    }
+}
+
+fn fast_behavior() -> Value {
+    json!({
+        "scaleUp": { "stabilizationWindowSeconds": 0, "policies": [{ "type": "Pods", "value": 20, "periodSeconds": 1 }] },
+        "scaleDown": { "stabilizationWindowSeconds": 0, "policies": [{ "type": "Percent", "value": 100, "periodSeconds": 1 }] }
+    })
+}
+
+fn condition(policy: &Value, type_: &str) -> Option<Value> {
+    policy["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).cloned()
+}
+
+#[test]
+fn committed_crd_is_what_ballast_crd_prints() {
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/base/crd.yaml"))
+        .expect("deploy/base/crd.yaml");
+    let printed = ballast::controller::crd::crd_yaml().expect("CRD YAML");
+    assert_eq!(
+        committed, printed,
+        "deploy/base/crd.yaml is stale: regenerate it with `ballast crd > deploy/base/crd.yaml`"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bullmq_queue_scales_a_deployment_up_and_back_down_and_a_bad_policy_does_not_stop_it() {
+    let cluster = cluster().await;
+    let redis = RedisServer::start();
+    let url = redis.url("", 0);
+    fixture("populate", &url, "bull", &[], &["stt"]);
+    cluster
+        .create_policy(
+            "web",
+            json!({
+                "target": { "kind": "Deployment", "name": "web" },
+                "minReplicas": 1, "maxReplicas": 8,
+                "plugin": { "builtin": "queue-drain" },
+                "config": {
+                    "initialJobsPerPodPerSecond": 0.5, "targetWaitSeconds": 2, "drainSeconds": 2,
+                    "startupSeconds": 1, "smoothingSeconds": 1
+                },
+                "metrics": { "queues": [{ "name": "stt" }], "resources": false },
+                "behavior": fast_behavior(),
+            }),
+        )
+        .await;
+    cluster
+        .create_policy(
+            "broken",
+            json!({
+                "target": { "kind": "Deployment", "name": "web" },
+                "maxReplicas": 3,
+                "plugin": { "builtin": "no-such-plugin" },
+            }),
+        )
+        .await;
+    let host = Host::start(&cluster.client, "host-a", Some(&url), None);
+
+    let peak = eventually(Duration::from_secs(30), "the queue to scale web above 1 replica", || {
+        (cluster.replicas() >= 4).then(|| cluster.replicas())
+    })
+    .await;
+    assert!(peak <= 8, "maxReplicas 8 exceeded: {peak}");
+    let broken = eventually(Duration::from_secs(10), "PluginReady=False on the broken policy", || {
+        condition(&cluster.policy("broken"), "PluginReady").filter(|c| c["status"] == "False")
+    })
+    .await;
+    assert!(broken["message"].as_str().unwrap_or_default().contains("no-such-plugin"), "{broken}");
+    assert!(!cluster.events("PluginRejected").await.is_empty(), "no PluginRejected Event for the broken policy");
+
+    redis.cmd(&url, &["FLUSHDB"]).expect("draining the queue");
+    eventually(Duration::from_secs(30), "web to scale back down to 1", || (cluster.replicas() == 1).then_some(()))
+        .await;
+    // The Recorder folds repeats of one reason into a series.
+    let rescales = cluster.events("SuccessfulRescale").await;
+    let count: i32 = rescales.iter().map(|e| e.series.as_ref().map_or(1, |s| s.count)).sum();
+    assert!(count >= 2, "expected SuccessfulRescale Events up and down, got {rescales:?}");
+
+    let policy = eventually(Duration::from_secs(5), "status to show 1 replica", || {
+        let p = cluster.policy("web");
+        (p["status"]["currentReplicas"] == 1).then_some(p)
+    })
+    .await;
+    let policy: ScalingPolicy = serde_json::from_value(policy).expect("status parses");
+    let explained = report::explain(&policy);
+    assert!(
+        explained.contains("clamp steps:") && explained.contains("final:") && explained.contains("queue"),
+        "{explained}"
+    );
+    let table = report::status_table(&[policy], k8s_openapi::jiff::Timestamp::now());
+    assert!(table.contains("default/web") && table.contains("Deployment/web"), "{table}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmap_update_swaps_the_plugin_and_a_broken_update_is_refused() {
+    let cluster = cluster().await;
+    let v1 = rebuilt(ballast::runtime::builtin("queue-drain").expect("queue-drain"), "v1");
+    let v2 = rebuilt(ballast::runtime::builtin("queue-drain").expect("queue-drain"), "v2");
+    let v1_digest = ballast::runtime::digest(&v1);
+    let v2_digest = ballast::runtime::digest(&v2);
+    cluster.put_plugin_config_map("policy", "plugin.wasm", gzip(&v1)).await;
+    cluster
+        .create_policy(
+            "web",
+            json!({
+                "target": { "name": "web" },
+                "minReplicas": 1, "maxReplicas": 5,
+                "plugin": { "configMap": { "name": "policy", "key": "plugin.wasm" } },
+                "config": { "initialJobsPerPodPerSecond": 1 },
+            }),
+        )
+        .await;
+    let host = Host::start(&cluster.client, "host-a", None, None);
+    let digest_of_last_decision =
+        |cluster: &Cluster| cluster.policy("web")["status"]["lastDecision"]["pluginDigest"].as_str().map(str::to_owned);
+    eventually(Duration::from_secs(30), "a decision by v1 (gzipped in the ConfigMap)", || {
+        (digest_of_last_decision(&cluster).as_deref() == Some(v1_digest.as_str())).then_some(())
+    })
+    .await;
+
+    let updated = Instant::now();
+    cluster.put_plugin_config_map("policy", "plugin.wasm", v2.clone()).await;
+    eventually(Duration::from_secs(30), "a decision by v2", || {
+        (digest_of_last_decision(&cluster).as_deref() == Some(v2_digest.as_str())).then_some(())
+    })
+    .await;
+    let latency = updated.elapsed();
+    println!("hot-swap: ConfigMap update to first status-visible decision by the new plugin: {latency:?}");
+
+    cluster.put_plugin_config_map("policy", "plugin.wasm", plugin_file("wrong_world.wasm")).await;
+    let refused = eventually(Duration::from_secs(30), "PluginReady=False after the broken update", || {
+        condition(&cluster.policy("web"), "PluginReady").filter(|c| c["status"] == "False")
+    })
+    .await;
+    assert_eq!(refused["reason"], "PluginRejected", "{refused}");
+    assert!(refused["message"].as_str().unwrap_or_default().contains("keeps running"), "{refused}");
+    assert!(!cluster.events("PluginRejected").await.is_empty(), "no PluginRejected Event");
+    // The old version keeps deciding: new decisions, still by v2.
+    let time_of = |p: &Value| p["status"]["lastDecision"]["time"].as_str().map(str::to_owned);
+    let before = time_of(&cluster.policy("web"));
+    eventually(Duration::from_secs(10), "a newer decision after the refusal", || {
+        let p = cluster.policy("web");
+        (time_of(&p) != before).then_some(())
+    })
+    .await;
+    assert_eq!(digest_of_last_decision(&cluster).as_deref(), Some(v2_digest.as_str()));
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_host_resumes_with_plugin_state_and_behavior_history_from_status() {
+    let cluster = cluster().await;
+    cluster.put_plugin_config_map("hostile", "plugin.wasm", plugin_file("hostile.wasm")).await;
+    cluster
+        .create_policy(
+            "web",
+            json!({
+                "target": { "name": "web" },
+                "minReplicas": 1, "maxReplicas": 100,
+                "plugin": { "configMap": { "name": "hostile", "key": "plugin.wasm" } },
+                "config": { "mode": "echo-state" },
+                "behavior": fast_behavior(),
+            }),
+        )
+        .await;
+    let host = Host::start(&cluster.client, "host-a", None, None);
+    eventually(Duration::from_secs(30), "a few calls counted in the plugin state", || {
+        (cluster.replicas() >= 4).then_some(())
+    })
+    .await;
+    host.stop().await;
+    let memory = cluster.policy("web")["status"]["memory"].clone();
+    let calls_before = state_counter(&memory);
+    assert!(calls_before >= 4, "plugin state not persisted: {memory}");
+    let scale_ups = memory["history"]["scaleUpEvents"].as_array().map_or(0, Vec::len);
+    assert!(scale_ups > 0, "behavior history not persisted: {memory}");
+
+    let host = Host::start(&cluster.client, "host-b", None, None);
+    let after = eventually(Duration::from_secs(30), "a decision by the restarted host", || {
+        let calls = state_counter(&cluster.policy("web")["status"]["memory"]);
+        (calls > calls_before).then_some(calls)
+    })
+    .await;
+    // A host that had lost the state would have started counting at 1 again.
+    assert_eq!(after, calls_before + 1, "the restarted host did not continue from the persisted state");
+    host.stop().await;
+}
+
+/// The hostile plugin's echo-state counter: the first byte of its state blob.
+fn state_counter(memory: &Value) -> u64 {
+    use base64::Engine as _;
+    let Some(text) = memory["pluginState"].as_str() else { return 0 };
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text).expect("base64 plugin state");
+    bytes.first().copied().map_or(0, u64::from)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_fail_over_keeps_a_single_writer() {
+    let cluster = cluster().await;
+    cluster.put_plugin_config_map("hostile", "plugin.wasm", plugin_file("hostile.wasm")).await;
+    cluster
+        .create_policy(
+            "web",
+            json!({
+                "target": { "name": "web" },
+                "minReplicas": 1, "maxReplicas": 200,
+                "plugin": { "configMap": { "name": "hostile", "key": "plugin.wasm" } },
+                "config": { "mode": "echo-state" },
+                "behavior": fast_behavior(),
+            }),
+        )
+        .await;
+    let lease = |identity: &str| LeaseConfig {
+        duration: Duration::from_secs(3),
+        renew_every: Duration::from_millis(500),
+        ..LeaseConfig::new("ballast", "default", identity)
+    };
+    let a = Host::start(&cluster.client, "host-a", None, Some(lease("host-a")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = Host::start(&cluster.client, "host-b", None, Some(lease("host-b")));
+    eventually(Duration::from_secs(30), "scaling by the leader", || (cluster.replicas() >= 5).then_some(())).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writers = scale_writers(&cluster.standin);
+    assert_eq!(writers.len(), 1, "more than one host wrote /scale while both ran: {writers:?}");
+    let leader = writers[0].0.clone();
+    let (leader_host, follower) = if leader.ends_with("host-a") { (a, b) } else { (b, a) };
+
+    let killed = Instant::now();
+    leader_host.kill();
+    let replicas_at_kill = cluster.replicas();
+    eventually(Duration::from_secs(10), "the follower to take over", || {
+        (cluster.replicas() > replicas_at_kill + 1).then_some(())
+    })
+    .await;
+    let took = killed.elapsed();
+    println!("fail-over: the follower scaled {took:?} after the leader died (lease duration 3 s)");
+    assert!(took < Duration::from_secs(6), "fail-over took {took:?} with a 3 s lease");
+    let writers = scale_writers(&cluster.standin);
+    assert_eq!(writers.len(), 2, "{writers:?}");
+    // Every write of the old leader precedes every write of the new one.
+    let log = cluster.standin.requests();
+    let positions = |manager: &str| -> Vec<usize> {
+        log.iter()
+            .enumerate()
+            .filter(|(_, r)| r.method == "PATCH" && r.path == SCALE && r.query.contains(manager))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let new_leader = writers.iter().map(|(m, _)| m.clone()).find(|m| *m != leader).expect("a second writer");
+    let (old, new) = (positions(&leader), positions(&new_leader));
+    assert!(old.iter().max() < new.iter().min(), "the two hosts' /scale writes interleave: {old:?} vs {new:?}");
+    follower.stop().await;
+}
+
+/// `/scale` PATCH counts by field manager (each host writes as `ballast-IDENTITY`).
+fn scale_writers(standin: &StandIn) -> Vec<(String, usize)> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for request in standin.requests().iter().filter(|r| r.method == "PATCH" && r.path == SCALE) {
+        let manager =
+            request.query.split('&').find_map(|kv| kv.strip_prefix("fieldManager=")).unwrap_or("(none)").to_owned();
+        *counts.entry(manager).or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_on_scale_is_retried() {
+    let cluster = cluster().await;
+    cluster.put_plugin_config_map("hostile", "plugin.wasm", plugin_file("hostile.wasm")).await;
+    cluster.standin.inject_fault(Fault::writes(SCALE, FaultKind::Conflict, 2));
+    cluster
+        .create_policy(
+            "web",
+            json!({
+                "target": { "name": "web" },
+                "minReplicas": 1, "maxReplicas": 10,
+                "plugin": { "configMap": { "name": "hostile", "key": "plugin.wasm" } },
+                "config": { "mode": "fixed", "replicas": 3 },
+                "behavior": fast_behavior(),
+            }),
+        )
+        .await;
+    let host = Host::start(&cluster.client, "host-a", None, None);
+    eventually(Duration::from_secs(30), "web at 3 replicas despite two 409s", || {
+        (cluster.replicas() == 3).then_some(())
+    })
+    .await;
+    assert_eq!(cluster.standin.request_count("PATCH", SCALE), 3, "two conflicts and one success");
+    eventually(Duration::from_secs(10), "status with 3 replicas and AbleToScale=True", || {
+        let policy = cluster.standin.get(POLICY)?;
+        let able = condition(&policy, "AbleToScale")?;
+        (policy["status"]["currentReplicas"] == 3 && able["status"] == "True").then_some(())
+    })
+    .await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_from_a_file_scale_the_cluster_target() {
+    let cluster = cluster().await;
+    let yaml = r#"
+apiVersion: ballast.dev/v1alpha1
+kind: ScalingPolicy
+metadata: { name: web, namespace: default }
+spec:
+  target: { kind: Deployment, name: web }
+  minReplicas: 1
+  maxReplicas: 10
+  plugin: { path: hostile.wasm }
+  config: { mode: fixed, replicas: 4 }
+simulation: { ignored: here }
+"#;
+    let base = std::path::Path::new(env!("BALLAST_PLUGIN_DIR"));
+    let policies = ballast::controller::crd::policies_from_yaml("inline", yaml, Some(base)).expect("policies");
+    assert_eq!(policies.len(), 1);
+    let host = Host::start_with(&cluster.client, "host-a", None, None, PolicySource::Fixed(policies));
+    eventually(Duration::from_secs(30), "web at the file policy's 4 replicas", || {
+        (cluster.replicas() == 4).then_some(())
+    })
+    .await;
+    assert!(cluster.standin.get(POLICY).is_none(), "--config mode must not create policy objects");
+    host.stop().await;
+}
