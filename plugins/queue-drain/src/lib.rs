@@ -168,10 +168,11 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
     }
     let in_unit_interval = cfg.wait_quantile > 0.0 && cfg.wait_quantile < 1.0;
     let non_negative = |v: f64| v.is_finite() && v >= 0.0;
+    let above_zero = |v: f64| v.is_finite() && v > 0.0;
     if !in_unit_interval
         || cfg.concurrency == 0
         || !non_negative(cfg.service_time_cv)
-        || !positive(cfg.shift_sigmas)
+        || !above_zero(cfg.shift_sigmas)
         || !non_negative(cfg.late_jobs_per_hour)
     {
         return Err(PolicyError::InvalidConfig(
