@@ -14,6 +14,10 @@ install_node_fixtures
 rustup target add wasm32-wasip2 >/dev/null
 rustup component add clippy rustfmt >/dev/null 2>&1 || true
 
+echo "== manifests"
+python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate jsonschema pyyaml
+python3 scripts/validate_manifests.py
+
 echo "== format and lint"
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
