@@ -23,4 +23,8 @@ cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
 echo "== tests"
-cargo test --locked --workspace
+log=$(mktemp)
+cargo test --locked --workspace 2>&1 | tee "$log"
+# One closing line for the whole suite (cargo ends with per-target lines, often an empty doc-test target's).
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
+rm -f "$log"
