@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::decision::{self, DecisionRecord, Moment, ServiceMemory};
+use crate::decision::{self, DecisionRecord, Moment, ServiceMemory, ShadowRecord};
 use crate::observation::Observation;
 use crate::runtime::{Plugin, PolicyEngine, builtin};
 use crate::spec::{ScalingPolicySpec, ServiceKey};
@@ -49,16 +49,68 @@ pub struct ManagedService {
     config_json: String,
     pub plugin: Plugin,
     pub memory: ServiceMemory,
+    /// The shadow plugin: decides beside the live one on the same observation, never applied.
+    pub shadow: Option<ShadowPlugin>,
+    last_decided_ms: Option<u64>,
+}
+
+/// A shadow plugin with the spec it decides with (see [`ScalingPolicySpec::shadow_spec`]).
+pub struct ShadowPlugin {
+    spec: ScalingPolicySpec,
+    config_json: String,
+    pub plugin: Plugin,
 }
 
 impl ManagedService {
     pub fn new(spec: ScalingPolicySpec, plugin: Plugin) -> Self {
         let config_json = config_text(&spec.config);
-        ManagedService { spec, config_json, plugin, memory: ServiceMemory::default() }
+        ManagedService {
+            spec,
+            config_json,
+            plugin,
+            memory: ServiceMemory::default(),
+            shadow: None,
+            last_decided_ms: None,
+        }
+    }
+
+    /// Adds the shadow plugin the spec names (ignored when the spec has no shadow).
+    pub fn with_shadow(mut self, plugin: Option<Plugin>) -> Self {
+        self.set_shadow(plugin);
+        self
+    }
+
+    /// Replaces the shadow plugin; it decides with the spec's shadow config.
+    pub fn set_shadow(&mut self, plugin: Option<Plugin>) {
+        self.shadow = plugin.zip(self.spec.shadow_spec()).map(|(plugin, spec)| ShadowPlugin {
+            config_json: config_text(&spec.config),
+            spec,
+            plugin,
+        });
     }
 
     pub fn config_json(&self) -> &str {
         &self.config_json
+    }
+
+    /// Whether this service's decision interval has passed. A tenth of the interval is allowed for timer jitter,
+    /// so a 1 s policy ticked every second never skips a beat.
+    fn is_due(&self, now_ms: u64) -> bool {
+        let interval = self.spec.decision_interval_ms();
+        self.last_decided_ms.is_none_or(|last| now_ms.saturating_sub(last) + interval / 10 >= interval)
+    }
+
+    /// Runs the shadow plugin on the observation the live one saw, against a copy of the live scale history, and
+    /// keeps its own plugin state. Nothing it says is applied.
+    fn decide_shadow(&mut self, key: &ServiceKey, observation: &Observation, at: Moment) -> Option<ShadowRecord> {
+        let shadow = self.shadow.as_mut()?;
+        let mut memory = self.memory.shadow.take().map(|m| *m).unwrap_or_default();
+        memory.history = self.memory.history.clone();
+        let record =
+            decision::decide(key, &shadow.spec, &shadow.config_json, &mut shadow.plugin, &mut memory, observation, at);
+        memory.history = Default::default();
+        self.memory.shadow = Some(Box::new(memory));
+        Some(ShadowRecord::from(record))
     }
 }
 
@@ -113,10 +165,18 @@ impl Fleet {
         target: &mut T,
         now_ms: u64,
     ) -> Vec<std::result::Result<TickResult, (ServiceKey, String)>> {
-        let list: Vec<(&ServiceKey, &ScalingPolicySpec)> = self.services.iter().map(|(k, s)| (k, &s.spec)).collect();
+        let list: Vec<(&ServiceKey, &ScalingPolicySpec)> =
+            self.services.iter().filter(|(_, s)| s.is_due(now_ms)).map(|(k, s)| (k, &s.spec)).collect();
+        if list.is_empty() {
+            return Vec::new();
+        }
         let mut observations = observer.observe(&list, now_ms).await;
-        let mut results = Vec::with_capacity(self.services.len());
+        let mut results = Vec::with_capacity(list.len());
         for (key, service) in &mut self.services {
+            if !service.is_due(now_ms) {
+                continue;
+            }
+            service.last_decided_ms = Some(now_ms);
             let state = match target.read(key, &service.spec).await {
                 Ok(state) => state,
                 Err(e) => {
@@ -126,7 +186,7 @@ impl Fleet {
             };
             let observation = observations.remove(key).unwrap_or_default();
             let at = Moment { now_ms, current: state.current, ready: state.ready };
-            let record = decision::decide(
+            let mut record = decision::decide(
                 key,
                 &service.spec,
                 &service.config_json,
@@ -135,6 +195,7 @@ impl Fleet {
                 &observation,
                 at,
             );
+            record.shadow = service.decide_shadow(key, &observation, at);
             let mut write_error = None;
             if record.replicas != state.current {
                 match target.write(key, &service.spec, record.replicas).await {

@@ -25,6 +25,9 @@ pub struct ServiceMemory {
     /// Total completed jobs seen last time, to derive completions since the previous decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_completed: Option<u64>,
+    /// The shadow plugin's own memory (its state and completion count; it borrows the live scale history).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Box<ServiceMemory>>,
 }
 
 impl ServiceMemory {
@@ -75,6 +78,43 @@ pub struct DecisionRecord {
     pub replicas: u32,
     pub logs: Vec<PluginLog>,
     pub call_micros: u64,
+    /// What the shadow plugin would have done, when the spec has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowRecord>,
+}
+
+/// The shadow plugin's decision on the same observation and history: reported, never applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowRecord {
+    pub plugin_digest: String,
+    /// The plugin's answer, or the fallback's when it failed.
+    pub desired: u32,
+    /// What the shadow would have written after the clamps.
+    pub replicas: u32,
+    /// The plugin's reason, or why it failed.
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    pub call_micros: u64,
+}
+
+impl From<DecisionRecord> for ShadowRecord {
+    fn from(record: DecisionRecord) -> Self {
+        let (reason, failure) = match record.plugin {
+            PluginVerdict::Decided { reason, .. } => (reason, None),
+            PluginVerdict::Failed { kind, message } => (message, Some(kind)),
+            PluginVerdict::Paused => ("paused".into(), None),
+        };
+        ShadowRecord {
+            plugin_digest: record.plugin_digest,
+            desired: record.desired,
+            replicas: record.replicas,
+            reason,
+            failure,
+            call_micros: record.call_micros,
+        }
+    }
 }
 
 impl DecisionRecord {
@@ -176,6 +216,7 @@ pub fn decide(
         clamp,
         logs,
         call_micros,
+        shadow: None,
     }
 }
 

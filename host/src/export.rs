@@ -161,6 +161,8 @@ pub struct Metrics {
     replicas_desired: IntGaugeVec,
     replicas_min: IntGaugeVec,
     replicas_max: IntGaugeVec,
+    shadow_replicas: IntGaugeVec,
+    shadow_failures: IntCounterVec,
     decisions: IntCounterVec,
     plugin_call_duration: HistogramVec,
     plugin_failures: IntCounterVec,
@@ -179,6 +181,20 @@ impl Metrics {
             replicas_desired: gauge("ballast_replicas_desired", "Replicas the last decision asked for")?,
             replicas_min: gauge("ballast_replicas_min", "The policy's minReplicas")?,
             replicas_max: gauge("ballast_replicas_max", "The policy's maxReplicas")?,
+            shadow_replicas: gauge(
+                "ballast_shadow_replicas_desired",
+                "Replicas the shadow plugin would have set (after the clamps); never applied",
+            )?,
+            shadow_failures: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "ballast_shadow_plugin_failures_total",
+                        "Shadow plugin calls that failed, by failure kind",
+                    ),
+                    &["namespace", "service", "kind"],
+                )?,
+            )?,
             decisions: register(
                 &registry,
                 IntCounterVec::new(
@@ -237,6 +253,14 @@ impl Metrics {
         self.replicas_current.with_label_values(&[namespace, service]).set(i64::from(current));
         self.replicas_desired.with_label_values(&[namespace, service]).set(i64::from(desired));
         self.decisions.with_label_values(&[namespace, service, reason]).inc();
+    }
+
+    /// What the shadow plugin would have done; `failure` as for [`Metrics::record_plugin_call`].
+    pub fn record_shadow(&self, namespace: &str, service: &str, replicas: u32, failure: Option<&'static str>) {
+        self.shadow_replicas.with_label_values(&[namespace, service]).set(i64::from(replicas));
+        if let Some(kind) = failure {
+            self.shadow_failures.with_label_values(&[namespace, service, kind]).inc();
+        }
     }
 
     /// `failure` is the failure kind (`trap`, `timeout`, ...), or `None` for a call that returned a decision.

@@ -65,10 +65,33 @@ pub struct ScalingPolicySpec {
     pub shadow: Option<ShadowSpec>,
     #[serde(default)]
     pub paused: bool,
+    /// Seconds between this policy's decisions. Sources refresh on their own schedules, so a short interval costs
+    /// a plugin call, not more load on Prometheus or the API server.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub decision_interval_seconds: u32,
 }
 
 fn one() -> u32 {
     1
+}
+
+impl ScalingPolicySpec {
+    /// The time between decisions, in milliseconds (at least one second).
+    pub fn decision_interval_ms(&self) -> u64 {
+        u64::from(self.decision_interval_seconds.max(1)) * 1000
+    }
+
+    /// The spec the shadow plugin decides with: this one with the shadow's plugin and config. `None` without one.
+    pub fn shadow_spec(&self) -> Option<ScalingPolicySpec> {
+        let shadow = self.shadow.as_ref()?;
+        Some(ScalingPolicySpec {
+            plugin: shadow.plugin.clone(),
+            config: shadow.config.clone(),
+            shadow: None,
+            ..self.clone()
+        })
+    }
 }
 
 /// Any resource with a `/scale` subresource.

@@ -540,3 +540,119 @@ simulation: { ignored: here }
     assert!(cluster.standin.get(POLICY).is_none(), "--config mode must not create policy objects");
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_plugin_is_reported_never_applied_and_a_broken_shadow_leaves_the_live_one_alone() {
+    let cluster = cluster().await;
+    cluster.put_plugin_config_map("hostile", "plugin.wasm", plugin_file("hostile.wasm")).await;
+    cluster.put_plugin_config_map("candidate", "plugin.wasm", plugin_file("hostile.wasm")).await;
+    cluster
+        .create_policy(
+            "web",
+            json!({
+                "target": { "name": "web" },
+                "minReplicas": 1, "maxReplicas": 6,
+                "behavior": fast_behavior(),
+                "plugin": { "configMap": { "name": "hostile", "key": "plugin.wasm" } },
+                "config": { "mode": "fixed", "replicas": 2 },
+                "shadow": {
+                    "plugin": { "configMap": { "name": "candidate", "key": "plugin.wasm" } },
+                    "config": { "mode": "fixed", "replicas": 5 },
+                },
+            }),
+        )
+        .await;
+    let host = Host::start(&cluster.client, "host-a", None, None);
+    let shadow = eventually(Duration::from_secs(30), "a decision with a shadow verdict", || {
+        let shadow = cluster.policy("web")["status"]["lastDecision"]["shadow"].clone();
+        (!shadow.is_null()).then_some(shadow)
+    })
+    .await;
+    assert_eq!(shadow["replicas"], 5, "the shadow's count after the clamps: {shadow}");
+    assert_eq!(shadow["reason"], "asks for what its config says", "{shadow}");
+    assert_eq!(cluster.replicas(), 2, "only the live plugin's answer is applied");
+    let ready = condition(&cluster.policy("web"), "ShadowReady").expect("a ShadowReady condition");
+    assert_eq!(ready["status"], "True", "{ready}");
+    let explained = report::explain(&serde_json::from_value(cluster.policy("web")).expect("policy"));
+    assert!(explained.contains("shadow:         would set 5 replicas"), "{explained}");
+
+    // A broken shadow version is refused; the old shadow and the live plugin keep deciding.
+    cluster.put_plugin_config_map("candidate", "plugin.wasm", plugin_file("wrong_world.wasm")).await;
+    let refused = eventually(Duration::from_secs(30), "ShadowReady=False after a broken shadow update", || {
+        condition(&cluster.policy("web"), "ShadowReady").filter(|c| c["status"] == "False")
+    })
+    .await;
+    assert!(refused["message"].as_str().unwrap_or_default().starts_with("shadow plugin: "), "{refused}");
+    assert_eq!(condition(&cluster.policy("web"), "PluginReady").expect("PluginReady")["status"], "True");
+    let time_of = |p: &Value| p["status"]["lastDecision"]["time"].as_str().map(str::to_owned);
+    let before = time_of(&cluster.policy("web"));
+    let policy = eventually(Duration::from_secs(10), "a newer decision after the refusal", || {
+        let p = cluster.policy("web");
+        (time_of(&p) != before).then_some(p)
+    })
+    .await;
+    assert_eq!(policy["status"]["lastDecision"]["shadow"]["replicas"], 5, "the old shadow still decides");
+    assert_eq!(cluster.replicas(), 2);
+
+    // Removing the shadow from the spec stops it and drops its condition.
+    let api: Api<ScalingPolicy> = Api::namespaced(cluster.client.clone(), "default");
+    let patch = json!({ "spec": { "shadow": null } });
+    api.patch("web", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.expect("patch");
+    eventually(Duration::from_secs(30), "decisions without a shadow and no ShadowReady condition", || {
+        let p = cluster.policy("web");
+        (p["status"]["lastDecision"]["shadow"].is_null() && condition(&p, "ShadowReady").is_none()).then_some(())
+    })
+    .await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_policy_decides_at_its_own_interval() {
+    let cluster = cluster().await;
+    cluster.put_plugin_config_map("hostile", "plugin.wasm", plugin_file("hostile.wasm")).await;
+    cluster
+        .standin
+        .insert(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": { "name": "slow", "namespace": "default" },
+            "spec": {
+                "replicas": 1,
+                "selector": { "matchLabels": { "app": "slow" } },
+                "template": {
+                    "metadata": { "labels": { "app": "slow" } },
+                    "spec": { "containers": [{ "name": "model", "image": "whisper:1" }] }
+                }
+            }
+        }))
+        .expect("creating the second Deployment");
+    for (name, interval) in [("web", 1), ("slow", 3)] {
+        cluster
+            .create_policy(
+                name,
+                json!({
+                    "target": { "name": name },
+                    "minReplicas": 1, "maxReplicas": 4,
+                    "decisionIntervalSeconds": interval,
+                    "plugin": { "configMap": { "name": "hostile", "key": "plugin.wasm" } },
+                    "config": { "mode": "echo-state" },
+                }),
+            )
+            .await;
+    }
+    let host = Host::start(&cluster.client, "host-a", None, None);
+    // The echo-state plugin counts its own calls in its state blob, which status persists.
+    let calls = |name: &str| {
+        let memory = cluster.policy(name)["status"]["memory"].clone();
+        (!memory.is_null()).then(|| state_counter(&memory))
+    };
+    eventually(Duration::from_secs(30), "both policies deciding", || calls("web").zip(calls("slow"))).await;
+    let (web0, slow0) = (calls("web").unwrap(), calls("slow").unwrap());
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let (web, slow) = (calls("web").unwrap() - web0, calls("slow").unwrap() - slow0);
+    println!("in 9 s (host ticking every 200 ms): the 1 s policy decided {web} times, the 3 s policy {slow} times");
+    // Status lags the decisions by up to `status_every` (1 s) at each end, hence the slack.
+    assert!(web <= 10, "a 1 s policy decides at most once a second: {web} times in 9 s");
+    assert!((1..=4).contains(&slow), "a 3 s policy decides about every 3 s: {slow} times in 9 s");
+    assert!(web >= 2 * slow, "the 1 s policy decides more often than the 3 s one: {web} vs {slow}");
+    host.stop().await;
+}

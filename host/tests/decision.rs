@@ -35,6 +35,7 @@ fn spec(min: u32, max: u32, behavior: Option<Behavior>, fallback: Fallback) -> S
         fallback,
         shadow: None,
         paused: false,
+        decision_interval_seconds: 1,
     }
 }
 

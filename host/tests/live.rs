@@ -30,6 +30,7 @@ fn service(name: &str, queues: &[&str]) -> (ServiceKey, ScalingPolicySpec) {
         fallback: Default::default(),
         shadow: None,
         paused: false,
+        decision_interval_seconds: 1,
     };
     (ServiceKey { namespace: "ai-models".into(), name: name.into() }, spec)
 }

@@ -23,12 +23,12 @@ use super::crd::{ScalingPolicy, service_key};
 use super::lease::Leadership;
 use super::plugins::{self, CanaryInput, LoadedPlugin, PLUGIN_LABEL_SELECTOR, PluginSource};
 use super::scale::KubeScaleTarget;
-use super::status::{self, ABLE_TO_SCALE, PLUGIN_READY, SCALING_ACTIVE, ScalingPolicyStatus};
+use super::status::{self, ABLE_TO_SCALE, PLUGIN_READY, SCALING_ACTIVE, SHADOW_READY, ScalingPolicyStatus};
 use crate::autoscaler::{Fleet, ManagedService, Observer, TickResult};
 use crate::decision::{DecisionRecord, ServiceMemory};
 use crate::export::{Metrics, Readiness};
 use crate::observation::Observation;
-use crate::runtime::PolicyEngine;
+use crate::runtime::{Plugin, PolicyEngine};
 use crate::spec::{ScalingPolicySpec, ServiceKey};
 
 /// The `reportingController` of Events and the field manager of status writes.
@@ -52,12 +52,29 @@ pub struct RunOptions {
     pub instance: String,
 }
 
+/// Which of a policy's plugins a load is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Live,
+    Shadow,
+}
+
 /// A plugin load that finished off the runtime.
 struct LoadDone {
     key: ServiceKey,
+    role: Role,
     digest: String,
     noticed: Instant,
     result: Result<LoadedPlugin, String>,
+}
+
+/// Loading progress of one plugin of a policy.
+#[derive(Default)]
+struct PluginSlot {
+    /// Digest being loaded.
+    loading: Option<String>,
+    /// Digest (and pin) of a version that was refused, so it is not retried until something changes.
+    refused: Option<(String, Option<String>)>,
 }
 
 /// What the loop tracks per policy besides the fleet's [`ManagedService`].
@@ -68,9 +85,10 @@ struct ServiceState {
     status: ScalingPolicyStatus,
     /// Memory restored from status, used when the service's first plugin is loaded.
     restored: Option<ServiceMemory>,
-    loading: Option<String>,
-    /// Digest (and pin) of a version that was refused, so it is not retried until something changes.
-    refused: Option<(String, Option<String>)>,
+    live: PluginSlot,
+    shadow: PluginSlot,
+    /// A shadow plugin loaded before the live one, attached when the live one arrives.
+    pending_shadow: Option<Plugin>,
     /// A new plugin version and when its change was noticed, until its first decision.
     swapped: Option<(String, Instant)>,
     last_canary: Option<CanaryInput>,
@@ -209,8 +227,9 @@ impl<O: Observer> Controller<O> {
                     object: Some(policy.object_ref(&())),
                     restored: status.memory.clone(),
                     status,
-                    loading: None,
-                    refused: None,
+                    live: PluginSlot::default(),
+                    shadow: PluginSlot::default(),
+                    pending_shadow: None,
                     swapped: None,
                     last_canary: None,
                     dirty: true,
@@ -237,60 +256,18 @@ impl<O: Observer> Controller<O> {
             state.invalid = None;
             if state.spec != policy.spec {
                 state.spec = policy.spec.clone();
-                state.refused = None;
+                state.live.refused = None;
+                state.shadow.refused = None;
                 state.dirty = true;
                 if let Some(old) = self.fleet.services.remove(&key) {
-                    let mut service = ManagedService::new(policy.spec.clone(), old.plugin);
+                    let mut service = ManagedService::new(policy.spec.clone(), old.plugin)
+                        .with_shadow(old.shadow.map(|shadow| shadow.plugin));
                     service.memory = old.memory;
                     self.fleet.services.insert(key.clone(), service);
                 }
             }
-            let running = self.fleet.services.get(&key).map(|s| s.plugin.digest().to_owned());
-            let config_maps = &self.config_maps;
-            let source = plugins::resolve(&key, &state.spec, |namespace, name| {
-                config_maps.get(&ObjectRef::new(name).within(namespace))
-            });
-            match source {
-                Err(e) => {
-                    let why = e.to_string();
-                    let message = match &running {
-                        Some(_) => format!("{why}; the previous plugin keeps running"),
-                        None => why,
-                    };
-                    if state.status.set_condition(PLUGIN_READY, false, "PluginUnavailable", &message) {
-                        tracing::warn!(policy = %key, "{message}");
-                        state.dirty = true;
-                        let object = state.object.clone();
-                        self.publish(object, EventType::Warning, "PluginRejected", message);
-                    }
-                }
-                Ok(source) => {
-                    let pin = state.spec.plugin.sha256.clone();
-                    let pin_ok = pin.as_deref().is_none_or(|p| p.trim().eq_ignore_ascii_case(&source.digest));
-                    let up_to_date = running.as_deref() == Some(source.digest.as_str()) && pin_ok;
-                    let pending = state.loading.as_deref() == Some(source.digest.as_str());
-                    let refused = state.refused.as_ref() == Some(&(source.digest.clone(), pin.clone()));
-                    if !up_to_date && !pending && !refused {
-                        let canary = match self.fleet.services.get(&key) {
-                            Some(service) => state.last_canary.clone().map(|mut c| {
-                                c.memory = service.memory.clone();
-                                c
-                            }),
-                            None => state.last_canary.clone(),
-                        }
-                        .unwrap_or_else(|| CanaryInput::default_for(&state.spec));
-                        state.loading = Some(source.digest.clone());
-                        spawn_load(
-                            self.engine.clone(),
-                            key.clone(),
-                            state.spec.clone(),
-                            source,
-                            canary,
-                            self.loads.0.clone(),
-                        );
-                    }
-                }
-            }
+            self.sync_plugin(&key, Role::Live);
+            self.sync_plugin(&key, Role::Shadow);
         }
         let gone: Vec<ServiceKey> = self.states.keys().filter(|k| !seen.contains(k)).cloned().collect();
         for key in gone {
@@ -300,20 +277,104 @@ impl<O: Observer> Controller<O> {
         }
     }
 
+    /// Starts loading the policy's live or shadow plugin when the version its spec names is not the one running
+    /// (nor already loading, nor refused before). A shadow the spec no longer names is dropped.
+    fn sync_plugin(&mut self, key: &ServiceKey, role: Role) {
+        let Some(state) = self.states.get_mut(key) else { return };
+        let service = self.fleet.services.get_mut(key);
+        let spec = match role {
+            Role::Live => state.spec.clone(),
+            Role::Shadow => match state.spec.shadow_spec() {
+                Some(spec) => spec,
+                None => {
+                    state.pending_shadow = None;
+                    if let Some(service) = service {
+                        service.shadow = None;
+                        service.memory.shadow = None;
+                    }
+                    if state.status.conditions.iter().any(|c| c.type_ == SHADOW_READY) {
+                        state.status.conditions.retain(|c| c.type_ != SHADOW_READY);
+                        state.dirty = true;
+                    }
+                    return;
+                }
+            },
+        };
+        let running = match role {
+            Role::Live => service.as_ref().map(|s| s.plugin.digest().to_owned()),
+            Role::Shadow => service
+                .as_ref()
+                .and_then(|s| s.shadow.as_ref())
+                .map(|s| s.plugin.digest().to_owned())
+                .or_else(|| state.pending_shadow.as_ref().map(|p| p.digest().to_owned())),
+        };
+        let (condition, slot) = match role {
+            Role::Live => (PLUGIN_READY, &mut state.live),
+            Role::Shadow => (SHADOW_READY, &mut state.shadow),
+        };
+        let config_maps = &self.config_maps;
+        let source =
+            plugins::resolve(key, &spec, |namespace, name| config_maps.get(&ObjectRef::new(name).within(namespace)));
+        match source {
+            Err(e) => {
+                let why = format!("{}{e}", role.prefix());
+                let message = match &running {
+                    Some(_) => format!("{why}; the previous plugin keeps running"),
+                    None => why,
+                };
+                if state.status.set_condition(condition, false, "PluginUnavailable", &message) {
+                    tracing::warn!(policy = %key, "{message}");
+                    state.dirty = true;
+                    let object = state.object.clone();
+                    self.publish(object, EventType::Warning, "PluginRejected", message);
+                }
+            }
+            Ok(source) => {
+                let pin = spec.plugin.sha256.clone();
+                let pin_ok = pin.as_deref().is_none_or(|p| p.trim().eq_ignore_ascii_case(&source.digest));
+                let up_to_date = running.as_deref() == Some(source.digest.as_str()) && pin_ok;
+                let pending = slot.loading.as_deref() == Some(source.digest.as_str());
+                let refused = slot.refused.as_ref() == Some(&(source.digest.clone(), pin.clone()));
+                if up_to_date || pending || refused {
+                    return;
+                }
+                let memory = service.map(|s| match role {
+                    Role::Live => s.memory.clone(),
+                    Role::Shadow => s.memory.shadow.as_deref().cloned().unwrap_or_default(),
+                });
+                let canary = match (memory, state.last_canary.clone()) {
+                    (Some(memory), Some(canary)) => CanaryInput { memory, ..canary },
+                    (None, Some(canary)) => canary,
+                    (_, None) => CanaryInput::default_for(&spec),
+                };
+                slot.loading = Some(source.digest.clone());
+                spawn_load(self.engine.clone(), key.clone(), role, spec, source, canary, self.loads.0.clone());
+            }
+        }
+    }
+
     /// Swaps in a validated plugin, or records why it was refused. Returns whether to decide right away.
     async fn apply_load(&mut self, done: LoadDone) -> bool {
         let Some(state) = self.states.get_mut(&done.key) else { return false };
-        if state.loading.as_deref() != Some(done.digest.as_str()) {
+        let slot = match done.role {
+            Role::Live => &mut state.live,
+            Role::Shadow => &mut state.shadow,
+        };
+        if slot.loading.as_deref() != Some(done.digest.as_str()) {
             return false;
         }
-        state.loading = None;
+        slot.loading = None;
+        if done.role == Role::Shadow {
+            self.apply_shadow_load(done);
+            return false;
+        }
         match done.result {
             Ok(loaded) => {
-                let memory = match self.fleet.services.remove(&done.key) {
-                    Some(old) => old.memory,
-                    None => state.restored.take().unwrap_or_default(),
+                let (memory, shadow) = match self.fleet.services.remove(&done.key) {
+                    Some(old) => (old.memory, old.shadow.map(|s| s.plugin)),
+                    None => (state.restored.take().unwrap_or_default(), state.pending_shadow.take()),
                 };
-                let mut service = ManagedService::new(state.spec.clone(), loaded.plugin);
+                let mut service = ManagedService::new(state.spec.clone(), loaded.plugin).with_shadow(shadow);
                 service.memory = memory;
                 self.fleet.services.insert(done.key.clone(), service);
                 let message = format!(
@@ -327,22 +388,65 @@ impl<O: Observer> Controller<O> {
                 state.status.plugin_digest = Some(done.digest.clone());
                 state.status.set_condition(PLUGIN_READY, true, "PluginLoaded", &message);
                 state.swapped = Some((done.digest, done.noticed));
-                state.refused = None;
+                state.live.refused = None;
                 state.dirty = true;
                 true
             }
             Err(why) => {
                 let running = self.fleet.services.contains_key(&done.key);
-                let message = if running { format!("{why}; the previous plugin keeps running") } else { why };
-                tracing::warn!(policy = %done.key, "plugin refused: {message}");
-                state.refused = Some((done.digest, state.spec.plugin.sha256.clone()));
-                state.status.set_condition(PLUGIN_READY, false, "PluginRejected", &message);
-                state.dirty = true;
-                let object = state.object.clone();
-                self.publish(object, EventType::Warning, "PluginRejected", message);
+                self.refuse(done.key, Role::Live, done.digest, why, running);
                 false
             }
         }
+    }
+
+    /// Attaches a validated shadow plugin (to the running service, or until the live plugin arrives), or records
+    /// why it was refused. The live plugin is never affected.
+    fn apply_shadow_load(&mut self, done: LoadDone) {
+        let Some(state) = self.states.get_mut(&done.key) else { return };
+        let service = self.fleet.services.get_mut(&done.key);
+        match done.result {
+            Ok(loaded) => {
+                let message = format!(
+                    "shadow plugin {} (sha256 {}) loaded and validated in {} ms; it is evaluated, never applied",
+                    loaded.source_name,
+                    done.digest,
+                    loaded.load_time.as_millis()
+                );
+                tracing::info!(policy = %done.key, "{message}");
+                match service {
+                    Some(service) => service.set_shadow(Some(loaded.plugin)),
+                    None => state.pending_shadow = Some(loaded.plugin),
+                }
+                state.shadow.refused = None;
+                state.status.set_condition(SHADOW_READY, true, "PluginLoaded", &message);
+                state.dirty = true;
+            }
+            Err(why) => {
+                let running = service.is_some_and(|s| s.shadow.is_some()) || state.pending_shadow.is_some();
+                self.refuse(done.key, Role::Shadow, done.digest, why, running);
+            }
+        }
+    }
+
+    /// Records a refused plugin version: condition, log and `PluginRejected` Event. The running version stays.
+    fn refuse(&mut self, key: ServiceKey, role: Role, digest: String, why: String, running: bool) {
+        let Some(state) = self.states.get_mut(&key) else { return };
+        let why = format!("{}{why}", role.prefix());
+        let message = if running { format!("{why}; the previous plugin keeps running") } else { why };
+        tracing::warn!(policy = %key, "plugin refused: {message}");
+        let (condition, slot, pin) = match role {
+            Role::Live => (PLUGIN_READY, &mut state.live, state.spec.plugin.sha256.clone()),
+            Role::Shadow => {
+                let pin = state.spec.shadow.as_ref().and_then(|s| s.plugin.sha256.clone());
+                (SHADOW_READY, &mut state.shadow, pin)
+            }
+        };
+        slot.refused = Some((digest, pin));
+        state.status.set_condition(condition, false, "PluginRejected", &message);
+        state.dirty = true;
+        let object = state.object.clone();
+        self.publish(object, EventType::Warning, "PluginRejected", message);
     }
 
     /// After a fail-over: continue from the memory the previous leader left in status.
@@ -460,9 +564,18 @@ impl<O: Observer> Controller<O> {
         status.observed_generation = state.generation;
         status.memory = self.fleet.services.get(key).map(|s| s.memory.clone()).or_else(|| state.restored.clone());
         let api: Api<ScalingPolicy> = Api::namespaced(self.client.clone(), &key.namespace);
-        let patch = serde_json::json!({ "status": status });
+        // The whole status is replaced (a JSON patch `add` of /status): a merge patch would keep fields this
+        // status no longer has, such as a shadow verdict or a plugin state blob that are gone.
+        let value = match serde_json::to_value(&status) {
+            Ok(value) => value,
+            Err(e) => return tracing::warn!("serializing the status of ScalingPolicy {key}: {e}"),
+        };
+        let patch = json_patch::Patch(vec![json_patch::PatchOperation::Add(json_patch::AddOperation {
+            path: json_patch::jsonptr::PointerBuf::parse("/status").expect("a valid pointer"),
+            value,
+        })]);
         let params = PatchParams { field_manager: Some(CONTROLLER_NAME.replace('/', "-")), ..PatchParams::default() };
-        match api.patch_status(&key.name, &params, &Patch::Merge(&patch)).await {
+        match api.patch_status(&key.name, &params, &Patch::<()>::Json(patch)).await {
             Ok(_) => {
                 state.dirty = false;
                 state.last_write = Some(Instant::now());
@@ -533,6 +646,9 @@ fn record_metrics(metrics: &Metrics, record: &DecisionRecord) {
         let failure = record.failure().map(failure_kind);
         metrics.record_plugin_call(namespace, name, Duration::from_micros(record.call_micros), failure);
     }
+    if let Some(shadow) = &record.shadow {
+        metrics.record_shadow(namespace, name, shadow.replicas, shadow.failure.as_deref().map(failure_kind));
+    }
 }
 
 /// Failure kinds as static label values.
@@ -547,9 +663,20 @@ fn failure_kind(kind: &str) -> &'static str {
     }
 }
 
+impl Role {
+    /// How messages about this plugin start.
+    fn prefix(self) -> &'static str {
+        match self {
+            Role::Live => "",
+            Role::Shadow => "shadow plugin: ",
+        }
+    }
+}
+
 fn spawn_load(
     engine: Arc<PolicyEngine>,
     key: ServiceKey,
+    role: Role,
     spec: ScalingPolicySpec,
     source: PluginSource,
     canary: CanaryInput,
@@ -563,7 +690,7 @@ fn spawn_load(
             tokio::task::spawn_blocking(move || plugins::load_and_validate(&engine, &task_key, &spec, &source, canary))
                 .await
                 .unwrap_or_else(|e| Err(format!("loading the plugin panicked: {e}")));
-        let _ = done.send(LoadDone { key, digest, noticed, result });
+        let _ = done.send(LoadDone { key, role, digest, noticed, result });
     });
 }
 

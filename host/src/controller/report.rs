@@ -96,6 +96,14 @@ pub fn explain(policy: &ScalingPolicy) -> String {
         decision.replicas,
         decision.clamp_reason.as_deref().unwrap_or("-")
     );
+    if let Some(shadow) = &decision.shadow {
+        let failed = shadow.failure.as_ref().map(|kind| format!(" failed ({kind})")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "shadow:         would set {} replicas (asked {}){failed}: {} [sha256 {}, never applied]",
+            shadow.replicas, shadow.desired, shadow.reason, shadow.plugin_digest
+        );
+    }
     for condition in &status.conditions {
         let _ = writeln!(
             out,

@@ -4,12 +4,14 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::decision::{DecisionRecord, PluginVerdict, ServiceMemory};
+use crate::decision::{DecisionRecord, PluginVerdict, ServiceMemory, ShadowRecord};
 
 pub const ABLE_TO_SCALE: &str = "AbleToScale";
 pub const SCALING_ACTIVE: &str = "ScalingActive";
 pub const SCALING_LIMITED: &str = "ScalingLimited";
 pub const PLUGIN_READY: &str = "PluginReady";
+/// Whether the shadow plugin (if the spec names one) is loaded and deciding beside the live one.
+pub const SHADOW_READY: &str = "ShadowReady";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -60,6 +62,9 @@ pub struct LastDecision {
     /// The clamp's reason (`ScaleUpLimit`, `DesiredWithinRange`, ...), absent while paused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clamp_reason: Option<String>,
+    /// What the shadow plugin would have done on the same observation (never applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowRecord>,
     /// The whole decision record: observation, plugin verdict, fallback, each clamp step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::schema::free_form_optional")]
@@ -144,6 +149,7 @@ impl ScalingPolicyStatus {
             plugin_digest: record.plugin_digest.clone(),
             proposals,
             clamp_reason: record.clamp.as_ref().map(|c| c.reason.as_str().to_owned()),
+            shadow: record.shadow.clone(),
             record: serde_json::to_value(record).ok(),
         });
         self.current_replicas = Some(current_after);

@@ -110,12 +110,19 @@ pub fn run(
     for setup in &set.services {
         let plugin = load_plugin(engine, &setup.key, &setup.spec)
             .map_err(|e| SimError::Invalid(format!("{} ({}): {e}", set.label, setup.key)))?;
+        let shadow = match setup.spec.shadow_spec() {
+            Some(spec) => Some(
+                load_plugin(engine, &setup.key, &spec)
+                    .map_err(|e| SimError::Invalid(format!("{} ({}) shadow plugin: {e}", set.label, setup.key)))?,
+            ),
+            None => None,
+        };
         let interval = setup.sim.decision_interval_seconds;
         fleets
             .entry(interval)
             .or_default()
             .services
-            .insert(setup.key.clone(), ManagedService::new(setup.spec.clone(), plugin));
+            .insert(setup.key.clone(), ManagedService::new(setup.spec.clone(), plugin).with_shadow(shadow));
     }
     let arrivals: BTreeMap<ServiceKey, Vec<u64>> =
         set.services.iter().map(|s| (s.key.clone(), trace.arrivals(s, options.duration_s, options.seed))).collect();
