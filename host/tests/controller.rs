@@ -656,3 +656,41 @@ async fn each_policy_decides_at_its_own_interval() {
     assert!(web >= 2 * slow, "the 1 s policy decides more often than the 3 s one: {web} vs {slow}");
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_are_read_from_a_watch_cache_not_polled() {
+    let cluster = cluster().await;
+    cluster.put_plugin_config_map("hostile", "plugin.wasm", plugin_file("hostile.wasm")).await;
+    cluster
+        .create_policy(
+            "web",
+            json!({
+                "target": { "name": "web" },
+                "minReplicas": 1, "maxReplicas": 6,
+                "behavior": fast_behavior(),
+                "plugin": { "configMap": { "name": "hostile", "key": "plugin.wasm" } },
+                "config": { "mode": "fixed", "replicas": 3 },
+            }),
+        )
+        .await;
+    let host = Host::start(&cluster.client, "host-a", None, None);
+    eventually(Duration::from_secs(30), "the Deployment at 3 replicas, all ready", || {
+        let ready = cluster.standin.get(DEPLOYMENT)?["status"]["readyReplicas"].as_u64();
+        (cluster.replicas() == 3 && ready == Some(3)).then_some(())
+    })
+    .await;
+    let record = |cluster: &Cluster| cluster.policy("web")["status"]["lastDecision"]["record"].clone();
+    eventually(Duration::from_secs(10), "a decision that saw 3 ready replicas", || {
+        (record(&cluster)["ready"] == 3 && record(&cluster)["current"] == 3).then_some(())
+    })
+    .await;
+    let gets = || cluster.standin.request_count("GET", DEPLOYMENT) + cluster.standin.request_count("GET", SCALE);
+    let (before, decided_before) = (gets(), record(&cluster)["nowMs"].as_u64());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_ne!(record(&cluster)["nowMs"].as_u64(), decided_before, "the policy kept deciding");
+    assert_eq!(gets(), before, "decisions read the Deployment from the watch cache, not with GETs");
+    // One write for one change: the cache's lag after the write never made the host write (or count) it twice.
+    let patches = cluster.standin.request_count("PATCH", SCALE);
+    assert_eq!(patches, 1, "exactly one /scale write for the one change 1 -> 3");
+    host.stop().await;
+}

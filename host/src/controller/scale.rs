@@ -1,9 +1,19 @@
 //! The `/scale` actuator: [`KubeScaleTarget`] reads and writes the scale subresource of any workload that has one
 //! (Deployment, StatefulSet, custom resources) through the Kubernetes API.
+//!
+//! Deployments, StatefulSets and ReplicaSets are read from a watch cache (one watch per kind and namespace that has
+//! policies), so a 1 s decision interval costs the API server nothing per tick; other kinds are read through
+//! `GET /scale`, since only their `/scale` knows where their replica count lives.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 
 use super::lease::Leadership;
 use crate::autoscaler::{ScaleState, ScaleTarget};
@@ -28,15 +38,37 @@ pub struct KubeScaleTarget {
     client: kube::Client,
     leadership: Leadership,
     field_manager: String,
+    /// Watch caches of workload objects by (apiVersion, kind, namespace), started on first use.
+    caches: HashMap<(String, String, String), WatchCache>,
+    /// Replica counts this host wrote that the cache may not show yet, with the resourceVersion the cached object
+    /// had before the write: while the cache still has that version, the written count is the current one.
+    written: HashMap<ServiceKey, (u32, Option<String>)>,
 }
+
+/// Workload objects of one kind in one namespace, kept current by a watch.
+struct WatchCache {
+    resource: ApiResource,
+    store: Store<DynamicObject>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for WatchCache {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The kinds whose replica count and readiness are known fields (`spec.replicas`, `status.readyReplicas`).
+const CACHED_KINDS: [(&str, &str); 3] =
+    [("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("apps/v1", "ReplicaSet")];
 
 impl KubeScaleTarget {
     /// `field_manager` names this host in the API server's records of `/scale` writes (e.g. `ballast-POD`).
     pub fn new(client: kube::Client, leadership: Leadership, field_manager: String) -> Self {
-        KubeScaleTarget { client, leadership, field_manager }
+        KubeScaleTarget { client, leadership, field_manager, caches: HashMap::new(), written: HashMap::new() }
     }
 
-    fn api(&self, key: &ServiceKey, spec: &ScalingPolicySpec) -> Result<Api<DynamicObject>, ScaleError> {
+    fn resource(key: &ServiceKey, spec: &ScalingPolicySpec) -> Result<ApiResource, ScaleError> {
         let target = &spec.target;
         let (group, version) = match target.api_version.split_once('/') {
             Some((group, version)) => (group, version),
@@ -50,9 +82,51 @@ impl KubeScaleTarget {
         }
         // The plural is derived from the kind (Deployment -> deployments), as for every built-in scalable kind;
         // this avoids a discovery round trip per target.
-        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &target.kind));
-        Ok(Api::namespaced_with(self.client.clone(), &key.namespace, &resource))
+        Ok(ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &target.kind)))
     }
+
+    fn api(&self, key: &ServiceKey, spec: &ScalingPolicySpec) -> Result<Api<DynamicObject>, ScaleError> {
+        Ok(Api::namespaced_with(self.client.clone(), &key.namespace, &Self::resource(key, spec)?))
+    }
+
+    /// The target object from the watch cache, starting the watch of its kind and namespace on first use. `None`
+    /// for kinds that are not cached, and until the watch has listed.
+    fn cached(&mut self, key: &ServiceKey, spec: &ScalingPolicySpec) -> Option<Arc<DynamicObject>> {
+        let target = &spec.target;
+        if !CACHED_KINDS.contains(&(target.api_version.as_str(), target.kind.as_str())) {
+            return None;
+        }
+        let id = (target.api_version.clone(), target.kind.clone(), key.namespace.clone());
+        let cache = match self.caches.get(&id) {
+            Some(cache) => cache,
+            None => {
+                let resource = Self::resource(key, spec).ok()?;
+                let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &key.namespace, &resource);
+                let writer = reflector::store::Writer::new(resource.clone());
+                let store = writer.as_reader();
+                let stream = reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+                let what = format!("{} in namespace {}", target.kind, key.namespace);
+                let task = tokio::spawn(async move {
+                    let mut stream = std::pin::pin!(stream);
+                    while let Some(event) = stream.next().await {
+                        if let Err(e) = event {
+                            tracing::warn!("watching {what}: {e}");
+                        }
+                    }
+                });
+                self.caches.entry(id).or_insert(WatchCache { resource, store, task })
+            }
+        };
+        cache.store.get(&ObjectRef::new_with(&target.name, cache.resource.clone()).within(&key.namespace))
+    }
+}
+
+/// Replica counts from a cached Deployment, StatefulSet or ReplicaSet (`readyReplicas` is omitted when 0).
+fn state_of(object: &DynamicObject) -> Option<ScaleState> {
+    let current = object.data.pointer("/spec/replicas")?.as_u64()?;
+    let ready = object.data.pointer("/status/readyReplicas").and_then(|v| v.as_u64()).unwrap_or(0);
+    let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    Some(ScaleState { current: count(current), ready: count(ready) })
 }
 
 /// `Deployment default/whisper (policy default/whisper)`: how errors name the target.
@@ -91,6 +165,17 @@ impl ScaleTarget for KubeScaleTarget {
 
     async fn read(&mut self, key: &ServiceKey, spec: &ScalingPolicySpec) -> Result<ScaleState, ScaleError> {
         let api = self.api(key, spec)?;
+        if let Some(object) = self.cached(key, spec)
+            && let Some(mut state) = state_of(&object)
+        {
+            match self.written.get(key) {
+                Some((replicas, before)) if object.resource_version() == *before => state.current = *replicas,
+                _ => {
+                    self.written.remove(key);
+                }
+            }
+            return Ok(state);
+        }
         let name = spec.target.name.as_str();
         let api_error = |action, source| ScaleError::Api { target: describe(key, spec), action, source };
         let scale = with_retries(|| api.get_scale(name)).await.map_err(|e| api_error("reading /scale", e))?;
@@ -111,11 +196,16 @@ impl ScaleTarget for KubeScaleTarget {
             return Err(ScaleError::NotLeader { target: describe(key, spec) });
         }
         let api = self.api(key, spec)?;
+        let before = self.cached(key, spec).map(|object| object.resource_version());
         let patch = Patch::Merge(serde_json::json!({ "spec": { "replicas": replicas } }));
         let params = PatchParams { field_manager: Some(self.field_manager.clone()), ..PatchParams::default() };
         with_retries(|| api.patch_scale(&spec.target.name, &params, &patch))
             .await
             .map_err(|source| ScaleError::Api { target: describe(key, spec), action: "writing /scale", source })?;
+        match before {
+            Some(before) => self.written.insert(key.clone(), (replicas, before)),
+            None => self.written.remove(key),
+        };
         Ok(())
     }
 }
