@@ -30,6 +30,14 @@ fn main() {
     {
         build.env_remove(var);
     }
+    // Paths are remapped so a plugin's bytes (and sha256) do not depend on where the checkout or cargo's registry
+    // lives: the committed plugin ConfigMaps in deploy/ must match what any checkout builds.
+    let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{}/.cargo", env_or("HOME", "/root")));
+    let flags = [
+        format!("--remap-path-prefix={}=/ballast", root.display()),
+        format!("--remap-path-prefix={cargo_home}=/cargo"),
+    ];
+    build.env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"));
     let output = build.output().expect("running cargo to build the plugins");
     if !output.status.success() {
         panic!(
@@ -39,6 +47,10 @@ fn main() {
     }
     let out = target_dir.join(TARGET).join(PROFILE);
     println!("cargo:rustc-env=BALLAST_PLUGIN_DIR={}", out.display());
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.into())
 }
 
 fn ensure_target_installed() {
