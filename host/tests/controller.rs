@@ -111,6 +111,22 @@ impl Cluster {
         api.create(&PostParams::default(), &policy).await.expect("creating the ScalingPolicy");
     }
 
+    /// A policy on Deployment `web` decided by the hostile test plugin (ConfigMap `hostile`) with fast `behavior`;
+    /// `overrides` replaces or adds top-level spec fields (e.g. `config`, `maxReplicas`, `target`).
+    async fn create_hostile_policy(&self, name: &str, overrides: Value) {
+        self.put_plugin_config_map("hostile", "plugin.wasm", plugin_file("hostile.wasm")).await;
+        let mut spec = json!({
+            "target": { "name": "web" },
+            "minReplicas": 1, "maxReplicas": 6,
+            "plugin": { "configMap": { "name": "hostile", "key": "plugin.wasm" } },
+            "behavior": fast_behavior(),
+        });
+        for (field, value) in overrides.as_object().expect("an object of spec fields") {
+            spec[field] = value.clone();
+        }
+        self.create_policy(name, spec).await;
+    }
+
     async fn put_plugin_config_map(&self, name: &str, key: &str, bytes: Vec<u8>) {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), "default");
         let mut cm = ConfigMap {
@@ -369,19 +385,7 @@ async fn configmap_update_swaps_the_plugin_and_a_broken_update_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_host_resumes_with_plugin_state_and_behavior_history_from_status() {
     let cluster = cluster().await;
-    cluster.put_plugin_config_map("hostile", "plugin.wasm", plugin_file("hostile.wasm")).await;
-    cluster
-        .create_policy(
-            "web",
-            json!({
-                "target": { "name": "web" },
-                "minReplicas": 1, "maxReplicas": 100,
-                "plugin": { "configMap": { "name": "hostile", "key": "plugin.wasm" } },
-                "config": { "mode": "echo-state" },
-                "behavior": fast_behavior(),
-            }),
-        )
-        .await;
+    cluster.create_hostile_policy("web", json!({ "maxReplicas": 100, "config": { "mode": "echo-state" } })).await;
     let host = Host::start(&cluster.client, "host-a", None, None);
     eventually(Duration::from_secs(30), "a few calls counted in the plugin state", || {
         (cluster.replicas() >= 4).then_some(())
@@ -416,19 +420,7 @@ fn state_counter(memory: &Value) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_fail_over_keeps_a_single_writer() {
     let cluster = cluster().await;
-    cluster.put_plugin_config_map("hostile", "plugin.wasm", plugin_file("hostile.wasm")).await;
-    cluster
-        .create_policy(
-            "web",
-            json!({
-                "target": { "name": "web" },
-                "minReplicas": 1, "maxReplicas": 200,
-                "plugin": { "configMap": { "name": "hostile", "key": "plugin.wasm" } },
-                "config": { "mode": "echo-state" },
-                "behavior": fast_behavior(),
-            }),
-        )
-        .await;
+    cluster.create_hostile_policy("web", json!({ "maxReplicas": 200, "config": { "mode": "echo-state" } })).await;
     let lease = |identity: &str| LeaseConfig {
         duration: Duration::from_secs(3),
         renew_every: Duration::from_millis(500),
@@ -485,20 +477,8 @@ fn scale_writers(standin: &StandIn) -> Vec<(String, usize)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflict_on_scale_is_retried() {
     let cluster = cluster().await;
-    cluster.put_plugin_config_map("hostile", "plugin.wasm", plugin_file("hostile.wasm")).await;
     cluster.standin.inject_fault(Fault::writes(SCALE, FaultKind::Conflict, 2));
-    cluster
-        .create_policy(
-            "web",
-            json!({
-                "target": { "name": "web" },
-                "minReplicas": 1, "maxReplicas": 10,
-                "plugin": { "configMap": { "name": "hostile", "key": "plugin.wasm" } },
-                "config": { "mode": "fixed", "replicas": 3 },
-                "behavior": fast_behavior(),
-            }),
-        )
-        .await;
+    cluster.create_hostile_policy("web", json!({ "config": { "mode": "fixed", "replicas": 3 } })).await;
     let host = Host::start(&cluster.client, "host-a", None, None);
     eventually(Duration::from_secs(30), "web at 3 replicas despite two 409s", || {
         (cluster.replicas() == 3).then_some(())
@@ -544,23 +524,13 @@ simulation: { ignored: here }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_plugin_is_reported_never_applied_and_a_broken_shadow_leaves_the_live_one_alone() {
     let cluster = cluster().await;
-    cluster.put_plugin_config_map("hostile", "plugin.wasm", plugin_file("hostile.wasm")).await;
     cluster.put_plugin_config_map("candidate", "plugin.wasm", plugin_file("hostile.wasm")).await;
+    let shadow = json!({
+        "plugin": { "configMap": { "name": "candidate", "key": "plugin.wasm" } },
+        "config": { "mode": "fixed", "replicas": 5 },
+    });
     cluster
-        .create_policy(
-            "web",
-            json!({
-                "target": { "name": "web" },
-                "minReplicas": 1, "maxReplicas": 6,
-                "behavior": fast_behavior(),
-                "plugin": { "configMap": { "name": "hostile", "key": "plugin.wasm" } },
-                "config": { "mode": "fixed", "replicas": 2 },
-                "shadow": {
-                    "plugin": { "configMap": { "name": "candidate", "key": "plugin.wasm" } },
-                    "config": { "mode": "fixed", "replicas": 5 },
-                },
-            }),
-        )
+        .create_hostile_policy("web", json!({ "config": { "mode": "fixed", "replicas": 2 }, "shadow": shadow }))
         .await;
     let host = Host::start(&cluster.client, "host-a", None, None);
     let shadow = eventually(Duration::from_secs(30), "a decision with a shadow verdict", || {
@@ -609,7 +579,6 @@ async fn a_shadow_plugin_is_reported_never_applied_and_a_broken_shadow_leaves_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_policy_decides_at_its_own_interval() {
     let cluster = cluster().await;
-    cluster.put_plugin_config_map("hostile", "plugin.wasm", plugin_file("hostile.wasm")).await;
     cluster
         .standin
         .insert(json!({
@@ -626,18 +595,10 @@ async fn each_policy_decides_at_its_own_interval() {
         }))
         .expect("creating the second Deployment");
     for (name, interval) in [("web", 1), ("slow", 3)] {
-        cluster
-            .create_policy(
-                name,
-                json!({
-                    "target": { "name": name },
-                    "minReplicas": 1, "maxReplicas": 4,
-                    "decisionIntervalSeconds": interval,
-                    "plugin": { "configMap": { "name": "hostile", "key": "plugin.wasm" } },
-                    "config": { "mode": "echo-state" },
-                }),
-            )
-            .await;
+        let overrides = json!({
+            "target": { "name": name }, "decisionIntervalSeconds": interval, "config": { "mode": "echo-state" },
+        });
+        cluster.create_hostile_policy(name, overrides).await;
     }
     let host = Host::start(&cluster.client, "host-a", None, None);
     // The echo-state plugin counts its own calls in its state blob, which status persists.
@@ -660,19 +621,7 @@ async fn each_policy_decides_at_its_own_interval() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployments_are_read_from_a_watch_cache_not_polled() {
     let cluster = cluster().await;
-    cluster.put_plugin_config_map("hostile", "plugin.wasm", plugin_file("hostile.wasm")).await;
-    cluster
-        .create_policy(
-            "web",
-            json!({
-                "target": { "name": "web" },
-                "minReplicas": 1, "maxReplicas": 6,
-                "behavior": fast_behavior(),
-                "plugin": { "configMap": { "name": "hostile", "key": "plugin.wasm" } },
-                "config": { "mode": "fixed", "replicas": 3 },
-            }),
-        )
-        .await;
+    cluster.create_hostile_policy("web", json!({ "config": { "mode": "fixed", "replicas": 3 } })).await;
     let host = Host::start(&cluster.client, "host-a", None, None);
     eventually(Duration::from_secs(30), "the Deployment at 3 replicas, all ready", || {
         let ready = cluster.standin.get(DEPLOYMENT)?["status"]["readyReplicas"].as_u64();

@@ -370,6 +370,7 @@ impl<O: Observer> Controller<O> {
         }
         match done.result {
             Ok(loaded) => {
+                let message = loaded_message(Role::Live, &loaded, &done.digest);
                 let (memory, shadow) = match self.fleet.services.remove(&done.key) {
                     Some(old) => (old.memory, old.shadow.map(|s| s.plugin)),
                     None => (state.restored.take().unwrap_or_default(), state.pending_shadow.take()),
@@ -377,12 +378,6 @@ impl<O: Observer> Controller<O> {
                 let mut service = ManagedService::new(state.spec.clone(), loaded.plugin).with_shadow(shadow);
                 service.memory = memory;
                 self.fleet.services.insert(done.key.clone(), service);
-                let message = format!(
-                    "{} (sha256 {}) loaded and validated in {} ms",
-                    loaded.source_name,
-                    done.digest,
-                    loaded.load_time.as_millis()
-                );
                 tracing::info!(policy = %done.key, "{message}");
                 state.status.plugin_name = Some(loaded.source_name);
                 state.status.plugin_digest = Some(done.digest.clone());
@@ -407,12 +402,8 @@ impl<O: Observer> Controller<O> {
         let service = self.fleet.services.get_mut(&done.key);
         match done.result {
             Ok(loaded) => {
-                let message = format!(
-                    "shadow plugin {} (sha256 {}) loaded and validated in {} ms; it is evaluated, never applied",
-                    loaded.source_name,
-                    done.digest,
-                    loaded.load_time.as_millis()
-                );
+                let message = loaded_message(Role::Shadow, &loaded, &done.digest)
+                    + "; it is evaluated and reported, never applied";
                 tracing::info!(policy = %done.key, "{message}");
                 match service {
                     Some(service) => service.set_shadow(Some(loaded.plugin)),
@@ -661,6 +652,16 @@ fn failure_kind(kind: &str) -> &'static str {
         "error" => "error",
         _ => "other",
     }
+}
+
+/// What the log and the `PluginReady`/`ShadowReady` condition say about a plugin that passed validation.
+fn loaded_message(role: Role, loaded: &LoadedPlugin, digest: &str) -> String {
+    format!(
+        "{}{} (sha256 {digest}) loaded and validated in {} ms",
+        role.prefix(),
+        loaded.source_name,
+        loaded.load_time.as_millis()
+    )
 }
 
 impl Role {
