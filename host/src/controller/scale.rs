@@ -7,7 +7,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchP
 
 use super::lease::Leadership;
 use crate::autoscaler::{ScaleState, ScaleTarget};
-use crate::spec::{ScalingPolicySpec, ServiceKey};
+use crate::spec::{ScalingPolicySpec, ServiceKey, TargetRef};
 
 /// Attempts for one read or write when the API server answers 409, 429 or 5xx.
 const ATTEMPTS: u32 = 5;
@@ -37,27 +37,39 @@ impl KubeScaleTarget {
     }
 
     fn api(&self, key: &ServiceKey, spec: &ScalingPolicySpec) -> Result<Api<DynamicObject>, ScaleError> {
-        let target = &spec.target;
-        let (group, version) = match target.api_version.split_once('/') {
-            Some((group, version)) => (group, version),
-            None => ("", target.api_version.as_str()),
-        };
-        if version.is_empty() || version.contains('/') {
-            return Err(ScaleError::BadApiVersion {
-                target: describe(key, spec),
-                api_version: target.api_version.clone(),
-            });
-        }
-        // The plural is derived from the kind (Deployment -> deployments), as for every built-in scalable kind;
-        // this avoids a discovery round trip per target.
-        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &target.kind));
-        Ok(Api::namespaced_with(self.client.clone(), &key.namespace, &resource))
+        target_api(&self.client, key, &spec.target)
     }
+}
+
+/// The API of a target's kind in the policy's namespace: any kind with a `/scale` subresource.
+pub(crate) fn target_api(
+    client: &kube::Client,
+    key: &ServiceKey,
+    target: &TargetRef,
+) -> Result<Api<DynamicObject>, ScaleError> {
+    let (group, version) = match target.api_version.split_once('/') {
+        Some((group, version)) => (group, version),
+        None => ("", target.api_version.as_str()),
+    };
+    if version.is_empty() || version.contains('/') {
+        return Err(ScaleError::BadApiVersion {
+            target: describe_target(key, target),
+            api_version: target.api_version.clone(),
+        });
+    }
+    // The plural is derived from the kind (Deployment -> deployments), as for every built-in scalable kind;
+    // this avoids a discovery round trip per target.
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &target.kind));
+    Ok(Api::namespaced_with(client.clone(), &key.namespace, &resource))
 }
 
 /// `Deployment default/whisper (policy default/whisper)`: how errors name the target.
 fn describe(key: &ServiceKey, spec: &ScalingPolicySpec) -> String {
-    format!("{} {}/{} (policy {key})", spec.target.kind, key.namespace, spec.target.name)
+    describe_target(key, &spec.target)
+}
+
+pub(crate) fn describe_target(key: &ServiceKey, target: &TargetRef) -> String {
+    format!("{} {}/{} (policy {key})", target.kind, key.namespace, target.name)
 }
 
 /// Whether an API error is worth another attempt: conflicts, throttling and server errors.
