@@ -207,7 +207,10 @@ pub enum ResourceError {
     Pods { namespace: String, detail: String },
     #[error("{target}: reading /scale for the pod selector: {detail}")]
     Scale { target: String, detail: String },
-    #[error("{what} got no answer within {timeout:?}; the API server or metrics-server is slow or unreachable")]
+    #[error(
+        "{what} got no answer within {timeout:?} (the client retries 429, 503 and 504 answers until then); the API \
+         server or metrics-server is slow, unreachable or down"
+    )]
     Timeout { what: String, timeout: Duration },
     #[error(
         "{target}: its /scale has no status.selector, so its pods cannot be found; CPU and memory need a target \
