@@ -811,6 +811,86 @@ mod tests {
         assert_eq!(parse_go_duration("fast"), None);
     }
 
+    /// A pod started `started` seconds ago whose Ready condition is `ready` since `changed` seconds ago.
+    fn pod_at(now: Timestamp, phase: &str, started: Option<i64>, ready: Option<(&str, i64)>) -> Pod {
+        let at = |seconds: i64| (now - SignedDuration::from_secs(seconds)).to_string();
+        let mut status = serde_json::json!({"phase": phase});
+        if let Some(started) = started {
+            status["startTime"] = serde_json::json!(at(started));
+        }
+        if let Some((ready, changed)) = ready {
+            status["conditions"] =
+                serde_json::json!([{"type": "Ready", "status": ready, "lastTransitionTime": at(changed)}]);
+        }
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "status": status})).unwrap()
+    }
+
+    /// Kubernetes' TestGroupPods cases for CPU, with the default 5 min initialization period and 30 s delay.
+    #[test]
+    fn pods_are_grouped_as_group_pods_groups_them() {
+        let now = Timestamp::now();
+        let config = ResourceConfig::default();
+        let sample = |age: i64, window: u64| Sample {
+            timestamp: now - SignedDuration::from_secs(age),
+            window: Duration::from_secs(window),
+            cpu_milli: Some(1),
+            memory_milli: Some(1),
+        };
+        let fresh = sample(0, 30);
+        let cpu = |pod: &Pod, sample: Option<&Sample>| group_pod(pod, sample, Resource::Cpu, &config, now);
+        let cases = [
+            ("no Ready condition", pod_at(now, "Running", Some(0), None), Some(&fresh), Group::Unready),
+            (
+                "ready, sample window after readiness, in the initialization period",
+                pod_at(now, "Running", Some(60), Some(("True", 45))),
+                Some(&fresh),
+                Group::Ready,
+            ),
+            (
+                "ready, sample window began before readiness, in the initialization period",
+                pod_at(now, "Running", Some(60), Some(("True", 15))),
+                Some(&fresh),
+                Group::Unready,
+            ),
+            (
+                "not ready in the initialization period",
+                pod_at(now, "Running", Some(60), Some(("False", 55))),
+                Some(&fresh),
+                Group::Unready,
+            ),
+            (
+                "ready after the initialization period, old sample",
+                pod_at(now, "Running", Some(600), Some(("True", 590))),
+                Some(&sample(120, 60)),
+                Group::Ready,
+            ),
+            (
+                "not ready after the initialization period, but was ready once",
+                pod_at(now, "Running", Some(600), Some(("False", 540))),
+                Some(&fresh),
+                Group::Ready,
+            ),
+            (
+                "not ready after the initialization period, never ready",
+                pod_at(now, "Running", Some(600), Some(("False", 590))),
+                Some(&fresh),
+                Group::Unready,
+            ),
+            ("pending", pod_at(now, "Pending", None, None), Some(&fresh), Group::Unready),
+            ("failed", pod_at(now, "Failed", Some(600), Some(("False", 10))), Some(&fresh), Group::Ignored),
+            ("no sample", pod_at(now, "Running", Some(600), Some(("True", 590))), None, Group::Missing),
+        ];
+        for (name, pod, sample, expected) in &cases {
+            assert_eq!(cpu(pod, *sample), *expected, "{name}");
+        }
+        // Memory has no readiness rule: an unready running pod with a sample counts.
+        let unready = pod_at(now, "Running", Some(0), None);
+        assert_eq!(group_pod(&unready, Some(&fresh), Resource::Memory, &config, now), Group::Ready);
+        let mut deleting = pod_at(now, "Running", Some(600), Some(("True", 590)));
+        deleting.metadata.deletion_timestamp = Some(Time(now));
+        assert_eq!(cpu(&deleting, Some(&fresh)), Group::Ignored);
+    }
+
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
