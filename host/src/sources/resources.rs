@@ -226,6 +226,8 @@ pub enum ResourceError {
          the pod template, or set metrics.resources: false in the ScalingPolicy"
     )]
     MissingRequest { target: String, pod: String, container: String, resource: &'static str },
+    #[error("{target}: container `{container}` of pod {pod} requests {quantity:?}, which is not a quantity: {detail}")]
+    BadRequest { target: String, pod: String, container: String, quantity: String, detail: String },
     #[error("{target}: no pods match its selector {selector:?}")]
     NoPods { target: String, selector: String },
     #[error("{target}: metrics.k8s.io has no sample for any of its {pods} pods")]
@@ -240,7 +242,10 @@ impl ResourceError {
     pub fn is_misconfiguration(&self) -> bool {
         matches!(
             self,
-            ResourceError::NoSelector { .. } | ResourceError::BadSelector { .. } | ResourceError::MissingRequest { .. }
+            ResourceError::NoSelector { .. }
+                | ResourceError::BadSelector { .. }
+                | ResourceError::MissingRequest { .. }
+                | ResourceError::BadRequest { .. }
         )
     }
 }
@@ -554,20 +559,34 @@ fn pod_request(pod: &Pod, resource: Resource, target: &str) -> Result<u128, Reso
         format!("{}/{}", meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default())
     };
     let Some(spec) = &pod.spec else { return Ok(0) };
-    let requested = |requests: Option<&BTreeMap<String, Quantity>>| {
-        requests.and_then(|r| r.get(resource.name())).map(|q| milli_value(&q.0).unwrap_or(0))
+    // `None` when the resource is not requested; the API server only stores valid quantities, but say so if not.
+    let requested = |requests: Option<&BTreeMap<String, Quantity>>, container: &str| {
+        requests
+            .and_then(|r| r.get(resource.name()))
+            .map(|quantity| {
+                milli_value(&quantity.0).map_err(|detail| ResourceError::BadRequest {
+                    target: target.to_owned(),
+                    pod: pod_name(),
+                    container: container.to_owned(),
+                    quantity: quantity.0.clone(),
+                    detail,
+                })
+            })
+            .transpose()
     };
-    if let Some(pod_level) = requested(spec.resources.as_ref().and_then(|r| r.requests.as_ref())) {
+    if let Some(pod_level) = requested(spec.resources.as_ref().and_then(|r| r.requests.as_ref()), "(pod level)")? {
         return Ok(pod_level);
     }
     let sidecars = spec.init_containers.iter().flatten().filter(|c| c.restart_policy.as_deref() == Some("Always"));
     let mut sum = 0u128;
     for container in spec.containers.iter().chain(sidecars) {
-        sum += requested(container_requests(container)).ok_or_else(|| ResourceError::MissingRequest {
-            target: target.to_owned(),
-            pod: pod_name(),
-            container: container.name.clone(),
-            resource: resource.name(),
+        sum += requested(container_requests(container), &container.name)?.ok_or_else(|| {
+            ResourceError::MissingRequest {
+                target: target.to_owned(),
+                pod: pod_name(),
+                container: container.name.clone(),
+                resource: resource.name(),
+            }
         })?;
     }
     Ok(sum)
