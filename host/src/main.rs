@@ -164,6 +164,9 @@ struct RunArgs {
     /// Time between decisions.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     tick: Duration,
+    /// How often CPU and memory are read from metrics.k8s.io (the HPA's sync period is 15 s).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    resources_every: Duration,
     /// Write each policy's status at least this often (and after every decision that changed something).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     status_every: Duration,
@@ -369,6 +372,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     use ballast::controller::reconcile::{Controller, PolicySource, RunOptions};
     use ballast::sources::live::LiveObserver;
     use ballast::sources::prometheus::{PrometheusConfig, PrometheusSource};
+    use ballast::sources::resources::{ResourceConfig, ResourceSource};
 
     let client = args.kube.client().await?;
     let policies = match &args.config {
@@ -390,8 +394,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(url) => Some(PrometheusSource::new(PrometheusConfig::new(url.clone()))?),
         None => None,
     };
+    let resources = ResourceSource::new(client.clone(), ResourceConfig::default());
     let observer =
-        LiveObserver::new(bullmq, prometheus, Duration::from_secs(5), Duration::from_secs(60), metrics.clone());
+        LiveObserver::new(bullmq, prometheus, Duration::from_secs(5), Duration::from_secs(60), metrics.clone())
+            .with_resources(resources, args.resources_every);
     let limits = ballast::runtime::RuntimeLimits { cache_dir: args.cache_dir.clone(), ..Default::default() };
     let engine = ballast::runtime::PolicyEngine::new(limits)?;
     let identity = args.identity.clone().unwrap_or_else(|| {

@@ -17,7 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 
 use super::lease::Leadership;
 use crate::autoscaler::{ScaleState, ScaleTarget};
-use crate::spec::{ScalingPolicySpec, ServiceKey};
+use crate::spec::{ScalingPolicySpec, ServiceKey, TargetRef};
 
 /// Attempts for one read or write when the API server answers 409, 429 or 5xx.
 const ATTEMPTS: u32 = 5;
@@ -68,25 +68,8 @@ impl KubeScaleTarget {
         KubeScaleTarget { client, leadership, field_manager, caches: HashMap::new(), written: HashMap::new() }
     }
 
-    fn resource(key: &ServiceKey, spec: &ScalingPolicySpec) -> Result<ApiResource, ScaleError> {
-        let target = &spec.target;
-        let (group, version) = match target.api_version.split_once('/') {
-            Some((group, version)) => (group, version),
-            None => ("", target.api_version.as_str()),
-        };
-        if version.is_empty() || version.contains('/') {
-            return Err(ScaleError::BadApiVersion {
-                target: describe(key, spec),
-                api_version: target.api_version.clone(),
-            });
-        }
-        // The plural is derived from the kind (Deployment -> deployments), as for every built-in scalable kind;
-        // this avoids a discovery round trip per target.
-        Ok(ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &target.kind)))
-    }
-
     fn api(&self, key: &ServiceKey, spec: &ScalingPolicySpec) -> Result<Api<DynamicObject>, ScaleError> {
-        Ok(Api::namespaced_with(self.client.clone(), &key.namespace, &Self::resource(key, spec)?))
+        target_api(&self.client, key, &spec.target)
     }
 
     /// The target object from the watch cache, starting the watch of its kind and namespace on first use. `None`
@@ -100,7 +83,7 @@ impl KubeScaleTarget {
         let cache = match self.caches.get(&id) {
             Some(cache) => cache,
             None => {
-                let resource = Self::resource(key, spec).ok()?;
+                let resource = target_resource(key, target).ok()?;
                 let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &key.namespace, &resource);
                 let writer = reflector::store::Writer::new(resource.clone());
                 let store = writer.as_reader();
@@ -129,9 +112,38 @@ fn state_of(object: &DynamicObject) -> Option<ScaleState> {
     Some(ScaleState { current: count(current), ready: count(ready) })
 }
 
+/// The API of a target's kind in the policy's namespace: any kind with a `/scale` subresource.
+pub(crate) fn target_api(
+    client: &kube::Client,
+    key: &ServiceKey,
+    target: &TargetRef,
+) -> Result<Api<DynamicObject>, ScaleError> {
+    Ok(Api::namespaced_with(client.clone(), &key.namespace, &target_resource(key, target)?))
+}
+
+/// The target's kind as an API resource. The plural is derived from the kind (Deployment -> deployments), as for
+/// every built-in scalable kind; this avoids a discovery round trip per target.
+fn target_resource(key: &ServiceKey, target: &TargetRef) -> Result<ApiResource, ScaleError> {
+    let (group, version) = match target.api_version.split_once('/') {
+        Some((group, version)) => (group, version),
+        None => ("", target.api_version.as_str()),
+    };
+    if version.is_empty() || version.contains('/') {
+        return Err(ScaleError::BadApiVersion {
+            target: describe_target(key, target),
+            api_version: target.api_version.clone(),
+        });
+    }
+    Ok(ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &target.kind)))
+}
+
 /// `Deployment default/whisper (policy default/whisper)`: how errors name the target.
 fn describe(key: &ServiceKey, spec: &ScalingPolicySpec) -> String {
-    format!("{} {}/{} (policy {key})", spec.target.kind, key.namespace, spec.target.name)
+    describe_target(key, &spec.target)
+}
+
+pub(crate) fn describe_target(key: &ServiceKey, target: &TargetRef) -> String {
+    format!("{} {}/{} (policy {key})", target.kind, key.namespace, target.name)
 }
 
 /// Whether an API error is worth another attempt: conflicts, throttling and server errors.

@@ -3,3 +3,4 @@
 pub mod bullmq;
 pub mod live;
 pub mod prometheus;
+pub mod resources;

@@ -3,9 +3,14 @@
 //! Each configured target gives a proposal (the HPA formula, tolerance 0.1 by default); the decision is the largest.
 //! A configured metric that is unavailable never lets the result fall below the current replica count, as in the
 //! HPA. The host's clamps then apply min/max and `behavior`, exactly as the HPA controller would.
+//!
+//! CPU and memory use the HPA's resource rules (missing, unready and pending pods) when the host sends the pod
+//! groups behind the percentage (`resources.cpu.*` custom metrics, see [`hpa::PodGroups`]); otherwise the plain
+//! utilization formula over the ready replicas.
 
 use std::collections::BTreeMap;
 
+use ballast_policy_sdk::hpa::{PodGroups, Resource};
 use ballast_policy_sdk::{Decision, MetricProposal, PolicyError, PolicyInput, config, hpa};
 use serde::Deserialize;
 
@@ -60,8 +65,15 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
         total.zip(target).and_then(|(v, t)| hpa::per_pod_proposal(current, v, t, tol))
     };
     consider("gpu", cfg.gpu_utilization, utilization(obs.gpu_duty_cycle_percent, cfg.gpu_utilization));
-    consider("cpu", cfg.cpu_utilization, utilization(obs.cpu_percent_of_request, cfg.cpu_utilization));
-    consider("memory", cfg.memory_utilization, utilization(obs.memory_percent_of_request, cfg.memory_utilization));
+    let resource = |resource: Resource, percent: Option<f64>, target: Option<f64>| match PodGroups::from_observations(
+        obs, resource,
+    ) {
+        Some(groups) => target.and_then(|t| hpa::resource_proposal(current, &groups, t, tol)),
+        None => utilization(percent, target),
+    };
+    consider("cpu", cfg.cpu_utilization, resource(Resource::Cpu, obs.cpu_percent_of_request, cfg.cpu_utilization));
+    let memory = resource(Resource::Memory, obs.memory_percent_of_request, cfg.memory_utilization);
+    consider("memory", cfg.memory_utilization, memory);
     let backlog = obs.queue.as_ref().map(|q| q.backlog() as f64);
     consider("queue", cfg.jobs_per_pod, per_pod(backlog, cfg.jobs_per_pod));
     consider("latency-p95", cfg.latency_p95_ms, utilization(obs.latency_p95_ms, cfg.latency_p95_ms));
@@ -165,6 +177,24 @@ mod tests {
         obs.cpu_percent_of_request = Some(10.0);
         obs.queue = Some(queue(0));
         assert_eq!(decide(&input(STT, 6, obs)).unwrap().replicas, 1);
+    }
+
+    #[test]
+    fn cpu_uses_the_hpa_pod_groups_when_the_host_sends_them() {
+        use ballast_policy_sdk::CustomMetric;
+        // 3 replicas: one ready pod at 100% of its request, one unready, one without a sample; target 50%.
+        // The plain formula asks for ceil(3 * 100 / 50) = 6; the HPA counts the other two at 0% for a scale-up,
+        // which gives 33%, below the target, so it holds 3 (TestReplicaCalcScaleUpUnreadyNoScale).
+        let mut obs = Observations::none();
+        obs.cpu_percent_of_request = Some(100.0);
+        let values = [1.0, 1000.0, 1000.0, 1.0, 1000.0, 1.0, 1000.0];
+        for (field, value) in hpa::POD_GROUP_FIELDS.iter().zip(values) {
+            obs.custom.push(CustomMetric { name: Resource::Cpu.metric_name(field), value });
+        }
+        let d = decide(&input(r#"{"cpuUtilization": 50}"#, 3, obs.clone())).unwrap();
+        assert_eq!(d.replicas, 3, "{}", d.reason);
+        obs.custom.clear();
+        assert_eq!(decide(&input(r#"{"cpuUtilization": 50}"#, 3, obs)).unwrap().replicas, 6);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod controller;
 mod faults;
 mod meta;
+mod metrics;
 mod patch;
 mod resources;
 mod selector;
@@ -23,6 +24,7 @@ use tokio::task::JoinHandle;
 
 pub use controller::ControllerSettings;
 pub use faults::{Fault, FaultKind, RecordedRequest};
+pub use metrics::MetricsApi;
 pub use status::ApiError;
 
 use crate::faults::Faults;
@@ -101,6 +103,7 @@ impl StandIn {
             store: Mutex::new(Store::new(options.history_capacity)),
             faults: Mutex::new(Faults::default()),
             controller: Mutex::new(options.controller),
+            metrics_api: Mutex::new(MetricsApi::default()),
             bookmark_interval: options.bookmark_interval,
             server_address: addr.to_string(),
             shutdown: shutdown_rx.clone(),
@@ -187,35 +190,37 @@ impl StandIn {
         Ok(store.set_status(&target.rt, target.namespace.as_deref(), name, status)?)
     }
 
-    /// Sets (or replaces) the `metrics.k8s.io/v1beta1` PodMetrics of one pod. The pod need not exist; if it does,
-    /// its labels are copied so label-selected metric lists work as with metrics-server.
+    /// Sets (or replaces) the `metrics.k8s.io/v1beta1` sample of one pod, taken now over a 15 s window. As with
+    /// metrics-server, it is served only while the pod exists, with the pod's current labels (see `metrics.rs`).
     pub fn set_pod_metrics(&self, namespace: &str, pod: &str, containers: &[ContainerUsage]) -> Value {
-        let mut store = self.shared.store();
-        let labels = store
-            .find_type("", "v1", "pods")
-            .and_then(|pods| store.get(&pods, Some(namespace), pod).ok())
-            .map(|pod| pod["metadata"]["labels"].clone())
-            .filter(|labels| labels.is_object());
+        self.set_pod_metrics_at(namespace, pod, containers, SystemTime::now(), Duration::from_secs(15))
+    }
+
+    /// [`Self::set_pod_metrics`] with the sample's `timestamp` (end of the window) and `window` given.
+    pub fn set_pod_metrics_at(
+        &self,
+        namespace: &str,
+        pod: &str,
+        containers: &[ContainerUsage],
+        timestamp: SystemTime,
+        window: Duration,
+    ) -> Value {
         let containers: Vec<Value> =
             containers.iter().map(|c| json!({"name": c.name, "usage": {"cpu": c.cpu, "memory": c.memory}})).collect();
-        let mut metadata = json!({"name": pod, "namespace": namespace});
-        if let Some(labels) = labels {
-            metadata["labels"] = labels;
-        }
-        let object = json!({
-            "metadata": metadata,
-            "timestamp": meta::timestamp(SystemTime::now()),
-            "window": "15s",
-            "containers": containers,
-        });
-        let rt = store.find_type("metrics.k8s.io", "v1beta1", "pods").expect("metrics are built in");
-        store.upsert_unchecked(&rt, Some(namespace), object)
+        let mut store = self.shared.store();
+        let rt = store.find_type(metrics::GROUP, "v1beta1", "pods").expect("metrics are built in");
+        store.upsert_unchecked(&rt, Some(namespace), metrics::sample(namespace, pod, containers, timestamp, window))
+    }
+
+    /// Makes metrics-server available, down (503 from the aggregator) or not installed (404, no discovery).
+    pub fn set_metrics_api(&self, state: MetricsApi) {
+        *self.shared.metrics_api.lock().unwrap_or_else(|p| p.into_inner()) = state;
     }
 
     /// Removes a pod's metrics (as metrics-server does once a pod is gone).
     pub fn remove_pod_metrics(&self, namespace: &str, pod: &str) {
         let mut store = self.shared.store();
-        let rt = store.find_type("metrics.k8s.io", "v1beta1", "pods").expect("metrics are built in");
+        let rt = store.find_type(metrics::GROUP, "v1beta1", "pods").expect("metrics are built in");
         store.remove_unchecked(&rt, Some(namespace), pod);
     }
 

@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::controller::ControllerSettings;
 use crate::faults::Faults;
+use crate::metrics::{self, MetricsApi};
 use crate::patch::{self, PatchType};
 use crate::resources::{self, ResourceType};
 use crate::selector::{FieldSelector, LabelSelector};
@@ -24,6 +25,7 @@ pub struct Shared {
     pub store: Mutex<Store>,
     pub faults: Mutex<Faults>,
     pub controller: Mutex<ControllerSettings>,
+    pub metrics_api: Mutex<MetricsApi>,
     pub bookmark_interval: Duration,
     pub server_address: String,
     pub shutdown: watch::Receiver<bool>,
@@ -38,6 +40,37 @@ impl Shared {
 
     pub fn faults(&self) -> MutexGuard<'_, Faults> {
         self.faults.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn metrics_api(&self) -> MetricsApi {
+        *self.metrics_api.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The served types, as discovery shows them: without metrics.k8s.io while its APIService is not registered.
+    fn discoverable_types(&self) -> Vec<ResourceType> {
+        let hidden = self.metrics_api() == MetricsApi::NotRegistered;
+        self.store().types().iter().filter(|rt| !(hidden && rt.group == metrics::GROUP)).cloned().collect()
+    }
+}
+
+/// What the aggregation layer answers for metrics.k8s.io when metrics-server is not there to answer.
+fn metrics_api_answer(shared: &Shared, path: &str) -> Option<Response> {
+    let metrics_path = path.strip_prefix("/apis/").and_then(|rest| rest.split('/').next()) == Some(metrics::GROUP);
+    if !metrics_path {
+        return None;
+    }
+    match shared.metrics_api() {
+        MetricsApi::Available => None,
+        MetricsApi::NotRegistered => Some(error_response(&ApiError::path_not_found())),
+        // The group document is served by the aggregator itself; everything below a version is proxied.
+        MetricsApi::Unavailable if path.trim_end_matches('/') == format!("/apis/{}", metrics::GROUP) => None,
+        MetricsApi::Unavailable => {
+            let mut response = (StatusCode::SERVICE_UNAVAILABLE, metrics::UNAVAILABLE_BODY).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+            headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+            Some(response)
+        }
     }
 }
 
@@ -183,6 +216,9 @@ fn respond(
         };
         return Err(fault.to_error(conflict));
     }
+    if let Some(response) = metrics_api_answer(shared, path) {
+        return Ok(response);
+    }
     let query = parse_query(uri)?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let aggregated = resources::wants_aggregated_discovery(accept);
@@ -191,7 +227,7 @@ fn respond(
         Route::ApiVersions | Route::ApiGroupList if method == Method::GET && aggregated => {
             let core = matches!(route, Ok(Route::ApiVersions));
             let mut response =
-                json_response(StatusCode::OK, &resources::aggregated_discovery(shared.store().types(), core));
+                json_response(StatusCode::OK, &resources::aggregated_discovery(&shared.discoverable_types(), core));
             response
                 .headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static(resources::AGGREGATED_DISCOVERY_V2));
@@ -201,7 +237,7 @@ fn respond(
             Ok(json_response(StatusCode::OK, &resources::api_versions(&shared.server_address)))
         }
         Route::ApiGroupList if method == Method::GET => {
-            Ok(json_response(StatusCode::OK, &resources::api_group_list(shared.store().types())))
+            Ok(json_response(StatusCode::OK, &resources::api_group_list(&shared.discoverable_types())))
         }
         Route::ApiGroup(group) if method == Method::GET => resources::api_group_doc(shared.store().types(), &group)
             .map(|doc| json_response(StatusCode::OK, &doc))
@@ -255,6 +291,14 @@ fn resource_request(
         return Err(ApiError::method_not_allowed());
     }
     let ok = |value: Value| Ok(json_response(StatusCode::OK, &value));
+    if rt.group == metrics::GROUP && rt.plural == "pods" && part == Some(Part::Main) && !is_true(query, "watch") {
+        let store = shared.store();
+        return match (target.name.as_deref(), ns) {
+            (None, _) => ok(metrics::list(&store, rt, ns, &list_options(query, rt)?)),
+            (Some(name), Some(ns)) => ok(metrics::get(&store, rt, ns, name)?),
+            (Some(_), None) => Err(ApiError::path_not_found()),
+        };
+    }
     let Some(name) = target.name.as_deref() else {
         return match *method {
             Method::GET if is_true(query, "watch") => {

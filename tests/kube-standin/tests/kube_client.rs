@@ -18,7 +18,7 @@ use kube::runtime::events::{Event as RecorderEvent, EventType, Recorder, Reporte
 use kube::runtime::wait::{await_condition, conditions};
 use kube::runtime::watcher;
 use kube::{Client, Config, CustomResource, CustomResourceExt, ResourceExt};
-use kube_standin::{ContainerUsage, Fault, FaultKind, StandIn};
+use kube_standin::{ContainerUsage, Fault, FaultKind, MetricsApi, StandIn};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -599,31 +599,64 @@ async fn event_recorder_creates_then_patches_events() {
 #[tokio::test]
 async fn pod_metrics_are_listed_read_only() {
     let standin = StandIn::start().await.unwrap();
-    standin
-        .insert(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "web-1", "namespace": "default", "labels": {"app": "web"}},
-            "spec": {"containers": [{"name": "server", "image": "i"}]},
-            "status": {"phase": "Running"},
-        }))
-        .unwrap();
-    standin.set_pod_metrics(
+    for (name, app) in [("web-1", "web"), ("web-2", "web"), ("db-1", "db")] {
+        standin
+            .insert(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "default", "labels": {"app": app}},
+                "spec": {"containers": [{"name": "server", "image": "i"}]},
+                "status": {"phase": "Running"},
+            }))
+            .unwrap();
+    }
+    let usage =
+        |cpu: &str, memory: &str| [ContainerUsage { name: "server".into(), cpu: cpu.into(), memory: memory.into() }];
+    standin.set_pod_metrics("default", "web-2", &usage("1234567n", "12345Ki"));
+    standin.set_pod_metrics_at(
         "default",
         "web-1",
-        &[ContainerUsage { name: "server".into(), cpu: "250m".into(), memory: "64Mi".into() }],
+        &usage("250m", "64Mi"),
+        std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        Duration::from_millis(10_808),
     );
-    standin.set_pod_metrics(
-        "default",
-        "other",
-        &[ContainerUsage { name: "c".into(), cpu: "1".into(), memory: "1Gi".into() }],
-    );
+    standin.set_pod_metrics("default", "db-1", &usage("1", "1Gi"));
+    // metrics-server serves metrics only for pods that exist.
+    standin.set_pod_metrics("default", "gone", &usage("1", "1Gi"));
     let client = client_for(&standin).await;
     let resource =
         ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("metrics.k8s.io", "v1beta1", "PodMetrics"), "pods");
     let metrics: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &resource);
     let listed = metrics.list(&ListParams::default().labels("app=web")).await.unwrap();
-    assert_eq!(listed.items.len(), 1);
+    let names: Vec<_> = listed.items.iter().map(|m| m.name_any()).collect();
+    assert_eq!(names, ["web-1", "web-2"], "sorted by name, selected by the pods' labels");
+    assert_eq!(listed.metadata.resource_version, None, "metrics-server lists carry no resourceVersion");
     assert_eq!(listed.items[0].data["containers"][0]["usage"]["cpu"], "250m");
+    assert_eq!(listed.items[0].data["timestamp"], "2023-11-14T22:13:20Z");
+    assert_eq!(listed.items[0].data["window"], "10.808s");
+    assert_eq!(listed.items[1].data["containers"][0]["usage"], json!({"cpu": "1234567n", "memory": "12345Ki"}));
+    assert_eq!(listed.items[1].data["window"], "15s");
+    assert_eq!(listed.items[1].labels().get("app").map(String::as_str), Some("web"), "the pod's labels");
+    assert!(listed.items[1].metadata.creation_timestamp.is_some());
+    assert!(listed.items[1].types.is_none(), "list items carry no apiVersion/kind");
+    let all = metrics.list(&ListParams::default()).await.unwrap();
+    assert_eq!(all.items.len(), 3, "no PodMetrics without a pod");
+    let by_name = metrics.list(&ListParams::default().fields("metadata.name=db-1")).await.unwrap();
+    assert_eq!(by_name.items.len(), 1);
+
+    let one = metrics.get("web-2").await.unwrap();
+    assert_eq!(one.types.as_ref().map(|t| t.kind.as_str()), Some("PodMetrics"));
+    let no_pod = api_error(metrics.get("gone").await.unwrap_err());
+    assert_eq!((no_pod.code, no_pod.message.as_str()), (404, "pods \"gone\" not found"));
+    standin
+        .insert(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "fresh", "namespace": "default"},
+            "spec": {"containers": [{"name": "server", "image": "i"}]},
+            "status": {"phase": "Pending"},
+        }))
+        .unwrap();
+    let no_sample = api_error(metrics.get("fresh").await.unwrap_err());
+    assert_eq!((no_sample.code, no_sample.message.as_str()), (404, "pods.metrics.k8s.io \"default/fresh\" not found"));
     let refused = api_error(metrics.delete("web-1", &DeleteParams::default()).await.unwrap_err());
     assert_eq!((refused.code, refused.reason.as_str()), (405, "MethodNotAllowed"));
 
@@ -631,6 +664,38 @@ async fn pod_metrics_are_listed_read_only() {
     assert_eq!(pods.get("web-1").await.unwrap().status.unwrap().phase.as_deref(), Some("Running"));
     let deleted = pods.delete("web-1", &DeleteParams::default()).await.unwrap();
     assert!(deleted.is_left(), "Pod deletion answers with the Pod");
+    assert_eq!(metrics.list(&ListParams::default().labels("app=web")).await.unwrap().items.len(), 1);
+    standin.shutdown().await;
+}
+
+#[tokio::test]
+async fn metrics_api_down_or_not_installed() {
+    let standin = StandIn::start().await.unwrap();
+    let mut config = Config::new(standin.url().parse().unwrap());
+    config.default_retry = false;
+    let client = Client::try_from(config).unwrap();
+    let resource =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("metrics.k8s.io", "v1beta1", "PodMetrics"), "pods");
+    let metrics: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &resource);
+
+    standin.set_metrics_api(MetricsApi::Unavailable);
+    let down = api_error(metrics.list(&ListParams::default()).await.unwrap_err());
+    assert_eq!((down.code, down.message.as_str()), (503, "service unavailable"), "the aggregator's plain-text 503");
+
+    standin.set_metrics_api(MetricsApi::NotRegistered);
+    let missing = api_error(metrics.list(&ListParams::default()).await.unwrap_err());
+    assert_eq!((missing.code, missing.message.as_str()), (404, "the server could not find the requested resource"));
+    let groups: Vec<String> = kube::discovery::Discovery::new(client.clone())
+        .run()
+        .await
+        .unwrap()
+        .groups()
+        .map(|g| g.name().to_owned())
+        .collect();
+    assert!(!groups.iter().any(|g| g == "metrics.k8s.io"), "{groups:?}");
+
+    standin.set_metrics_api(MetricsApi::Available);
+    assert!(metrics.list(&ListParams::default()).await.unwrap().items.is_empty());
     standin.shutdown().await;
 }
 
