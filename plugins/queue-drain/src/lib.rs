@@ -9,8 +9,9 @@
 //!   over `burstSeconds` watches for a change of load far outside Poisson noise (a burst starting or ending); the
 //!   estimate then jumps to it instead of catching up slowly, in both directions.
 //! - the throughput of one worker slot: completions over busy slot-seconds (the time-average of active jobs), both
-//!   decayed over ten times `smoothingSeconds`. It holds at any load, not only when work queues, starts from the configured
-//!   figure as a prior worth a few jobs, and stays within -20%/+25% of it so a bad interval cannot run away with it.
+//!   decayed over ten times `smoothingSeconds`. It holds at any load, not only when work queues, starts from the
+//!   configured figure as a prior worth a few jobs, and stays within -20%/+25% of it so a bad interval cannot run
+//!   away with it.
 //!
 //! From them it staffs the service for a wait objective, as a call centre is staffed: the fewest pods for which the
 //! queueing model (Erlang C, M/G/c through the Allen-Cunneen correction for the service time's variation) keeps the
@@ -101,30 +102,30 @@ fn default_shift_sigmas() -> f64 {
 
 impl DrainConfig {
     fn validate(&self) -> Result<(), PolicyError> {
-        let positive = [
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        let non_negative = |v: f64| v.is_finite() && v >= 0.0;
+        let times_and_rates = [
             self.initial_jobs_per_pod_per_second,
             self.target_wait_seconds,
             self.drain_seconds,
             self.smoothing_seconds,
             self.burst_seconds,
         ];
-        if positive.iter().any(|v| !(*v > 0.0 && v.is_finite())) {
+        if !times_and_rates.into_iter().all(positive) {
             return Err(PolicyError::InvalidConfig(
                 "initialJobsPerPodPerSecond, targetWaitSeconds, drainSeconds, smoothingSeconds and burstSeconds must \
                  be greater than 0"
                     .into(),
             ));
         }
-        let in_unit_interval = self.wait_quantile > 0.0 && self.wait_quantile < 1.0;
-        let non_negative = |v: f64| v.is_finite() && v >= 0.0;
-        if !in_unit_interval
-            || self.concurrency == 0
-            || !non_negative(self.service_time_cv)
-            || !(self.shift_sigmas.is_finite() && self.shift_sigmas > 0.0)
-            || !non_negative(self.late_jobs_per_hour)
-            || !non_negative(self.scale_down_band)
-            || !non_negative(self.startup_seconds)
-        {
+        let valid = self.wait_quantile > 0.0
+            && self.wait_quantile < 1.0
+            && self.concurrency > 0
+            && positive(self.shift_sigmas)
+            && [self.service_time_cv, self.late_jobs_per_hour, self.scale_down_band, self.startup_seconds]
+                .into_iter()
+                .all(non_negative);
+        if !valid {
             return Err(PolicyError::InvalidConfig(
                 "waitQuantile must be in (0, 1), concurrency at least 1, serviceTimeCv, lateJobsPerHour, \
                  scaleDownBand and startupSeconds 0 or more, shiftSigmas above 0"
@@ -150,8 +151,9 @@ const THROUGHPUT_HORIZON: f64 = 10.0;
 /// What the plugin remembers between calls (fixed little-endian layout, 65 bytes).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Memory {
-    /// Arrival rate (jobs/s) averaged over `burstSeconds` (to see load change) and the estimate the policy uses.
+    /// Arrival rate (jobs/s) averaged over `burstSeconds`, to see the load change.
     arrivals_fast: f64,
+    /// The arrival rate (jobs/s) the policy staffs for, averaged over `smoothingSeconds`.
     arrivals_per_second: f64,
     /// Seconds of arrivals behind the estimate: since the start or the last change of load, plus the fast
     /// average's window. Until it reaches `smoothingSeconds` the estimate is the plain mean over them.
@@ -226,9 +228,9 @@ impl Memory {
         }
         // Active jobs sampled at both ends of the interval: their mean is the interval's busy slots on average.
         let busy = (self.last_active + active) as f64 / 2.0 * dt_s;
-        let decay = (-dt_s / (THROUGHPUT_HORIZON * cfg.smoothing_seconds)).exp();
-        self.completed = self.completed * decay + completed;
-        self.busy_slot_seconds = self.busy_slot_seconds * decay + busy;
+        let keep = (-dt_s / (THROUGHPUT_HORIZON * cfg.smoothing_seconds)).exp();
+        self.completed = self.completed * keep + completed;
+        self.busy_slot_seconds = self.busy_slot_seconds * keep + busy;
         shifted
     }
 
