@@ -42,3 +42,23 @@ pub fn policy_sets() -> Result<Vec<PolicySet>, SimError> {
         )?,
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_drain_targets_are_the_services_wait_objectives() {
+        let sets = policy_sets().unwrap();
+        let drain = sets.iter().find(|s| s.label == "queue-drain").unwrap();
+        for service in &drain.services {
+            assert_eq!(
+                service.spec.config["targetWaitSeconds"].as_f64(),
+                Some(service.sim.wait_slo_seconds),
+                "{}: targetWaitSeconds in deploy/policies/ai-models-queue-drain.yaml and waitSloSeconds in \
+                 host/src/sim/demo.yaml must be the same wait objective",
+                service.key
+            );
+        }
+    }
+}

@@ -1,17 +1,27 @@
 //! `queue-drain`: a policy for queue-fed GPU services that sizes the fleet from work, not from utilization.
 //!
-//! It learns two rates in its state blob: the arrival rate (completions plus the change in backlog, averaged over
-//! `smoothingSeconds`, but following at once a change far outside Poisson noise, such as a burst) and per-pod throughput (jobs completed per ready pod per second, learned only while work was
-//! waiting for every slot at both ends of the interval, since an idle pod's completions say nothing about its
-//! capacity, and kept within -20%/+25% of the configured figure so a bad interval cannot run away with it).
+//! It is meant to decide often (every second) on fresh queue counts, so every estimate averages over time, not over
+//! calls, and is as steady from one second to the next as the load allows: the host's scale-down stabilization
+//! window keeps the largest answer of the last minutes, so a noisy answer costs pods.
+//!
+//! It learns in its state blob:
+//! - the arrival rate (completions plus the change in backlog), averaged over `smoothingSeconds`. A second average
+//!   over `burstSeconds` watches for a change of load far outside Poisson noise (a burst starting or ending); the
+//!   estimate then jumps to it instead of catching up slowly, in both directions.
+//! - the throughput of one worker slot: completions over busy slot-seconds (the time-average of active jobs), both
+//!   decayed over ten times `smoothingSeconds`. It holds at any load, not only when work queues, starts from the
+//!   configured figure as a prior worth a few jobs, and stays within -20%/+25% of it so a bad interval cannot run
+//!   away with it.
 //!
 //! From them it staffs the service for a wait objective, as a call centre is staffed: the fewest pods for which the
 //! queueing model (Erlang C, M/G/c through the Allen-Cunneen correction for the service time's variation) keeps the
-//! `waitQuantile` of job waits under `targetWaitSeconds` (relaxed at low load by a budget of late jobs per hour). Small pools get more relative headroom than large ones,
-//! which is where a fixed utilization target (the HPA's) wastes pods or misses waits. When a backlog builds, it asks
-//! for at least enough pods to serve the arrivals and drain the backlog expected when new pods become ready
-//! (start-up delay anticipated) within `drainSeconds`. It scales down only when the arrivals `scaleDownBand` above the estimate would still fit in fewer
-//! pods, so arrival noise does not flap the fleet; the host's `behavior` does the rest.
+//! `waitQuantile` of job waits under `targetWaitSeconds` (relaxed at low load by a budget of late jobs per hour).
+//! Small pools get more relative headroom than large ones, which is where a fixed utilization target (the HPA's)
+//! wastes pods or misses waits. When a backlog builds, it asks for at least enough pods to serve the arrivals and
+//! drain the backlog expected when new pods become ready (pods still starting count as capacity to come; the
+//! start-up delay is anticipated) within `drainSeconds`. It scales down only when the arrivals `scaleDownBand` above
+//! the estimate would still fit in fewer pods, and to `minReplicas` when nothing arrives and nothing is queued; the
+//! host's `behavior` paces the rest.
 
 use ballast_policy_sdk::{Decision, MetricProposal, PolicyError, PolicyInput, config, hpa};
 use serde::Deserialize;
@@ -47,11 +57,14 @@ pub struct DrainConfig {
     pub startup_seconds: f64,
     /// Throughput of one pod (jobs/s) assumed until it has been measured.
     pub initial_jobs_per_pod_per_second: f64,
-    /// Time constant of the moving averages of the arrival rate and throughput.
+    /// Time constant of the arrival rate and throughput estimates.
     #[serde(default = "default_smoothing")]
     pub smoothing_seconds: f64,
-    /// Arrivals in one interval this many Poisson standard deviations off the estimate are a change of load (a
-    /// burst starting or ending): the estimate jumps to them instead of averaging them in.
+    /// Time constant of the fast arrival average that detects a change of load (at most `smoothingSeconds`).
+    #[serde(default = "default_burst")]
+    pub burst_seconds: f64,
+    /// The fast average this many standard deviations of its Poisson noise away from the estimate is a change of
+    /// load: the estimate jumps to it.
     #[serde(default = "default_shift_sigmas")]
     pub shift_sigmas: f64,
 }
@@ -78,49 +91,154 @@ fn default_startup() -> f64 {
     90.0
 }
 fn default_smoothing() -> f64 {
-    120.0
+    300.0
+}
+fn default_burst() -> f64 {
+    30.0
 }
 fn default_shift_sigmas() -> f64 {
     4.0
 }
 
-/// What the plugin remembers between calls (fixed little-endian layout, 34 bytes).
+impl DrainConfig {
+    fn validate(&self) -> Result<(), PolicyError> {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        let non_negative = |v: f64| v.is_finite() && v >= 0.0;
+        let times_and_rates = [
+            self.initial_jobs_per_pod_per_second,
+            self.target_wait_seconds,
+            self.drain_seconds,
+            self.smoothing_seconds,
+            self.burst_seconds,
+        ];
+        if !times_and_rates.into_iter().all(positive) {
+            return Err(PolicyError::InvalidConfig(
+                "initialJobsPerPodPerSecond, targetWaitSeconds, drainSeconds, smoothingSeconds and burstSeconds must \
+                 be greater than 0"
+                    .into(),
+            ));
+        }
+        let valid = self.wait_quantile > 0.0
+            && self.wait_quantile < 1.0
+            && self.concurrency > 0
+            && positive(self.shift_sigmas)
+            && [self.service_time_cv, self.late_jobs_per_hour, self.scale_down_band, self.startup_seconds]
+                .into_iter()
+                .all(non_negative);
+        if !valid {
+            return Err(PolicyError::InvalidConfig(
+                "waitQuantile must be in (0, 1), concurrency at least 1, serviceTimeCv, lateJobsPerHour, \
+                 scaleDownBand and startupSeconds 0 or more, shiftSigmas above 0"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Time constant of the fast arrival average.
+    fn burst_tau(&self) -> f64 {
+        self.burst_seconds.min(self.smoothing_seconds)
+    }
+}
+
+/// Jobs of evidence the configured throughput counts for: measured completions take over as they accumulate.
+const PRIOR_JOBS: f64 = 5.0;
+
+/// Throughput is a property of the model and the hardware, not of the load: it is averaged over this many times
+/// `smoothingSeconds`, so its noise does not reach the answer.
+const THROUGHPUT_HORIZON: f64 = 10.0;
+
+/// What the plugin remembers between calls (fixed little-endian layout, 65 bytes).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Memory {
-    jobs_per_pod_per_second: f64,
+    /// Arrival rate (jobs/s) averaged over `burstSeconds`, to see the load change.
+    arrivals_fast: f64,
+    /// The arrival rate (jobs/s) the policy staffs for, averaged over `smoothingSeconds`.
     arrivals_per_second: f64,
+    /// Seconds of arrivals behind the estimate: since the start or the last change of load, plus the fast
+    /// average's window. Until it reaches `smoothingSeconds` the estimate is the plain mean over them.
+    evidence_seconds: f64,
+    /// Completions and busy slot-seconds, both decayed over [`THROUGHPUT_HORIZON`] times `smoothingSeconds`.
+    completed: f64,
+    busy_slot_seconds: f64,
     last_ms: u64,
-    last_backlog: u64,
-    last_saturated: bool,
+    last_in_flight: u64,
+    last_active: u64,
 }
 
 impl Memory {
-    const LEN: usize = 34;
+    const LEN: usize = 65;
+    const VERSION: u8 = 2;
 
     fn decode(bytes: &[u8]) -> Option<Memory> {
-        if bytes.len() != Self::LEN {
+        if bytes.len() != Self::LEN || bytes[Self::LEN - 1] != Self::VERSION {
             return None;
         }
-        let f = |i: usize| f64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
-        let u = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+        let word = |i: usize| -> [u8; 8] { bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes") };
         Some(Memory {
-            jobs_per_pod_per_second: f(0),
-            arrivals_per_second: f(8),
-            last_ms: u(16),
-            last_backlog: u(24),
-            last_saturated: bytes[32] == 1,
+            arrivals_fast: f64::from_le_bytes(word(0)),
+            arrivals_per_second: f64::from_le_bytes(word(1)),
+            evidence_seconds: f64::from_le_bytes(word(2)),
+            completed: f64::from_le_bytes(word(3)),
+            busy_slot_seconds: f64::from_le_bytes(word(4)),
+            last_ms: u64::from_le_bytes(word(5)),
+            last_in_flight: u64::from_le_bytes(word(6)),
+            last_active: u64::from_le_bytes(word(7)),
         })
     }
 
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::LEN);
-        out.extend_from_slice(&self.jobs_per_pod_per_second.to_le_bytes());
-        out.extend_from_slice(&self.arrivals_per_second.to_le_bytes());
-        out.extend_from_slice(&self.last_ms.to_le_bytes());
-        out.extend_from_slice(&self.last_backlog.to_le_bytes());
-        out.push(u8::from(self.last_saturated));
-        out.push(1); // layout version
+        let floats = [
+            self.arrivals_fast,
+            self.arrivals_per_second,
+            self.evidence_seconds,
+            self.completed,
+            self.busy_slot_seconds,
+        ];
+        for value in floats {
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+        for value in [self.last_ms, self.last_in_flight, self.last_active] {
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+        out.push(Self::VERSION);
         out
+    }
+
+    /// Takes in one interval of `dt_s` seconds: `arrived` jobs, `completed` jobs, `active` jobs at its end.
+    /// Returns whether the arrival estimate jumped to a change of load.
+    fn learn(&mut self, cfg: &DrainConfig, dt_s: f64, arrived: f64, completed: f64, active: u64) -> bool {
+        let rate = arrived / dt_s;
+        let burst_tau = cfg.burst_tau();
+        let decay = (-dt_s / cfg.smoothing_seconds).exp();
+        // Both averages are plain means over the evidence since the start or the last change of load until there
+        // is a window's worth of it, then moving averages.
+        self.evidence_seconds += dt_s;
+        let warming = dt_s / self.evidence_seconds;
+        self.arrivals_fast += (1.0 - (-dt_s / burst_tau).exp()).max(warming) * (rate - self.arrivals_fast);
+        self.arrivals_per_second += (1.0 - decay).max(warming) * (rate - self.arrivals_per_second);
+        // The fast average of Poisson arrivals has variance rate / (2 tau); one arrival per window is the floor, so
+        // a lone job at night is not a change of load.
+        let noise = ((self.arrivals_per_second + 1.0 / burst_tau) / (2.0 * burst_tau)).sqrt();
+        let shifted = (self.arrivals_fast - self.arrivals_per_second).abs() > cfg.shift_sigmas * noise;
+        if shifted {
+            self.arrivals_per_second = self.arrivals_fast;
+            self.evidence_seconds = burst_tau;
+        }
+        // Active jobs sampled at both ends of the interval: their mean is the interval's busy slots on average.
+        let busy = (self.last_active + active) as f64 / 2.0 * dt_s;
+        let keep = (-dt_s / (THROUGHPUT_HORIZON * cfg.smoothing_seconds)).exp();
+        self.completed = self.completed * keep + completed;
+        self.busy_slot_seconds = self.busy_slot_seconds * keep + busy;
+        shifted
+    }
+
+    /// Jobs per second one worker slot completes: the measured figure, weighed against the configured one as a
+    /// prior of [`PRIOR_JOBS`] jobs, within -20%/+25% of the configured one.
+    fn slot_rate(&self, configured: f64) -> f64 {
+        let measured = (self.completed + PRIOR_JOBS) / (self.busy_slot_seconds + PRIOR_JOBS / configured);
+        measured.clamp(configured * 0.8, configured * 1.25)
     }
 }
 
@@ -158,29 +276,7 @@ fn servers_for(load: f64, rate: f64, cfg: &DrainConfig, limit: u32) -> u32 {
 
 pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
     let cfg = config::parse::<DrainConfig>(&input.config)?;
-    let positive =
-        [cfg.initial_jobs_per_pod_per_second, cfg.target_wait_seconds, cfg.drain_seconds, cfg.smoothing_seconds];
-    if positive.iter().any(|v| !(*v > 0.0 && v.is_finite())) {
-        return Err(PolicyError::InvalidConfig(
-            "initialJobsPerPodPerSecond, targetWaitSeconds, drainSeconds and smoothingSeconds must be greater than 0"
-                .into(),
-        ));
-    }
-    let in_unit_interval = cfg.wait_quantile > 0.0 && cfg.wait_quantile < 1.0;
-    let non_negative = |v: f64| v.is_finite() && v >= 0.0;
-    let above_zero = |v: f64| v.is_finite() && v > 0.0;
-    if !in_unit_interval
-        || cfg.concurrency == 0
-        || !non_negative(cfg.service_time_cv)
-        || !above_zero(cfg.shift_sigmas)
-        || !non_negative(cfg.late_jobs_per_hour)
-    {
-        return Err(PolicyError::InvalidConfig(
-            "waitQuantile must be in (0, 1), concurrency at least 1, serviceTimeCv and lateJobsPerHour 0 or more, \
-             shiftSigmas above 0"
-                .into(),
-        ));
-    }
+    cfg.validate()?;
     let Some(queue) = input.observations.queue.as_ref() else {
         return Ok(Decision::hold(input, "queue counts unavailable"));
     };
@@ -189,49 +285,41 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
     let ready = input.ready_replicas;
     let previous = input.state.as_deref().and_then(Memory::decode);
 
-    let mut memory = previous.unwrap_or(Memory {
-        jobs_per_pod_per_second: cfg.initial_jobs_per_pod_per_second,
-        arrivals_per_second: 0.0,
-        last_ms: input.now_ms,
-        last_backlog: in_flight,
-        last_saturated: false,
+    let mut memory = previous.unwrap_or_else(|| {
+        // Until it has measured arrivals itself, the host's request rate (when it has one) is the best guess.
+        let rate = input.observations.request_rate.filter(|r| r.is_finite() && *r >= 0.0).unwrap_or(0.0);
+        Memory {
+            arrivals_fast: rate,
+            arrivals_per_second: rate,
+            evidence_seconds: 0.0,
+            completed: 0.0,
+            busy_slot_seconds: 0.0,
+            last_ms: input.now_ms,
+            last_in_flight: in_flight,
+            last_active: queue.active,
+        }
     });
     let dt = input.now_ms.saturating_sub(memory.last_ms) as f64 / 1000.0;
-    let saturated = queue.waiting + queue.prioritized >= u64::from(ready.max(1)) * u64::from(cfg.concurrency);
+    let mut shifted = false;
     if let (Some(done), true) = (queue.completed_since_last, dt > 0.0 && previous.is_some()) {
-        let alpha = 1.0 - (-dt / cfg.smoothing_seconds).exp();
-        let done = done as f64;
-        let arrived = (done + in_flight as f64 - memory.last_backlog as f64).max(0.0);
-        let expected = memory.arrivals_per_second * dt;
-        if (arrived - expected).abs() > cfg.shift_sigmas * (expected + 1.0).sqrt() {
-            // Far outside Poisson noise: the load changed (a burst began or ended); follow it at once.
-            memory.arrivals_per_second = arrived / dt;
-        } else {
-            memory.arrivals_per_second += alpha * (arrived / dt - memory.arrivals_per_second);
-        }
-        // Only pods with work waiting for every slot at both ends of the interval show their capacity (a few
-        // waiting jobs are normal on a fast service and say nothing about it).
-        if memory.last_saturated && saturated && ready > 0 {
-            let measured = done / dt / f64::from(ready);
-            memory.jobs_per_pod_per_second += alpha * (measured - memory.jobs_per_pod_per_second);
-        }
+        let arrived = (done as f64 + in_flight as f64 - memory.last_in_flight as f64).max(0.0);
+        shifted = memory.learn(&cfg, dt, arrived, done as f64, queue.active);
     }
-    let configured = cfg.initial_jobs_per_pod_per_second;
-    memory.jobs_per_pod_per_second = memory.jobs_per_pod_per_second.clamp(configured * 0.8, configured * 1.25);
     memory.last_ms = input.now_ms;
-    memory.last_backlog = in_flight;
-    memory.last_saturated = saturated;
-
-    let per_pod = memory.jobs_per_pod_per_second;
-    let lambda = memory.arrivals_per_second;
-    // Work that piles up while new pods load their models, if the ready pods cannot keep up meanwhile.
-    let shortfall = (lambda - per_pod * f64::from(ready)).max(0.0);
-    let backlog_when_ready = backlog as f64 + shortfall * cfg.startup_seconds;
-    let drain = backlog_when_ready / (per_pod * cfg.drain_seconds);
+    memory.last_in_flight = in_flight;
+    memory.last_active = queue.active;
 
     // Each of a pod's `concurrency` slots is a server of the queueing model.
     let slots = cfg.concurrency;
-    let slot_rate = per_pod / f64::from(slots);
+    let slot_rate = memory.slot_rate(cfg.initial_jobs_per_pod_per_second / f64::from(slots));
+    let per_pod = slot_rate * f64::from(slots);
+    let lambda = memory.arrivals_per_second;
+    // Work that piles up while new pods load their models, if the pods cannot keep up meanwhile: pods still
+    // starting are taken to be halfway through their start-up.
+    let shortfall = |pods: u32| (lambda - per_pod * f64::from(pods)).max(0.0) * cfg.startup_seconds / 2.0;
+    let backlog_when_ready = backlog as f64 + shortfall(ready) + shortfall(input.current_replicas.max(ready));
+    let drain = backlog_when_ready / (per_pod * cfg.drain_seconds);
+
     let limit = input.max_replicas.max(input.current_replicas).saturating_mul(slots).max(1);
     let pods_for = |rate: f64| servers_for(rate / slot_rate, slot_rate, &cfg, limit).div_ceil(slots);
     let steady = pods_for(lambda);
@@ -243,6 +331,7 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
     let replicas = if in_flight == 0 && lambda < per_pod * 0.05 {
         input.min_replicas
     } else if up > current {
+        // Pods still loading their models count: they are capacity on its way.
         up
     } else {
         down.min(current)
@@ -251,8 +340,9 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
     // No more than the host could grant: a burst's backlog can call for many times maxReplicas.
     .min(input.max_replicas.max(current));
     let reason = format!(
-        "arrivals {lambda:.2}/s, {per_pod:.3} jobs/s per pod, backlog {backlog} (expected {backlog_when_ready:.0} \
+        "arrivals {lambda:.2}/s{}, {per_pod:.3} jobs/s per pod, backlog {backlog} (expected {backlog_when_ready:.0} \
          when new pods are ready): {steady} pods keep the p{:.0} wait under {}s + {drain:.2} to drain -> {replicas}",
+        if shifted { " (load changed)" } else { "" },
         cfg.wait_quantile * 100.0,
         cfg.target_wait_seconds
     );
@@ -286,7 +376,7 @@ mod tests {
     use ballast_policy_sdk::{Observations, QueueCounts, ServiceId};
 
     const CFG: &str = r#"{"initialJobsPerPodPerSecond": 0.5, "targetWaitSeconds": 20, "drainSeconds": 20,
-        "startupSeconds": 60, "smoothingSeconds": 5}"#;
+        "startupSeconds": 60, "smoothingSeconds": 60, "burstSeconds": 10}"#;
 
     fn input(
         now_s: u64,
@@ -320,17 +410,62 @@ mod tests {
         }
     }
 
+    fn memory(decision: &Decision) -> Memory {
+        Memory::decode(decision.state.as_deref().expect("state")).expect("decodable state")
+    }
+
+    /// Poisson counts from a fixed seed (xorshift and Knuth's method), for arrivals in tests.
+    struct Poisson(u64);
+
+    impl Poisson {
+        fn next(&mut self, mean: f64) -> u64 {
+            let limit = (-mean).exp();
+            let (mut count, mut product) = (0, 1.0);
+            loop {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                product *= (self.0 >> 11) as f64 / (1u64 << 53) as f64;
+                if product <= limit {
+                    return count;
+                }
+                count += 1;
+            }
+        }
+    }
+
+    /// Feeds `arrivals[t]` jobs in second `t` to a service that starts each at once (nothing waits, `active` jobs
+    /// always running, each second's arrivals completed by the next), deciding every second. Returns the decisions.
+    fn run_steady(arrivals: &[u64], ready: u32, active: u64, config: &str) -> Vec<Decision> {
+        let mut state = None;
+        let mut decisions = Vec::new();
+        for (t, &count) in arrivals.iter().enumerate() {
+            let mut i = input(t as u64, ready, 0, active, (t > 0).then_some(count), state);
+            i.config = config.into();
+            let d = decide(&i).unwrap();
+            state = d.state.clone();
+            decisions.push(d);
+        }
+        decisions
+    }
+
     #[test]
-    fn memory_round_trips() {
+    fn memory_round_trips_and_an_old_layout_starts_afresh() {
         let m = Memory {
-            jobs_per_pod_per_second: 0.25,
+            arrivals_fast: 4.0,
             arrivals_per_second: 3.5,
+            evidence_seconds: 300.0,
+            completed: 12.5,
+            busy_slot_seconds: 30.0,
             last_ms: 42,
-            last_backlog: 7,
-            last_saturated: true,
+            last_in_flight: 7,
+            last_active: 3,
         };
         assert_eq!(Memory::decode(&m.encode()), Some(m));
         assert_eq!(Memory::decode(&[1, 2, 3]), None);
+        let mut other_version = m.encode();
+        *other_version.last_mut().unwrap() = 1;
+        assert_eq!(Memory::decode(&other_version), None);
     }
 
     #[test]
@@ -347,42 +482,91 @@ mod tests {
     }
 
     #[test]
-    fn learns_throughput_while_saturated() {
-        let mut state = decide(&input(0, 5, 50, 5, None, None)).unwrap().state;
-        // Five pods complete 3 jobs/s between calls: 0.6 jobs/s per pod, 1.2 times the configured figure.
-        for t in 1..60 {
-            state = decide(&input(t, 5, 50, 5, Some(3), state)).unwrap().state;
+    fn learns_slot_throughput_from_busy_time_at_any_load() {
+        // Two of five pods busy, completing 0.6 jobs/s each (1.2 times the configured figure), nothing waiting:
+        // an idle pod's completions say nothing, but completions per busy slot-second do.
+        let mut state = decide(&input(0, 5, 0, 2, None, None)).unwrap().state;
+        for t in 1..600 {
+            state = decide(&input(5 * t, 5, 0, 2, Some(6), state)).unwrap().state;
         }
         let m = Memory::decode(&state.unwrap()).unwrap();
-        assert!((m.jobs_per_pod_per_second - 0.6).abs() < 0.02, "{m:?}");
-        assert!((m.arrivals_per_second - 3.0).abs() < 0.1, "{m:?}");
+        assert!((m.slot_rate(0.5) - 0.6).abs() < 0.01, "{}", m.slot_rate(0.5));
+        assert!((m.arrivals_per_second - 1.2).abs() < 0.05, "{m:?}");
     }
 
     #[test]
-    fn learned_throughput_stays_near_the_configured_figure() {
-        let mut state = decide(&input(0, 2, 50, 2, None, None)).unwrap().state;
-        for t in 1..60 {
+    fn throughput_starts_from_the_configured_figure_and_stays_near_it() {
+        let first = decide(&input(0, 2, 50, 2, None, None)).unwrap();
+        assert_eq!(memory(&first).slot_rate(0.5), 0.5);
+        let mut state = first.state;
+        for t in 1..120 {
             state = decide(&input(t, 2, 50, 2, Some(40), state)).unwrap().state;
         }
         let m = Memory::decode(&state.unwrap()).unwrap();
-        assert_eq!(m.jobs_per_pod_per_second, 0.625, "{m:?}");
+        assert_eq!(m.slot_rate(0.5), 0.625, "{m:?}");
+    }
+
+    #[test]
+    fn one_second_decisions_on_poisson_arrivals_hold_steady() {
+        // 2 jobs/s at 0.5 jobs/s per pod for two hours, decided every second: the host keeps the largest answer of
+        // the last five minutes, so an answer that follows the noise would cost pods. After the estimate settles
+        // the answer may move by one pod at most.
+        let config = r#"{"initialJobsPerPodPerSecond": 0.5, "targetWaitSeconds": 20}"#;
+        let mut poisson = Poisson(0x9e37_79b9_7f4a_7c15);
+        let arrivals: Vec<u64> = (0..7200).map(|_| poisson.next(2.0)).collect();
+        let decisions = run_steady(&arrivals, 5, 4, config);
+        let settled = &decisions[1800..];
+        let low = settled.iter().map(|d| d.replicas).min().unwrap();
+        let high = settled.iter().map(|d| d.replicas).max().unwrap();
+        assert!(high - low <= 1, "replicas ranged {low}..={high}");
+        assert!((4..=6).contains(&low), "{low}: {}", settled[0].reason);
+        let estimates: Vec<f64> = settled.iter().map(|d| memory(d).arrivals_per_second).collect();
+        assert!(estimates.iter().all(|e| (e - 2.0).abs() < 0.3), "{:?}", estimates.iter().copied().reduce(f64::max));
+        assert!(settled.iter().all(|d| !d.reason.contains("load changed")));
+    }
+
+    #[test]
+    fn a_change_of_load_moves_the_estimate_at_once_both_ways() {
+        // 2 jobs/s, a burst of 8 jobs/s for 5 minutes, 2 jobs/s again. Averaged over smoothingSeconds alone the
+        // estimate would still be far off after 30 s; the fast average sees the change and the estimate jumps.
+        let config = r#"{"initialJobsPerPodPerSecond": 0.5, "smoothingSeconds": 300, "burstSeconds": 30}"#;
+        let arrivals: Vec<u64> = (0..1800).map(|t| if (900..1200).contains(&t) { 8 } else { 2 }).collect();
+        let decisions = run_steady(&arrivals, 8, 4, config);
+        let rate = |t: usize| memory(&decisions[t]).arrivals_per_second;
+        assert!((rate(899) - 2.0).abs() < 0.01, "{}", rate(899));
+        let slow_only = 2.0 + 6.0 * (1.0 - (-30.0f64 / 300.0).exp());
+        assert!(rate(930) > 5.0 && rate(930) > 2.0 * slow_only, "{} after 30 s of the burst", rate(930));
+        assert!(decisions[900..960].iter().any(|d| d.reason.contains("load changed")));
+        assert!(decisions[930].replicas > decisions[899].replicas);
+        let slow_only = 2.0 + 6.0 * (-60.0f64 / 300.0).exp();
+        assert!(rate(1260) < 3.6 && slow_only > 6.5, "{} 60 s after the burst", rate(1260));
+        assert!(decisions[1260].replicas < decisions[1199].replicas);
     }
 
     #[test]
     fn scales_down_to_what_the_wait_objective_needs_and_no_further() {
         // Steady 2 jobs/s at 0.5 per pod (4 pods of load) with nothing waiting: 5 pods keep the p95 wait under 20 s.
-        let run = |current: u32| {
-            let mut state = None;
-            let mut replicas = 0;
-            for t in 0..120 {
-                let d = decide(&input(t, current, 0, 4, (t > 0).then_some(2), state)).unwrap();
-                state = d.state;
-                replicas = d.replicas;
-            }
-            replicas
-        };
+        let run = |current: u32| run_steady(&[2; 600], current, 4, CFG).last().unwrap().replicas;
         assert_eq!(run(7), 5);
         assert_eq!(run(5), 5);
+    }
+
+    #[test]
+    fn pods_still_starting_count_and_their_start_up_is_anticipated() {
+        // 2.5 jobs/s (5 pods of load at 0.5 jobs/s each) warmed up on 8 ready pods.
+        let arrivals: Vec<u64> = (0..300).map(|t| 2 + t % 2).collect();
+        let warm = run_steady(&arrivals, 8, 5, CFG).pop().unwrap();
+        let at = |ready: u32| {
+            let mut i = input(300, ready, 0, u64::from(ready).min(5), Some(2), warm.state.clone());
+            (i.current_replicas, i.max_replicas) = (8, 20);
+            decide(&i).unwrap()
+        };
+        // With four of the eight still loading their models, asking for more would only add to what is coming ...
+        let starting = at(4);
+        assert!(starting.replicas <= 8, "{}", starting.reason);
+        // ... but the work that piles up meanwhile is foreseen: more to drain than with all eight ready.
+        let backlog = |d: &Decision| d.proposals.iter().find(|p| p.metric == "backlog").unwrap().replicas;
+        assert!(backlog(&starting) > backlog(&at(8)), "{} vs {}", starting.reason, at(8).reason);
     }
 
     #[test]
@@ -408,5 +592,13 @@ mod tests {
         let mut i = input(0, 3, 0, 0, None, None);
         i.observations.queue = None;
         assert_eq!(decide(&i).unwrap().replicas, 3);
+    }
+
+    #[test]
+    fn bad_config_is_refused_with_the_fields_named() {
+        let mut i = input(0, 3, 0, 0, None, None);
+        i.config = r#"{"initialJobsPerPodPerSecond": 0.5, "burstSeconds": 0}"#.into();
+        let Err(PolicyError::InvalidConfig(message)) = decide(&i) else { panic!("expected invalid-config") };
+        assert!(message.contains("burstSeconds"), "{message}");
     }
 }
