@@ -6,7 +6,7 @@
 //
 // Built with componentize-qjs (QuickJS): `ballast plugin build plugins/hpa-js`. How componentize-qjs maps the WIT:
 // records are objects with camelCase keys, u64 arrives as a number, an absent option is null, and the error case of
-// the result is thrown as `{ tag, val }`.
+// the result is thrown as `{ tag, val }`. Integers cross the boundary through abi.js.
 
 /**
  * @typedef {{ waiting: number, prioritized: number, paused: number, active: number, delayed: number,
@@ -25,6 +25,7 @@
  *   custom: [string, number][], tolerance: number }} HpaConfig
  */
 
+import { fromU32, fromU64, toU32 } from "./abi.js";
 import { parseConfig } from "./config.js";
 
 /** The HPA's default tolerance: a usage ratio within 10% of 1.0 proposes no change. */
@@ -76,8 +77,8 @@ function perPodProposal(current, total, perPod, tolerance) {
 function decide(input) {
   const cfg = parseConfig(input.config);
   const obs = input.observations;
-  const current = input.currentReplicas;
-  const ready = input.readyReplicas;
+  const current = fromU32(input.currentReplicas);
+  const ready = fromU32(input.readyReplicas);
   const tol = cfg.tolerance;
 
   /** @type {MetricProposal[]} */
@@ -101,7 +102,8 @@ function decide(input) {
   consider("cpu", cfg.cpuUtilization, utilization(obs.cpuPercentOfRequest, cfg.cpuUtilization));
   consider("memory", cfg.memoryUtilization, utilization(obs.memoryPercentOfRequest, cfg.memoryUtilization));
   const q = obs.queue;
-  const backlog = q === null ? null : q.waiting + q.prioritized + q.active + q.delayed;
+  const backlog =
+    q === null ? null : fromU64(q.waiting) + fromU64(q.prioritized) + fromU64(q.active) + fromU64(q.delayed);
   consider("queue", cfg.jobsPerPod, perPod(backlog, cfg.jobsPerPod));
   consider("latency-p95", cfg.latencyP95Ms, utilization(obs.latencyP95Ms, cfg.latencyP95Ms));
   consider("request-rate", cfg.requestsPerPod, perPod(obs.requestRate, cfg.requestsPerPod));
@@ -112,7 +114,7 @@ function decide(input) {
 
   // Capped at maxReplicas (or the current count, if above) as the HPA caps it. Among equal proposals the last one
   // names the reason, as Rust's `max_by_key` picks the last maximum.
-  const cap = Math.max(input.maxReplicas, current);
+  const cap = Math.max(fromU32(input.maxReplicas), current);
   /** @type {MetricProposal | null} */
   let best = null;
   for (const p of proposals) if (best === null || p.replicas >= best.replicas) best = p;
@@ -129,7 +131,12 @@ function decide(input) {
     reason = `${reason}; ${missing.join(", ")} unavailable, so no scale-down below ${current}`;
     replicas = current;
   }
-  return { replicas, reason, proposals, state: null };
+  return {
+    replicas: toU32(replicas),
+    reason,
+    proposals: proposals.map((p) => ({ metric: p.metric, replicas: toU32(p.replicas) })),
+    state: null,
+  };
 }
 
 export const policy = { decide };

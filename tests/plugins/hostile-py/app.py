@@ -8,9 +8,12 @@ from wit_world import exports
 from wit_world.exports.policy import Decision, PolicyError_Internal, PolicyError_InvalidConfig, PolicyInput
 from wit_world.imports import host
 
+calls = 0
+
 
 class Policy(exports.Policy):
     def decide(self, input: PolicyInput) -> Decision:
+        global calls
         cfg = json.loads(input.config)
         mode = cfg["mode"]
         if mode == "loop":
@@ -30,8 +33,8 @@ class Policy(exports.Policy):
         if mode == "log":
             host.log(host.LogLevel.WARN, "hostile plugin says hello")
             return Decision(replicas=input.current_replicas, reason="logged a line", proposals=[], state=None)
-        if mode == "echo-state":
-            # Counts calls in its state blob: proves the host hands back what the plugin returned.
-            n = (input.state[0] if input.state else 0) + 1
-            return Decision(replicas=n, reason=f"call {n}", proposals=[], state=bytes([n]))
+        if mode == "count":
+            # Counts calls in the instance's memory: shows whether the host kept the instance or started a fresh one.
+            calls += 1
+            return Decision(replicas=calls, reason=f"call {calls} of this instance", proposals=[], state=None)
         raise Err(PolicyError_InvalidConfig(f"unknown mode {mode}"))

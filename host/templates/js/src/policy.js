@@ -6,6 +6,8 @@
 // componentize-qjs maps the WIT like this: records are objects with camelCase keys, u64 arrives as a number, an
 // absent option is null, and the error case of the result is thrown as `{ tag, val }` (tag: "invalid-config",
 // "insufficient-data" or "internal"). Any other exception traps, and the host applies the policy's fallback.
+// componentize-qjs 0.4.5 passes u32 through an i32: read u32 arguments as `x >>> 0` and return u32 results as
+// `x | 0`, or values of 2^31 and more come out wrong.
 
 import { log } from "ballast:policy/host@0.1.0";
 
@@ -41,7 +43,7 @@ function parseConfig(text) {
  */
 function decide(input) {
   const cfg = parseConfig(input.config);
-  const current = input.currentReplicas;
+  const current = input.currentReplicas >>> 0;
   const hold = (/** @type {string} */ why) => ({
     replicas: current,
     reason: `holding ${current} replicas: ${why}`,
@@ -55,10 +57,12 @@ function decide(input) {
     return hold("no ready pods or an unusable gpu duty cycle");
   }
   const ratio = gpu / target;
+  const ready = input.readyReplicas >>> 0;
   const replicas =
-    Math.abs(ratio - 1) <= TOLERANCE ? current : Math.min(Math.max(Math.ceil(ratio * input.readyReplicas), 0), U32_MAX);
+    Math.abs(ratio - 1) <= TOLERANCE ? current : Math.min(Math.max(Math.ceil(ratio * ready), 0), U32_MAX);
   if (replicas !== current) log("debug", `gpu at ${gpu}% of a ${target}% target`);
-  return { replicas, reason: `gpu proposes ${replicas}`, proposals: [{ metric: "gpu", replicas }], state: null };
+  const proposals = [{ metric: "gpu", replicas: replicas | 0 }];
+  return { replicas: replicas | 0, reason: `gpu proposes ${replicas}`, proposals, state: null };
 }
 
 export const policy = { decide };

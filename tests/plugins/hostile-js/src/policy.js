@@ -3,6 +3,8 @@
 
 import { log } from "ballast:policy/host@0.1.0";
 
+let calls = 0;
+
 /** @param {{ currentReplicas: number, nowMs: number, config: string, state: Uint8Array | null }} input */
 function decide(input) {
   const cfg = JSON.parse(input.config);
@@ -25,11 +27,10 @@ function decide(input) {
     case "log":
       log("warn", "hostile plugin says hello");
       return { replicas: input.currentReplicas, reason: "logged a line", proposals: [], state: null };
-    case "echo-state": {
-      // Counts calls in its state blob: proves the host hands back what the plugin returned.
-      const n = (input.state === null || input.state.length === 0 ? 0 : input.state[0]) + 1;
-      return { replicas: n, reason: `call ${n}`, proposals: [], state: new Uint8Array([n]) };
-    }
+    case "count":
+      // Counts calls in the instance's memory: shows whether the host kept the instance or started a fresh one.
+      calls += 1;
+      return { replicas: calls, reason: `call ${calls} of this instance`, proposals: [], state: null };
     default:
       throw { tag: "invalid-config", val: `unknown mode ${cfg.mode}` };
   }
