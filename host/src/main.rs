@@ -305,8 +305,12 @@ fn plugin(command: PluginCommand) -> anyhow::Result<()> {
     match command {
         PluginCommand::New { lang, name, dir } => {
             let project = scaffold::scaffold(lang, &name, &dir)?;
-            println!("created {} ({} plugin); next: cd {} && ballast plugin build", project.display(), lang.name(),
-                project.display());
+            println!(
+                "created {} ({} plugin); next: cd {} && ballast plugin build",
+                project.display(),
+                lang.name(),
+                project.display()
+            );
         }
         PluginCommand::Build { dir, out } => {
             let built = build::build(&dir, out.as_deref()).with_context(|| format!("building {}", dir.display()))?;

@@ -11,13 +11,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ballast::runtime::{
-    CustomMetric, Decision, Observations, Plugin, PluginFailure, PolicyEngine, PolicyInput, QueueCounts,
-    RuntimeLimits, ServiceId,
+    CustomMetric, Decision, Observations, Plugin, PluginFailure, PolicyEngine, PolicyInput, QueueCounts, RuntimeLimits,
+    ServiceId,
 };
 
 /// How each language's plugins are named in BALLAST_PLUGIN_DIR, and the project they are built from.
-const HPA: [(&str, &str, &str); 3] =
-    [("rust", "hpa.wasm", "plugins/hpa"), ("js", "hpa_js.wasm", "plugins/hpa-js"), ("python", "hpa_py.wasm", "plugins/hpa-py")];
+const HPA: [(&str, &str, &str); 3] = [
+    ("rust", "hpa.wasm", "plugins/hpa"),
+    ("js", "hpa_js.wasm", "plugins/hpa-js"),
+    ("python", "hpa_py.wasm", "plugins/hpa-py"),
+];
 const CASES: usize = 1000;
 const SEED: u64 = 0x6261_6c6c_6173_7400;
 
@@ -130,7 +133,7 @@ fn random_config(r: &mut Random) -> String {
                 r#"[80, null, 5]"#,
             ])
             .to_owned();
-        }
+    }
     if r.chance(3) {
         // Valid but unusual: empty text (means `{}`), the struct as an array, escapes, duplicate custom names.
         return r
@@ -249,11 +252,7 @@ fn verdict(result: Result<Decision, PluginFailure>) -> Verdict {
 }
 
 /// The first case where `other` differs from `baseline`, described for a human.
-fn first_difference(
-    inputs: &[PolicyInput],
-    baseline: (&str, &[Verdict]),
-    other: (&str, &[Verdict]),
-) -> Option<String> {
+fn first_difference(inputs: &[PolicyInput], baseline: (&str, &[Verdict]), other: (&str, &[Verdict])) -> Option<String> {
     let i = baseline.1.iter().zip(other.1).position(|(a, b)| a != b)?;
     let input = &inputs[i];
     let differing = baseline.1.iter().zip(other.1).filter(|(a, b)| a != b).count();
@@ -291,7 +290,8 @@ fn rust_javascript_and_python_hpa_decide_identically() {
     let (rust, verdicts) = (&runs[0].0, &runs[0].1);
 
     // The inputs must reach every branch, or agreement proves little.
-    let count = |f: &dyn Fn(&PolicyInput, &Verdict) -> bool| inputs.iter().zip(verdicts).filter(|(i, v)| f(i, v)).count();
+    let count =
+        |f: &dyn Fn(&PolicyInput, &Verdict) -> bool| inputs.iter().zip(verdicts).filter(|(i, v)| f(i, v)).count();
     let decided = |v: &Verdict| match v {
         Verdict::Decided(d) => Some(d.clone()),
         _ => None,
@@ -301,16 +301,32 @@ fn rust_javascript_and_python_hpa_decide_identically() {
         ("scale up", count(&|i, v| decided(v).is_some_and(|d| d.replicas > i.current_replicas))),
         ("scale down", count(&|i, v| decided(v).is_some_and(|d| d.replicas < i.current_replicas))),
         ("hold", count(&|i, v| decided(v).is_some_and(|d| d.replicas == i.current_replicas))),
-        ("capped at max", count(&|_, v| decided(v).is_some_and(|d| d.proposals.iter().any(|p| p.replicas > d.replicas)))),
+        (
+            "capped at max",
+            count(&|_, v| decided(v).is_some_and(|d| d.proposals.iter().any(|p| p.replicas > d.replicas))),
+        ),
         ("u32 of 2^31 or more", count(&|_, v| decided(v).is_some_and(|d| d.replicas >= 1 << 31))),
-        ("saturated u32", count(&|_, v| decided(v).is_some_and(|d| d.proposals.iter().any(|p| p.replicas == u32::MAX)))),
+        (
+            "saturated u32",
+            count(&|_, v| decided(v).is_some_and(|d| d.proposals.iter().any(|p| p.replicas == u32::MAX))),
+        ),
         ("no scale-down: missing", count(&|_, v| decided(v).is_some_and(|d| d.reason.contains("unavailable")))),
         ("nothing available", count(&|_, v| decided(v).is_some_and(|d| d.reason.starts_with("no configured")))),
-        ("custom metric", count(&|_, v| decided(v).is_some_and(|d| d.proposals.iter().any(|p| CUSTOM_NAMES.contains(&p.metric.as_str()))))),
-        ("tie between metrics", count(&|_, v| decided(v).is_some_and(|d| {
-            let best = d.proposals.iter().map(|p| p.replicas).max();
-            d.proposals.iter().filter(|p| Some(p.replicas) == best).count() > 1
-        }))),
+        (
+            "custom metric",
+            count(&|_, v| {
+                decided(v).is_some_and(|d| d.proposals.iter().any(|p| CUSTOM_NAMES.contains(&p.metric.as_str())))
+            }),
+        ),
+        (
+            "tie between metrics",
+            count(&|_, v| {
+                decided(v).is_some_and(|d| {
+                    let best = d.proposals.iter().map(|p| p.replicas).max();
+                    d.proposals.iter().filter(|p| Some(p.replicas) == best).count() > 1
+                })
+            }),
+        ),
     ];
     println!("{CASES} random inputs; Rust verdicts: {coverage:?}");
     for (what, n) in coverage {
@@ -329,7 +345,9 @@ fn rust_javascript_and_python_hpa_decide_identically() {
 fn a_single_differing_case_is_reported_with_its_input_and_both_decisions() {
     let mut r = Random(SEED);
     let inputs: Vec<PolicyInput> = (0..3).map(|_| random_input(&mut r)).collect();
-    let decision = |reason: &str| Verdict::Decided(Decision { replicas: 3, reason: reason.into(), proposals: vec![], state: None });
+    let decision = |reason: &str| {
+        Verdict::Decided(Decision { replicas: 3, reason: reason.into(), proposals: vec![], state: None })
+    };
     let rust = vec![decision("gpu proposes 3 (largest of 1)"); 3];
     let mut js = rust.clone();
     js[1] = decision("gpu proposes 3 (largest of 2)");
@@ -365,6 +383,8 @@ fn input(config: &str) -> PolicyInput {
     }
 }
 
+type FailureCheck<'a> = dyn Fn(&PluginFailure) -> bool + 'a;
+
 /// Each misdeed ends in its failure kind; afterwards the same plugin decides again (on a fresh instance after a
 /// trap, on the same one after an error result) and a well-behaved plugin in the same engine is unaffected.
 fn isolation_holds(file: &str, project: &str, exception_mode: &str) {
@@ -383,7 +403,7 @@ fn isolation_holds(file: &str, project: &str, exception_mode: &str) {
     let mut bystander = load(&engine, "hpa_js.wasm", "plugins/hpa-js");
     let healthy = bystander.decide(&input(r#"{"gpuUtilization": 80}"#)).result.unwrap();
     let memory_cap = RuntimeLimits::default().memory_bytes >> 20;
-    let misdeeds: [(&str, &dyn Fn(&PluginFailure) -> bool); 3] = [
+    let misdeeds: [(&str, &FailureCheck); 3] = [
         ("alloc", &|f| *f == PluginFailure::MemoryLimit(memory_cap)),
         (exception_mode, &|f| matches!(f, PluginFailure::Trap(_))),
         ("error", &|f| *f == PluginFailure::Error("internal error: hostile plugin returns an error on purpose".into())),

@@ -8,8 +8,7 @@ use ballast::authoring::build::{self, Language};
 use ballast::authoring::scaffold;
 use ballast::observation::Observation;
 use ballast::runtime::{
-    CustomMetric, Observations, Plugin, PluginFailure, PolicyEngine, PolicyInput, QueueCounts, RuntimeLimits,
-    ServiceId,
+    CustomMetric, Observations, Plugin, PluginFailure, PolicyEngine, PolicyInput, QueueCounts, RuntimeLimits, ServiceId,
 };
 use serde_json::Value;
 
@@ -17,8 +16,8 @@ use serde_json::Value;
 fn case_input(input: &Value) -> PolicyInput {
     let current = input["currentReplicas"].as_u64().expect("currentReplicas is required") as u32;
     let count = |field: &str, default: u64| input[field].as_u64().unwrap_or(default) as u32;
-    let obs: Observation = serde_json::from_value(input.get("observation").cloned().unwrap_or(Value::Null))
-        .unwrap_or_default();
+    let obs: Observation =
+        serde_json::from_value(input.get("observation").cloned().unwrap_or(Value::Null)).unwrap_or_default();
     let config = input.get("config").map_or_else(|| "{}".to_owned(), Value::to_string);
     PolicyInput {
         service: ServiceId { namespace: "default".into(), name: "case".into() },

@@ -196,17 +196,14 @@ fn build_rust(dir: &Path, out: &Path) -> Result<(), BuildError> {
     for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
         cargo.env_remove(var);
     }
-    let output = cargo
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| missing_tool("cargo", Language::Rust, e, RUSTUP_FIX))?;
+    let output =
+        cargo.stderr(Stdio::inherit()).output().map_err(|e| missing_tool("cargo", Language::Rust, e, RUSTUP_FIX))?;
     check_status(&cargo, output.status, "")?;
-    let wasm = built_wasm(&String::from_utf8_lossy(&output.stdout), &manifest).ok_or_else(|| {
-        BuildError::BadProject {
+    let wasm =
+        built_wasm(&String::from_utf8_lossy(&output.stdout), &manifest).ok_or_else(|| BuildError::BadProject {
             path: manifest.clone(),
             problem: "cargo built no .wasm: the package needs `[lib] crate-type = [\"cdylib\"]`".into(),
-        }
-    })?;
+        })?;
     std::fs::copy(&wasm, out).map_err(|source| BuildError::Io { path: wasm, source })?;
     Ok(())
 }
