@@ -6,11 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source .ci/services.sh
 source .ci/prometheus.sh
+source .ci/plugins.sh
 
 export DEBIAN_FRONTEND=noninteractive
 install_redis
 install_prometheus
 install_node_fixtures
+install_plugin_toolchains
 rustup target add wasm32-wasip2 >/dev/null
 rustup component add clippy rustfmt >/dev/null 2>&1 || true
 
@@ -21,6 +23,9 @@ python3 scripts/validate_manifests.py
 echo "== format and lint"
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
+
+echo "== plugins in JavaScript and Python, from source"
+build_language_plugins
 
 echo "== tests"
 log=$(mktemp)

@@ -1,8 +1,11 @@
 //! Hot-swap latency: from a plugin ConfigMap update to the first decision by the new version visible in the
-//! policy's status, through the API stand-in with the production controller code. Baseline, measured in the same
-//! run: compiling and validating the same component directly (`PolicyEngine::load`), the floor of any swap.
+//! policy's status, through the API stand-in with the production controller code, for the `hpa` policy built in
+//! Rust and in JavaScript (plugins/hpa-js, a 1 MB QuickJS component). Baseline, measured in the same run right
+//! before each swap: compiling and validating the same component directly (`PolicyEngine::load`), the floor of any
+//! swap.
 //!
-//! `cargo bench -p ballast --bench hotswap`
+//! `cargo bench -p ballast --bench hotswap` (the JavaScript build comes from scripts/test.sh or
+//! `ballast plugin build plugins/hpa-js --out target/wasm-plugins/wasm32-wasip2/plugin/hpa_js.wasm`)
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,20 +44,20 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
-async fn put(api: &Api<ConfigMap>, bytes: Vec<u8>) {
+async fn put(api: &Api<ConfigMap>, name: &str, bytes: Vec<u8>) {
     let mut cm = ConfigMap {
         metadata: ObjectMeta {
-            name: Some("policy".into()),
+            name: Some(name.into()),
             labels: Some(BTreeMap::from([("ballast.dev/plugin".to_owned(), "true".to_owned())])),
             ..ObjectMeta::default()
         },
         binary_data: Some(BTreeMap::from([("plugin.wasm".to_owned(), ByteString(bytes))])),
         ..ConfigMap::default()
     };
-    match api.get_opt("policy").await.expect("get") {
+    match api.get_opt(name).await.expect("get") {
         Some(existing) => {
             cm.metadata.resource_version = existing.resource_version();
-            api.replace("policy", &PostParams::default(), &cm).await.expect("replace");
+            api.replace(name, &PostParams::default(), &cm).await.expect("replace");
         }
         None => {
             api.create(&PostParams::default(), &cm).await.expect("create");
@@ -62,50 +65,89 @@ async fn put(api: &Api<ConfigMap>, bytes: Vec<u8>) {
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let component = ballast::runtime::builtin("queue-drain").expect("queue-drain");
-
-    let engine = PolicyEngine::new(RuntimeLimits::default()).expect("engine");
-    let baseline = median(
-        (0..ROUNDS)
-            .map(|i| {
-                let bytes = rebuilt(component, &format!("baseline-{i}"));
-                let started = Instant::now();
-                engine.load("bench", &bytes).expect("load");
-                started.elapsed()
-            })
-            .collect(),
-    );
-
-    let standin = kube_standin::StandIn::start().await.expect("stand-in");
-    let client = kube::Client::try_from(kube::Config::new(standin.url().parse().expect("url"))).expect("client");
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &ScalingPolicy::crd()).await.expect("CRD");
+/// A Deployment `name`, its plugin ConfigMap `name` and a ScalingPolicy `name` that runs the plugin.
+async fn deploy(standin: &kube_standin::StandIn, client: &kube::Client, name: &str, component: &[u8]) {
     standin
         .insert(json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": { "name": "web", "namespace": "default" },
-            "spec": { "replicas": 1, "selector": { "matchLabels": { "app": "web" } },
-                "template": { "metadata": { "labels": { "app": "web" } },
+            "metadata": { "name": name, "namespace": "default" },
+            "spec": { "replicas": 1, "selector": { "matchLabels": { "app": name } },
+                "template": { "metadata": { "labels": { "app": name } },
                     "spec": { "containers": [{ "name": "model", "image": "m:1" }] } } }
         }))
         .expect("deployment");
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    put(&config_maps, rebuilt(component, "start")).await;
+    put(&Api::namespaced(client.clone(), "default"), name, rebuilt(component, "start")).await;
     let policy: ScalingPolicy = serde_json::from_value(json!({
         "apiVersion": "ballast.dev/v1alpha1", "kind": "ScalingPolicy",
-        "metadata": { "name": "web", "namespace": "default" },
-        "spec": { "target": { "name": "web" }, "maxReplicas": 3,
-            "plugin": { "configMap": { "name": "policy", "key": "plugin.wasm" } },
-            "config": { "initialJobsPerPodPerSecond": 1 } }
+        "metadata": { "name": name, "namespace": "default" },
+        "spec": { "target": { "name": name }, "maxReplicas": 3,
+            "plugin": { "configMap": { "name": name, "key": "plugin.wasm" } },
+            "config": { "gpuUtilization": 80, "jobsPerPod": 5 } }
     }))
     .expect("policy");
     Api::<ScalingPolicy>::namespaced(client.clone(), "default")
         .create(&PostParams::default(), &policy)
         .await
         .expect("create policy");
+}
+
+fn decided_by(standin: &kube_standin::StandIn, name: &str, digest: &str) -> bool {
+    standin
+        .get(&format!("/apis/ballast.dev/v1alpha1/namespaces/default/scalingpolicies/{name}"))
+        .is_some_and(|p| p["status"]["lastDecision"]["pluginDigest"] == digest)
+}
+
+/// `ROUNDS` ConfigMap updates of policy `name`, each timed to the first decision by the new version, and each
+/// preceded by the baseline: compiling and validating another build of the component directly, so that both see
+/// the same machine load. Returns (swap, baseline) pairs.
+async fn swaps(
+    standin: &kube_standin::StandIn,
+    client: &kube::Client,
+    name: &str,
+    component: &[u8],
+) -> Vec<(Duration, Duration)> {
+    let engine = PolicyEngine::new(RuntimeLimits::default()).expect("engine");
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let start_digest = ballast::runtime::digest(&rebuilt(component, "start"));
+    while !decided_by(standin, name, &start_digest) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut swaps = Vec::new();
+    for round in 0..ROUNDS {
+        let direct = rebuilt(component, &format!("baseline-{round}"));
+        let started = Instant::now();
+        engine.load("bench", &direct).expect("load");
+        let baseline = started.elapsed();
+        let bytes = rebuilt(component, &format!("swap-{round}"));
+        let digest = ballast::runtime::digest(&bytes);
+        let started = Instant::now();
+        put(&config_maps, name, bytes).await;
+        while !decided_by(standin, name, &digest) {
+            assert!(started.elapsed() < Duration::from_secs(30), "{name}: swap {round} never decided");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        swaps.push((started.elapsed(), baseline));
+    }
+    swaps
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let js_path = format!("{}/hpa_js.wasm", env!("BALLAST_PLUGIN_DIR"));
+    let js = std::fs::read(&js_path).unwrap_or_else(|e| {
+        panic!("{js_path}: {e}; build it with `cargo run -p ballast -- plugin build plugins/hpa-js --out {js_path}`")
+    });
+    let plugins: [(&str, &str, &[u8]); 2] =
+        [("Rust hpa", "hpa-rust", ballast::runtime::builtin("hpa").expect("hpa")), ("JavaScript hpa", "hpa-js", &js)];
+
+    let standin = kube_standin::StandIn::start().await.expect("stand-in");
+    let client = kube::Client::try_from(kube::Config::new(standin.url().parse().expect("url"))).expect("client");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &ScalingPolicy::crd()).await.expect("CRD");
+    for (_, name, component) in &plugins {
+        deploy(&standin, &client, name, component).await;
+    }
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let observer = LiveObserver::new(None, None, Duration::from_secs(5), Duration::from_secs(60), metrics.clone());
     let options = RunOptions {
@@ -124,31 +166,19 @@ async fn main() {
     );
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(controller.run(Readiness::default(), shutdown));
-    let decided_by = |digest: &str| {
-        standin
-            .get("/apis/ballast.dev/v1alpha1/namespaces/default/scalingpolicies/web")
-            .is_some_and(|p| p["status"]["lastDecision"]["pluginDigest"] == digest)
-    };
-    let start_digest = ballast::runtime::digest(&rebuilt(component, "start"));
-    while !decided_by(&start_digest) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    for (what, name, component) in &plugins {
+        let rounds = swaps(&standin, &client, name, component).await;
+        let swap = median(rounds.iter().map(|(swap, _)| *swap).collect());
+        let baseline = median(rounds.iter().map(|(_, baseline)| *baseline).collect());
+        println!(
+            "{what} ({:.2} MiB): hot-swap (ConfigMap update -> first status-visible decision), median of {ROUNDS}: \
+             {swap:?}; baseline (compile + validate another build directly, before each swap): {baseline:?}; \
+             ratio {:.2} (all swaps: {:?})",
+            component.len() as f64 / f64::from(1 << 20),
+            swap.as_secs_f64() / baseline.as_secs_f64(),
+            rounds.iter().map(|(swap, _)| *swap).collect::<Vec<_>>()
+        );
     }
-    let mut swaps = Vec::new();
-    for round in 0..ROUNDS {
-        let bytes = rebuilt(component, &format!("swap-{round}"));
-        let digest = ballast::runtime::digest(&bytes);
-        let started = Instant::now();
-        put(&config_maps, bytes).await;
-        while !decided_by(&digest) {
-            assert!(started.elapsed() < Duration::from_secs(30), "swap {round} never decided");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        swaps.push(started.elapsed());
-    }
-    let swap = median(swaps.clone());
-    println!("hot-swap (ConfigMap update -> first status-visible decision), median of {ROUNDS}: {swap:?}");
-    println!("baseline (compile + validate the same component directly), median of {ROUNDS}: {baseline:?}");
-    println!("ratio swap / baseline: {:.2}  (all swaps: {swaps:?})", swap.as_secs_f64() / baseline.as_secs_f64());
     let _ = stop.send(true);
     let _ = task.await;
 }

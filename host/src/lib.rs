@@ -3,6 +3,7 @@
 //! The data flow, one module per stage: metric sources -> [`observation`] -> [`runtime`] (wasm policy) ->
 //! [`clamps`] (min/max, HPA behavior) -> actuator -> export/explain. See ARCHITECTURE.md.
 
+pub mod authoring;
 pub mod autoscaler;
 pub mod clamps;
 pub mod controller;

@@ -87,6 +87,33 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Write, build, check, test and pack policy plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Create a plugin project NAME/ (Rust, JavaScript or Python) with the WIT world, a small GPU-target policy,
+    /// a cases.yaml of table tests and a README.
+    New {
+        #[arg(long, value_enum)]
+        lang: ballast::authoring::build::Language,
+        /// The project's name, also its directory's.
+        name: String,
+        /// Where to create the project directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build the plugin project in DIR (its language detected from Cargo.toml, package.json or app.py) into a
+    /// component, installing what the language needs; prints the component's path and size.
+    Build {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Where to write the component (default: DIR/dist/NAME.wasm).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -272,7 +299,36 @@ fn main() -> anyhow::Result<()> {
         Command::Explain { kube, policy } => runtime()?.block_on(explain(kube, &policy)),
         Command::Simulate(args) => simulate(args),
         Command::Demo { out, seed } => demo(&out, seed),
+        Command::Plugin(command) => plugin(command),
     }
+}
+
+fn plugin(command: PluginCommand) -> anyhow::Result<()> {
+    use ballast::authoring::{build, scaffold};
+    match command {
+        PluginCommand::New { lang, name, dir } => {
+            let project = scaffold::scaffold(lang, &name, &dir)?;
+            println!(
+                "created {} ({} plugin); next: cd {} && ballast plugin build",
+                project.display(),
+                lang.name(),
+                project.display()
+            );
+        }
+        PluginCommand::Build { dir, out } => {
+            let built = build::build(&dir, out.as_deref()).with_context(|| format!("building {}", dir.display()))?;
+            let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+            println!(
+                "{} ({} plugin, {:.2} MiB, {:.2} MiB gzipped, built in {:.1}s)",
+                built.output.display(),
+                built.language.name(),
+                mib(built.size),
+                mib(built.gzipped),
+                built.elapsed.as_secs_f64()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Reads a file, or standard input for `-`.

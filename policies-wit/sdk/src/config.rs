@@ -57,6 +57,16 @@ mod tests {
         assert_eq!(parse::<Cfg>(r#"{"target": 7}"#).unwrap().target, 7.0);
     }
 
+    /// JavaScript's and Python's parsers round correctly; so must the SDK's, or one config text would mean
+    /// different targets in different plugin languages.
+    #[test]
+    fn numbers_parse_correctly_rounded() {
+        for text in ["31.7049399083608421", "62.2632602694111696", "0.1000000000000000055511151231257827"] {
+            let parsed = parse::<Cfg>(&format!(r#"{{"target": {text}}}"#)).unwrap().target;
+            assert_eq!(parsed, text.parse::<f64>().unwrap(), "{text}");
+        }
+    }
+
     #[test]
     fn bad_config_names_the_field() {
         let Err(PolicyError::InvalidConfig(msg)) = parse::<Cfg>(r#"{"target": 5, "tagret": 1}"#) else {

@@ -1,0 +1,187 @@
+//! The `hpa` policy in Rust, JavaScript (componentize-qjs) and Python (componentize-py), measured in one run through
+//! the production runtime: component size (and gzipped, what a ConfigMap holds), compile time, a fresh instance's
+//! first decision, `decide()` with a reused instance, and the smallest memory cap the plugin decides under. Every
+//! figure is also given as a ratio against Rust's.
+//!
+//! `cargo bench -p ballast --bench languages` (the JavaScript and Python builds come from scripts/test.sh or
+//! `ballast plugin build plugins/hpa-js --out target/wasm-plugins/wasm32-wasip2/plugin/hpa_js.wasm`, and likewise
+//! for plugins/hpa-py).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ballast::runtime::{
+    Decision, Observations, Plugin, PolicyEngine, PolicyInput, QueueCounts, RuntimeLimits, ServiceId,
+};
+
+const PLUGINS: [(&str, &str, &str); 3] = [
+    ("Rust", "hpa.wasm", "plugins/hpa"),
+    ("JavaScript", "hpa_js.wasm", "plugins/hpa-js"),
+    ("Python", "hpa_py.wasm", "plugins/hpa-py"),
+];
+/// Memory caps tried, smallest first, for the floor each plugin decides under.
+const MEMORY_CAPS_MIB: [usize; 7] = [2, 4, 8, 16, 24, 32, 64];
+
+fn input() -> PolicyInput {
+    PolicyInput {
+        service: ServiceId { namespace: "ai-models".into(), name: "whisper-pyannote-stt".into() },
+        now_ms: 1_700_000_000_000,
+        current_replicas: 3,
+        ready_replicas: 3,
+        min_replicas: 2,
+        max_replicas: 8,
+        config: r#"{"gpuUtilization": 80, "cpuUtilization": 70, "jobsPerPod": 5}"#.into(),
+        state: None,
+        observations: Observations {
+            gpu_duty_cycle_percent: Some(91.5),
+            cpu_percent_of_request: Some(55.0),
+            memory_percent_of_request: Some(60.0),
+            queue: Some(QueueCounts {
+                waiting: 21,
+                prioritized: 0,
+                paused: 0,
+                active: 3,
+                delayed: 1,
+                failed: 0,
+                waiting_children: 0,
+                completed_since_last: Some(2),
+            }),
+            latency_p50_ms: Some(800.0),
+            latency_p95_ms: Some(2400.0),
+            latency_p99_ms: Some(4000.0),
+            request_rate: Some(0.4),
+            custom: vec![],
+        },
+    }
+}
+
+fn engine(memory_mib: usize, cache_dir: Option<PathBuf>) -> Arc<PolicyEngine> {
+    // A generous deadline: this measures speed, and a loaded machine may preempt a call for longer than 10 ms.
+    let limits = RuntimeLimits {
+        max_instances: 8,
+        deadline: Duration::from_secs(5),
+        memory_bytes: memory_mib << 20,
+        cache_dir,
+        ..RuntimeLimits::default()
+    };
+    PolicyEngine::new(limits).expect("engine")
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// Per-call time of `calls` calls, median of `batches` batches.
+fn per_call(plugin: &mut Plugin, input: &PolicyInput, batches: usize, calls: u32) -> Duration {
+    median(
+        (0..batches)
+            .map(|_| {
+                let started = Instant::now();
+                for _ in 0..calls {
+                    std::hint::black_box(plugin.decide(input).result.expect("decides"));
+                }
+                started.elapsed() / calls
+            })
+            .collect(),
+    )
+}
+
+struct Row {
+    language: &'static str,
+    size: u64,
+    gzipped: u64,
+    compile: Duration,
+    fresh: Duration,
+    reused: Duration,
+    memory_floor: Option<usize>,
+    decision: Decision,
+}
+
+fn measure(language: &'static str, file: &str, project: &str) -> Row {
+    let path = PathBuf::from(env!("BALLAST_PLUGIN_DIR")).join(file);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build it with `cargo run -p ballast -- plugin build {project} --out {}`",
+            path.display(),
+            path.display()
+        )
+    });
+    let slow = language == "Python";
+    let input = input();
+    eprintln!("{language}: compiling");
+    // A fresh engine per round, without a disk cache: every round compiles.
+    let compile = median(
+        (0..if slow { 3 } else { 7 })
+            .map(|_| engine(64, None).load(file, &bytes).expect("loads").compile_time)
+            .collect(),
+    );
+    let engine = engine(64, None);
+    let compiled = engine.load(file, &bytes).expect("loads");
+    eprintln!("{language}: calling");
+    let mut fresh = Plugin::new(engine.clone(), compiled.clone());
+    fresh.fresh_each_call = true;
+    let fresh = per_call(&mut fresh, &input, if slow { 5 } else { 11 }, if slow { 10 } else { 50 });
+    let mut reused = Plugin::new(engine.clone(), compiled);
+    let decision = reused.decide(&input).result.expect("decides");
+    let reused = per_call(&mut reused, &input, 11, if slow { 1_000 } else { 5_000 });
+
+    eprintln!("{language}: memory floor");
+    let cache = std::env::temp_dir().join(format!("ballast-bench-languages-{}", std::process::id()));
+    let memory_floor = MEMORY_CAPS_MIB.into_iter().find(|&mib| {
+        // A component whose initial memory exceeds the cap is refused at load already.
+        let engine = self::engine(mib, Some(cache.clone()));
+        engine.load(file, &bytes).is_ok_and(|compiled| Plugin::new(engine, compiled).decide(&input).result.is_ok())
+    });
+    let _ = std::fs::remove_dir_all(&cache);
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&bytes).expect("gzip");
+    let gzipped = gz.finish().expect("gzip").len() as u64;
+    Row { language, size: bytes.len() as u64, gzipped, compile, fresh, reused, memory_floor, decision }
+}
+
+fn main() {
+    let rows: Vec<Row> = PLUGINS.iter().map(|(language, file, project)| measure(language, file, project)).collect();
+    for row in &rows[1..] {
+        assert_eq!(row.decision, rows[0].decision, "{} decides differently from Rust", row.language);
+    }
+    let rust = &rows[0];
+    let mib = |bytes: u64| format!("{:.2} MiB", bytes as f64 / f64::from(1 << 20));
+    let ratio = |value: f64, base: f64| format!("{:.1}×", value / base);
+    let time = |d: Duration| {
+        if d >= Duration::from_secs(1) {
+            format!("{:.2} s", d.as_secs_f64())
+        } else if d >= Duration::from_millis(1) {
+            format!("{:.2} ms", d.as_secs_f64() * 1e3)
+        } else {
+            format!("{:.2} µs", d.as_secs_f64() * 1e6)
+        }
+    };
+    println!(
+        "| language | component | gzipped | compile (cranelift) | fresh instance + first `decide()` | `decide()`, \
+         reused instance | smallest memory cap that decides |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for row in &rows {
+        let floor = row.memory_floor.map_or_else(|| "> 64 MiB".to_owned(), |m| format!("{m} MiB"));
+        println!(
+            "| {} | {} ({}) | {} ({}) | {} ({}) | {} ({}) | {} ({}) | {} |",
+            row.language,
+            mib(row.size),
+            ratio(row.size as f64, rust.size as f64),
+            mib(row.gzipped),
+            ratio(row.gzipped as f64, rust.gzipped as f64),
+            time(row.compile),
+            ratio(row.compile.as_secs_f64(), rust.compile.as_secs_f64()),
+            time(row.fresh),
+            ratio(row.fresh.as_secs_f64(), rust.fresh.as_secs_f64()),
+            time(row.reused),
+            ratio(row.reused.as_secs_f64(), rust.reused.as_secs_f64()),
+            floor,
+        );
+    }
+    println!("(ratios against Rust, measured in this run; every plugin returned: {:?})", rust.decision.reason);
+}
