@@ -21,6 +21,8 @@ const RUST: &[(&str, &str)] = &[
     ("sdk/src/lib.rs", include_str!("../../../policies-wit/sdk/src/lib.rs")),
     ("sdk/src/config.rs", include_str!("../../../policies-wit/sdk/src/config.rs")),
     ("sdk/src/hpa.rs", include_str!("../../../policies-wit/sdk/src/hpa.rs")),
+    // The SDK copy is formatted to Ballast's width; `cargo fmt` in the project keeps it so.
+    ("rustfmt.toml", include_str!("../../templates/rust/rustfmt.toml")),
     ("README.md", include_str!("../../templates/rust/README.md")),
     (".gitignore", include_str!("../../templates/rust/gitignore")),
 ];

@@ -2,7 +2,7 @@
 //! ceil(ready * duty cycle / target), no change within 10% of the target, and no change while the metric is
 //! unavailable.
 
-use ballast_policy_sdk::{Decision, Guest, MetricProposal, PolicyInput, PolicyError, config, hpa};
+use ballast_policy_sdk::{Decision, Guest, MetricProposal, PolicyError, PolicyInput, config, hpa};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
