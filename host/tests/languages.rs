@@ -389,9 +389,8 @@ type FailureCheck<'a> = dyn Fn(&PluginFailure) -> bool + 'a;
 /// trap, on the same one after an error result) and a well-behaved plugin in the same engine is unaffected.
 fn isolation_holds(file: &str, project: &str, exception_mode: &str) {
     let count = |plugin: &mut Plugin| plugin.decide(&input(r#"{"mode": "count"}"#)).result.map(|d| d.replicas);
-    // The deadline is a test parameter here: the instance must be up (CPython's takes a few ms) before the loop
-    // starts, so a longer deadline than the default 10 ms keeps a loaded machine from failing the set-up instead.
-    let loop_deadline = Duration::from_millis(250);
+    // The production call deadline: instantiation (CPython's start-up takes several ms) has its own budget.
+    let loop_deadline = RuntimeLimits::default().deadline;
     let short = engine(loop_deadline);
     let mut looping = load(&short, file, project);
     assert_eq!(count(&mut looping), Ok(1));

@@ -161,8 +161,8 @@ impl PolicyEngine {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
-        // Instantiation may run guest code too, so it gets the same budget as a call.
-        store.set_epoch_deadline(self.limits.deadline_ticks());
+        // Instantiation runs guest start-up code, under its own (longer) budget; each call then gets `deadline`.
+        store.set_epoch_deadline(self.limits.instantiate_ticks());
         store
     }
 }

@@ -7,6 +7,9 @@ use std::time::Duration;
 pub struct RuntimeLimits {
     /// Wall-clock budget of one `decide` call; past it the call is interrupted (epoch deadline).
     pub deadline: Duration,
+    /// Wall-clock budget of creating an instance, which runs the guest's start-up code: a language runtime (a
+    /// CPython interpreter in a Python plugin) takes several milliseconds to set up, once per instance.
+    pub instantiate_deadline: Duration,
     /// Linear memory one instance may grow to.
     pub memory_bytes: usize,
     /// Largest state blob a plugin may hand back.
@@ -26,6 +29,7 @@ impl Default for RuntimeLimits {
     fn default() -> Self {
         RuntimeLimits {
             deadline: Duration::from_millis(10),
+            instantiate_deadline: Duration::from_millis(250),
             memory_bytes: 64 << 20,
             max_state_bytes: 64 << 10,
             max_instances: 1100,
@@ -41,9 +45,19 @@ impl Default for RuntimeLimits {
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 impl RuntimeLimits {
-    /// Epoch ticks for one call: the deadline rounded up, plus one because the current tick may be about to end.
+    /// Epoch ticks for one call.
     pub(crate) fn deadline_ticks(&self) -> u64 {
-        let ticks = self.deadline.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64;
-        ticks.max(1) + 1
+        ticks(self.deadline)
     }
+
+    /// Epoch ticks for creating an instance.
+    pub(crate) fn instantiate_ticks(&self) -> u64 {
+        ticks(self.instantiate_deadline)
+    }
+}
+
+/// A budget in epoch ticks: rounded up, plus one because the current tick may be about to end.
+fn ticks(budget: Duration) -> u64 {
+    let ticks = budget.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64;
+    ticks.max(1) + 1
 }
