@@ -3,6 +3,7 @@
 //! The data flow, one module per stage: metric sources -> [`observation`] -> [`runtime`] (wasm policy) ->
 //! [`clamps`] (min/max, HPA behavior) -> actuator -> export/explain. See ARCHITECTURE.md.
 
+pub mod authoring;
 pub mod autoscaler;
 pub mod clamps;
 pub mod controller;
@@ -10,6 +11,7 @@ pub mod decision;
 pub mod error;
 pub mod export;
 pub mod observation;
+pub mod oci;
 pub mod runtime;
 pub mod sim;
 pub mod sources;

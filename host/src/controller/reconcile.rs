@@ -21,13 +21,14 @@ use tokio::sync::{Notify, mpsc, watch};
 use super::ControllerError;
 use super::crd::{ScalingPolicy, service_key};
 use super::lease::Leadership;
-use super::plugins::{self, CanaryInput, LoadedPlugin, PLUGIN_LABEL_SELECTOR, PluginSource};
+use super::plugins::{self, CanaryInput, LoadedPlugin, OciPull, PLUGIN_LABEL_SELECTOR, PluginSource, Resolved};
 use super::scale::KubeScaleTarget;
 use super::status::{self, ABLE_TO_SCALE, PLUGIN_READY, SCALING_ACTIVE, ScalingPolicyStatus};
 use crate::autoscaler::{Fleet, ManagedService, Observer, TickResult};
 use crate::decision::{DecisionRecord, ServiceMemory};
 use crate::export::{Metrics, Readiness};
 use crate::observation::Observation;
+use crate::oci::OciStore;
 use crate::runtime::PolicyEngine;
 use crate::spec::{ScalingPolicySpec, ServiceKey};
 
@@ -52,12 +53,41 @@ pub struct RunOptions {
     pub instance: String,
 }
 
-/// A plugin load that finished off the runtime.
+/// A plugin load (and, for OCI plugins, the pull before it) that finished off the runtime.
 struct LoadDone {
     key: ServiceKey,
+    /// What `ServiceState::loading` was set to: the component's digest, or an OCI manifest digest while pulling.
     digest: String,
     noticed: Instant,
-    result: Result<LoadedPlugin, String>,
+    result: Result<LoadedPlugin, LoadFailure>,
+}
+
+struct LoadFailure {
+    message: String,
+    /// The digest not to load again until something changes: the component's once it is known.
+    digest: String,
+    /// A failed pull (registry unreachable, credentials missing) is retried after a backoff; a refused component
+    /// is not.
+    retry: bool,
+}
+
+/// A version that was refused, so it is not retried until the spec changes (or, for a failed pull, `retry_at`).
+#[derive(Debug, Clone, PartialEq)]
+struct Refusal {
+    digest: String,
+    pin: Option<String>,
+    retry_at: Option<Instant>,
+}
+
+impl Refusal {
+    fn holds(&self, digest: &str, pin: &Option<String>) -> bool {
+        self.digest == digest && self.pin == *pin && self.retry_at.is_none_or(|at| Instant::now() < at)
+    }
+}
+
+/// Wait before pulling again after `failures` failed pulls in a row: 5 s doubling up to 5 minutes.
+fn pull_backoff(failures: u32) -> Duration {
+    Duration::from_secs(5u64.saturating_mul(1 << failures.min(6)).min(300))
 }
 
 /// What the loop tracks per policy besides the fleet's [`ManagedService`].
@@ -69,8 +99,9 @@ struct ServiceState {
     /// Memory restored from status, used when the service's first plugin is loaded.
     restored: Option<ServiceMemory>,
     loading: Option<String>,
-    /// Digest (and pin) of a version that was refused, so it is not retried until something changes.
-    refused: Option<(String, Option<String>)>,
+    refused: Option<Refusal>,
+    /// Failed pulls in a row, for the backoff.
+    pull_failures: u32,
     /// A new plugin version and when its change was noticed, until its first decision.
     swapped: Option<(String, Instant)>,
     last_canary: Option<CanaryInput>,
@@ -94,6 +125,7 @@ pub struct Controller<O> {
     states: BTreeMap<ServiceKey, ServiceState>,
     policies: Option<Store<ScalingPolicy>>,
     config_maps: Store<ConfigMap>,
+    oci: Arc<OciStore>,
     loads: (mpsc::UnboundedSender<LoadDone>, mpsc::UnboundedReceiver<LoadDone>),
     was_leader: bool,
 }
@@ -108,6 +140,8 @@ impl<O: Observer> Controller<O> {
         options: RunOptions,
     ) -> Self {
         let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: Some(options.instance.clone()) };
+        // Pulled OCI plugins are cached beside the compiled ones.
+        let oci = Arc::new(OciStore::new(engine.limits().cache_dir.as_deref()));
         Controller {
             target: KubeScaleTarget::new(client.clone(), leadership.clone(), format!("ballast-{}", options.instance)),
             recorder: Recorder::new(client.clone(), reporter),
@@ -121,6 +155,7 @@ impl<O: Observer> Controller<O> {
             states: BTreeMap::new(),
             policies: None,
             config_maps: reflector::store().0,
+            oci,
             loads: mpsc::unbounded_channel(),
             was_leader: false,
         }
@@ -160,7 +195,12 @@ impl<O: Observer> Controller<O> {
                 _ = shutdown.changed() => break,
                 _ = changed.notified() => self.sync(),
                 Some(done) = self.loads.1.recv() => tick_now = self.apply_load(done).await,
-                _ = ticker.tick() => tick_now = true,
+                _ = ticker.tick() => {
+                    tick_now = true;
+                    if self.pull_retry_due() {
+                        self.sync();
+                    }
+                }
             }
             let leader = self.leadership.is_leader();
             if leader && !self.was_leader {
@@ -179,6 +219,14 @@ impl<O: Observer> Controller<O> {
         }
         watches.iter().for_each(|task| task.abort());
         Ok(())
+    }
+
+    /// Whether a failed OCI pull's backoff has run out (nothing else would trigger the retry).
+    fn pull_retry_due(&self) -> bool {
+        let now = Instant::now();
+        self.states
+            .values()
+            .any(|s| s.loading.is_none() && s.refused.as_ref().and_then(|r| r.retry_at).is_some_and(|at| at <= now))
     }
 
     fn policy_list(&self) -> Vec<Arc<ScalingPolicy>> {
@@ -211,6 +259,7 @@ impl<O: Observer> Controller<O> {
                     status,
                     loading: None,
                     refused: None,
+                    pull_failures: 0,
                     swapped: None,
                     last_canary: None,
                     dirty: true,
@@ -247,11 +296,16 @@ impl<O: Observer> Controller<O> {
             }
             let running = self.fleet.services.get(&key).map(|s| s.plugin.digest().to_owned());
             let config_maps = &self.config_maps;
-            let source = plugins::resolve(&key, &state.spec, |namespace, name| {
-                config_maps.get(&ObjectRef::new(name).within(namespace))
-            });
-            match source {
+            let source = plugins::resolve(
+                &key,
+                &state.spec,
+                |namespace, name| config_maps.get(&ObjectRef::new(name).within(namespace)),
+                &self.oci,
+            );
+            let pin = state.spec.plugin.sha256.clone();
+            let next = match source {
                 Err(e) => {
+                    state.refused = None;
                     let why = e.to_string();
                     let message = match &running {
                         Some(_) => format!("{why}; the previous plugin keeps running"),
@@ -263,33 +317,45 @@ impl<O: Observer> Controller<O> {
                         let object = state.object.clone();
                         self.publish(object, EventType::Warning, "PluginRejected", message);
                     }
+                    continue;
                 }
-                Ok(source) => {
-                    let pin = state.spec.plugin.sha256.clone();
+                Ok(Resolved::Ready(source)) => {
                     let pin_ok = pin.as_deref().is_none_or(|p| p.trim().eq_ignore_ascii_case(&source.digest));
-                    let up_to_date = running.as_deref() == Some(source.digest.as_str()) && pin_ok;
-                    let pending = state.loading.as_deref() == Some(source.digest.as_str());
-                    let refused = state.refused.as_ref() == Some(&(source.digest.clone(), pin.clone()));
-                    if !up_to_date && !pending && !refused {
-                        let canary = match self.fleet.services.get(&key) {
-                            Some(service) => state.last_canary.clone().map(|mut c| {
-                                c.memory = service.memory.clone();
-                                c
-                            }),
-                            None => state.last_canary.clone(),
-                        }
-                        .unwrap_or_else(|| CanaryInput::default_for(&state.spec));
-                        state.loading = Some(source.digest.clone());
-                        spawn_load(
-                            self.engine.clone(),
-                            key.clone(),
-                            state.spec.clone(),
-                            source,
-                            canary,
-                            self.loads.0.clone(),
-                        );
+                    if running.as_deref() == Some(source.digest.as_str()) && pin_ok {
+                        state.refused = None;
+                        continue;
                     }
+                    (source.digest.clone(), Resolved::Ready(source))
                 }
+                // Not pulled yet: the manifest digest stands for the component until the pull tells it.
+                Ok(Resolved::Pull(pull)) => (pull.reference.manifest_digest().to_owned(), Resolved::Pull(pull)),
+            };
+            let (digest, resolved) = next;
+            let pending = state.loading.as_deref() == Some(digest.as_str());
+            let refused = state.refused.as_ref().is_some_and(|r| r.holds(&digest, &pin));
+            if pending || refused {
+                continue;
+            }
+            let canary = match self.fleet.services.get(&key) {
+                Some(service) => state.last_canary.clone().map(|mut c| {
+                    c.memory = service.memory.clone();
+                    c
+                }),
+                None => state.last_canary.clone(),
+            }
+            .unwrap_or_else(|| CanaryInput::default_for(&state.spec));
+            state.loading = Some(digest.clone());
+            let load = Load {
+                engine: self.engine.clone(),
+                key: key.clone(),
+                spec: state.spec.clone(),
+                canary,
+                token: digest,
+                done: self.loads.0.clone(),
+            };
+            match resolved {
+                Resolved::Ready(source) => load.spawn(source),
+                Resolved::Pull(pull) => load.spawn_pull(pull, self.oci.clone(), self.client.clone()),
             }
         }
         let gone: Vec<ServiceKey> = self.states.keys().filter(|k| !seen.contains(k)).cloned().collect();
@@ -309,6 +375,8 @@ impl<O: Observer> Controller<O> {
         state.loading = None;
         match done.result {
             Ok(loaded) => {
+                // For an OCI plugin `done.digest` is the manifest's; status shows the component's.
+                let digest = loaded.plugin.digest().to_owned();
                 let memory = match self.fleet.services.remove(&done.key) {
                     Some(old) => old.memory,
                     None => state.restored.take().unwrap_or_default(),
@@ -319,27 +387,37 @@ impl<O: Observer> Controller<O> {
                 let message = format!(
                     "{} (sha256 {}) loaded and validated in {} ms",
                     loaded.source_name,
-                    done.digest,
+                    digest,
                     loaded.load_time.as_millis()
                 );
                 tracing::info!(policy = %done.key, "{message}");
                 state.status.plugin_name = Some(loaded.source_name);
-                state.status.plugin_digest = Some(done.digest.clone());
+                state.status.plugin_digest = Some(digest.clone());
                 state.status.set_condition(PLUGIN_READY, true, "PluginLoaded", &message);
-                state.swapped = Some((done.digest, done.noticed));
+                state.swapped = Some((digest, done.noticed));
                 state.refused = None;
+                state.pull_failures = 0;
                 state.dirty = true;
                 true
             }
-            Err(why) => {
+            Err(failure) => {
                 let running = self.fleet.services.contains_key(&done.key);
+                let why = failure.message;
                 let message = if running { format!("{why}; the previous plugin keeps running") } else { why };
-                tracing::warn!(policy = %done.key, "plugin refused: {message}");
-                state.refused = Some((done.digest, state.spec.plugin.sha256.clone()));
-                state.status.set_condition(PLUGIN_READY, false, "PluginRejected", &message);
+                let (reason, retry_at) = if failure.retry {
+                    let wait = pull_backoff(state.pull_failures);
+                    state.pull_failures = state.pull_failures.saturating_add(1);
+                    ("PluginPullFailed", Some(Instant::now() + wait))
+                } else {
+                    ("PluginRejected", None)
+                };
+                tracing::warn!(policy = %done.key, "plugin not loaded ({reason}): {message}");
+                state.refused =
+                    Some(Refusal { digest: failure.digest, pin: state.spec.plugin.sha256.clone(), retry_at });
+                state.status.set_condition(PLUGIN_READY, false, reason, &message);
                 state.dirty = true;
                 let object = state.object.clone();
-                self.publish(object, EventType::Warning, "PluginRejected", message);
+                self.publish(object, EventType::Warning, reason, message);
                 false
             }
         }
@@ -547,24 +625,56 @@ fn failure_kind(kind: &str) -> &'static str {
     }
 }
 
-fn spawn_load(
+/// A plugin version to load off the reconcile loop; the outcome comes back as a [`LoadDone`].
+struct Load {
     engine: Arc<PolicyEngine>,
     key: ServiceKey,
     spec: ScalingPolicySpec,
-    source: PluginSource,
     canary: CanaryInput,
+    token: String,
     done: mpsc::UnboundedSender<LoadDone>,
-) {
-    let noticed = Instant::now();
-    tokio::spawn(async move {
+}
+
+impl Load {
+    fn spawn(self, source: PluginSource) {
+        let noticed = Instant::now();
+        tokio::spawn(async move {
+            let result = self.validate(source).await;
+            let _ = self.done.send(LoadDone { key: self.key, digest: self.token, noticed, result });
+        });
+    }
+
+    /// Pulls an OCI artifact (async, never on the loop), then loads it like any other source.
+    fn spawn_pull(self, pull: OciPull, store: Arc<OciStore>, client: kube::Client) {
+        let noticed = Instant::now();
+        tokio::spawn(async move {
+            let result = match pull.pull(&store, &client, &self.key.namespace).await {
+                Ok(source) => self.validate(source).await,
+                Err(e) => Err(LoadFailure {
+                    message: pull_failure_message(&pull, &e),
+                    digest: self.token.clone(),
+                    retry: e.is_retryable(),
+                }),
+            };
+            let _ = self.done.send(LoadDone { key: self.key, digest: self.token, noticed, result });
+        });
+    }
+
+    async fn validate(&self, source: PluginSource) -> Result<LoadedPlugin, LoadFailure> {
         let digest = source.digest.clone();
-        let task_key = key.clone();
-        let result =
-            tokio::task::spawn_blocking(move || plugins::load_and_validate(&engine, &task_key, &spec, &source, canary))
-                .await
-                .unwrap_or_else(|e| Err(format!("loading the plugin panicked: {e}")));
-        let _ = done.send(LoadDone { key, digest, noticed, result });
-    });
+        let (engine, key, spec, canary) =
+            (self.engine.clone(), self.key.clone(), self.spec.clone(), self.canary.clone());
+        tokio::task::spawn_blocking(move || plugins::load_and_validate(&engine, &key, &spec, &source, canary))
+            .await
+            .unwrap_or_else(|e| Err(format!("loading the plugin panicked: {e}")))
+            .map_err(|message| LoadFailure { message, digest, retry: false })
+    }
+}
+
+/// A failed pull, with the reference and (from the OCI error) what to do about it.
+fn pull_failure_message(pull: &OciPull, error: &crate::oci::OciError) -> String {
+    let next = if error.is_retryable() { "; retrying with backoff" } else { "; fix spec.plugin.oci.reference" };
+    format!("plugin {}: {error}{next}", pull.name)
 }
 
 /// Watches `api` into a reflector store, notifying `changed` after every event. The watch retries with backoff.
