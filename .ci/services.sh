@@ -32,6 +32,13 @@ install_promtool() {
     _ballast_apt_install prometheus
 }
 
+# CNCF Distribution as Debian packages it: the OCI plugin tests start their own on a free loopback port (the
+# policy-rc.d above keeps the package's own service on :5000 from starting).
+install_docker_registry() {
+    command -v docker-registry >/dev/null && return 0
+    _ballast_apt_install docker-registry
+}
+
 install_node_fixtures() {
     local dir
     dir="$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --show-toplevel)/tests/bullmq"

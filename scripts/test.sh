@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Second command of the README, and what CI runs: install and start what the tests need, then run every check.
-# The tests start their own redis-server and prometheus processes on free loopback ports; this script only makes
+# The tests start their own redis-server, prometheus and docker-registry processes on free loopback ports; this script only makes
 # sure the binaries, the node fixtures and the Rust targets are there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ source .ci/plugins.sh
 export DEBIAN_FRONTEND=noninteractive
 install_redis
 install_prometheus
+install_docker_registry
 install_node_fixtures
 install_plugin_toolchains
 rustup target add wasm32-wasip2 >/dev/null

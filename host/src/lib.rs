@@ -11,6 +11,7 @@ pub mod decision;
 pub mod error;
 pub mod export;
 pub mod observation;
+pub mod oci;
 pub mod runtime;
 pub mod sim;
 pub mod sources;

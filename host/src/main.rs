@@ -87,7 +87,8 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-    /// Write, build, check, test and pack policy plugins.
+    /// Author policy plugins: create a project, build it, check a component, run its table tests, ship it as a
+    /// ConfigMap or an OCI artifact.
     #[command(subcommand)]
     Plugin(PluginCommand),
 }
@@ -114,6 +115,69 @@ enum PluginCommand {
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
+    /// Validate a component against the ballast:policy world as the controller does, and print its size (and
+    /// gzipped size), imports, exports, compile and instantiate times, and a canary decision on a sample
+    /// observation. Exits non-zero for a wrong world, a non-component, or a canary that traps.
+    Check {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// The plugin config (JSON) for the canary decision.
+        #[arg(long, default_value = "{}")]
+        config: String,
+    },
+    /// Run table tests: each case's input through the plugin, its replicas (or policy error) and reason compared
+    /// with what the case expects. Exits non-zero when a case fails.
+    Test {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// The cases file (YAML; see policies-wit/README.md).
+        #[arg(long, value_name = "FILE")]
+        cases: PathBuf,
+    },
+    /// Print a ConfigMap carrying the plugin (gzip-compressed when smaller, labelled for the controller, with the
+    /// sha256 to pin), or push it to an OCI registry with --oci and print the digest-pinned reference.
+    Pack(PackArgs),
+}
+
+#[derive(Args)]
+struct PackArgs {
+    /// The component (.wasm).
+    file: PathBuf,
+    /// Name of the ConfigMap.
+    #[arg(long, required_unless_present = "oci")]
+    config_map: Option<String>,
+    /// Namespace of the ConfigMap: the ScalingPolicy's.
+    #[arg(long, required_unless_present = "oci")]
+    namespace: Option<String>,
+    /// The binaryData key holding the component.
+    #[arg(long, default_value = ballast::authoring::pack::DEFAULT_KEY)]
+    key: String,
+    /// Push to this OCI repository instead (REGISTRY/REPOSITORY or REGISTRY/REPOSITORY:TAG).
+    #[arg(long, value_name = "REF", conflicts_with = "config_map")]
+    oci: Option<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+#[derive(Args)]
+struct RegistryArgs {
+    /// Docker config.json with the registry's credentials (as `docker login` writes it).
+    #[arg(long, env = "BALLAST_REGISTRY_AUTH", value_name = "FILE")]
+    registry_auth: Option<PathBuf>,
+    /// Speak plain HTTP to the registry (loopback registries always get plain HTTP).
+    #[arg(long)]
+    insecure: bool,
+}
+
+impl RegistryArgs {
+    fn access(&self, registry: &str, insecure: bool) -> anyhow::Result<ballast::oci::RegistryAccess> {
+        let mut access = ballast::oci::RegistryAccess { insecure: self.insecure || insecure, ..Default::default() };
+        if let Some(path) = &self.registry_auth {
+            let json = std::fs::read(path).with_context(|| format!("reading --registry-auth {}", path.display()))?;
+            access.auth = ballast::oci::auth_from_docker_config(&path.display().to_string(), &json, registry)?;
+        }
+        Ok(access)
+    }
 }
 
 #[derive(Args)]
@@ -259,6 +323,9 @@ struct SimulateArgs {
     /// Directory for summary.txt, timeline.csv and chart.svg; without it only the table is printed.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Credentials for plugins given as `oci:` references (pulled once, cached under BALLAST_CACHE_DIR).
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 /// `90`, `90s`, `15m`, `6h` or `1d`, in seconds.
@@ -301,34 +368,6 @@ fn main() -> anyhow::Result<()> {
         Command::Demo { out, seed } => demo(&out, seed),
         Command::Plugin(command) => plugin(command),
     }
-}
-
-fn plugin(command: PluginCommand) -> anyhow::Result<()> {
-    use ballast::authoring::{build, scaffold};
-    match command {
-        PluginCommand::New { lang, name, dir } => {
-            let project = scaffold::scaffold(lang, &name, &dir)?;
-            println!(
-                "created {} ({} plugin); next: cd {} && ballast plugin build",
-                project.display(),
-                lang.name(),
-                project.display()
-            );
-        }
-        PluginCommand::Build { dir, out } => {
-            let built = build::build(&dir, out.as_deref()).with_context(|| format!("building {}", dir.display()))?;
-            let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
-            println!(
-                "{} ({} plugin, {:.2} MiB, {:.2} MiB gzipped, built in {:.1}s)",
-                built.output.display(),
-                built.language.name(),
-                mib(built.size),
-                mib(built.gzipped),
-                built.elapsed.as_secs_f64()
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Reads a file, or standard input for `-`.
@@ -548,17 +587,45 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         Some(path) => SimulationFile::read(path)?,
         None => ballast::sim::demo::simulation()?,
     };
-    let sets = args
+    let mut sets = args
         .policies
         .iter()
         .chain(&args.compare)
         .map(|path| PolicySet::read(path, Some(&simulation)))
         .collect::<Result<Vec<_>, _>>()?;
+    pull_oci_plugins(&mut sets, &args.registry)?;
     let trace = Trace::from_arg(&args.trace)?;
     let duration_s = args.duration.unwrap_or_else(|| trace.length_s());
     anyhow::ensure!(duration_s > 0, "the run is empty: give --duration (e.g. --duration 1h)");
     let options = RunOptions { seed: args.seed, duration_s, step_s: args.step, sample_s: args.sample };
     run_and_report(&sets, &trace, options, args.out.as_deref())
+}
+
+/// Pulls the policies' OCI plugins (each reference once, cached on disk) and points them at the pulled files.
+fn pull_oci_plugins(sets: &mut [PolicySet], registry: &RegistryArgs) -> anyhow::Result<()> {
+    let plugins: Vec<&mut ballast::spec::PluginRef> = sets
+        .iter_mut()
+        .flat_map(|set| set.services.iter_mut())
+        .flat_map(|service| {
+            std::iter::once(&mut service.spec.plugin).chain(service.spec.shadow.as_mut().map(|s| &mut s.plugin))
+        })
+        .filter(|plugin| plugin.oci.is_some())
+        .collect();
+    if plugins.is_empty() {
+        return Ok(());
+    }
+    let cache = std::env::var_os("BALLAST_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("ballast-cache"));
+    let store = ballast::oci::OciStore::new(Some(&cache));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+    for plugin in plugins {
+        let oci = plugin.oci.clone().expect("filtered");
+        let reference = ballast::oci::PinnedReference::parse(&oci.reference)?;
+        let access = registry.access(reference.registry(), oci.insecure)?;
+        runtime.block_on(ballast::oci::localize(plugin, &store, &access))?;
+    }
+    Ok(())
 }
 
 /// Runs every policy set on the same trace and seed, prints the table and writes the outputs.
@@ -594,6 +661,100 @@ impl ballast::sim::StepHook for Progress {
     fn after_step(&mut self, now_s: u64, _cluster: &ballast::sim::SimCluster) {
         if now_s.is_multiple_of(600) {
             self.0.set_position(now_s);
+        }
+    }
+}
+
+fn plugin(command: PluginCommand) -> anyhow::Result<()> {
+    use ballast::authoring::{build, cases, check, pack, scaffold};
+    // A fresh engine without a disk cache: compile times are real.
+    let engine = || ballast::runtime::PolicyEngine::new(ballast::runtime::RuntimeLimits::default());
+    let read = |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    match command {
+        PluginCommand::New { lang, name, dir } => {
+            let project = scaffold::scaffold(lang, &name, &dir)?;
+            println!(
+                "created {} ({} plugin); next: cd {} && ballast plugin build",
+                project.display(),
+                lang.name(),
+                project.display()
+            );
+            Ok(())
+        }
+        PluginCommand::Build { dir, out } => {
+            let built = build::build(&dir, out.as_deref()).with_context(|| format!("building {}", dir.display()))?;
+            let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+            println!(
+                "{} ({} plugin, {:.2} MiB, {:.2} MiB gzipped, built in {:.1}s)",
+                built.output.display(),
+                built.language.name(),
+                mib(built.size),
+                mib(built.gzipped),
+                built.elapsed.as_secs_f64()
+            );
+            Ok(())
+        }
+        PluginCommand::Check { file, config } => {
+            let config: serde_json::Value =
+                serde_json::from_str(&config).with_context(|| format!("--config is not JSON: {config}"))?;
+            let what = file.display().to_string();
+            let report = check::check(&engine()?, &what, &read(&file)?, &config)?;
+            print!("{}", report.render());
+            anyhow::ensure!(report.passed(), "{what}: the canary decision failed");
+            Ok(())
+        }
+        PluginCommand::Test { file, cases: cases_path } => {
+            let what = file.display().to_string();
+            let engine = engine()?;
+            let compiled = engine.load(&what, &read(&file)?)?;
+            let text = std::fs::read_to_string(&cases_path)
+                .with_context(|| format!("reading --cases {}", cases_path.display()))?;
+            let table = cases::parse(&cases_path.display().to_string(), &text)?;
+            println!(
+                "running {} cases from {} on {what} (sha256 {})\n",
+                table.len(),
+                cases_path.display(),
+                &compiled.digest[..12]
+            );
+            let results = cases::run(&engine, &compiled, &table);
+            print!("{}", cases::render(&results));
+            let failed = results.iter().filter(|r| !r.passed()).count();
+            anyhow::ensure!(failed == 0, "{failed} of {} cases failed", results.len());
+            Ok(())
+        }
+        PluginCommand::Pack(args) => {
+            let what = args.file.display().to_string();
+            let component = read(&args.file)?;
+            // Only a plugin this host would run is worth shipping.
+            let engine = engine()?;
+            let compiled = engine.load(&what, &component)?;
+            match &args.oci {
+                Some(target) => {
+                    let (imports, exports) = engine.interface(&compiled);
+                    let world = ballast::oci::ComponentWorld { imports, exports };
+                    let registry = ballast::oci::registry_of(target).unwrap_or_default();
+                    let access = args.registry.access(&registry, false)?;
+                    let runtime =
+                        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+                    let pushed = runtime.block_on(ballast::oci::push(target, &component, &world, &access))?;
+                    println!("# pushed {what} ({} bytes) as {}", component.len(), ballast::oci::LAYER_MEDIA_TYPE);
+                    if let Some(tag) = &pushed.tag {
+                        println!("# tag {tag} -> {}", pushed.manifest_digest);
+                    }
+                    print!("{}", pack::oci_snippet(&pushed));
+                    Ok(())
+                }
+                None => {
+                    let target = pack::PackTarget {
+                        name: args.config_map.clone().expect("required without --oci"),
+                        namespace: args.namespace.clone().expect("required without --oci"),
+                        key: args.key.clone(),
+                    };
+                    let packed = pack::pack(&what, &component, &target)?;
+                    print!("{}", packed.to_yaml(&what, &target)?);
+                    Ok(())
+                }
+            }
         }
     }
 }

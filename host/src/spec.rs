@@ -114,7 +114,7 @@ fn deployment() -> String {
 }
 
 /// Where a plugin's component comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PluginRef {
     /// A plugin compiled into the host: `hpa` or `queue-drain`.
@@ -126,9 +126,29 @@ pub struct PluginRef {
     /// A component file on the host's filesystem (simulator, `ballast run --config`, or a mounted volume).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// A component published as an OCI artifact (wasm media types), pulled by digest: for plugins too large for a
+    /// ConfigMap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<OciPluginRef>,
     /// Refuse any component whose sha256 differs (lowercase hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+}
+
+/// A plugin in an OCI registry, like Kubewarden's `registry://` references but always pinned by digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OciPluginRef {
+    /// `REGISTRY/REPOSITORY@sha256:DIGEST` (the manifest's digest, as `ballast plugin pack --oci` prints it). A tag
+    /// alone is refused: it can move under a running policy.
+    pub reference: String,
+    /// A Secret of type `kubernetes.io/dockerconfigjson` in the policy's namespace with the registry's
+    /// credentials (basic auth or a registry token). Anonymous pull when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_secret: Option<String>,
+    /// Speak plain HTTP to the registry instead of HTTPS. Loopback registries always get plain HTTP.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

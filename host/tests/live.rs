@@ -19,7 +19,7 @@ fn service(name: &str, queues: &[&str]) -> (ServiceKey, ScalingPolicySpec) {
         target: TargetRef { api_version: "apps/v1".into(), kind: "Deployment".into(), name: name.into() },
         min_replicas: 1,
         max_replicas: 4,
-        plugin: PluginRef { builtin: Some("hpa".into()), config_map: None, path: None, sha256: None },
+        plugin: PluginRef { builtin: Some("hpa".into()), config_map: None, path: None, sha256: None, oci: None },
         config: serde_json::Value::Null,
         metrics: ballast::spec::MetricsSpec {
             queues: queues.iter().map(|q| QueueRef { name: q.to_string(), prefix: None }).collect(),

@@ -135,7 +135,7 @@ fn spec(name: &str, config: Value, queues: &[&str], resources: bool) -> ScalingP
         target: TargetRef { api_version: "apps/v1".into(), kind: "Deployment".into(), name: name.into() },
         min_replicas: 1,
         max_replicas: 10,
-        plugin: PluginRef { builtin: Some("hpa".into()), config_map: None, path: None, sha256: None },
+        plugin: PluginRef { builtin: Some("hpa".into()), ..PluginRef::default() },
         config,
         metrics: MetricsSpec {
             queues: queues.iter().map(|q| QueueRef { name: q.to_string(), prefix: None }).collect(),

@@ -1,6 +1,6 @@
-//! Plugins and how they are (re)loaded: built-ins, files, and components in ConfigMaps labelled
+//! Plugins and how they are (re)loaded: built-ins, files (e.g. a mounted volume), components in ConfigMaps labelled
 //! `ballast.dev/plugin=true` (`binaryData[key]`, optionally gzip-compressed so ~1 MiB compressed fits a
-//! ConfigMap).
+//! ConfigMap), and OCI artifacts pinned by digest (see [`crate::oci`]), pulled off the reconcile loop.
 //!
 //! A new version is compiled off the async runtime, type-checked against the world, pinned by sha256 if the policy
 //! says so, and must pass a canary decision (on the service's last observation) before it replaces the running one.
@@ -10,13 +10,14 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 use crate::autoscaler::config_text;
 use crate::decision::{self, Moment, ServiceMemory};
 use crate::observation::Observation;
+use crate::oci::{OciError, OciStore, PinnedReference, RegistryAccess};
 use crate::runtime::{self, Plugin, PolicyEngine};
-use crate::spec::{ScalingPolicySpec, ServiceKey};
+use crate::spec::{OciPluginRef, ScalingPolicySpec, ServiceKey};
 
 /// The label a ConfigMap carries to be watched for plugins.
 pub const PLUGIN_LABEL: &str = "ballast.dev/plugin";
@@ -34,58 +35,127 @@ pub enum PluginSourceError {
 /// The component a policy asks for, with where it came from.
 #[derive(Debug, Clone)]
 pub struct PluginSource {
-    /// `builtin:hpa`, `configmap:NS/NAME/KEY`, or a path: names the plugin in status, events and errors.
+    /// `builtin:hpa`, `configmap:NS/NAME/KEY`, `oci:REGISTRY/REPO@sha256:...`, or a path: names the plugin in
+    /// status, events and errors.
     pub name: String,
     pub bytes: Arc<Vec<u8>>,
     pub digest: String,
 }
 
-/// Resolves a spec's plugin reference to component bytes. `config_map` looks a ConfigMap up by namespace and name.
+/// What a spec's plugin reference resolves to now.
+#[derive(Debug, Clone)]
+pub enum Resolved {
+    /// The component's bytes are at hand.
+    Ready(PluginSource),
+    /// An OCI artifact this process has not pulled yet: pull it off the reconcile loop, then load it.
+    Pull(OciPull),
+}
+
+/// An OCI plugin to pull.
+#[derive(Debug, Clone)]
+pub struct OciPull {
+    /// `oci:REGISTRY/REPO@sha256:...`
+    pub name: String,
+    pub reference: PinnedReference,
+    pub spec: OciPluginRef,
+}
+
+impl OciPull {
+    /// Pulls the artifact (registry credentials from `spec.pullSecret`, read with `client`) into `store`.
+    pub async fn pull(
+        &self,
+        store: &OciStore,
+        client: &kube::Client,
+        namespace: &str,
+    ) -> Result<PluginSource, OciError> {
+        let mut access = RegistryAccess { insecure: self.spec.insecure, ..RegistryAccess::default() };
+        if let Some(secret) = &self.spec.pull_secret {
+            access.auth = pull_secret_auth(client, namespace, secret, self.reference.registry()).await?;
+        }
+        let artifact = store.pull(&self.reference, &access).await?;
+        Ok(PluginSource { name: self.name.clone(), bytes: artifact.component.clone(), digest: artifact.digest.clone() })
+    }
+}
+
+/// Registry credentials from a `kubernetes.io/dockerconfigjson` Secret.
+async fn pull_secret_auth(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    registry: &str,
+) -> Result<oci_client::secrets::RegistryAuth, OciError> {
+    let what = format!("Secret {namespace}/{name}");
+    let fail = |why: String| OciError::Credentials { what: what.clone(), why };
+    let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), namespace);
+    let secret = api.get_opt(name).await.map_err(|e| fail(format!("cannot be read: {e}")))?.ok_or_else(|| {
+        fail(format!(
+            "does not exist; create it with `kubectl -n {namespace} create secret docker-registry {name} \
+             --docker-server={registry} --docker-username=... --docker-password=...`"
+        ))
+    })?;
+    let json = secret.data.as_ref().and_then(|d| d.get(".dockerconfigjson")).ok_or_else(|| {
+        fail("has no `.dockerconfigjson` key; it must be of type kubernetes.io/dockerconfigjson".into())
+    })?;
+    crate::oci::auth_from_docker_config(&what, &json.0, registry)
+}
+
+/// Resolves a spec's plugin reference. `config_map` looks a ConfigMap up by namespace and name; `oci` holds the
+/// OCI artifacts pulled so far (nothing here touches the network).
 pub fn resolve(
     key: &ServiceKey,
     spec: &ScalingPolicySpec,
     config_map: impl Fn(&str, &str) -> Option<Arc<ConfigMap>>,
-) -> Result<PluginSource, PluginSourceError> {
+    oci: &OciStore,
+) -> Result<Resolved, PluginSourceError> {
     let plugin = &spec.plugin;
     let unavailable = |what: String, why: String| PluginSourceError::Unavailable { what, why };
-    let (name, bytes) = match (&plugin.builtin, &plugin.config_map, &plugin.path) {
-        (Some(builtin), None, None) => {
-            let bytes = runtime::builtin(builtin).ok_or_else(|| {
-                let known: Vec<_> = runtime::BUILTINS.iter().map(|(n, _)| *n).collect();
-                unavailable(
-                    format!("{key}"),
-                    format!("unknown built-in plugin `{builtin}`; built-ins are {}", known.join(", ")),
-                )
-            })?;
-            (format!("builtin:{builtin}"), bytes.to_vec())
-        }
-        (None, Some(cm_ref), None) => {
-            let name = format!("configmap:{}/{}/{}", key.namespace, cm_ref.name, cm_ref.key);
-            let cm = config_map(&key.namespace, &cm_ref.name).ok_or_else(|| {
-                unavailable(
-                    name.clone(),
-                    format!(
-                        "no ConfigMap {}/{} labelled {PLUGIN_LABEL_SELECTOR}; create it or label it",
-                        key.namespace, cm_ref.name
-                    ),
-                )
-            })?;
-            let bytes = config_map_component(&cm, &cm_ref.key).map_err(|why| unavailable(name.clone(), why))?;
-            (name, bytes)
-        }
-        (None, None, Some(path)) => {
-            let bytes = std::fs::read(path).map_err(|e| unavailable(path.clone(), e.to_string()))?;
-            (path.clone(), bytes)
-        }
-        _ => {
-            return Err(unavailable(
+    let named = [plugin.builtin.is_some(), plugin.config_map.is_some(), plugin.path.is_some(), plugin.oci.is_some()];
+    if named.iter().filter(|&&n| n).count() != 1 {
+        return Err(unavailable(
+            format!("{key}"),
+            "spec.plugin must name exactly one of `builtin`, `configMap`, `path` or `oci`".into(),
+        ));
+    }
+    let (name, bytes) = if let Some(builtin) = &plugin.builtin {
+        let bytes = runtime::builtin(builtin).ok_or_else(|| {
+            let known: Vec<_> = runtime::BUILTINS.iter().map(|(n, _)| *n).collect();
+            unavailable(
                 format!("{key}"),
-                "spec.plugin must name exactly one of `builtin`, `configMap` or `path`".into(),
-            ));
+                format!("unknown built-in plugin `{builtin}`; built-ins are {}", known.join(", ")),
+            )
+        })?;
+        (format!("builtin:{builtin}"), Arc::new(bytes.to_vec()))
+    } else if let Some(cm_ref) = &plugin.config_map {
+        let name = format!("configmap:{}/{}/{}", key.namespace, cm_ref.name, cm_ref.key);
+        let cm = config_map(&key.namespace, &cm_ref.name).ok_or_else(|| {
+            unavailable(
+                name.clone(),
+                format!(
+                    "no ConfigMap {}/{} labelled {PLUGIN_LABEL_SELECTOR}; create it or label it",
+                    key.namespace, cm_ref.name
+                ),
+            )
+        })?;
+        let bytes = config_map_component(&cm, &cm_ref.key).map_err(|why| unavailable(name.clone(), why))?;
+        (name, Arc::new(bytes))
+    } else if let Some(path) = &plugin.path {
+        let bytes = std::fs::read(path).map_err(|e| unavailable(path.clone(), e.to_string()))?;
+        (path.clone(), Arc::new(bytes))
+    } else {
+        let oci_ref = plugin.oci.as_ref().expect("exactly one source is named");
+        let reference = PinnedReference::parse(&oci_ref.reference)
+            .map_err(|e| unavailable(format!("{key}: spec.plugin.oci.reference"), e.to_string()))?;
+        let name = format!("oci:{reference}");
+        match oci.cached(&reference) {
+            Some(artifact) => {
+                let digest = artifact.digest.clone();
+                return Ok(Resolved::Ready(PluginSource { name, bytes: artifact.component.clone(), digest }));
+            }
+            None => return Ok(Resolved::Pull(OciPull { name, reference, spec: oci_ref.clone() })),
         }
     };
     let digest = runtime::digest(&bytes);
-    Ok(PluginSource { name, bytes: Arc::new(bytes), digest })
+    Ok(Resolved::Ready(PluginSource { name, bytes, digest }))
 }
 
 /// The component in `binaryData[key]`, gunzipped when it starts with the gzip magic.

@@ -21,13 +21,14 @@ use tokio::sync::{Notify, mpsc, watch};
 use super::ControllerError;
 use super::crd::{ScalingPolicy, service_key};
 use super::lease::Leadership;
-use super::plugins::{self, CanaryInput, LoadedPlugin, PLUGIN_LABEL_SELECTOR, PluginSource};
+use super::plugins::{self, CanaryInput, LoadedPlugin, OciPull, PLUGIN_LABEL_SELECTOR, PluginSource, Resolved};
 use super::scale::KubeScaleTarget;
 use super::status::{self, ABLE_TO_SCALE, PLUGIN_READY, SCALING_ACTIVE, SHADOW_READY, ScalingPolicyStatus};
 use crate::autoscaler::{Fleet, ManagedService, Observer, TickResult};
 use crate::decision::{DecisionRecord, ServiceMemory};
 use crate::export::{Metrics, Readiness};
 use crate::observation::Observation;
+use crate::oci::OciStore;
 use crate::runtime::{Plugin, PolicyEngine};
 use crate::spec::{ScalingPolicySpec, ServiceKey};
 
@@ -59,22 +60,52 @@ enum Role {
     Shadow,
 }
 
-/// A plugin load that finished off the runtime.
+/// A plugin load (and, for OCI plugins, the pull before it) that finished off the runtime.
 struct LoadDone {
     key: ServiceKey,
     role: Role,
+    /// What the slot's `loading` was set to: the component's digest, or an OCI manifest digest while pulling.
     digest: String,
     noticed: Instant,
-    result: Result<LoadedPlugin, String>,
+    result: Result<LoadedPlugin, LoadFailure>,
+}
+
+struct LoadFailure {
+    message: String,
+    /// The digest not to load again until something changes: the component's once it is known.
+    digest: String,
+    /// A failed pull (registry unreachable, credentials missing) is retried after a backoff; a refused component
+    /// is not.
+    retry: bool,
+}
+
+/// A version that was refused, so it is not retried until the spec changes (or, for a failed pull, `retry_at`).
+#[derive(Debug, Clone, PartialEq)]
+struct Refusal {
+    digest: String,
+    pin: Option<String>,
+    retry_at: Option<Instant>,
+}
+
+impl Refusal {
+    fn holds(&self, digest: &str, pin: &Option<String>) -> bool {
+        self.digest == digest && self.pin == *pin && self.retry_at.is_none_or(|at| Instant::now() < at)
+    }
+}
+
+/// Wait before pulling again after `failures` failed pulls in a row: 5 s doubling up to 5 minutes.
+fn pull_backoff(failures: u32) -> Duration {
+    Duration::from_secs(5u64.saturating_mul(1 << failures.min(6)).min(300))
 }
 
 /// Loading progress of one plugin of a policy.
 #[derive(Default)]
 struct PluginSlot {
-    /// Digest being loaded.
+    /// Digest being loaded (or pulled).
     loading: Option<String>,
-    /// Digest (and pin) of a version that was refused, so it is not retried until something changes.
-    refused: Option<(String, Option<String>)>,
+    refused: Option<Refusal>,
+    /// Failed pulls in a row, for the backoff.
+    pull_failures: u32,
 }
 
 /// What the loop tracks per policy besides the fleet's [`ManagedService`].
@@ -112,6 +143,7 @@ pub struct Controller<O> {
     states: BTreeMap<ServiceKey, ServiceState>,
     policies: Option<Store<ScalingPolicy>>,
     config_maps: Store<ConfigMap>,
+    oci: Arc<OciStore>,
     loads: (mpsc::UnboundedSender<LoadDone>, mpsc::UnboundedReceiver<LoadDone>),
     was_leader: bool,
 }
@@ -126,6 +158,8 @@ impl<O: Observer> Controller<O> {
         options: RunOptions,
     ) -> Self {
         let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: Some(options.instance.clone()) };
+        // Pulled OCI plugins are cached beside the compiled ones.
+        let oci = Arc::new(OciStore::new(engine.limits().cache_dir.as_deref()));
         Controller {
             target: KubeScaleTarget::new(client.clone(), leadership.clone(), format!("ballast-{}", options.instance)),
             recorder: Recorder::new(client.clone(), reporter),
@@ -139,6 +173,7 @@ impl<O: Observer> Controller<O> {
             states: BTreeMap::new(),
             policies: None,
             config_maps: reflector::store().0,
+            oci,
             loads: mpsc::unbounded_channel(),
             was_leader: false,
         }
@@ -178,7 +213,12 @@ impl<O: Observer> Controller<O> {
                 _ = shutdown.changed() => break,
                 _ = changed.notified() => self.sync(),
                 Some(done) = self.loads.1.recv() => tick_now = self.apply_load(done).await,
-                _ = ticker.tick() => tick_now = true,
+                _ = ticker.tick() => {
+                    tick_now = true;
+                    if self.pull_retry_due() {
+                        self.sync();
+                    }
+                }
             }
             let leader = self.leadership.is_leader();
             if leader && !self.was_leader {
@@ -197,6 +237,15 @@ impl<O: Observer> Controller<O> {
         }
         watches.iter().for_each(|task| task.abort());
         Ok(())
+    }
+
+    /// Whether a failed OCI pull's backoff has run out (nothing else would trigger the retry).
+    fn pull_retry_due(&self) -> bool {
+        let now = Instant::now();
+        let due = |slot: &PluginSlot| {
+            slot.loading.is_none() && slot.refused.as_ref().and_then(|r| r.retry_at).is_some_and(|at| at <= now)
+        };
+        self.states.values().any(|s| due(&s.live) || due(&s.shadow))
     }
 
     fn policy_list(&self) -> Vec<Arc<ScalingPolicy>> {
@@ -313,10 +362,16 @@ impl<O: Observer> Controller<O> {
             Role::Shadow => (SHADOW_READY, &mut state.shadow),
         };
         let config_maps = &self.config_maps;
-        let source =
-            plugins::resolve(key, &spec, |namespace, name| config_maps.get(&ObjectRef::new(name).within(namespace)));
-        match source {
+        let source = plugins::resolve(
+            key,
+            &spec,
+            |namespace, name| config_maps.get(&ObjectRef::new(name).within(namespace)),
+            &self.oci,
+        );
+        let pin = spec.plugin.sha256.clone();
+        let (token, resolved) = match source {
             Err(e) => {
+                slot.refused = None;
                 let why = format!("{}{e}", role.prefix());
                 let message = match &running {
                     Some(_) => format!("{why}; the previous plugin keeps running"),
@@ -328,28 +383,46 @@ impl<O: Observer> Controller<O> {
                     let object = state.object.clone();
                     self.publish(object, EventType::Warning, "PluginRejected", message);
                 }
+                return;
             }
-            Ok(source) => {
-                let pin = spec.plugin.sha256.clone();
+            Ok(Resolved::Ready(source)) => {
                 let pin_ok = pin.as_deref().is_none_or(|p| p.trim().eq_ignore_ascii_case(&source.digest));
-                let up_to_date = running.as_deref() == Some(source.digest.as_str()) && pin_ok;
-                let pending = slot.loading.as_deref() == Some(source.digest.as_str());
-                let refused = slot.refused.as_ref() == Some(&(source.digest.clone(), pin.clone()));
-                if up_to_date || pending || refused {
+                if running.as_deref() == Some(source.digest.as_str()) && pin_ok {
+                    slot.refused = None;
                     return;
                 }
-                let memory = service.map(|s| match role {
-                    Role::Live => s.memory.clone(),
-                    Role::Shadow => s.memory.shadow.as_deref().cloned().unwrap_or_default(),
-                });
-                let canary = match (memory, state.last_canary.clone()) {
-                    (Some(memory), Some(canary)) => CanaryInput { memory, ..canary },
-                    (None, Some(canary)) => canary,
-                    (_, None) => CanaryInput::default_for(&spec),
-                };
-                slot.loading = Some(source.digest.clone());
-                spawn_load(self.engine.clone(), key.clone(), role, spec, source, canary, self.loads.0.clone());
+                (source.digest.clone(), Resolved::Ready(source))
             }
+            // Not pulled yet: the manifest digest stands for the component until the pull tells it.
+            Ok(Resolved::Pull(pull)) => (pull.reference.manifest_digest().to_owned(), Resolved::Pull(pull)),
+        };
+        let pending = slot.loading.as_deref() == Some(token.as_str());
+        let refused = slot.refused.as_ref().is_some_and(|r| r.holds(&token, &pin));
+        if pending || refused {
+            return;
+        }
+        let memory = service.map(|s| match role {
+            Role::Live => s.memory.clone(),
+            Role::Shadow => s.memory.shadow.as_deref().cloned().unwrap_or_default(),
+        });
+        let canary = match (memory, state.last_canary.clone()) {
+            (Some(memory), Some(canary)) => CanaryInput { memory, ..canary },
+            (None, Some(canary)) => canary,
+            (_, None) => CanaryInput::default_for(&spec),
+        };
+        slot.loading = Some(token.clone());
+        let load = Load {
+            engine: self.engine.clone(),
+            key: key.clone(),
+            role,
+            spec,
+            canary,
+            token,
+            done: self.loads.0.clone(),
+        };
+        match resolved {
+            Resolved::Ready(source) => load.spawn(source),
+            Resolved::Pull(pull) => load.spawn_pull(pull, self.oci.clone(), self.client.clone()),
         }
     }
 
@@ -370,7 +443,9 @@ impl<O: Observer> Controller<O> {
         }
         match done.result {
             Ok(loaded) => {
-                let message = loaded_message(Role::Live, &loaded, &done.digest);
+                // For an OCI plugin `done.digest` is the manifest's; status shows the component's.
+                let digest = loaded.plugin.digest().to_owned();
+                let message = loaded_message(Role::Live, &loaded, &digest);
                 let (memory, shadow) = match self.fleet.services.remove(&done.key) {
                     Some(old) => (old.memory, old.shadow.map(|s| s.plugin)),
                     None => (state.restored.take().unwrap_or_default(), state.pending_shadow.take()),
@@ -380,16 +455,17 @@ impl<O: Observer> Controller<O> {
                 self.fleet.services.insert(done.key.clone(), service);
                 tracing::info!(policy = %done.key, "{message}");
                 state.status.plugin_name = Some(loaded.source_name);
-                state.status.plugin_digest = Some(done.digest.clone());
+                state.status.plugin_digest = Some(digest.clone());
                 state.status.set_condition(PLUGIN_READY, true, "PluginLoaded", &message);
-                state.swapped = Some((done.digest, done.noticed));
+                state.swapped = Some((digest, done.noticed));
                 state.live.refused = None;
+                state.live.pull_failures = 0;
                 state.dirty = true;
                 true
             }
-            Err(why) => {
+            Err(failure) => {
                 let running = self.fleet.services.contains_key(&done.key);
-                self.refuse(done.key, Role::Live, done.digest, why, running);
+                self.refuse(done.key, Role::Live, failure, running);
                 false
             }
         }
@@ -402,7 +478,7 @@ impl<O: Observer> Controller<O> {
         let service = self.fleet.services.get_mut(&done.key);
         match done.result {
             Ok(loaded) => {
-                let message = loaded_message(Role::Shadow, &loaded, &done.digest)
+                let message = loaded_message(Role::Shadow, &loaded, loaded.plugin.digest())
                     + "; it is evaluated and reported, never applied";
                 tracing::info!(policy = %done.key, "{message}");
                 match service {
@@ -410,22 +486,23 @@ impl<O: Observer> Controller<O> {
                     None => state.pending_shadow = Some(loaded.plugin),
                 }
                 state.shadow.refused = None;
+                state.shadow.pull_failures = 0;
                 state.status.set_condition(SHADOW_READY, true, "PluginLoaded", &message);
                 state.dirty = true;
             }
-            Err(why) => {
+            Err(failure) => {
                 let running = service.is_some_and(|s| s.shadow.is_some()) || state.pending_shadow.is_some();
-                self.refuse(done.key, Role::Shadow, done.digest, why, running);
+                self.refuse(done.key, Role::Shadow, failure, running);
             }
         }
     }
 
-    /// Records a refused plugin version: condition, log and `PluginRejected` Event. The running version stays.
-    fn refuse(&mut self, key: ServiceKey, role: Role, digest: String, why: String, running: bool) {
+    /// Records a plugin version that was refused (or could not be pulled): condition, log and Event. The running
+    /// version stays. A failed pull is retried after a backoff; a refused component is not.
+    fn refuse(&mut self, key: ServiceKey, role: Role, failure: LoadFailure, running: bool) {
         let Some(state) = self.states.get_mut(&key) else { return };
-        let why = format!("{}{why}", role.prefix());
+        let why = format!("{}{}", role.prefix(), failure.message);
         let message = if running { format!("{why}; the previous plugin keeps running") } else { why };
-        tracing::warn!(policy = %key, "plugin refused: {message}");
         let (condition, slot, pin) = match role {
             Role::Live => (PLUGIN_READY, &mut state.live, state.spec.plugin.sha256.clone()),
             Role::Shadow => {
@@ -433,11 +510,19 @@ impl<O: Observer> Controller<O> {
                 (SHADOW_READY, &mut state.shadow, pin)
             }
         };
-        slot.refused = Some((digest, pin));
-        state.status.set_condition(condition, false, "PluginRejected", &message);
+        let (reason, retry_at) = if failure.retry {
+            let wait = pull_backoff(slot.pull_failures);
+            slot.pull_failures = slot.pull_failures.saturating_add(1);
+            ("PluginPullFailed", Some(Instant::now() + wait))
+        } else {
+            ("PluginRejected", None)
+        };
+        tracing::warn!(policy = %key, "plugin not loaded ({reason}): {message}");
+        slot.refused = Some(Refusal { digest: failure.digest, pin, retry_at });
+        state.status.set_condition(condition, false, reason, &message);
         state.dirty = true;
         let object = state.object.clone();
-        self.publish(object, EventType::Warning, "PluginRejected", message);
+        self.publish(object, EventType::Warning, reason, message);
     }
 
     /// After a fail-over: continue from the memory the previous leader left in status.
@@ -674,25 +759,57 @@ impl Role {
     }
 }
 
-fn spawn_load(
+/// A plugin version to load off the reconcile loop; the outcome comes back as a [`LoadDone`].
+struct Load {
     engine: Arc<PolicyEngine>,
     key: ServiceKey,
     role: Role,
     spec: ScalingPolicySpec,
-    source: PluginSource,
     canary: CanaryInput,
+    token: String,
     done: mpsc::UnboundedSender<LoadDone>,
-) {
-    let noticed = Instant::now();
-    tokio::spawn(async move {
+}
+
+impl Load {
+    fn spawn(self, source: PluginSource) {
+        let noticed = Instant::now();
+        tokio::spawn(async move {
+            let result = self.validate(source).await;
+            let _ = self.done.send(LoadDone { key: self.key, role: self.role, digest: self.token, noticed, result });
+        });
+    }
+
+    /// Pulls an OCI artifact (async, never on the loop), then loads it like any other source.
+    fn spawn_pull(self, pull: OciPull, store: Arc<OciStore>, client: kube::Client) {
+        let noticed = Instant::now();
+        tokio::spawn(async move {
+            let result = match pull.pull(&store, &client, &self.key.namespace).await {
+                Ok(source) => self.validate(source).await,
+                Err(e) => Err(LoadFailure {
+                    message: pull_failure_message(&pull, &e),
+                    digest: self.token.clone(),
+                    retry: e.is_retryable(),
+                }),
+            };
+            let _ = self.done.send(LoadDone { key: self.key, role: self.role, digest: self.token, noticed, result });
+        });
+    }
+
+    async fn validate(&self, source: PluginSource) -> Result<LoadedPlugin, LoadFailure> {
         let digest = source.digest.clone();
-        let task_key = key.clone();
-        let result =
-            tokio::task::spawn_blocking(move || plugins::load_and_validate(&engine, &task_key, &spec, &source, canary))
-                .await
-                .unwrap_or_else(|e| Err(format!("loading the plugin panicked: {e}")));
-        let _ = done.send(LoadDone { key, role, digest, noticed, result });
-    });
+        let (engine, key, spec, canary) =
+            (self.engine.clone(), self.key.clone(), self.spec.clone(), self.canary.clone());
+        tokio::task::spawn_blocking(move || plugins::load_and_validate(&engine, &key, &spec, &source, canary))
+            .await
+            .unwrap_or_else(|e| Err(format!("loading the plugin panicked: {e}")))
+            .map_err(|message| LoadFailure { message, digest, retry: false })
+    }
+}
+
+/// A failed pull, with the reference and (from the OCI error) what to do about it.
+fn pull_failure_message(pull: &OciPull, error: &crate::oci::OciError) -> String {
+    let next = if error.is_retryable() { "; retrying with backoff" } else { "; fix the plugin's oci.reference" };
+    format!("plugin {}: {error}{next}", pull.name)
 }
 
 /// Watches `api` into a reflector store, notifying `changed` after every event. The watch retries with backoff.

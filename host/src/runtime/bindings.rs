@@ -13,6 +13,8 @@ pub use self::exports::ballast::policy::policy::{
 
 /// The export every 0.1 plugin must have; named in refusal messages.
 pub const POLICY_EXPORT: &str = "ballast:policy/policy@0.1.0";
+/// The world this host serves.
+pub const WORLD: &str = "ballast:policy/scaling-policy@0.1.0";
 
 /// The plugin's own words, without the Debug wrapping of the generated `Display`.
 pub fn describe(error: &PolicyError) -> String {

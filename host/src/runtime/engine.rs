@@ -71,6 +71,14 @@ impl PolicyEngine {
         &self.limits
     }
 
+    /// Names of what a validated component imports and exports.
+    pub fn interface(&self, compiled: &CompiledPolicy) -> (Vec<String>, Vec<String>) {
+        let component_type = compiled.pre.instance_pre().component().component_type();
+        let imports = component_type.imports(&self.engine).map(|(name, _)| name.to_owned()).collect();
+        let exports = component_type.exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
+        (imports, exports)
+    }
+
     /// Compiles (or fetches from cache) and validates a component. `what` names it in errors (e.g. the
     /// ConfigMap or file it came from).
     pub fn load(&self, what: &str, bytes: &[u8]) -> Result<Arc<CompiledPolicy>> {

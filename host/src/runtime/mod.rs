@@ -13,7 +13,7 @@ mod limits;
 
 pub use bindings::{
     CustomMetric, Decision, LogLevel, MetricProposal, Observations, POLICY_EXPORT, PolicyError, PolicyInput,
-    QueueCounts, ServiceId,
+    QueueCounts, ServiceId, WORLD,
 };
 pub use builtin::{BUILTINS, builtin};
 pub use engine::{CompiledPolicy, PolicyEngine};

@@ -272,10 +272,11 @@ fn validate_spec(what: &str, spec: &ScalingPolicySpec) -> Result<(), SimError> {
         behavior.validate().map_err(|e| SimError::Invalid(format!("{what}: spec.{e}")))?;
     }
     let plugin = &spec.plugin;
-    if plugin.builtin.is_some() == plugin.path.is_some() || plugin.config_map.is_some() {
+    let named = [plugin.builtin.is_some(), plugin.path.is_some(), plugin.oci.is_some()];
+    if named.iter().filter(|&&n| n).count() != 1 || plugin.config_map.is_some() {
         return Err(SimError::Invalid(format!(
-            "{what}: spec.plugin must name exactly one of `builtin` (hpa, queue-drain) or `path` (a component file); \
-             ConfigMap plugins need a cluster"
+            "{what}: spec.plugin must name exactly one of `builtin` (hpa, queue-drain), `path` (a component file) or \
+             `oci` (a digest-pinned OCI reference); ConfigMap plugins need a cluster"
         )));
     }
     Ok(())

@@ -140,6 +140,7 @@ fn apps_scale() -> ScalePaths {
 pub fn builtin_types() -> Vec<ResourceType> {
     let mut configmaps = ResourceType::builtin("", "v1", "configmaps", "ConfigMap", true);
     configmaps.short_names = vec!["cm".into()];
+    let secrets = ResourceType::builtin("", "v1", "secrets", "Secret", true);
     let mut pods = ResourceType::builtin("", "v1", "pods", "Pod", true);
     pods.short_names = vec!["po".into()];
     pods.status_subresource = true;
@@ -213,6 +214,7 @@ pub fn builtin_types() -> Vec<ResourceType> {
     node_metrics.read_only = true;
     vec![
         configmaps,
+        secrets,
         pods,
         core_events,
         namespaces,

@@ -1,0 +1,374 @@
+//! `ballast plugin test FILE --cases CASES.yaml`: table tests of a plugin. Each case is one `decide` call on a
+//! fresh instance: an input (replica counts, config, state, the host's Observation) and what must come out (a
+//! replica count or a policy error, and optionally words of the reason).
+//!
+//! ```yaml
+//! cases:
+//!   - name: scales up on high GPU duty cycle
+//!     input:
+//!       currentReplicas: 2        # required
+//!       readyReplicas: 2          # default: currentReplicas
+//!       minReplicas: 1            # default 1
+//!       maxReplicas: 10           # default 10
+//!       nowMs: 0                  # default 0
+//!       config: {}                # plugin config object, default {}
+//!       state: null               # base64 state blob, optional
+//!       observation:              # the host's Observation (camelCase, every field optional)
+//!         gpuDutyCyclePercent: 90
+//!     expect:
+//!       replicas: 3               # or `error: TEXT` (a substring of the policy error)
+//!       reasonContains: gpu       # optional substring of the reason
+//! ```
+//!
+//! Unknown fields are errors naming the case and the field: a misspelt metric would otherwise test nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Map, Value};
+
+use crate::decision::{Moment, ServiceMemory, policy_input};
+use crate::observation::{Observation, QueueCounts};
+use crate::runtime::{CompiledPolicy, Decision, Plugin, PluginFailure, PolicyEngine};
+use crate::spec::ServiceKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CasesError {
+    #[error("{what}: not YAML: {source}")]
+    Yaml { what: String, source: serde_yaml_ng::Error },
+    #[error("{what}: {why}")]
+    Invalid { what: String, why: String },
+}
+
+/// One table row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Case {
+    pub name: String,
+    pub input: CaseInput,
+    pub expect: Expectation,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseInput {
+    pub current_replicas: u32,
+    pub ready_replicas: u32,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    pub now_ms: u64,
+    pub config: Value,
+    pub state: Option<Vec<u8>>,
+    pub observation: Observation,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expected {
+    Replicas(u32),
+    /// A policy error whose message contains this text.
+    Error(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expectation {
+    pub outcome: Expected,
+    pub reason_contains: Option<String>,
+}
+
+/// Parses a cases file; `what` names it in errors.
+pub fn parse(what: &str, text: &str) -> Result<Vec<Case>, CasesError> {
+    let invalid = |why: String| CasesError::Invalid { what: what.into(), why };
+    let root: Value = serde_yaml_ng::from_str(text).map_err(|source| CasesError::Yaml { what: what.into(), source })?;
+    let root = object(&root, "the file").map_err(invalid)?;
+    only_fields(root, "the file", &["cases"]).map_err(invalid)?;
+    let Some(Value::Array(rows)) = root.get("cases") else {
+        return Err(invalid("`cases:` must be a list of cases (name, input, expect)".into()));
+    };
+    if rows.is_empty() {
+        return Err(invalid("`cases:` is empty; add at least one case".into()));
+    }
+    let mut cases: Vec<Case> = Vec::with_capacity(rows.len());
+    for (index, row) in rows.iter().enumerate() {
+        let name = row.get("name").and_then(Value::as_str).map(str::to_owned);
+        let label = match &name {
+            Some(name) => format!("case {} ({name})", index + 1),
+            None => format!("case {}", index + 1),
+        };
+        let case = parse_case(row, name).map_err(|why| invalid(format!("{label}: {why}")))?;
+        if cases.iter().any(|c| c.name == case.name) {
+            return Err(invalid(format!("{label}: another case has the same name; names must be unique")));
+        }
+        cases.push(case);
+    }
+    Ok(cases)
+}
+
+fn object<'a>(value: &'a Value, path: &str) -> Result<&'a Map<String, Value>, String> {
+    value.as_object().ok_or_else(|| format!("{path} must be a mapping"))
+}
+
+fn only_fields(map: &Map<String, Value>, path: &str, allowed: &[&str]) -> Result<(), String> {
+    match map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(unknown) => Err(format!("{path}: unknown field `{unknown}` (known: {})", allowed.join(", "))),
+        None => Ok(()),
+    }
+}
+
+fn whole<T: TryFrom<u64>>(map: &Map<String, Value>, path: &str, field: &str) -> Result<Option<T>, String> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_u64()
+            .and_then(|n| T::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| format!("{path}.{field} must be a whole number of 0 or more, not {value}")),
+    }
+}
+
+fn text(map: &Map<String, Value>, path: &str, field: &str) -> Result<Option<String>, String> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(value) => Err(format!("{path}.{field} must be text, not {value}")),
+    }
+}
+
+fn parse_case(row: &Value, name: Option<String>) -> Result<Case, String> {
+    let map = object(row, "the case")?;
+    only_fields(map, "the case", &["name", "input", "expect"])?;
+    let name = name.ok_or("has no `name` (text)")?;
+    let input = parse_input(map.get("input").ok_or("has no `input`")?)?;
+    let expect = parse_expect(map.get("expect").ok_or("has no `expect`")?)?;
+    Ok(Case { name, input, expect })
+}
+
+fn parse_input(value: &Value) -> Result<CaseInput, String> {
+    let map = object(value, "input")?;
+    let fields =
+        ["currentReplicas", "readyReplicas", "minReplicas", "maxReplicas", "nowMs", "config", "state", "observation"];
+    only_fields(map, "input", &fields)?;
+    let current = whole::<u32>(map, "input", "currentReplicas")?.ok_or("input.currentReplicas is required")?;
+    let config = match map.get("config") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(config @ Value::Object(_)) => config.clone(),
+        Some(other) => return Err(format!("input.config must be a mapping (the plugin's config), not {other}")),
+    };
+    let state = text(map, "input", "state")?
+        .map(|b64| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| format!("input.state must be base64 (as in a policy's status.memory.pluginState): {e}"))
+        })
+        .transpose()?;
+    let observation = match map.get("observation") {
+        None | Some(Value::Null) => Observation::default(),
+        Some(value) => parse_observation(value)?,
+    };
+    Ok(CaseInput {
+        current_replicas: current,
+        ready_replicas: whole(map, "input", "readyReplicas")?.unwrap_or(current),
+        min_replicas: whole(map, "input", "minReplicas")?.unwrap_or(1),
+        max_replicas: whole(map, "input", "maxReplicas")?.unwrap_or(10),
+        now_ms: whole(map, "input", "nowMs")?.unwrap_or(0),
+        config,
+        state,
+        observation,
+    })
+}
+
+/// Field names of a type as it serializes (every field present).
+fn serialized_fields(value: impl serde::Serialize) -> Vec<String> {
+    match serde_json::to_value(value) {
+        Ok(Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The host's Observation, with the friendlier forms a table wants: queue counts default to 0 and `custom` may be
+/// a mapping of name to value.
+fn parse_observation(value: &Value) -> Result<Observation, String> {
+    let map = object(value, "input.observation")?;
+    let mut full = Observation::default();
+    full.sample_age_ms.insert(String::new(), 0);
+    let known = serialized_fields(full);
+    let known: Vec<&str> = known.iter().map(String::as_str).collect();
+    only_fields(map, "input.observation", &known)?;
+    let mut map = map.clone();
+    if let Some(queue) = map.get_mut("queue").filter(|q| !q.is_null()) {
+        let given = object(queue, "input.observation.queue")?;
+        let queue_fields = serialized_fields(QueueCounts::default());
+        let queue_fields: Vec<&str> = queue_fields.iter().map(String::as_str).collect();
+        only_fields(given, "input.observation.queue", &queue_fields)?;
+        let Value::Object(mut counts) = serde_json::to_value(QueueCounts::default()).expect("serializes") else {
+            unreachable!("QueueCounts is a struct")
+        };
+        counts.extend(given.clone());
+        *queue = Value::Object(counts);
+    }
+    if let Some(Value::Object(custom)) = map.get("custom") {
+        let pairs: Vec<Value> =
+            custom.iter().map(|(name, v)| Value::Array(vec![name.clone().into(), v.clone()])).collect();
+        map.insert("custom".into(), Value::Array(pairs));
+    }
+    serde_json::from_value(Value::Object(map)).map_err(|e| format!("input.observation: {e}"))
+}
+
+fn parse_expect(value: &Value) -> Result<Expectation, String> {
+    let map = object(value, "expect")?;
+    only_fields(map, "expect", &["replicas", "error", "reasonContains"])?;
+    let replicas = whole::<u32>(map, "expect", "replicas")?;
+    let error = text(map, "expect", "error")?;
+    let reason_contains = text(map, "expect", "reasonContains")?;
+    let outcome = match (replicas, error) {
+        (Some(n), None) => Expected::Replicas(n),
+        (None, Some(text)) if reason_contains.is_none() => Expected::Error(text),
+        (None, Some(_)) => {
+            return Err("expect.reasonContains applies to decisions; with `error:` put the words there".into());
+        }
+        _ => return Err("expect must have exactly one of `replicas` or `error`".into()),
+    };
+    Ok(Expectation { outcome, reason_contains })
+}
+
+/// What one case did.
+#[derive(Debug)]
+pub struct CaseResult {
+    pub name: String,
+    pub got: Result<Decision, PluginFailure>,
+    pub duration: Duration,
+    /// Empty when the case passed; otherwise the diff, `-` expected and `+` got.
+    pub diff: Vec<String>,
+}
+
+impl CaseResult {
+    pub fn passed(&self) -> bool {
+        self.diff.is_empty()
+    }
+}
+
+/// Runs every case on a fresh instance of the plugin.
+pub fn run(engine: &Arc<PolicyEngine>, compiled: &Arc<CompiledPolicy>, cases: &[Case]) -> Vec<CaseResult> {
+    let key = ServiceKey { namespace: "default".into(), name: "plugin-test".into() };
+    cases
+        .iter()
+        .map(|case| {
+            let i = &case.input;
+            let spec = super::check::sample_spec(i.min_replicas, i.max_replicas);
+            let memory = ServiceMemory { plugin_state: i.state.clone(), ..ServiceMemory::default() };
+            let at = Moment { now_ms: i.now_ms, current: i.current_replicas, ready: i.ready_replicas };
+            let config = crate::autoscaler::config_text(&i.config);
+            let input = policy_input(&key, &spec, &config, &memory, &i.observation, at);
+            let outcome = Plugin::new(engine.clone(), compiled.clone()).decide(&input);
+            let diff = compare(&case.expect, &outcome.result);
+            CaseResult { name: case.name.clone(), got: outcome.result, duration: outcome.duration, diff }
+        })
+        .collect()
+}
+
+fn compare(expect: &Expectation, got: &Result<Decision, PluginFailure>) -> Vec<String> {
+    let mut diff = Vec::new();
+    match (&expect.outcome, got) {
+        (Expected::Replicas(want), Ok(decision)) => {
+            if decision.replicas != *want {
+                diff.push(format!("- replicas: {want}"));
+                diff.push(format!("+ replicas: {}", decision.replicas));
+            }
+            if let Some(words) = &expect.reason_contains
+                && !decision.reason.contains(words.as_str())
+            {
+                diff.push(format!("- reason containing {words:?}"));
+                diff.push(format!("+ reason: {:?}", decision.reason));
+            } else if !diff.is_empty() {
+                diff.push(format!("  reason: {:?}", decision.reason));
+            }
+        }
+        (Expected::Replicas(want), Err(failure)) => {
+            diff.push(format!("- replicas: {want}"));
+            diff.push(format!("+ the plugin {failure}"));
+        }
+        (Expected::Error(words), Err(PluginFailure::Error(message))) => {
+            if !message.contains(words.as_str()) {
+                diff.push(format!("- policy error containing {words:?}"));
+                diff.push(format!("+ policy error: {message:?}"));
+            }
+        }
+        (Expected::Error(words), Err(failure)) => {
+            diff.push(format!("- policy error containing {words:?}"));
+            diff.push(format!("+ the plugin {failure}"));
+        }
+        (Expected::Error(words), Ok(decision)) => {
+            diff.push(format!("- policy error containing {words:?}"));
+            diff.push(format!("+ replicas: {} ({:?})", decision.replicas, decision.reason));
+        }
+    }
+    diff
+}
+
+/// Test-runner output: a line per case, the diff under each failure, a summary line.
+pub fn render(results: &[CaseResult]) -> String {
+    let mut out = String::new();
+    for result in results {
+        let ms = result.duration.as_secs_f64() * 1000.0;
+        if result.passed() {
+            out.push_str(&format!("ok    {} ({ms:.2} ms)\n", result.name));
+        } else {
+            out.push_str(&format!("FAIL  {} ({ms:.2} ms)\n", result.name));
+            for line in &result.diff {
+                out.push_str(&format!("        {line}\n"));
+            }
+        }
+    }
+    let passed = results.iter().filter(|r| r.passed()).count();
+    let failed = results.len() - passed;
+    out.push_str(&format!("\n{} cases: {passed} passed, {failed} failed\n", results.len()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: &str = "cases:\n  - name: up\n    input:\n      currentReplicas: 2\n      config: {gpuUtilization: 60}\n      \
+                       observation: {gpuDutyCyclePercent: 90, queue: {waiting: 3}, custom: {tokens: 5}}\n    \
+                       expect: {replicas: 3, reasonContains: gpu}\n";
+
+    #[test]
+    fn parses_defaults_and_friendly_forms() {
+        let cases = parse("t.yaml", ONE).unwrap();
+        let input = &cases[0].input;
+        assert_eq!((input.ready_replicas, input.min_replicas, input.max_replicas, input.now_ms), (2, 1, 10, 0));
+        assert_eq!(input.observation.queue.unwrap().waiting, 3);
+        assert_eq!(input.observation.custom, vec![("tokens".to_owned(), 5.0)]);
+        assert_eq!(cases[0].expect.outcome, Expected::Replicas(3));
+    }
+
+    #[test]
+    fn unknown_fields_name_the_case_and_the_field() {
+        let cases = [
+            (ONE.replace("gpuDutyCyclePercent", "gpuDutyCycle"), "input.observation: unknown field `gpuDutyCycle`"),
+            (ONE.replace("waiting: 3", "wating: 3"), "input.observation.queue: unknown field `wating`"),
+            (ONE.replace("currentReplicas", "current"), "input: unknown field `current`"),
+            (ONE.replace("reasonContains", "reason"), "expect: unknown field `reason`"),
+            (ONE.replace("    expect", "    exepct"), "the case: unknown field `exepct`"),
+        ];
+        for (text, expected) in cases {
+            let err = parse("t.yaml", &text).unwrap_err().to_string();
+            assert!(err.starts_with("t.yaml: case 1 (up): ") && err.contains(expected), "{err}");
+        }
+        let err = parse("t.yaml", &ONE.replace("replicas: 3, ", "")).unwrap_err().to_string();
+        assert!(err.contains("exactly one of `replicas` or `error`"), "{err}");
+    }
+
+    #[test]
+    fn a_failing_case_shows_a_diff() {
+        let engine = PolicyEngine::new(crate::runtime::RuntimeLimits::default()).unwrap();
+        let compiled = engine.load("hpa", crate::runtime::builtin("hpa").unwrap()).unwrap();
+        let text = ONE.replace("replicas: 3", "replicas: 7");
+        let results = run(&engine, &compiled, &parse("t.yaml", &text).unwrap());
+        assert!(!results[0].passed());
+        let rendered = render(&results);
+        assert!(rendered.contains("- replicas: 7\n") && rendered.contains("+ replicas: 3\n"), "{rendered}");
+        assert!(rendered.contains("1 cases: 0 passed, 1 failed"), "{rendered}");
+        let results = run(&engine, &compiled, &parse("t.yaml", ONE).unwrap());
+        assert!(results[0].passed(), "{}", render(&results));
+    }
+}

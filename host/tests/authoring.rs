@@ -1,0 +1,129 @@
+//! The authoring kit through the real `ballast` binary: `plugin check`, `plugin test` (with the committed cases
+//! files of the built-in plugins) and `plugin pack`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn plugin_file(name: &str) -> PathBuf {
+    Path::new(env!("BALLAST_PLUGIN_DIR")).join(name)
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn ballast(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ballast")).args(args).output().expect("running ballast")
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+#[test]
+fn the_committed_cases_of_the_builtin_plugins_pass() {
+    for (wasm, cases, count) in
+        [("hpa.wasm", "plugins/hpa/cases.yaml", 11), ("queue_drain.wasm", "plugins/queue-drain/cases.yaml", 7)]
+    {
+        let output = ballast(&["plugin", "test", path(&plugin_file(wasm)), "--cases", path(&repo(cases))]);
+        let out = text(&output);
+        assert!(output.status.success(), "{wasm} against {cases}:\n{out}");
+        assert!(out.contains(&format!("{count} cases: {count} passed, 0 failed")), "{out}");
+        assert_eq!(out.lines().filter(|l| l.starts_with("ok    ")).count(), count, "{out}");
+    }
+}
+
+#[test]
+fn a_failing_case_prints_a_diff_and_exits_non_zero() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases = dir.path().join("cases.yaml");
+    std::fs::write(
+        &cases,
+        "cases:\n  - name: wrong on purpose\n    input:\n      currentReplicas: 2\n      config: {gpuUtilization: 60}\n      \
+         observation: {gpuDutyCyclePercent: 90}\n    expect: {replicas: 9, reasonContains: cpu}\n  - name: right\n    \
+         input: {currentReplicas: 2, config: {gpuUtilization: 60}, observation: {gpuDutyCyclePercent: 90}}\n    \
+         expect: {replicas: 3}\n",
+    )
+    .expect("writing cases");
+    let output = ballast(&["plugin", "test", path(&plugin_file("hpa.wasm")), "--cases", path(&cases)]);
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(out.contains("FAIL  wrong on purpose"), "{out}");
+    assert!(out.contains("- replicas: 9") && out.contains("+ replicas: 3"), "{out}");
+    assert!(out.contains("- reason containing \"cpu\""), "{out}");
+    assert!(out.contains("ok    right"), "{out}");
+    assert!(out.contains("2 cases: 1 passed, 1 failed") && out.contains("1 of 2 cases failed"), "{out}");
+
+    std::fs::write(
+        &cases,
+        "cases:\n  - name: typo\n    input: {currentReplicas: 2, observation: {gpu: 90}}\n    expect: {replicas: 2}\n",
+    )
+    .expect("writing cases");
+    let output = ballast(&["plugin", "test", path(&plugin_file("hpa.wasm")), "--cases", path(&cases)]);
+    let out = text(&output);
+    assert!(!output.status.success());
+    assert!(out.contains("case 1 (typo): input.observation: unknown field `gpu`"), "{out}");
+}
+
+#[test]
+fn check_reports_a_plugin_and_refuses_what_the_host_would_refuse() {
+    let output = ballast(&["plugin", "check", path(&plugin_file("hpa.wasm")), "--config", r#"{"gpuUtilization": 60}"#]);
+    let out = text(&output);
+    assert!(output.status.success(), "{out}");
+    for line in
+        ["world       ballast:policy/scaling-policy@0.1.0", "gzipped", "imports", "exports", "compile", "instantiate"]
+    {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    assert!(out.contains("canary      2 -> 4 replicas"), "{out}");
+
+    let output = ballast(&["plugin", "check", path(&plugin_file("wrong_world.wasm"))]);
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(out.contains("does not export `ballast:policy/policy@0.1.0`"), "{out}");
+
+    let output = ballast(&["plugin", "check", path(&plugin_file("hostile.wasm")), "--config", r#"{"mode": "trap"}"#]);
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(out.contains("FAILED: the plugin trapped") && out.contains("canary decision failed"), "{out}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"#!/bin/sh\necho not wasm\n").expect("writing junk");
+    let output = ballast(&["plugin", "check", path(&junk)]);
+    assert!(!output.status.success());
+    assert!(text(&output).contains("not WebAssembly at all"), "{}", text(&output));
+}
+
+#[test]
+fn pack_prints_a_config_map_the_controller_reads() {
+    let output = ballast(&[
+        "plugin",
+        "pack",
+        path(&plugin_file("hpa.wasm")),
+        "--config-map",
+        "hpa-plugin",
+        "--namespace",
+        "ai-models",
+    ]);
+    let out = text(&output);
+    assert!(output.status.success(), "{out}");
+    let component = std::fs::read(plugin_file("hpa.wasm")).expect("hpa.wasm");
+    let digest = ballast::runtime::digest(&component);
+    let config_map: k8s_openapi::api::core::v1::ConfigMap =
+        serde_saphyr::from_str(&String::from_utf8_lossy(&output.stdout)).expect("the output is one ConfigMap");
+    let stored = &config_map.binary_data.as_ref().expect("binaryData")["plugin.wasm"].0;
+    assert!(stored.starts_with(&[0x1f, 0x8b]) && stored.len() < component.len(), "gzip makes it smaller");
+    assert_eq!(ballast::controller::plugins::config_map_component(&config_map, "plugin.wasm").unwrap(), component);
+    assert_eq!(config_map.metadata.annotations.unwrap()["ballast.dev/plugin-sha256"], digest);
+    assert_eq!(config_map.metadata.labels.unwrap()["ballast.dev/plugin"], "true");
+    assert!(out.contains(&format!("#     sha256: {digest}")), "{out}");
+
+    let output =
+        ballast(&["plugin", "pack", path(&plugin_file("wrong_world.wasm")), "--config-map", "x", "--namespace", "y"]);
+    assert!(!output.status.success(), "a component the host refuses is not packed");
+}
