@@ -262,34 +262,35 @@ impl OciStore {
         self.memory.lock().expect("OCI cache poisoned").get(reference.manifest_digest()).cloned()
     }
 
+    /// The artifact from memory or the disk cache (re-verified), without touching the network.
+    pub async fn local(&self, reference: &PinnedReference) -> Option<Arc<Artifact>> {
+        if let Some(hit) = self.cached(reference) {
+            return Some(hit);
+        }
+        let (dir, pinned) = (self.dir.clone()?, reference.clone());
+        let artifact = tokio::task::spawn_blocking(move || read_disk(&dir, &pinned)).await.ok().flatten()?;
+        Some(self.remember(artifact))
+    }
+
     /// The artifact from memory, the disk cache, or the registry (verified against the reference's digest).
     pub async fn pull(&self, reference: &PinnedReference, access: &RegistryAccess) -> Result<Arc<Artifact>, OciError> {
-        if let Some(hit) = self.cached(reference) {
+        if let Some(hit) = self.local(reference).await {
             return Ok(hit);
         }
-        let from_disk = match &self.dir {
-            Some(dir) => {
-                let (dir, pinned) = (dir.clone(), reference.clone());
-                tokio::task::spawn_blocking(move || read_disk(&dir, &pinned)).await.ok().flatten()
-            }
-            None => None,
-        };
-        let artifact = match from_disk {
-            Some(artifact) => artifact,
-            None => {
-                let (manifest_bytes, artifact) = fetch(reference, access).await?;
-                if let Some(dir) = &self.dir
-                    && let Err(e) = write_disk(dir, &manifest_bytes, &artifact)
-                {
-                    // A cache that cannot be written only costs a pull next time.
-                    tracing::warn!(dir = %dir.display(), "cannot write the OCI plugin cache: {e}");
-                }
-                artifact
-            }
-        };
+        let (manifest_bytes, artifact) = fetch(reference, access).await?;
+        if let Some(dir) = &self.dir
+            && let Err(e) = write_disk(dir, &manifest_bytes, &artifact)
+        {
+            // A cache that cannot be written only costs a pull next time.
+            tracing::warn!(dir = %dir.display(), "cannot write the OCI plugin cache: {e}");
+        }
+        Ok(self.remember(artifact))
+    }
+
+    fn remember(&self, artifact: Artifact) -> Arc<Artifact> {
         let artifact = Arc::new(artifact);
         self.memory.lock().expect("OCI cache poisoned").insert(artifact.manifest_digest.clone(), artifact.clone());
-        Ok(artifact)
+        artifact
     }
 }
 

@@ -96,8 +96,7 @@ impl CheckReport {
             "too large for a ConfigMap: publish it to an OCI registry (`ballast plugin pack --oci`)"
         };
         let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
-        let list =
-            |items: &[String]| if items.is_empty() { "(none)".to_owned() } else { items.join("\n              ") };
+        let list = |items: &[String]| if items.is_empty() { "(none)".to_owned() } else { items.join("\n            ") };
         let s = &self.sample;
         let sample = format!(
             "current {} (ready {}), min {}, max {}, gpu {}%, cpu {}%, queue waiting {}, p95 {} ms",
