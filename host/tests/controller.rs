@@ -305,10 +305,18 @@ async fn bullmq_queue_scales_a_deployment_up_and_back_down_and_a_bad_policy_does
     redis.cmd(&url, &["FLUSHDB"]).expect("draining the queue");
     eventually(Duration::from_secs(30), "web to scale back down to 1", || (cluster.replicas() == 1).then_some(()))
         .await;
-    // The Recorder folds repeats of one reason into a series.
-    let rescales = cluster.events("SuccessfulRescale").await;
-    let count: i32 = rescales.iter().map(|e| e.series.as_ref().map_or(1, |s| s.count)).sum();
-    assert!(count >= 2, "expected SuccessfulRescale Events up and down, got {rescales:?}");
+    // The Recorder folds repeats of one reason into a series; Events are published in the background, so the one
+    // for the scale-down may land just after the Deployment changed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rescales = cluster.events("SuccessfulRescale").await;
+        let count: i32 = rescales.iter().map(|e| e.series.as_ref().map_or(1, |s| s.count)).sum();
+        if count >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "expected SuccessfulRescale Events up and down, got {rescales:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let policy = eventually(Duration::from_secs(5), "status to show 1 replica", || {
         let p = cluster.policy("web");
