@@ -9,6 +9,8 @@ use ballast::runtime::{
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 
+mod common;
+
 const CONFIG: &str = r#"{"gpuUtilization": 80, "cpuUtilization": 70, "jobsPerPod": 5}"#;
 
 fn wasm_input() -> PolicyInput {
@@ -44,49 +46,13 @@ fn wasm_input() -> PolicyInput {
     }
 }
 
-/// The same input in the guest SDK's types, for the native baseline.
-fn native_input() -> ballast_policy_sdk::PolicyInput {
-    let w = wasm_input();
-    let q = w.observations.queue.unwrap();
-    ballast_policy_sdk::PolicyInput {
-        service: ballast_policy_sdk::ServiceId { namespace: w.service.namespace, name: w.service.name },
-        now_ms: w.now_ms,
-        current_replicas: w.current_replicas,
-        ready_replicas: w.ready_replicas,
-        min_replicas: w.min_replicas,
-        max_replicas: w.max_replicas,
-        config: w.config,
-        state: None,
-        observations: ballast_policy_sdk::Observations {
-            gpu_duty_cycle_percent: w.observations.gpu_duty_cycle_percent,
-            cpu_percent_of_request: w.observations.cpu_percent_of_request,
-            memory_percent_of_request: w.observations.memory_percent_of_request,
-            queue: Some(ballast_policy_sdk::QueueCounts {
-                waiting: q.waiting,
-                prioritized: q.prioritized,
-                paused: q.paused,
-                active: q.active,
-                delayed: q.delayed,
-                failed: q.failed,
-                waiting_children: q.waiting_children,
-                completed_since_last: q.completed_since_last,
-            }),
-            latency_p50_ms: w.observations.latency_p50_ms,
-            latency_p95_ms: w.observations.latency_p95_ms,
-            latency_p99_ms: w.observations.latency_p99_ms,
-            request_rate: w.observations.request_rate,
-            custom: vec![],
-        },
-    }
-}
-
 fn bench(c: &mut Criterion) {
     // A generous deadline: this measures speed, and a loaded machine may preempt a call for longer than 10 ms.
     let limits = RuntimeLimits { max_instances: 8, deadline: Duration::from_secs(1), ..RuntimeLimits::default() };
     let engine = PolicyEngine::new(limits).unwrap();
     let compiled = engine.load("built-in hpa", builtin("hpa").unwrap()).unwrap();
     let input = wasm_input();
-    let native = native_input();
+    let native = common::to_sdk(&input);
     let expected = hpa::decide(&native).unwrap().replicas;
 
     let mut group = c.benchmark_group("decide-hpa");

@@ -170,13 +170,17 @@ impl Fleet {
         if list.is_empty() {
             return Vec::new();
         }
-        let mut observations = observer.observe(&list, now_ms).await;
+        // Both the services and the observations are ordered by key: walk them side by side instead of looking
+        // every service up.
+        let mut observations = observer.observe(&list, now_ms).await.into_iter().peekable();
         let mut results = Vec::with_capacity(list.len());
         for (key, service) in &mut self.services {
             if !service.is_due(now_ms) {
                 continue;
             }
             service.last_decided_ms = Some(now_ms);
+            while observations.next_if(|(observed, _)| observed < key).is_some() {}
+            let observation = observations.next_if(|(observed, _)| observed == key).map(|(_, o)| o).unwrap_or_default();
             let state = match target.read(key, &service.spec).await {
                 Ok(state) => state,
                 Err(e) => {
@@ -184,18 +188,17 @@ impl Fleet {
                     continue;
                 }
             };
-            let observation = observations.remove(key).unwrap_or_default();
             let at = Moment { now_ms, current: state.current, ready: state.ready };
-            let mut record = decision::decide(
+            let mut record = decision::decide_owned(
                 key,
                 &service.spec,
                 &service.config_json,
                 &mut service.plugin,
                 &mut service.memory,
-                &observation,
+                observation,
                 at,
             );
-            record.shadow = service.decide_shadow(key, &observation, at);
+            record.shadow = service.decide_shadow(key, &record.observation, at);
             let mut write_error = None;
             if record.replicas != state.current {
                 match target.write(key, &service.spec, record.replicas).await {
@@ -206,5 +209,71 @@ impl Fleet {
             results.push(Ok(TickResult { record, write_error }));
         }
         results
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::RuntimeLimits;
+
+    /// Observes what it was given, whatever it is asked.
+    struct Given(BTreeMap<ServiceKey, Observation>);
+
+    impl Observer for Given {
+        async fn observe(
+            &mut self,
+            _services: &[(&ServiceKey, &ScalingPolicySpec)],
+            _now_ms: u64,
+        ) -> BTreeMap<ServiceKey, Observation> {
+            self.0.clone()
+        }
+    }
+
+    /// Every target at 2 replicas; writes succeed.
+    struct Steady;
+
+    impl ScaleTarget for Steady {
+        type Error = String;
+        async fn read(
+            &mut self,
+            _key: &ServiceKey,
+            _spec: &ScalingPolicySpec,
+        ) -> std::result::Result<ScaleState, String> {
+            Ok(ScaleState { current: 2, ready: 2 })
+        }
+        async fn write(&mut self, _: &ServiceKey, _: &ScalingPolicySpec, _: u32) -> std::result::Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn each_service_decides_on_its_own_observation_or_on_none() {
+        let engine = PolicyEngine::new(RuntimeLimits { max_instances: 8, ..RuntimeLimits::default() }).unwrap();
+        let key = |name: &str| ServiceKey { namespace: "ai".into(), name: name.into() };
+        let spec: ScalingPolicySpec = serde_json::from_value(serde_json::json!({
+            "target": {"name": "x"}, "maxReplicas": 8, "plugin": {"builtin": "hpa"}, "config": {"jobsPerPod": 5}
+        }))
+        .unwrap();
+        let mut fleet = Fleet::default();
+        for name in ["b", "d", "f"] {
+            let plugin = load_plugin(&engine, &key(name), &spec).unwrap();
+            fleet.services.insert(key(name), ManagedService::new(spec.clone(), plugin));
+        }
+        let with_queue = |waiting| Observation {
+            queue: Some(crate::observation::QueueCounts { waiting, ..Default::default() }),
+            ..Observation::default()
+        };
+        // Observations for services the fleet does not manage ("a", "c", "g") and none for "d".
+        let given = [("a", 1), ("b", 10), ("c", 30), ("f", 40), ("g", 50)].map(|(n, w)| (key(n), with_queue(w)));
+        let results = futures::executor::block_on(fleet.tick(&mut Given(given.into()), &mut Steady, 1000));
+        let waiting: Vec<_> = results
+            .iter()
+            .map(|r| {
+                let record = &r.as_ref().unwrap().record;
+                (record.service.name.as_str(), record.observation.queue.map(|q| q.waiting))
+            })
+            .collect();
+        assert_eq!(waiting, [("b", Some(10)), ("d", None), ("f", Some(40))]);
     }
 }

@@ -149,11 +149,23 @@ pub fn decide(
     observation: &Observation,
     at: Moment,
 ) -> DecisionRecord {
+    decide_owned(key, spec, config_json, plugin, memory, observation.clone(), at)
+}
+
+/// [`decide`] for a caller that is done with the observation: the record takes it over instead of a copy.
+pub(crate) fn decide_owned(
+    key: &ServiceKey,
+    spec: &ScalingPolicySpec,
+    config_json: &str,
+    plugin: &mut Plugin,
+    memory: &mut ServiceMemory,
+    mut observation: Observation,
+    at: Moment,
+) -> DecisionRecord {
     if memory.plugin_digest.as_deref() != Some(plugin.digest()) {
         memory.plugin_state = None;
         memory.plugin_digest = Some(plugin.digest().to_owned());
     }
-    let mut observation = observation.clone();
     if let Some(queue) = observation.queue {
         // Completions since last time, when the source gives only a running total. A total that went down
         // (BullMQ trimmed its completed set) says nothing.
@@ -167,8 +179,8 @@ pub fn decide(
     let (plugin_verdict, fallback, desired, logs, call_micros) = if spec.paused {
         (PluginVerdict::Paused, None, at.current, Vec::new(), 0)
     } else {
-        let input = policy_input(key, spec, config_json, memory, &observation, at);
-        let outcome = plugin.decide(&input);
+        let outcome =
+            plugin.decide_in_place(|input| fill_policy_input(input, key, spec, config_json, memory, &observation, at));
         let micros = outcome.duration.as_micros() as u64;
         match outcome.result {
             Ok(d) => {
@@ -236,40 +248,61 @@ pub fn policy_input(
     obs: &Observation,
     at: Moment,
 ) -> runtime::PolicyInput {
-    runtime::PolicyInput {
-        service: runtime::ServiceId { namespace: key.namespace.clone(), name: key.name.clone() },
-        now_ms: at.now_ms,
-        current_replicas: at.current,
-        ready_replicas: at.ready,
-        min_replicas: spec.min_replicas,
-        max_replicas: spec.max_replicas,
-        config: config_json.to_owned(),
-        state: memory.plugin_state.clone(),
-        observations: runtime::Observations {
-            gpu_duty_cycle_percent: obs.gpu_duty_cycle_percent,
-            cpu_percent_of_request: obs.cpu_percent_of_request,
-            memory_percent_of_request: obs.memory_percent_of_request,
-            queue: obs.queue.map(|q| runtime::QueueCounts {
-                waiting: q.waiting,
-                prioritized: q.prioritized,
-                paused: q.paused,
-                active: q.active,
-                delayed: q.delayed,
-                failed: q.failed,
-                waiting_children: q.waiting_children,
-                completed_since_last: obs.completed_since_last,
-            }),
-            latency_p50_ms: obs.latency_p50_ms,
-            latency_p95_ms: obs.latency_p95_ms,
-            latency_p99_ms: obs.latency_p99_ms,
-            request_rate: obs.request_rate,
-            custom: obs
-                .custom
-                .iter()
-                .map(|(name, value)| runtime::CustomMetric { name: name.clone(), value: *value })
-                .collect(),
-        },
+    let mut input = runtime::empty_input();
+    fill_policy_input(&mut input, key, spec, config_json, memory, obs, at);
+    input
+}
+
+/// Writes the plugin's view of the service over `input`, reusing its strings and buffers (the control loop calls
+/// every plugin every second; this way the input costs no allocation once the buffers have grown).
+fn fill_policy_input(
+    input: &mut runtime::PolicyInput,
+    key: &ServiceKey,
+    spec: &ScalingPolicySpec,
+    config_json: &str,
+    memory: &ServiceMemory,
+    obs: &Observation,
+    at: Moment,
+) {
+    let overwrite = |text: &mut String, with: &str| {
+        text.clear();
+        text.push_str(with);
+    };
+    overwrite(&mut input.service.namespace, &key.namespace);
+    overwrite(&mut input.service.name, &key.name);
+    overwrite(&mut input.config, config_json);
+    input.now_ms = at.now_ms;
+    input.current_replicas = at.current;
+    input.ready_replicas = at.ready;
+    input.min_replicas = spec.min_replicas;
+    input.max_replicas = spec.max_replicas;
+    match (&mut input.state, &memory.plugin_state) {
+        (Some(buffer), Some(state)) => {
+            buffer.clear();
+            buffer.extend_from_slice(state);
+        }
+        (slot, state) => *slot = state.clone(),
     }
+    let o = &mut input.observations;
+    o.gpu_duty_cycle_percent = obs.gpu_duty_cycle_percent;
+    o.cpu_percent_of_request = obs.cpu_percent_of_request;
+    o.memory_percent_of_request = obs.memory_percent_of_request;
+    o.queue = obs.queue.map(|q| runtime::QueueCounts {
+        waiting: q.waiting,
+        prioritized: q.prioritized,
+        paused: q.paused,
+        active: q.active,
+        delayed: q.delayed,
+        failed: q.failed,
+        waiting_children: q.waiting_children,
+        completed_since_last: obs.completed_since_last,
+    });
+    o.latency_p50_ms = obs.latency_p50_ms;
+    o.latency_p95_ms = obs.latency_p95_ms;
+    o.latency_p99_ms = obs.latency_p99_ms;
+    o.request_rate = obs.request_rate;
+    o.custom.clear();
+    o.custom.extend(obs.custom.iter().map(|(name, value)| runtime::CustomMetric { name: name.clone(), value: *value }));
 }
 
 mod base64_opt {
@@ -288,5 +321,39 @@ mod base64_opt {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
         let text: Option<String> = Option::deserialize(d)?;
         text.map(|t| STANDARD.decode(t).map_err(|e| serde::de::Error::custom(format!("plugin state: {e}")))).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observation::QueueCounts;
+
+    #[test]
+    fn an_input_filled_in_place_is_the_input_built_anew() {
+        let spec: ScalingPolicySpec = serde_json::from_value(serde_json::json!({
+            "target": {"name": "stt"}, "minReplicas": 2, "maxReplicas": 8, "plugin": {"builtin": "hpa"}
+        }))
+        .unwrap();
+        let first_key = ServiceKey { namespace: "ai-models".into(), name: "whisper-pyannote-stt".into() };
+        let first_memory = ServiceMemory { plugin_state: Some(vec![1; 40]), ..ServiceMemory::default() };
+        let first_obs = Observation {
+            queue: Some(QueueCounts { waiting: 9, ..QueueCounts::default() }),
+            custom: vec![("jobs_in_flight".into(), 3.0)],
+            latency_p95_ms: Some(800.0),
+            ..Observation::default()
+        };
+        let first_at = Moment { now_ms: 1000, current: 3, ready: 2 };
+        let mut input = policy_input(&first_key, &spec, r#"{"jobsPerPod": 5}"#, &first_memory, &first_obs, first_at);
+
+        // A shorter name and config, a smaller state, then none, fewer metrics: nothing of the first may remain.
+        let key = ServiceKey { namespace: "ai".into(), name: "mt".into() };
+        let obs = Observation { completed_since_last: Some(4), ..Observation::default() };
+        let at = Moment { now_ms: 2000, current: 4, ready: 4 };
+        for state in [Some(vec![2; 3]), None, Some(vec![5])] {
+            let memory = ServiceMemory { plugin_state: state, ..ServiceMemory::default() };
+            fill_policy_input(&mut input, &key, &spec, "{}", &memory, &obs, at);
+            assert_eq!(input, policy_input(&key, &spec, "{}", &memory, &obs, at));
+        }
     }
 }

@@ -7,7 +7,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::WasiCtx;
 
-use super::bindings::{Decision, LogLevel, PolicyInput, ScalingPolicy, ballast};
+use super::bindings::{Decision, LogLevel, Observations, PolicyInput, ScalingPolicy, ServiceId, ballast};
 use super::engine::{CompiledPolicy, PolicyEngine};
 
 /// Per-instance host data.
@@ -120,13 +120,16 @@ pub struct Plugin {
     engine: Arc<PolicyEngine>,
     compiled: Arc<CompiledPolicy>,
     live: Option<(Store<HostState>, ScalingPolicy)>,
+    /// The input of the last [`Plugin::decide_in_place`] call: refilled in place, so its strings and state buffer
+    /// are allocated once, not on every call.
+    input: Option<PolicyInput>,
     /// Instantiate anew for every call instead of reusing (for benchmarks and paranoid operators).
     pub fresh_each_call: bool,
 }
 
 impl Plugin {
     pub fn new(engine: Arc<PolicyEngine>, compiled: Arc<CompiledPolicy>) -> Self {
-        Plugin { engine, compiled, live: None, fresh_each_call: false }
+        Plugin { engine, compiled, live: None, input: None, fresh_each_call: false }
     }
 
     pub fn compiled(&self) -> &Arc<CompiledPolicy> {
@@ -142,6 +145,15 @@ impl Plugin {
         let started = Instant::now();
         let (result, logs) = self.call(input);
         CallOutcome { result, logs, duration: started.elapsed() }
+    }
+
+    /// Calls `decide` with the input `fill` writes over the previous call's (every field must be written).
+    pub fn decide_in_place(&mut self, fill: impl FnOnce(&mut PolicyInput)) -> CallOutcome {
+        let mut input = self.input.take().unwrap_or_else(empty_input);
+        fill(&mut input);
+        let outcome = self.decide(&input);
+        self.input = Some(input);
+        outcome
     }
 
     fn call(&mut self, input: &PolicyInput) -> (Result<Decision, PluginFailure>, Vec<PluginLog>) {
@@ -205,5 +217,30 @@ impl Plugin {
             )));
         }
         Ok(decision)
+    }
+}
+
+/// An input with nothing in it, to fill.
+pub(crate) fn empty_input() -> PolicyInput {
+    PolicyInput {
+        service: ServiceId { namespace: String::new(), name: String::new() },
+        now_ms: 0,
+        current_replicas: 0,
+        ready_replicas: 0,
+        min_replicas: 0,
+        max_replicas: 0,
+        config: String::new(),
+        state: None,
+        observations: Observations {
+            gpu_duty_cycle_percent: None,
+            cpu_percent_of_request: None,
+            memory_percent_of_request: None,
+            queue: None,
+            latency_p50_ms: None,
+            latency_p95_ms: None,
+            latency_p99_ms: None,
+            request_rate: None,
+            custom: Vec::new(),
+        },
     }
 }

@@ -17,6 +17,7 @@ pub use bindings::{
 };
 pub use builtin::{BUILTINS, builtin};
 pub use engine::{CompiledPolicy, PolicyEngine};
+pub(crate) use instance::empty_input;
 pub use instance::{CallOutcome, Plugin, PluginFailure, PluginLog};
 pub use limits::RuntimeLimits;
 

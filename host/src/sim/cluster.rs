@@ -86,11 +86,15 @@ pub struct SimService {
     delayed: Vec<Job>,
     pub totals: Totals,
     rng: SplitMix64,
-    /// (finish, latency) of recent completions and (time, count) of recent arrivals, for the windowed metrics.
-    recent_latencies: VecDeque<(u64, u32)>,
+    /// Finish times of recent completions and, apart (a percentile reads only them), their latencies; (time,
+    /// count) of recent arrivals. For the windowed metrics.
+    recent_finishes_ms: VecDeque<u64>,
+    recent_latencies: VecDeque<u32>,
     recent_arrivals: VecDeque<(u64, u64)>,
     /// Wait (arrival to start of the successful attempt) of every completed job, in ms.
     pub waits_ms: Vec<u32>,
+    /// Reused for the latency percentiles of each observation.
+    latency_scratch: Vec<u32>,
     /// The totals the previous observation was taken at (busy fraction and completions since then).
     observed: Totals,
     /// Observations not yet visible to the policy (metrics delay).
@@ -107,9 +111,11 @@ impl SimService {
             delayed: Vec::new(),
             totals: Totals::default(),
             rng: SplitMix64::stream(seed, &setup.key.to_string(), "service"),
+            recent_finishes_ms: VecDeque::new(),
             recent_latencies: VecDeque::new(),
             recent_arrivals: VecDeque::new(),
             waits_ms: Vec::new(),
+            latency_scratch: Vec::new(),
             observed: Totals::default(),
             pending: VecDeque::new(),
         };
@@ -198,7 +204,8 @@ impl SimService {
             self.totals.completed += 1;
             let latency = running.finish_ms - job.arrived_ms;
             self.totals.sojourn_ms += latency;
-            self.recent_latencies.push_back((running.finish_ms, latency.min(u64::from(u32::MAX)) as u32));
+            self.recent_finishes_ms.push_back(running.finish_ms);
+            self.recent_latencies.push_back(latency.min(u64::from(u32::MAX)) as u32);
             let wait = running.started_ms - job.arrived_ms;
             self.waits_ms.push(wait.min(u64::from(u32::MAX)) as u32);
         } else if job.attempts + 1 < self.sim.max_attempts {
@@ -281,7 +288,8 @@ impl SimService {
             self.totals.over_slo_ms += step_ms;
         }
         let horizon = end_ms.saturating_sub(METRICS_WINDOW_MS);
-        while self.recent_latencies.front().is_some_and(|(t, _)| *t < horizon) {
+        while self.recent_finishes_ms.front().is_some_and(|t| *t < horizon) {
+            self.recent_finishes_ms.pop_front();
             self.recent_latencies.pop_front();
         }
         while self.recent_arrivals.front().is_some_and(|(t, _)| *t < horizon) {
@@ -315,9 +323,9 @@ impl SimService {
         self.observed = self.totals;
         // No ready pod, or no time passed: no GPU or CPU samples, so unavailable (never 0).
         let busy_fraction = (ready_slots > 0).then(|| busy as f64 / ready_slots as f64);
-        let mut latencies: Vec<u32> = self.recent_latencies.iter().map(|(_, l)| *l).collect();
-        latencies.sort_unstable();
-        let percentile = |q: f64| percentile_ms(&latencies, q).map(|ms| ms as f64);
+        self.latency_scratch.clear();
+        self.latency_scratch.extend(&self.recent_latencies);
+        let [p50, p95, p99] = percentiles_ms(&mut self.latency_scratch, [0.50, 0.95, 0.99]);
         let window_s = now_ms.clamp(1000, METRICS_WINDOW_MS) as f64 / 1000.0;
         let arrivals: u64 = self.recent_arrivals.iter().map(|(_, n)| n).sum();
         Observation {
@@ -327,9 +335,9 @@ impl SimService {
             memory_percent_of_request: None,
             queue: Some(self.queue_counts()),
             completed_since_last: Some(completed_since),
-            latency_p50_ms: percentile(0.50),
-            latency_p95_ms: percentile(0.95),
-            latency_p99_ms: percentile(0.99),
+            latency_p50_ms: p50.map(f64::from),
+            latency_p95_ms: p95.map(f64::from),
+            latency_p99_ms: p99.map(f64::from),
             request_rate: Some(arrivals as f64 / window_s),
             custom: Vec::new(),
             sample_age_ms: BTreeMap::new(),
@@ -365,6 +373,30 @@ pub fn percentile_ms(sorted: &[u32], q: f64) -> Option<u32> {
     Some(sorted[rank - 1])
 }
 
+/// The nearest-rank quantiles `qs` (ascending) of unsorted values, as [`percentile_ms`] would give them after
+/// sorting, by selection: linear time, where a sort per observation was most of an observation's cost.
+pub fn percentiles_ms<const N: usize>(values: &mut [u32], qs: [f64; N]) -> [Option<u32>; N] {
+    let mut out = [None; N];
+    let n = values.len();
+    if n == 0 {
+        return out;
+    }
+    // From the highest rank down: a selection leaves the smaller values in front, where the next one looks.
+    let mut end = n;
+    let mut previous: Option<(usize, u32)> = None;
+    for (slot, q) in out.iter_mut().zip(qs).rev() {
+        let index = ((q * n as f64).ceil() as usize).clamp(1, n) - 1;
+        let value = match previous {
+            Some((at, value)) if at == index => value,
+            _ => *values[..end].select_nth_unstable(index).1,
+        };
+        *slot = Some(value);
+        previous = Some((index, value));
+        end = index;
+    }
+    out
+}
+
 /// Every simulated service, by key.
 pub struct SimCluster {
     pub services: BTreeMap<ServiceKey, SimService>,
@@ -394,10 +426,24 @@ impl Observer for SimHandle<'_> {
         now_ms: u64,
     ) -> BTreeMap<ServiceKey, Observation> {
         let mut cluster = self.0.borrow_mut();
-        services
-            .iter()
-            .filter_map(|(key, _)| cluster.services.get_mut(*key).map(|s| ((*key).clone(), s.observe(now_ms))))
-            .collect()
+        let mut observations = Vec::with_capacity(services.len());
+        if services.windows(2).all(|pair| pair[0].0 < pair[1].0) {
+            // The control loop asks in key order, the cluster's own: walk both instead of looking each one up.
+            let mut simulated = cluster.services.iter_mut().peekable();
+            for (key, _) in services {
+                while simulated.next_if(|(simulated, _)| simulated < key).is_some() {}
+                if let Some((key, service)) = simulated.next_if(|(simulated, _)| simulated == key) {
+                    observations.push((key.clone(), service.observe(now_ms)));
+                }
+            }
+        } else {
+            for (key, _) in services {
+                if let Some(service) = cluster.services.get_mut(*key) {
+                    observations.push(((*key).clone(), service.observe(now_ms)));
+                }
+            }
+        }
+        observations.into_iter().collect()
     }
 }
 
@@ -441,6 +487,19 @@ mod tests {
 
     fn conserved(s: &SimService) -> bool {
         s.totals.arrived == s.totals.completed + s.totals.failed + s.in_system()
+    }
+
+    #[test]
+    fn selected_percentiles_are_the_sorted_ones() {
+        let mut rng = SplitMix64::stream(3, "percentiles", "test");
+        for n in [0, 1, 2, 3, 19, 20, 21, 100, 541] {
+            let values: Vec<u32> = (0..n).map(|_| (rng.next_f64() * 50.0) as u32).collect();
+            let mut sorted = values.clone();
+            sorted.sort_unstable();
+            let qs = [0.0, 0.5, 0.5, 0.95, 0.99, 1.0];
+            let expected = qs.map(|q| percentile_ms(&sorted, q));
+            assert_eq!(percentiles_ms(&mut values.clone(), qs), expected, "{n} values");
+        }
     }
 
     #[test]
@@ -490,6 +549,24 @@ mod tests {
             assert!(conserved(&s), "at {t}: {:?} {:?}", s.totals, s.queue_counts());
         }
         assert!(s.totals.failed > 0 && s.totals.completed > 0);
+    }
+
+    #[test]
+    fn observes_the_services_asked_for_in_any_order() {
+        let mut setups = vec![setup(""), setup("")];
+        setups[1].key.name = "other".into();
+        let observe = |order: &[usize]| {
+            let cluster = RefCell::new(SimCluster::new(&setups, 1));
+            for service in cluster.borrow_mut().services.values_mut() {
+                service.step(0, 1000, 3);
+            }
+            let asked: Vec<_> = order.iter().map(|&i| (&setups[i].key, &setups[i].spec)).collect();
+            futures::executor::block_on(SimHandle(&cluster).observe(&asked, 1000))
+        };
+        let in_order = observe(&[1, 0]);
+        assert_eq!(in_order.len(), 2);
+        assert_eq!(observe(&[0, 1]), in_order);
+        assert_eq!(observe(&[1]).len(), 1);
     }
 
     #[test]

@@ -41,8 +41,13 @@ pub use bindings::exports::ballast::policy::policy::{
     CustomMetric, Decision, Guest, MetricProposal, Observations, PolicyError, PolicyInput, QueueCounts, ServiceId,
 };
 
+pub mod allocator;
 pub mod config;
 pub mod hpa;
+
+#[cfg(all(target_arch = "wasm32", feature = "fast-alloc"))]
+#[global_allocator]
+static ALLOCATOR: allocator::SizeClasses = allocator::SizeClasses::new();
 
 /// Writes a line to the host's log (tagged there with the service and plugin digest). A no-op in native builds.
 pub fn log(level: LogLevel, message: &str) {
