@@ -58,7 +58,7 @@ fn tick(engine: &Arc<PolicyEngine>) {
     let cluster = RefCell::new(SimCluster::new(&set.services, 1));
     let mut fleet = Fleet::default();
     for setup in &set.services {
-        let plugin = load_plugin(engine, &setup.key, &setup.spec).expect("built-in plugin");
+        let plugin = load_plugin(engine, &setup.key, &setup.spec, |_, _| None).expect("built-in plugin");
         fleet.services.insert(setup.key.clone(), ManagedService::new(setup.spec.clone(), plugin));
     }
     let arrivals: Vec<Vec<u64>> = set.services.iter().map(|s| steady.arrivals(s, 3600, 1)).collect();
@@ -136,7 +136,7 @@ fn thousand_services() -> PolicySet {
             setup
         })
         .collect();
-    PolicySet { label: "hpa x1000".into(), services }
+    PolicySet { label: "hpa x1000".into(), services, config_maps: Default::default() }
 }
 
 /// One tick as `Fleet::tick` does it, but deciding with the natively compiled `hpa` policy.

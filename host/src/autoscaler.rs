@@ -7,7 +7,11 @@ use std::sync::Arc;
 
 use crate::decision::{self, DecisionRecord, Moment, ServiceMemory, ShadowRecord};
 use crate::observation::Observation;
-use crate::runtime::{Plugin, PolicyEngine, builtin};
+use k8s_openapi::api::core::v1::ConfigMap;
+
+use crate::controller::plugins::{self, Resolved};
+use crate::oci::OciStore;
+use crate::runtime::{Plugin, PolicyEngine};
 use crate::spec::{ScalingPolicySpec, ServiceKey};
 use crate::{Error, Result};
 
@@ -119,27 +123,24 @@ pub fn config_text(config: &serde_json::Value) -> String {
     if config.is_null() { "{}".into() } else { config.to_string() }
 }
 
-/// Loads the component a spec's plugin reference names: a built-in or a file. (ConfigMaps are loaded by the
-/// controller, which watches them.)
-pub fn load_plugin(engine: &Arc<PolicyEngine>, key: &ServiceKey, spec: &ScalingPolicySpec) -> Result<Plugin> {
-    let plugin = &spec.plugin;
-    let (what, bytes) = match (&plugin.builtin, &plugin.path) {
-        (Some(name), None) => {
-            let bytes = builtin(name).ok_or_else(|| {
-                let known: Vec<_> = crate::runtime::BUILTINS.iter().map(|(n, _)| *n).collect();
-                Error::Invalid(format!("{key}: unknown built-in plugin `{name}`; built-ins are {}", known.join(", ")))
-            })?;
-            (format!("built-in {name}"), bytes.to_vec())
+/// Loads the component a spec's plugin reference names: a built-in, a file, or a ConfigMap that `config_map` finds by
+/// namespace and name (the controller's watch cache, or the ConfigMaps given to the simulator). OCI references
+/// must have been pulled to a file first ([`crate::oci::localize`]).
+pub fn load_plugin(
+    engine: &Arc<PolicyEngine>,
+    key: &ServiceKey,
+    spec: &ScalingPolicySpec,
+    config_map: impl Fn(&str, &str) -> Option<Arc<ConfigMap>>,
+) -> Result<Plugin> {
+    let no_oci = OciStore::new(None);
+    let source = match plugins::resolve(key, spec, config_map, &no_oci) {
+        Ok(Resolved::Ready(source)) => source,
+        Ok(Resolved::Pull(pull)) => {
+            return Err(Error::Invalid(format!("{key}: {} must be pulled before it can be loaded", pull.name)));
         }
-        (None, Some(path)) => (path.clone(), std::fs::read(path).map_err(|e| Error::io(path, e))?),
-        _ => {
-            return Err(Error::Invalid(format!(
-                "{key}: spec.plugin must name exactly one of `builtin` or `path` here (ConfigMap plugins need the \
-                 cluster controller)"
-            )));
-        }
+        Err(e) => return Err(Error::Invalid(e.to_string())),
     };
-    let compiled = engine.load_pinned(&what, &bytes, plugin.sha256.as_deref())?;
+    let compiled = engine.load_pinned(&source.name, &source.bytes, spec.plugin.sha256.as_deref())?;
     Ok(Plugin::new(engine.clone(), compiled))
 }
 
@@ -257,7 +258,7 @@ mod tests {
         .unwrap();
         let mut fleet = Fleet::default();
         for name in ["b", "d", "f"] {
-            let plugin = load_plugin(&engine, &key(name), &spec).unwrap();
+            let plugin = load_plugin(&engine, &key(name), &spec, |_, _| None).unwrap();
             fleet.services.insert(key(name), ManagedService::new(spec.clone(), plugin));
         }
         let with_queue = |waiting| Observation {

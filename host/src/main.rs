@@ -73,8 +73,8 @@ enum Command {
     /// and report pod-hours, job waits and scale events per service. Decisions go through the real plugins and
     /// clamps. Deterministic: the same inputs and seed give byte-identical outputs.
     ///
-    /// Example: ballast simulate --policies deploy/policies/ai-models-hpa.yaml --compare
-    /// deploy/policies/ai-models-queue-drain.yaml --trace builtin:day --out out/day
+    /// Example: ballast simulate --policies deploy/policies/hpa --compare
+    /// deploy/policies/queue-drain --trace builtin:day --out out/day
     Simulate(SimulateArgs),
     /// The five model services of the original design over a simulated day with bursts: the original HPA
     /// configuration (`hpa` plugin) against `queue-drain`. Prints the comparison and writes summary.txt,
@@ -292,12 +292,13 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[derive(Args)]
 struct SimulateArgs {
-    /// A multi-document YAML file of ScalingPolicy documents (apiVersion ballast.dev/v1alpha1), one per service.
+    /// A multi-document YAML file of ScalingPolicy documents (apiVersion ballast.dev/v1alpha1), one per service,
+    /// with the plugin ConfigMaps they refer to; or a directory of such files (as `kubectl apply -k` applies them).
     /// Repeat to compare several policy sets on the same trace and seed.
-    #[arg(long = "policies", value_name = "FILE", required = true)]
+    #[arg(long = "policies", value_name = "FILE|DIR", required = true)]
     policies: Vec<PathBuf>,
     /// Another policy set to run on the same trace and seed, printed side by side (same as repeating --policies).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE|DIR")]
     compare: Vec<PathBuf>,
     /// Simulation parameters per service (kind: Simulation; serviceSeconds, startupSeconds, concurrency, jitter,
     /// baseRate, ...). Default: the built-in parameters of the five model services. A `simulation:` section in a

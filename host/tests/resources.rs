@@ -492,7 +492,7 @@ async fn the_hpa_plugin_reproduces_the_hpa_replica_count_from_live_observations(
     let engine = PolicyEngine::new(limits).unwrap();
     let now_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64;
     for (case, (key, spec)) in cases.iter().zip(&services) {
-        let mut plugin = load_plugin(&engine, key, spec).unwrap();
+        let mut plugin = load_plugin(&engine, key, spec, |_, _| None).unwrap();
         let at = Moment { now_ms, current: case.current, ready: case.current };
         let config = spec.config.to_string();
         let mut memory = ServiceMemory::default();

@@ -4,10 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Deserialize;
 
 use super::SimError;
+use crate::controller::plugins::{PLUGIN_LABEL, PLUGIN_LABEL_SELECTOR};
 use crate::spec::{ScalingPolicySpec, ServiceKey};
 
 pub const API_VERSION: &str = "ballast.dev/v1alpha1";
@@ -199,66 +202,150 @@ pub struct ServiceSetup {
     pub sim: SimulationSpec,
 }
 
-/// The services of one policy file, run together; `label` names the set in tables and charts.
+/// The services of one policy file (or directory), run together; `label` names the set in tables and charts.
 #[derive(Debug, Clone)]
 pub struct PolicySet {
     pub label: String,
     pub services: Vec<ServiceSetup>,
+    /// Plugin ConfigMaps given beside the policies, by namespace and name: what `configMap` plugin references
+    /// resolve to, as the controller resolves them from its watch cache.
+    pub config_maps: BTreeMap<(String, String), Arc<ConfigMap>>,
+}
+
+/// One YAML text of a policy set: where it came from (for messages, and for relative plugin paths) and its text.
+pub struct PolicySource<'a> {
+    pub what: String,
+    pub dir: Option<&'a Path>,
+    pub text: String,
 }
 
 impl PolicySet {
-    /// Reads a multi-document YAML file of `ScalingPolicy` documents. Relative plugin paths are resolved against
-    /// the file's directory.
+    /// Reads a multi-document YAML file of `ScalingPolicy` (and plugin `ConfigMap`) documents, or every `*.yaml`
+    /// file of a directory laid out for `kubectl apply -k` (its `kustomization.yaml` is skipped). Relative plugin
+    /// paths are resolved against the file's directory.
     pub fn read(path: &Path, simulation: Option<&SimulationFile>) -> Result<Self, SimError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SimError::Io { path: path.into(), source: e })?;
+        let io = |path: &Path, e| SimError::Io { path: path.into(), source: e };
+        let files: Vec<std::path::PathBuf> = if path.is_dir() {
+            let mut files: Vec<_> = std::fs::read_dir(path)
+                .map_err(|e| io(path, e))?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.extension().is_some_and(|ext| ext == "yaml" || ext == "yml")
+                        && p.file_stem().is_some_and(|stem| stem != "kustomization")
+                })
+                .collect();
+            files.sort();
+            files
+        } else {
+            vec![path.to_path_buf()]
+        };
+        let mut sources = Vec::with_capacity(files.len());
+        for file in &files {
+            let text = std::fs::read_to_string(file).map_err(|e| io(file, e))?;
+            sources.push(PolicySource { what: file.display().to_string(), dir: file.parent(), text });
+        }
         let label = path.file_stem().map_or_else(|| "policies".into(), |s| s.to_string_lossy().into_owned());
-        let mut set = Self::parse(&label, &path.display().to_string(), &text, simulation)?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        for service in &mut set.services {
-            if let Some(plugin_path) = &service.spec.plugin.path
-                && Path::new(plugin_path).is_relative()
-            {
-                service.spec.plugin.path = Some(base.join(plugin_path).display().to_string());
+        Self::parse_sources(&label, &sources, simulation)
+    }
+
+    /// Parses policy documents from one text; `what` names the source in errors.
+    pub fn parse(label: &str, what: &str, text: &str, simulation: Option<&SimulationFile>) -> Result<Self, SimError> {
+        Self::parse_sources(label, &[PolicySource { what: what.into(), dir: None, text: text.into() }], simulation)
+    }
+
+    /// Parses `ScalingPolicy` and plugin `ConfigMap` documents from several texts, as one set.
+    pub fn parse_sources(
+        label: &str,
+        sources: &[PolicySource],
+        simulation: Option<&SimulationFile>,
+    ) -> Result<Self, SimError> {
+        let mut services: Vec<ServiceSetup> = Vec::new();
+        let mut config_maps = BTreeMap::new();
+        for source in sources {
+            for (index, (first_line, doc)) in split_documents(&source.text).into_iter().enumerate() {
+                let what = &source.what;
+                let number = index + 1;
+                let (kind, name) = document_header(doc);
+                let doc_what = match name {
+                    Some(name) => format!("{what}: document {number} (`{name}`, from line {first_line})"),
+                    None => format!("{what}: document {number} (from line {first_line})"),
+                };
+                if kind.as_deref() == Some("ConfigMap") {
+                    let (at, config_map) = plugin_config_map(&doc_what, doc)?;
+                    config_maps.insert(at, Arc::new(config_map));
+                    continue;
+                }
+                let parsed: PolicyDocument =
+                    serde_yaml_ng::from_str(doc).map_err(|e| SimError::Yaml { what: doc_what.clone(), source: e })?;
+                check_header(&doc_what, &parsed.api_version, &parsed.kind, "ScalingPolicy")?;
+                let key = ServiceKey { namespace: parsed.metadata.namespace, name: parsed.metadata.name };
+                let mut spec = parsed.spec;
+                validate_spec(&doc_what, &spec)?;
+                if let (Some(dir), Some(plugin_path)) = (source.dir, &spec.plugin.path)
+                    && Path::new(plugin_path).is_relative()
+                {
+                    spec.plugin.path = Some(dir.join(plugin_path).display().to_string());
+                }
+                let sim = match parsed.simulation.or_else(|| simulation.and_then(|s| s.lookup(&key)).cloned()) {
+                    Some(sim) => sim,
+                    None => {
+                        return Err(SimError::Invalid(format!(
+                            "{doc_what}: no simulation parameters for {key}: add a `simulation:` section to the \
+                             document or an entry `{}` under `services:` of the simulation file (--sim)",
+                            key.name
+                        )));
+                    }
+                };
+                sim.validate(&doc_what)?;
+                if services.iter().any(|s| s.key == key) {
+                    return Err(SimError::Invalid(format!(
+                        "{doc_what}: {key} is described twice; names must be unique"
+                    )));
+                }
+                services.push(ServiceSetup { key, spec, sim });
+            }
+        }
+        let what = sources.iter().map(|s| s.what.as_str()).collect::<Vec<_>>().join(", ");
+        if services.is_empty() {
+            return Err(SimError::Invalid(format!("{what}: no ScalingPolicy documents")));
+        }
+        let set = PolicySet { label: label.into(), services, config_maps };
+        for service in &set.services {
+            for plugin in std::iter::once(&service.spec.plugin).chain(service.spec.shadow.as_ref().map(|s| &s.plugin)) {
+                if let Some(cm) = &plugin.config_map
+                    && set.config_map(&service.key.namespace, &cm.name).is_none()
+                {
+                    return Err(SimError::Invalid(format!(
+                        "{what}: {} refers to the plugin ConfigMap {}/{}, which is not among these documents; \
+                         add it (`ballast plugin pack`), or simulate the directory that holds it",
+                        service.key, service.key.namespace, cm.name
+                    )));
+                }
             }
         }
         Ok(set)
     }
 
-    /// Parses policy documents from text; `what` names the source in errors.
-    pub fn parse(label: &str, what: &str, text: &str, simulation: Option<&SimulationFile>) -> Result<Self, SimError> {
-        let mut services: Vec<ServiceSetup> = Vec::new();
-        for (index, (first_line, doc)) in split_documents(text).into_iter().enumerate() {
-            let number = index + 1;
-            let doc_what = match document_name(doc) {
-                Some(name) => format!("{what}: document {number} (`{name}`, from line {first_line})"),
-                None => format!("{what}: document {number} (from line {first_line})"),
-            };
-            let parsed: PolicyDocument =
-                serde_yaml_ng::from_str(doc).map_err(|e| SimError::Yaml { what: doc_what.clone(), source: e })?;
-            check_header(&doc_what, &parsed.api_version, &parsed.kind, "ScalingPolicy")?;
-            let key = ServiceKey { namespace: parsed.metadata.namespace, name: parsed.metadata.name };
-            validate_spec(&doc_what, &parsed.spec)?;
-            let sim = match parsed.simulation.or_else(|| simulation.and_then(|s| s.lookup(&key)).cloned()) {
-                Some(sim) => sim,
-                None => {
-                    return Err(SimError::Invalid(format!(
-                        "{doc_what}: no simulation parameters for {key}: add a `simulation:` section to the document \
-                         or an entry `{}` under `services:` of the simulation file (--sim)",
-                        key.name
-                    )));
-                }
-            };
-            sim.validate(&doc_what)?;
-            if services.iter().any(|s| s.key == key) {
-                return Err(SimError::Invalid(format!("{doc_what}: {key} is described twice; names must be unique")));
-            }
-            services.push(ServiceSetup { key, spec: parsed.spec, sim });
-        }
-        if services.is_empty() {
-            return Err(SimError::Invalid(format!("{what}: no ScalingPolicy documents")));
-        }
-        Ok(PolicySet { label: label.into(), services })
+    /// A plugin ConfigMap of the set, by namespace and name.
+    pub fn config_map(&self, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
+        self.config_maps.get(&(namespace.to_owned(), name.to_owned())).cloned()
     }
+}
+
+/// A `ConfigMap` document carrying a plugin: labelled as the controller requires, or refused with the fix.
+fn plugin_config_map(what: &str, doc: &str) -> Result<((String, String), ConfigMap), SimError> {
+    let config_map: ConfigMap =
+        serde_yaml_ng::from_str(doc).map_err(|e| SimError::Yaml { what: what.into(), source: e })?;
+    let labelled = config_map.metadata.labels.as_ref().and_then(|l| l.get(PLUGIN_LABEL)).is_some_and(|v| v == "true");
+    if !labelled {
+        return Err(SimError::Invalid(format!(
+            "{what}: a ConfigMap without the label {PLUGIN_LABEL_SELECTOR}, which the controller would not see; \
+             label it (`ballast plugin pack` does)"
+        )));
+    }
+    let name = config_map.metadata.name.clone().unwrap_or_default();
+    let namespace = config_map.metadata.namespace.clone().unwrap_or_else(default_namespace);
+    Ok(((namespace, name), config_map))
 }
 
 fn validate_spec(what: &str, spec: &ScalingPolicySpec) -> Result<(), SimError> {
@@ -272,11 +359,11 @@ fn validate_spec(what: &str, spec: &ScalingPolicySpec) -> Result<(), SimError> {
         behavior.validate().map_err(|e| SimError::Invalid(format!("{what}: spec.{e}")))?;
     }
     let plugin = &spec.plugin;
-    let named = [plugin.builtin.is_some(), plugin.path.is_some(), plugin.oci.is_some()];
-    if named.iter().filter(|&&n| n).count() != 1 || plugin.config_map.is_some() {
+    let named = [plugin.builtin.is_some(), plugin.path.is_some(), plugin.oci.is_some(), plugin.config_map.is_some()];
+    if named.iter().filter(|&&n| n).count() != 1 {
         return Err(SimError::Invalid(format!(
-            "{what}: spec.plugin must name exactly one of `builtin` (hpa, queue-drain), `path` (a component file) or \
-             `oci` (a digest-pinned OCI reference); ConfigMap plugins need a cluster"
+            "{what}: spec.plugin must name exactly one of `builtin` (hpa, queue-drain), `path` (a component file), \
+             `oci` (a digest-pinned OCI reference) or `configMap` (a plugin ConfigMap given with the policies)"
         )));
     }
     Ok(())
@@ -302,10 +389,11 @@ fn split_documents(text: &str) -> Vec<(usize, &str)> {
         .collect()
 }
 
-/// `metadata.name` of a document, when it can be read at all.
-fn document_name(doc: &str) -> Option<String> {
-    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(doc).ok()?;
-    value.get("metadata")?.get("name")?.as_str().map(str::to_owned)
+/// `kind` and `metadata.name` of a document, as far as they can be read.
+fn document_header(doc: &str) -> (Option<String>, Option<String>) {
+    let Ok(value) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(doc) else { return (None, None) };
+    let text = |v: Option<&serde_yaml_ng::Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
+    (text(value.get("kind")), text(value.get("metadata").and_then(|m| m.get("name"))))
 }
 
 #[cfg(test)]
@@ -338,5 +426,59 @@ mod tests {
         let err = PolicySet::parse("t", "test.yaml", &text, None).unwrap_err().to_string();
         assert!(err.contains("document 2 (`b`"), "{err}");
         assert!(err.contains("stabilizationWindowSecond"), "{err}");
+    }
+
+    /// A policy on the `hpa` plugin from the ConfigMap `hpa-plugin` (pinned to `pin`), and that ConfigMap.
+    fn with_config_map(pin: &str) -> (String, String) {
+        use crate::authoring::pack::{PackTarget, pack};
+        let policy = doc("a", "").replace(
+            "plugin: {builtin: hpa}",
+            &format!("plugin: {{configMap: {{name: hpa-plugin, key: plugin.wasm}}, sha256: {pin}}}"),
+        );
+        let target = PackTarget { name: "hpa-plugin".into(), namespace: "ai".into(), key: "plugin.wasm".into() };
+        let component = crate::runtime::builtin("hpa").unwrap();
+        let config_map = pack("hpa", component, &target).unwrap().to_yaml("hpa", &target).unwrap();
+        (policy, config_map)
+    }
+
+    fn load(set: &PolicySet) -> crate::Result<crate::runtime::Plugin> {
+        let engine = crate::runtime::PolicyEngine::new(crate::runtime::RuntimeLimits::default()).unwrap();
+        let service = &set.services[0];
+        crate::autoscaler::load_plugin(&engine, &service.key, &service.spec, |ns, name| set.config_map(ns, name))
+    }
+
+    #[test]
+    fn config_map_plugins_load_from_the_documents_given_with_the_policies() {
+        let digest = crate::runtime::digest(crate::runtime::builtin("hpa").unwrap());
+        let (policy, config_map) = with_config_map(&digest);
+        let set = PolicySet::parse("t", "test.yaml", &format!("{config_map}---\n{policy}"), None).unwrap();
+        assert_eq!(load(&set).unwrap().digest(), digest);
+
+        let err = load(
+            &PolicySet::parse(
+                "t",
+                "test.yaml",
+                &format!("{config_map}---\n{}", with_config_map(&"0".repeat(64)).0),
+                None,
+            )
+            .unwrap(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("configmap:ai/hpa-plugin/plugin.wasm") && err.contains("pins"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_or_unlabelled_plugin_config_map_is_refused_with_the_fix() {
+        let (policy, config_map) = with_config_map("");
+        let err = PolicySet::parse("t", "test.yaml", &policy, None).unwrap_err().to_string();
+        assert!(err.contains("ConfigMap ai/hpa-plugin, which is not among these documents"), "{err}");
+
+        let unlabelled = config_map.replace("ballast.dev/plugin: \"true\"", "app: x");
+        assert_ne!(unlabelled, config_map);
+        let err =
+            PolicySet::parse("t", "test.yaml", &format!("{unlabelled}---\n{policy}"), None).unwrap_err().to_string();
+        assert!(err.contains("without the label ballast.dev/plugin=true"), "{err}");
     }
 }

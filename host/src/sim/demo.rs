@@ -3,12 +3,27 @@
 //! no files.
 
 use super::SimError;
-use super::config::{PolicySet, SimulationFile};
+use super::config::{PolicySet, PolicySource, SimulationFile};
+
+/// A policy set of `deploy/policies/` as `kubectl apply -k` ships it: the policies and the plugin ConfigMap.
+struct ShippedSet {
+    dir: &'static str,
+    policies: &'static str,
+    plugin: &'static str,
+}
 
 /// The original HPAs, as `hpa` plugin policies.
-pub const HPA_POLICIES: &str = include_str!("../../../deploy/policies/ai-models-hpa.yaml");
+const HPA: ShippedSet = ShippedSet {
+    dir: "deploy/policies/hpa",
+    policies: include_str!("../../../deploy/policies/hpa/policies.yaml"),
+    plugin: include_str!("../../../deploy/policies/hpa/plugin.yaml"),
+};
 /// The same services, bounds and behavior with `queue-drain`.
-pub const QUEUE_DRAIN_POLICIES: &str = include_str!("../../../deploy/policies/ai-models-queue-drain.yaml");
+const QUEUE_DRAIN: ShippedSet = ShippedSet {
+    dir: "deploy/policies/queue-drain",
+    policies: include_str!("../../../deploy/policies/queue-drain/policies.yaml"),
+    plugin: include_str!("../../../deploy/policies/queue-drain/plugin.yaml"),
+};
 /// Service times, start-up delays and load of the five services.
 pub const SIMULATION: &str = include_str!("demo.yaml");
 /// The demo's trace.
@@ -32,15 +47,22 @@ pub fn policy_sets() -> Result<Vec<PolicySet>, SimError> {
     let original = physics.clone().with_pipeline(ORIGINAL_PIPELINE.0, ORIGINAL_PIPELINE.1);
     let ballast = physics.with_pipeline(BALLAST_PIPELINE.0, BALLAST_PIPELINE.1);
     Ok(vec![
-        PolicySet::parse("hpa-original", "deploy/policies/ai-models-hpa.yaml", HPA_POLICIES, Some(&original))?,
-        PolicySet::parse("hpa-ballast", "deploy/policies/ai-models-hpa.yaml", HPA_POLICIES, Some(&ballast))?,
-        PolicySet::parse(
-            "queue-drain",
-            "deploy/policies/ai-models-queue-drain.yaml",
-            QUEUE_DRAIN_POLICIES,
-            Some(&ballast),
-        )?,
+        HPA.parse("hpa-original", &original)?,
+        HPA.parse("hpa-ballast", &ballast)?,
+        QUEUE_DRAIN.parse("queue-drain", &ballast)?,
     ])
+}
+
+impl ShippedSet {
+    fn parse(&self, label: &str, simulation: &SimulationFile) -> Result<PolicySet, SimError> {
+        let source = |file: &str, text: &str| PolicySource {
+            what: format!("{}/{file}", self.dir),
+            dir: None,
+            text: text.into(),
+        };
+        let sources = [source("plugin.yaml", self.plugin), source("policies.yaml", self.policies)];
+        PolicySet::parse_sources(label, &sources, Some(simulation))
+    }
 }
 
 #[cfg(test)]
@@ -55,7 +77,7 @@ mod tests {
             assert_eq!(
                 service.spec.config["targetWaitSeconds"].as_f64(),
                 Some(service.sim.wait_slo_seconds),
-                "{}: targetWaitSeconds in deploy/policies/ai-models-queue-drain.yaml and waitSloSeconds in \
+                "{}: targetWaitSeconds in deploy/policies/queue-drain/policies.yaml and waitSloSeconds in \
                  host/src/sim/demo.yaml must be the same wait objective",
                 service.key
             );

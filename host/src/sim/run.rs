@@ -108,11 +108,11 @@ pub fn run(
     // Services that decide at the same interval share one fleet, ticked together.
     let mut fleets: BTreeMap<u64, Fleet> = BTreeMap::new();
     for setup in &set.services {
-        let plugin = load_plugin(engine, &setup.key, &setup.spec)
+        let plugin = load_plugin(engine, &setup.key, &setup.spec, |ns, name| set.config_map(ns, name))
             .map_err(|e| SimError::Invalid(format!("{} ({}): {e}", set.label, setup.key)))?;
         let shadow = match setup.spec.shadow_spec() {
             Some(spec) => Some(
-                load_plugin(engine, &setup.key, &spec)
+                load_plugin(engine, &setup.key, &spec, |ns, name| set.config_map(ns, name))
                     .map_err(|e| SimError::Invalid(format!("{} ({}) shadow plugin: {e}", set.label, setup.key)))?,
             ),
             None => None,
