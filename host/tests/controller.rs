@@ -4,246 +4,24 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ballast::controller::crd::ScalingPolicy;
-use ballast::controller::lease::{self, Leadership, LeaseConfig};
-use ballast::controller::reconcile::{Controller, PolicySource, RunOptions};
+use ballast::controller::lease::LeaseConfig;
+use ballast::controller::reconcile::PolicySource;
 use ballast::controller::report;
-use ballast::export::{Metrics, Readiness};
-use ballast::runtime::{PolicyEngine, RuntimeLimits};
-use ballast::sources::bullmq::{BullmqSource, ConnectOptions};
-use ballast::sources::live::LiveObserver;
+use common::cluster::{
+    Cluster, DEPLOYMENT, Host, HostConfig, cluster, condition, eventually, fast_behavior, gzip, plugin_file, rebuilt,
+};
 use common::{RedisServer, fixture};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ObjectMeta, PostParams};
-use kube::{CustomResourceExt, ResourceExt};
+use kube::api::{Api, Patch, PatchParams};
 use kube_standin::{Fault, FaultKind, StandIn};
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
-const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/default/deployments/web";
 const SCALE: &str = "/apis/apps/v1/namespaces/default/deployments/web/scale";
 const POLICY: &str = "/apis/ballast.dev/v1alpha1/namespaces/default/scalingpolicies/web";
-
-fn plugin_file(name: &str) -> Vec<u8> {
-    let path = format!("{}/{name}", env!("BALLAST_PLUGIN_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-/// The component with a custom section appended: the same plugin, a different build (and digest).
-fn rebuilt(component: &[u8], build: &str) -> Vec<u8> {
-    let name = b"ballast-test-build";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(build.as_bytes());
-    assert!(payload.len() < 128, "one-byte LEB128 section size");
-    let mut out = component.to_vec();
-    out.push(0); // custom section id
-    out.push(payload.len() as u8);
-    out.extend_from_slice(&payload);
-    out
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    use std::io::Write as _;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    encoder.write_all(bytes).expect("gzip");
-    encoder.finish().expect("gzip")
-}
-
-struct Cluster {
-    standin: StandIn,
-    client: kube::Client,
-}
-
-/// A stand-in API server with the CRD installed and a Deployment `default/web` at 1 replica.
-async fn cluster() -> Cluster {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BALLAST_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_test_writer()
-        .try_init();
-    let standin = StandIn::start().await.expect("starting the API stand-in");
-    let client = kube::Client::try_from(kube::Config::new(standin.url().parse().expect("url"))).expect("client");
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &ScalingPolicy::crd()).await.expect("installing the CRD");
-    standin
-        .insert(json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": { "name": "web", "namespace": "default" },
-            "spec": {
-                "replicas": 1,
-                "selector": { "matchLabels": { "app": "web" } },
-                "template": {
-                    "metadata": { "labels": { "app": "web" } },
-                    "spec": { "containers": [{ "name": "model", "image": "whisper:1" }] }
-                }
-            }
-        }))
-        .expect("creating the Deployment");
-    Cluster { standin, client }
-}
-
-impl Cluster {
-    fn replicas(&self) -> u64 {
-        self.standin.get(DEPLOYMENT).expect("deployment")["spec"]["replicas"].as_u64().unwrap_or(0)
-    }
-
-    fn policy(&self, name: &str) -> Value {
-        self.standin
-            .get(&format!("/apis/ballast.dev/v1alpha1/namespaces/default/scalingpolicies/{name}"))
-            .unwrap_or_default()
-    }
-
-    async fn create_policy(&self, name: &str, spec: Value) {
-        let policy: ScalingPolicy = serde_json::from_value(json!({
-            "apiVersion": "ballast.dev/v1alpha1", "kind": "ScalingPolicy",
-            "metadata": { "name": name, "namespace": "default" },
-            "spec": spec,
-        }))
-        .expect("a valid ScalingPolicy");
-        let api: Api<ScalingPolicy> = Api::namespaced(self.client.clone(), "default");
-        api.create(&PostParams::default(), &policy).await.expect("creating the ScalingPolicy");
-    }
-
-    /// A policy on Deployment `web` decided by the hostile test plugin (ConfigMap `hostile`) with fast `behavior`;
-    /// `overrides` replaces or adds top-level spec fields (e.g. `config`, `maxReplicas`, `target`).
-    async fn create_hostile_policy(&self, name: &str, overrides: Value) {
-        self.put_plugin_config_map("hostile", "plugin.wasm", plugin_file("hostile.wasm")).await;
-        let mut spec = json!({
-            "target": { "name": "web" },
-            "minReplicas": 1, "maxReplicas": 6,
-            "plugin": { "configMap": { "name": "hostile", "key": "plugin.wasm" } },
-            "behavior": fast_behavior(),
-        });
-        for (field, value) in overrides.as_object().expect("an object of spec fields") {
-            spec[field] = value.clone();
-        }
-        self.create_policy(name, spec).await;
-    }
-
-    async fn put_plugin_config_map(&self, name: &str, key: &str, bytes: Vec<u8>) {
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), "default");
-        let mut cm = ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                labels: Some(BTreeMap::from([("ballast.dev/plugin".to_owned(), "true".to_owned())])),
-                ..ObjectMeta::default()
-            },
-            binary_data: Some(BTreeMap::from([(key.to_owned(), ByteString(bytes))])),
-            ..ConfigMap::default()
-        };
-        match api.get_opt(name).await.expect("reading the ConfigMap") {
-            Some(existing) => {
-                cm.metadata.resource_version = existing.resource_version();
-                api.replace(name, &PostParams::default(), &cm).await.expect("updating the ConfigMap");
-            }
-            None => {
-                api.create(&PostParams::default(), &cm).await.expect("creating the ConfigMap");
-            }
-        }
-    }
-
-    async fn events(&self, reason: &str) -> Vec<Event> {
-        let api: Api<Event> = Api::namespaced(self.client.clone(), "default");
-        let list = api.list(&Default::default()).await.expect("listing Events");
-        list.items.into_iter().filter(|e| e.reason.as_deref() == Some(reason)).collect()
-    }
-}
-
-/// Polls `check` every 20 ms until it returns Some, or fails naming `what` after `timeout`.
-async fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-struct Host {
-    shutdown: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-    lease_task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Host {
-    fn start(client: &kube::Client, identity: &str, redis_url: Option<&str>, lease: Option<LeaseConfig>) -> Host {
-        Self::start_with(client, identity, redis_url, lease, PolicySource::Cluster)
-    }
-
-    fn start_with(
-        client: &kube::Client,
-        identity: &str,
-        redis_url: Option<&str>,
-        lease: Option<LeaseConfig>,
-        policies: PolicySource,
-    ) -> Host {
-        let metrics = Arc::new(Metrics::new().expect("metrics"));
-        let bullmq = redis_url.map(|url| {
-            BullmqSource::new(url, ConnectOptions { timeout: Duration::from_secs(2), ca_cert_pem: None })
-                .expect("redis url")
-        });
-        let observer =
-            LiveObserver::new(bullmq, None, Duration::from_secs(5), Duration::from_secs(60), metrics.clone());
-        let engine = PolicyEngine::new(RuntimeLimits::default()).expect("wasm engine");
-        let (shutdown, stop) = watch::channel(false);
-        let (leadership, lease_task) = match lease {
-            Some(config) => {
-                let (leadership, task) = lease::spawn(client.clone(), config, stop.clone());
-                (leadership, Some(task))
-            }
-            None => (Leadership::always(), None),
-        };
-        let options = RunOptions {
-            tick: Duration::from_millis(200),
-            status_every: Duration::from_secs(1),
-            policies,
-            instance: identity.into(),
-        };
-        let controller = Controller::new(client.clone(), engine, observer, leadership, metrics, options);
-        let task =
-            tokio::spawn(async move { controller.run(Readiness::default(), stop).await.expect("controller run") });
-        Host { shutdown, task, lease_task }
-    }
-
-    /// A clean stop: the last status is written and the lease released.
-    async fn stop(self) {
-        let _ = self.shutdown.send(true);
-        self.task.await.expect("controller task");
-        if let Some(task) = self.lease_task {
-            task.await.expect("lease task");
-        }
-    }
-
-    /// A crash: nothing is written or released.
-    fn kill(self) {
-        self.task.abort();
-        if let Some(task) = self.lease_task {
-            task.abort();
-        }
-    }
-}
-
-fn fast_behavior() -> Value {
-    json!({
-        "scaleUp": { "stabilizationWindowSeconds": 0, "policies": [{ "type": "Pods", "value": 20, "periodSeconds": 1 }] },
-        "scaleDown": { "stabilizationWindowSeconds": 0, "policies": [{ "type": "Percent", "value": 100, "periodSeconds": 1 }] }
-    })
-}
-
-fn condition(policy: &Value, type_: &str) -> Option<Value> {
-    policy["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).cloned()
-}
 
 #[test]
 fn committed_crd_is_what_ballast_crd_prints() {
@@ -520,7 +298,10 @@ simulation: { ignored: here }
     let base = std::path::Path::new(env!("BALLAST_PLUGIN_DIR"));
     let policies = ballast::controller::crd::policies_from_yaml("inline", yaml, Some(base)).expect("policies");
     assert_eq!(policies.len(), 1);
-    let host = Host::start_with(&cluster.client, "host-a", None, None, PolicySource::Fixed(policies));
+    let host = Host::start_with(
+        &cluster.client,
+        HostConfig { policies: PolicySource::Fixed(policies), ..HostConfig::new("host-a") },
+    );
     eventually(Duration::from_secs(30), "web at the file policy's 4 replicas", || {
         (cluster.replicas() == 4).then_some(())
     })
@@ -649,5 +430,98 @@ async fn deployments_are_read_from_a_watch_cache_not_polled() {
     // One write for one change: the cache's lag after the write never made the host write (or count) it twice.
     let patches = cluster.standin.request_count("PATCH", SCALE);
     assert_eq!(patches, 1, "exactly one /scale write for the one change 1 -> 3");
+    host.stop().await;
+}
+
+/// What `kubectl apply -k deploy/policies/SET` applies: the set's plugin ConfigMap, then its five policies.
+async fn apply_shipped_set(cluster: &Cluster, set: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/policies").join(set);
+    let read = |file: &str| std::fs::read_to_string(dir.join(file)).expect("a shipped manifest");
+    let plugin: ConfigMap = serde_saphyr::from_str(&read("plugin.yaml")).expect("the shipped ConfigMap");
+    cluster.apply(&plugin).await;
+    for policy in ballast::controller::crd::policies_from_yaml(set, &read("policies.yaml"), None).expect("policies") {
+        cluster.apply(&policy).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_policy_sets_run_live_and_a_new_plugin_version_rolls_out_with_its_pin() {
+    const SERVICES: [&str; 5] = ["whisper-pyannote-stt", "marian-mt", "styletts", "xtts", "wav2lip"];
+    let cluster = cluster().await;
+    for name in SERVICES {
+        cluster
+            .standin
+            .insert(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": { "name": name, "namespace": "ai-models" },
+                "spec": {
+                    "replicas": 2,
+                    "selector": { "matchLabels": { "app": name } },
+                    "template": {
+                        "metadata": { "labels": { "app": name } },
+                        "spec": { "containers": [{ "name": "model", "image": "model:1" }] }
+                    }
+                }
+            }))
+            .expect("creating a model Deployment");
+    }
+    let policy = |name: &str| {
+        cluster.standin.get(&format!("/apis/ballast.dev/v1alpha1/namespaces/ai-models/scalingpolicies/{name}"))
+    };
+    let all_decided_by = |digest: &str| {
+        SERVICES.iter().all(|name| {
+            policy(name).is_some_and(|p| p["status"]["lastDecision"]["pluginDigest"].as_str() == Some(digest))
+        })
+    };
+    let builtin_digest = |name: &str| ballast::runtime::digest(ballast::runtime::builtin(name).expect("built-in"));
+
+    apply_shipped_set(&cluster, "hpa").await;
+    let host = Host::start(&cluster.client, "host-a", None, None);
+    let hpa = builtin_digest("hpa");
+    eventually(Duration::from_secs(60), "the five services decided by the shipped hpa plugin", || {
+        all_decided_by(&hpa).then_some(())
+    })
+    .await;
+
+    apply_shipped_set(&cluster, "queue-drain").await;
+    let queue_drain = builtin_digest("queue-drain");
+    eventually(Duration::from_secs(60), "the five services decided by the shipped queue-drain plugin", || {
+        all_decided_by(&queue_drain).then_some(())
+    })
+    .await;
+
+    // A new version rolls out as deploy/README.md says: the ConfigMap may arrive before the re-pinned policies. Until
+    // they do, the new component is refused and the pinned one keeps deciding.
+    let v2 = rebuilt(ballast::runtime::builtin("queue-drain").expect("built-in"), "v2");
+    let v2_digest = ballast::runtime::digest(&v2);
+    let mut plugin: ConfigMap = serde_saphyr::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/policies/queue-drain/plugin.yaml"))
+            .expect("plugin.yaml"),
+    )
+    .expect("the shipped ConfigMap");
+    plugin.binary_data = Some(BTreeMap::from([("plugin.wasm".to_owned(), ByteString(gzip(&v2)))]));
+    cluster.apply(&plugin).await;
+    eventually(Duration::from_secs(30), "PluginReady=False on every policy: v2 is not the pinned component", || {
+        SERVICES
+            .iter()
+            .all(|name| {
+                policy(name).and_then(|p| condition(&p, "PluginReady")).is_some_and(|c| {
+                    c["status"] == "False" && c["message"].as_str().unwrap_or_default().contains("pins")
+                })
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(all_decided_by(&queue_drain), "the pinned version keeps deciding while v2 is refused");
+
+    let api: Api<ScalingPolicy> = Api::namespaced(cluster.client.clone(), "ai-models");
+    let pin = json!({ "spec": { "plugin": { "sha256": v2_digest } } });
+    for name in SERVICES {
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&pin)).await.expect("re-pinning");
+    }
+    eventually(Duration::from_secs(30), "the five services decided by v2 once re-pinned", || {
+        all_decided_by(&v2_digest).then_some(())
+    })
+    .await;
     host.stop().await;
 }

@@ -2,28 +2,19 @@
 //! loopback port, pushed to by `ballast plugin pack --oci`, pulled by the controller (against the API stand-in),
 //! the simulator and the store.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ballast::controller::crd::ScalingPolicy;
-use ballast::controller::lease::Leadership;
-use ballast::controller::reconcile::{Controller, PolicySource, RunOptions};
-use ballast::export::{Metrics, Readiness};
 use ballast::oci::{self, OciStore, PinnedReference, RegistryAccess};
-use ballast::runtime::{PolicyEngine, RuntimeLimits};
-use ballast::sources::live::LiveObserver;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use common::cluster::{Cluster, Host, HostConfig, cluster, condition, eventually, plugin_file, rebuilt};
 use kube::CustomResourceExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube_standin::StandIn;
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use tokio::sync::watch;
-
-const POLICY: &str = "/apis/ballast.dev/v1alpha1/namespaces/default/scalingpolicies/web";
 
 /// A `docker-registry` serving from a temporary directory on 127.0.0.1, optionally behind htpasswd basic auth.
 struct Registry {
@@ -34,15 +25,9 @@ struct Registry {
 
 impl Registry {
     fn start(basic_auth: Option<(&str, &str)>) -> Registry {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join("docker-registry").is_file()));
-        assert!(
-            found,
-            "`docker-registry` is not on PATH; install it (apt-get install -y docker-registry) or run \
-             `source .ci/services.sh && install_docker_registry`"
-        );
+        common::require("docker-registry", "apt-get install -y docker-registry");
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let port = common::free_port();
         let mut config = format!(
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    \
              rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
@@ -94,24 +79,6 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn plugin_file(name: &str) -> Vec<u8> {
-    let path = format!("{}/{name}", env!("BALLAST_PLUGIN_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-/// The component with a custom section appended: the same plugin, a different build (and digest).
-fn rebuilt(component: &[u8], build: &str) -> Vec<u8> {
-    let name = b"ballast-test-build";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(build.as_bytes());
-    let mut out = component.to_vec();
-    out.push(0);
-    out.push(payload.len() as u8);
-    out.extend_from_slice(&payload);
-    out
 }
 
 fn ballast(args: &[&str], env: &[(&str, &Path)]) -> Output {
@@ -235,127 +202,46 @@ async fn kubewarden_and_istio_layer_media_types_are_pulled_and_non_wasm_or_missi
     assert!(error.to_string().contains("no such artifact"), "{error}");
 }
 
-struct Cluster {
-    standin: StandIn,
-    client: kube::Client,
+fn last_digest(cluster: &Cluster) -> Option<String> {
+    cluster.policy("web")["status"]["lastDecision"]["pluginDigest"].as_str().map(str::to_owned)
 }
 
-async fn cluster() -> Cluster {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BALLAST_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_test_writer()
-        .try_init();
-    let standin = StandIn::start().await.expect("starting the API stand-in");
-    let client = kube::Client::try_from(kube::Config::new(standin.url().parse().expect("url"))).expect("client");
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &ScalingPolicy::crd()).await.expect("installing the CRD");
-    standin
-        .insert(json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": { "name": "web", "namespace": "default" },
-            "spec": {
-                "replicas": 1,
-                "selector": { "matchLabels": { "app": "web" } },
-                "template": {
-                    "metadata": { "labels": { "app": "web" } },
-                    "spec": { "containers": [{ "name": "model", "image": "whisper:1" }] }
-                }
-            }
-        }))
-        .expect("creating the Deployment");
-    Cluster { standin, client }
+fn plugin_ready(cluster: &Cluster) -> Option<Value> {
+    condition(&cluster.policy("web"), "PluginReady")
 }
 
-impl Cluster {
-    fn policy(&self) -> Value {
-        self.standin.get(POLICY).unwrap_or_default()
-    }
-
-    fn last_digest(&self) -> Option<String> {
-        self.policy()["status"]["lastDecision"]["pluginDigest"].as_str().map(str::to_owned)
-    }
-
-    fn plugin_ready(&self) -> Option<Value> {
-        self.policy()["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "PluginReady").cloned()
-    }
-
-    async fn create_policy(&self, oci: Value) {
-        let policy: ScalingPolicy = serde_json::from_value(json!({
-            "apiVersion": "ballast.dev/v1alpha1", "kind": "ScalingPolicy",
-            "metadata": { "name": "web", "namespace": "default" },
-            "spec": {
-                "target": { "name": "web" },
-                "minReplicas": 1, "maxReplicas": 5,
-                "plugin": { "oci": oci },
-                "config": { "gpuUtilization": 60 },
-            },
-        }))
-        .expect("a valid ScalingPolicy");
-        let api: Api<ScalingPolicy> = Api::namespaced(self.client.clone(), "default");
-        api.create(&PostParams::default(), &policy).await.expect("creating the ScalingPolicy");
-    }
-
-    async fn set_reference(&self, reference: &str) {
-        let api: Api<ScalingPolicy> = Api::namespaced(self.client.clone(), "default");
-        let patch = json!({ "spec": { "plugin": { "oci": { "reference": reference } } } });
-        api.patch("web", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patching the reference");
-    }
-
-    async fn events(&self, reason: &str) -> Vec<String> {
-        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), "default");
-        let list = api.list(&Default::default()).await.expect("listing Events");
-        list.items.into_iter().filter(|e| e.reason.as_deref() == Some(reason)).filter_map(|e| e.note).collect()
-    }
+/// Policy `web` on the plugin the OCI reference `oci` names.
+async fn create_oci_policy(cluster: &Cluster, oci: Value) {
+    let spec = json!({
+        "target": { "name": "web" },
+        "minReplicas": 1, "maxReplicas": 5,
+        "plugin": { "oci": oci },
+        "config": { "gpuUtilization": 60 },
+    });
+    cluster.create_policy("web", spec).await;
 }
 
-async fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn set_reference(cluster: &Cluster, reference: &str) {
+    let api: Api<ScalingPolicy> = Api::namespaced(cluster.client.clone(), "default");
+    let patch = json!({ "spec": { "plugin": { "oci": { "reference": reference } } } });
+    api.patch("web", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patching the reference");
 }
 
-struct Host {
-    shutdown: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+async fn event_notes(cluster: &Cluster, reason: &str) -> Vec<String> {
+    cluster.events(reason).await.into_iter().filter_map(|e| e.note).collect()
 }
 
-impl Host {
-    fn start(client: &kube::Client, cache_dir: &Path) -> Host {
-        let metrics = Arc::new(Metrics::new().expect("metrics"));
-        let observer = LiveObserver::new(None, None, Duration::from_secs(5), Duration::from_secs(60), metrics.clone());
-        let limits = RuntimeLimits { cache_dir: Some(cache_dir.to_path_buf()), ..RuntimeLimits::default() };
-        let engine = PolicyEngine::new(limits).expect("wasm engine");
-        let (shutdown, stop) = watch::channel(false);
-        let options = RunOptions {
-            tick: Duration::from_millis(200),
-            status_every: Duration::from_secs(1),
-            policies: PolicySource::Cluster,
-            instance: "host-a".into(),
-        };
-        let controller = Controller::new(client.clone(), engine, observer, Leadership::always(), metrics, options);
-        let task =
-            tokio::spawn(async move { controller.run(Readiness::default(), stop).await.expect("controller run") });
-        Host { shutdown, task }
-    }
-
-    async fn stop(self) {
-        let _ = self.shutdown.send(true);
-        self.task.await.expect("controller task");
-    }
+/// A host that caches pulled artifacts and compiled plugins in `cache_dir`.
+fn start_host(cluster: &Cluster, cache_dir: &Path) -> Host {
+    Host::start_with(&cluster.client, HostConfig { cache_dir: Some(cache_dir), ..HostConfig::new("host-a") })
 }
 
 /// A decision newer than the one in `before`, by the plugin `digest`.
 async fn decides_again_with(cluster: &Cluster, digest: &str, what: &str) {
     let time_of = |p: &Value| p["status"]["lastDecision"]["time"].as_str().map(str::to_owned);
-    let before = time_of(&cluster.policy());
-    eventually(Duration::from_secs(15), what, || (time_of(&cluster.policy()) != before).then_some(())).await;
-    assert_eq!(cluster.last_digest().as_deref(), Some(digest), "{what}");
+    let before = time_of(&cluster.policy("web"));
+    eventually(Duration::from_secs(15), what, || (time_of(&cluster.policy("web")) != before).then_some(())).await;
+    assert_eq!(last_digest(cluster).as_deref(), Some(digest), "{what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,22 +264,22 @@ async fn the_controller_pulls_by_digest_hot_swaps_and_keeps_the_old_plugin_on_a_
 
     let cluster = cluster().await;
     let cache = tempfile::tempdir().expect("cache dir");
-    cluster.create_policy(json!({ "reference": v1_ref })).await;
-    let host = Host::start(&cluster.client, cache.path());
+    create_oci_policy(&cluster, json!({ "reference": v1_ref })).await;
+    let host = start_host(&cluster, cache.path());
     eventually(Duration::from_secs(30), "a decision by v1, pulled from the registry", || {
-        (cluster.last_digest().as_deref() == Some(v1_digest.as_str())).then_some(())
+        (last_digest(&cluster).as_deref() == Some(v1_digest.as_str())).then_some(())
     })
     .await;
-    let ready = cluster.plugin_ready().expect("PluginReady");
+    let ready = plugin_ready(&cluster).expect("PluginReady");
     assert_eq!(ready["status"], "True", "{ready}");
     assert!(ready["message"].as_str().unwrap_or_default().contains(&format!("oci:{v1_ref}")), "{ready}");
     let manifest_digest = v1_ref.split('@').nth(1).expect("digest").replace(':', "-");
     assert!(cache.path().join("oci/manifests").join(&manifest_digest).is_file(), "the pull is cached on disk");
 
     let changed = Instant::now();
-    cluster.set_reference(&v2_ref).await;
+    set_reference(&cluster, &v2_ref).await;
     eventually(Duration::from_secs(30), "a decision by v2 after the reference changed", || {
-        (cluster.last_digest().as_deref() == Some(v2_digest.as_str())).then_some(())
+        (last_digest(&cluster).as_deref() == Some(v2_digest.as_str())).then_some(())
     })
     .await;
     println!(
@@ -403,40 +289,40 @@ async fn the_controller_pulls_by_digest_hot_swaps_and_keeps_the_old_plugin_on_a_
 
     // A digest the registry does not have: the pull fails, v2 keeps deciding.
     let missing = format!("{}/plugins/hpa@sha256:{}", registry.host(), "0f".repeat(32));
-    cluster.set_reference(&missing).await;
+    set_reference(&cluster, &missing).await;
     let failed = eventually(Duration::from_secs(30), "PluginReady=False for the missing digest", || {
-        cluster.plugin_ready().filter(|c| c["status"] == "False" && c["reason"] == "PluginPullFailed")
+        plugin_ready(&cluster).filter(|c| c["status"] == "False" && c["reason"] == "PluginPullFailed")
     })
     .await;
     let message = failed["message"].as_str().unwrap_or_default();
     assert!(message.contains(&missing) && message.contains("keeps running"), "{failed}");
     assert!(message.contains("ballast plugin pack --oci"), "the message names the fix: {failed}");
-    assert!(cluster.events("PluginPullFailed").await.iter().any(|note| note.contains(&missing)));
+    assert!(event_notes(&cluster, "PluginPullFailed").await.iter().any(|note| note.contains(&missing)));
     decides_again_with(&cluster, &v2_digest, "v2 deciding after the failed pull").await;
 
     // A tag without a digest is refused before any pull.
     let tag_only = format!("{}/plugins/hpa:v1", registry.host());
-    cluster.set_reference(&tag_only).await;
+    set_reference(&cluster, &tag_only).await;
     let refused = eventually(Duration::from_secs(30), "PluginReady=False for the tag-only reference", || {
-        cluster.plugin_ready().filter(|c| c["message"].as_str().unwrap_or_default().contains("has no digest"))
+        plugin_ready(&cluster).filter(|c| c["message"].as_str().unwrap_or_default().contains("has no digest"))
     })
     .await;
     assert_eq!(refused["status"], "False", "{refused}");
     decides_again_with(&cluster, &v2_digest, "v2 deciding after the tag-only reference").await;
 
     // A well-formed artifact holding a component of another world: pulled, then refused by validation.
-    cluster.set_reference(&wrong.reference).await;
+    set_reference(&cluster, &wrong.reference).await;
     let rejected = eventually(Duration::from_secs(30), "PluginRejected for the wrong-world artifact", || {
-        cluster.plugin_ready().filter(|c| c["reason"] == "PluginRejected")
+        plugin_ready(&cluster).filter(|c| c["reason"] == "PluginRejected")
     })
     .await;
     assert!(rejected["message"].as_str().unwrap_or_default().contains("ballast:policy/policy@0.1.0"), "{rejected}");
     decides_again_with(&cluster, &v2_digest, "v2 deciding after the refused artifact").await;
 
     // Back to v1: already pulled and compiled, swapped in again.
-    cluster.set_reference(&v1_ref).await;
+    set_reference(&cluster, &v1_ref).await;
     eventually(Duration::from_secs(30), "v1 deciding again", || {
-        (cluster.last_digest().as_deref() == Some(v1_digest.as_str())).then_some(())
+        (last_digest(&cluster).as_deref() == Some(v1_digest.as_str())).then_some(())
     })
     .await;
     host.stop().await;
@@ -462,11 +348,11 @@ async fn a_private_registry_is_pulled_with_the_pull_secret() {
     let reference = pack_oci(&component, &target, &["--registry-auth", auth_file.to_str().expect("UTF-8")]);
 
     let cluster = cluster().await;
-    cluster.create_policy(json!({ "reference": reference, "pullSecret": "registry-robot" })).await;
+    create_oci_policy(&cluster, json!({ "reference": reference, "pullSecret": "registry-robot" })).await;
     let cache = tempfile::tempdir().expect("cache dir");
-    let host = Host::start(&cluster.client, cache.path());
+    let host = start_host(&cluster, cache.path());
     let missing = eventually(Duration::from_secs(30), "PluginPullFailed naming the missing Secret", || {
-        cluster.plugin_ready().filter(|c| c["reason"] == "PluginPullFailed")
+        plugin_ready(&cluster).filter(|c| c["reason"] == "PluginPullFailed")
     })
     .await;
     let message = missing["message"].as_str().unwrap_or_default();
@@ -486,7 +372,7 @@ async fn a_private_registry_is_pulled_with_the_pull_secret() {
     // The failed pull is retried after its backoff (5 s), now with the Secret's credentials.
     let digest = ballast::runtime::digest(&component);
     eventually(Duration::from_secs(40), "a decision by the privately pulled plugin", || {
-        (cluster.last_digest().as_deref() == Some(digest.as_str())).then_some(())
+        (last_digest(&cluster).as_deref() == Some(digest.as_str())).then_some(())
     })
     .await;
     host.stop().await;

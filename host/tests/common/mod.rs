@@ -1,6 +1,8 @@
 //! Test helpers shared by the integration tests: real servers on free loopback ports, and the bullmq fixture.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod cluster;
+
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,274 @@
+//! The controller's test bench: the in-repo API stand-in with the CRD installed, the production controller
+//! running against it, and plugin components to put in ConfigMaps.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ballast::controller::crd::ScalingPolicy;
+use ballast::controller::lease::{self, Leadership, LeaseConfig};
+use ballast::controller::reconcile::{Controller, PolicySource, RunOptions};
+use ballast::export::{Metrics, Readiness};
+use ballast::runtime::{PolicyEngine, RuntimeLimits};
+use ballast::sources::bullmq::{BullmqSource, ConnectOptions};
+use ballast::sources::live::LiveObserver;
+use k8s_openapi::ByteString;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::{CustomResourceExt, ResourceExt};
+use kube_standin::StandIn;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+/// The Deployment every test cluster has.
+pub const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/default/deployments/web";
+
+pub fn plugin_file(name: &str) -> Vec<u8> {
+    let path = format!("{}/{name}", env!("BALLAST_PLUGIN_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The component with a custom section appended: the same plugin, a different build (and digest).
+pub fn rebuilt(component: &[u8], build: &str) -> Vec<u8> {
+    let name = b"ballast-test-build";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(build.as_bytes());
+    assert!(payload.len() < 128, "one-byte LEB128 section size");
+    let mut out = component.to_vec();
+    out.push(0); // custom section id
+    out.push(payload.len() as u8);
+    out.extend_from_slice(&payload);
+    out
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes).expect("gzip");
+    encoder.finish().expect("gzip")
+}
+
+pub struct Cluster {
+    pub standin: StandIn,
+    pub client: kube::Client,
+}
+
+/// A stand-in API server with the CRD installed and a Deployment `default/web` at 1 replica.
+pub async fn cluster() -> Cluster {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BALLAST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+    let standin = StandIn::start().await.expect("starting the API stand-in");
+    let client = kube::Client::try_from(kube::Config::new(standin.url().parse().expect("url"))).expect("client");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &ScalingPolicy::crd()).await.expect("installing the CRD");
+    standin
+        .insert(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": { "name": "web", "namespace": "default" },
+            "spec": {
+                "replicas": 1,
+                "selector": { "matchLabels": { "app": "web" } },
+                "template": {
+                    "metadata": { "labels": { "app": "web" } },
+                    "spec": { "containers": [{ "name": "model", "image": "whisper:1" }] }
+                }
+            }
+        }))
+        .expect("creating the Deployment");
+    Cluster { standin, client }
+}
+
+impl Cluster {
+    pub fn replicas(&self) -> u64 {
+        self.standin.get(DEPLOYMENT).expect("deployment")["spec"]["replicas"].as_u64().unwrap_or(0)
+    }
+
+    pub fn policy(&self, name: &str) -> Value {
+        self.standin
+            .get(&format!("/apis/ballast.dev/v1alpha1/namespaces/default/scalingpolicies/{name}"))
+            .unwrap_or_default()
+    }
+
+    pub async fn create_policy(&self, name: &str, spec: Value) {
+        let policy: ScalingPolicy = serde_json::from_value(json!({
+            "apiVersion": "ballast.dev/v1alpha1", "kind": "ScalingPolicy",
+            "metadata": { "name": name, "namespace": "default" },
+            "spec": spec,
+        }))
+        .expect("a valid ScalingPolicy");
+        let api: Api<ScalingPolicy> = Api::namespaced(self.client.clone(), "default");
+        api.create(&PostParams::default(), &policy).await.expect("creating the ScalingPolicy");
+    }
+
+    /// A policy on Deployment `web` decided by the hostile test plugin (ConfigMap `hostile`) with fast `behavior`;
+    /// `overrides` replaces or adds top-level spec fields (e.g. `config`, `maxReplicas`, `target`).
+    pub async fn create_hostile_policy(&self, name: &str, overrides: Value) {
+        self.put_plugin_config_map("hostile", "plugin.wasm", plugin_file("hostile.wasm")).await;
+        let mut spec = json!({
+            "target": { "name": "web" },
+            "minReplicas": 1, "maxReplicas": 6,
+            "plugin": { "configMap": { "name": "hostile", "key": "plugin.wasm" } },
+            "behavior": fast_behavior(),
+        });
+        for (field, value) in overrides.as_object().expect("an object of spec fields") {
+            spec[field] = value.clone();
+        }
+        self.create_policy(name, spec).await;
+    }
+
+    /// ConfigMap `default/NAME` labelled as a plugin, with the component under `key`.
+    pub async fn put_plugin_config_map(&self, name: &str, key: &str, bytes: Vec<u8>) {
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                labels: Some(BTreeMap::from([("ballast.dev/plugin".to_owned(), "true".to_owned())])),
+                ..ObjectMeta::default()
+            },
+            binary_data: Some(BTreeMap::from([(key.to_owned(), ByteString(bytes))])),
+            ..ConfigMap::default()
+        };
+        self.apply(&cm).await;
+    }
+
+    /// Creates a namespaced object, or replaces the one of that name (as `kubectl apply` does for whole objects).
+    pub async fn apply<K>(&self, object: &K)
+    where
+        K: kube::Resource<Scope = NamespaceResourceScope> + Clone + Debug + Serialize + DeserializeOwned,
+        K::DynamicType: Default,
+    {
+        let name = object.name_any();
+        let what = format!("{} {name}", K::kind(&K::DynamicType::default()));
+        let api: Api<K> = Api::namespaced(self.client.clone(), &object.namespace().unwrap_or_else(|| "default".into()));
+        match api.get_opt(&name).await.unwrap_or_else(|e| panic!("reading {what}: {e}")) {
+            Some(existing) => {
+                let mut object = object.clone();
+                object.meta_mut().resource_version = existing.resource_version();
+                api.replace(&name, &PostParams::default(), &object)
+                    .await
+                    .unwrap_or_else(|e| panic!("updating {what}: {e}"));
+            }
+            None => {
+                api.create(&PostParams::default(), object).await.unwrap_or_else(|e| panic!("creating {what}: {e}"));
+            }
+        }
+    }
+
+    pub async fn events(&self, reason: &str) -> Vec<Event> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), "default");
+        let list = api.list(&Default::default()).await.expect("listing Events");
+        list.items.into_iter().filter(|e| e.reason.as_deref() == Some(reason)).collect()
+    }
+}
+
+/// Polls `check` every 20 ms until it returns Some, or fails naming `what` after `timeout`.
+pub async fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How a test host runs: its identity, its Redis, its lease, where its policies come from, its compile cache.
+pub struct HostConfig<'a> {
+    pub identity: &'a str,
+    pub redis_url: Option<&'a str>,
+    pub lease: Option<LeaseConfig>,
+    pub policies: PolicySource,
+    pub cache_dir: Option<&'a Path>,
+}
+
+impl<'a> HostConfig<'a> {
+    /// A host with no Redis, no lease (always the leader) and the cluster's policies.
+    pub fn new(identity: &'a str) -> Self {
+        HostConfig { identity, redis_url: None, lease: None, policies: PolicySource::Cluster, cache_dir: None }
+    }
+}
+
+pub struct Host {
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    lease_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Host {
+    pub fn start(client: &kube::Client, identity: &str, redis_url: Option<&str>, lease: Option<LeaseConfig>) -> Host {
+        Self::start_with(client, HostConfig { redis_url, lease, ..HostConfig::new(identity) })
+    }
+
+    pub fn start_with(client: &kube::Client, config: HostConfig) -> Host {
+        let HostConfig { identity, redis_url, lease, policies, cache_dir } = config;
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let bullmq = redis_url.map(|url| {
+            BullmqSource::new(url, ConnectOptions { timeout: Duration::from_secs(2), ca_cert_pem: None })
+                .expect("redis url")
+        });
+        let observer =
+            LiveObserver::new(bullmq, None, Duration::from_secs(5), Duration::from_secs(60), metrics.clone());
+        let limits = RuntimeLimits { cache_dir: cache_dir.map(Path::to_path_buf), ..RuntimeLimits::default() };
+        let engine = PolicyEngine::new(limits).expect("wasm engine");
+        let (shutdown, stop) = watch::channel(false);
+        let (leadership, lease_task) = match lease {
+            Some(config) => {
+                let (leadership, task) = lease::spawn(client.clone(), config, stop.clone());
+                (leadership, Some(task))
+            }
+            None => (Leadership::always(), None),
+        };
+        let options = RunOptions {
+            tick: Duration::from_millis(200),
+            status_every: Duration::from_secs(1),
+            policies,
+            instance: identity.into(),
+        };
+        let controller = Controller::new(client.clone(), engine, observer, leadership, metrics, options);
+        let task =
+            tokio::spawn(async move { controller.run(Readiness::default(), stop).await.expect("controller run") });
+        Host { shutdown, task, lease_task }
+    }
+
+    /// A clean stop: the last status is written and the lease released.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        self.task.await.expect("controller task");
+        if let Some(task) = self.lease_task {
+            task.await.expect("lease task");
+        }
+    }
+
+    /// A crash: nothing is written or released.
+    pub fn kill(self) {
+        self.task.abort();
+        if let Some(task) = self.lease_task {
+            task.abort();
+        }
+    }
+}
+
+pub fn fast_behavior() -> Value {
+    json!({
+        "scaleUp": { "stabilizationWindowSeconds": 0, "policies": [{ "type": "Pods", "value": 20, "periodSeconds": 1 }] },
+        "scaleDown": { "stabilizationWindowSeconds": 0, "policies": [{ "type": "Percent", "value": 100, "periodSeconds": 1 }] }
+    })
+}
+
+pub fn condition(policy: &Value, type_: &str) -> Option<Value> {
+    policy["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).cloned()
+}
