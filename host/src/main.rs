@@ -265,7 +265,7 @@ struct RunArgs {
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_listen: SocketAddr,
     /// Lease used for leader election among the host replicas.
-    #[arg(long, default_value = "ballast-controller")]
+    #[arg(long, default_value = ballast::controller::lease::DEFAULT_LEASE_NAME)]
     lease_name: String,
     /// Namespace of the lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ballast::controller::crd::ScalingPolicy;
-use ballast::controller::lease::LeaseConfig;
+use ballast::controller::lease::{DEFAULT_LEASE_NAME, LeaseConfig};
 use ballast::controller::reconcile::PolicySource;
 use ballast::controller::report;
 use common::cluster::{
@@ -66,7 +66,7 @@ async fn bullmq_queue_scales_a_deployment_up_and_back_down_and_a_bad_policy_does
             }),
         )
         .await;
-    let host = Host::start(&cluster.client, "host-a", Some(&url), None);
+    let host = Host::start(&cluster, "host-a", Some(&url), None);
 
     let peak = eventually(Duration::from_secs(30), "the queue to scale web above 1 replica", || {
         (cluster.replicas() >= 4).then(|| cluster.replicas())
@@ -131,7 +131,7 @@ async fn configmap_update_swaps_the_plugin_and_a_broken_update_is_refused() {
             }),
         )
         .await;
-    let host = Host::start(&cluster.client, "host-a", None, None);
+    let host = Host::start(&cluster, "host-a", None, None);
     let digest_of_last_decision =
         |cluster: &Cluster| cluster.policy("web")["status"]["lastDecision"]["pluginDigest"].as_str().map(str::to_owned);
     eventually(Duration::from_secs(30), "a decision by v1 (gzipped in the ConfigMap)", || {
@@ -172,7 +172,7 @@ async fn configmap_update_swaps_the_plugin_and_a_broken_update_is_refused() {
 async fn a_restarted_host_resumes_with_plugin_state_and_behavior_history_from_status() {
     let cluster = cluster().await;
     cluster.create_hostile_policy("web", json!({ "maxReplicas": 100, "config": { "mode": "echo-state" } })).await;
-    let host = Host::start(&cluster.client, "host-a", None, None);
+    let host = Host::start(&cluster, "host-a", None, None);
     eventually(Duration::from_secs(30), "a few calls counted in the plugin state", || {
         (cluster.replicas() >= 4).then_some(())
     })
@@ -184,7 +184,7 @@ async fn a_restarted_host_resumes_with_plugin_state_and_behavior_history_from_st
     let scale_ups = memory["history"]["scaleUpEvents"].as_array().map_or(0, Vec::len);
     assert!(scale_ups > 0, "behavior history not persisted: {memory}");
 
-    let host = Host::start(&cluster.client, "host-b", None, None);
+    let host = Host::start(&cluster, "host-b", None, None);
     let after = eventually(Duration::from_secs(30), "a decision by the restarted host", || {
         let calls = state_counter(&cluster.policy("web")["status"]["memory"]);
         (calls > calls_before).then_some(calls)
@@ -210,11 +210,11 @@ async fn leader_fail_over_keeps_a_single_writer() {
     let lease = |identity: &str| LeaseConfig {
         duration: Duration::from_secs(3),
         renew_every: Duration::from_millis(500),
-        ..LeaseConfig::new("ballast", "default", identity)
+        ..LeaseConfig::new(DEFAULT_LEASE_NAME, "ballast-system", identity)
     };
-    let a = Host::start(&cluster.client, "host-a", None, Some(lease("host-a")));
+    let a = Host::start(&cluster, "host-a", None, Some(lease("host-a")));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let b = Host::start(&cluster.client, "host-b", None, Some(lease("host-b")));
+    let b = Host::start(&cluster, "host-b", None, Some(lease("host-b")));
     eventually(Duration::from_secs(30), "scaling by the leader", || (cluster.replicas() >= 5).then_some(())).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let writers = scale_writers(&cluster.standin);
@@ -265,7 +265,7 @@ async fn a_conflict_on_scale_is_retried() {
     let cluster = cluster().await;
     cluster.standin.inject_fault(Fault::writes(SCALE, FaultKind::Conflict, 2));
     cluster.create_hostile_policy("web", json!({ "config": { "mode": "fixed", "replicas": 3 } })).await;
-    let host = Host::start(&cluster.client, "host-a", None, None);
+    let host = Host::start(&cluster, "host-a", None, None);
     eventually(Duration::from_secs(30), "web at 3 replicas despite two 409s", || {
         (cluster.replicas() == 3).then_some(())
     })
@@ -298,10 +298,8 @@ simulation: { ignored: here }
     let base = std::path::Path::new(env!("BALLAST_PLUGIN_DIR"));
     let policies = ballast::controller::crd::policies_from_yaml("inline", yaml, Some(base)).expect("policies");
     assert_eq!(policies.len(), 1);
-    let host = Host::start_with(
-        &cluster.client,
-        HostConfig { policies: PolicySource::Fixed(policies), ..HostConfig::new("host-a") },
-    );
+    let host =
+        Host::start_with(&cluster, HostConfig { policies: PolicySource::Fixed(policies), ..HostConfig::new("host-a") });
     eventually(Duration::from_secs(30), "web at the file policy's 4 replicas", || {
         (cluster.replicas() == 4).then_some(())
     })
@@ -321,7 +319,7 @@ async fn a_shadow_plugin_is_reported_never_applied_and_a_broken_shadow_leaves_th
     cluster
         .create_hostile_policy("web", json!({ "config": { "mode": "fixed", "replicas": 2 }, "shadow": shadow }))
         .await;
-    let host = Host::start(&cluster.client, "host-a", None, None);
+    let host = Host::start(&cluster, "host-a", None, None);
     let shadow = eventually(Duration::from_secs(30), "a decision with a shadow verdict", || {
         let shadow = cluster.policy("web")["status"]["lastDecision"]["shadow"].clone();
         (!shadow.is_null()).then_some(shadow)
@@ -389,7 +387,7 @@ async fn each_policy_decides_at_its_own_interval() {
         });
         cluster.create_hostile_policy(name, overrides).await;
     }
-    let host = Host::start(&cluster.client, "host-a", None, None);
+    let host = Host::start(&cluster, "host-a", None, None);
     // The echo-state plugin counts its own calls in its state blob, which status persists.
     let calls = |name: &str| {
         let memory = cluster.policy(name)["status"]["memory"].clone();
@@ -411,7 +409,7 @@ async fn each_policy_decides_at_its_own_interval() {
 async fn deployments_are_read_from_a_watch_cache_not_polled() {
     let cluster = cluster().await;
     cluster.create_hostile_policy("web", json!({ "config": { "mode": "fixed", "replicas": 3 } })).await;
-    let host = Host::start(&cluster.client, "host-a", None, None);
+    let host = Host::start(&cluster, "host-a", None, None);
     eventually(Duration::from_secs(30), "the Deployment at 3 replicas, all ready", || {
         let ready = cluster.standin.get(DEPLOYMENT)?["status"]["readyReplicas"].as_u64();
         (cluster.replicas() == 3 && ready == Some(3)).then_some(())
@@ -476,7 +474,7 @@ async fn the_shipped_policy_sets_run_live_and_a_new_plugin_version_rolls_out_wit
     let builtin_digest = |name: &str| ballast::runtime::digest(ballast::runtime::builtin(name).expect("built-in"));
 
     apply_shipped_set(&cluster, "hpa").await;
-    let host = Host::start(&cluster.client, "host-a", None, None);
+    let host = Host::start(&cluster, "host-a", None, None);
     let hpa = builtin_digest("hpa");
     eventually(Duration::from_secs(60), "the five services decided by the shipped hpa plugin", || {
         all_decided_by(&hpa).then_some(())

@@ -102,3 +102,32 @@ fn the_simulator_runs_each_set_from_its_directory_on_the_shipped_component() {
         }
     }
 }
+
+#[test]
+fn the_host_deployment_elects_its_leader_with_the_lease_rbac_lets_it_update() {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/base");
+    let deployment: serde_json::Value = serde_saphyr::from_str(&read(&base.join("deployment.yaml"))).unwrap();
+    let args: Vec<&str> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let arg = |flag: &str| args.iter().find_map(|a| a.strip_prefix(&format!("--{flag}=")));
+    let lease_name = arg("lease-name").unwrap_or(ballast::controller::lease::DEFAULT_LEASE_NAME);
+    let lease_namespace = arg("lease-namespace").expect("--lease-namespace in deployment.yaml");
+
+    let rbac = read(&base.join("rbac.yaml"));
+    let role: serde_json::Value = rbac
+        .split("\n---\n")
+        .map(|doc| serde_saphyr::from_str::<serde_json::Value>(doc).unwrap())
+        .find(|doc| doc["kind"] == "Role")
+        .expect("the leader-election Role");
+    assert_eq!(role["metadata"]["namespace"], lease_namespace, "the Role is in the lease's namespace");
+    let updatable = role["rules"].as_array().unwrap().iter().any(|rule| {
+        rule["resources"][0] == "leases"
+            && rule["verbs"].as_array().unwrap().iter().any(|v| v == "update")
+            && rule["resourceNames"].as_array().unwrap().iter().any(|n| n == lease_name)
+    });
+    assert!(updatable, "rbac.yaml lets the host update Lease {lease_namespace}/{lease_name}");
+}

@@ -233,7 +233,7 @@ async fn event_notes(cluster: &Cluster, reason: &str) -> Vec<String> {
 
 /// A host that caches pulled artifacts and compiled plugins in `cache_dir`.
 fn start_host(cluster: &Cluster, cache_dir: &Path) -> Host {
-    Host::start_with(&cluster.client, HostConfig { cache_dir: Some(cache_dir), ..HostConfig::new("host-a") })
+    Host::start_with(cluster, HostConfig { cache_dir: Some(cache_dir), ..HostConfig::new("host-a") })
 }
 
 /// A decision newer than the one in `before`, by the plugin `digest`.

@@ -11,6 +11,10 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ObjectMeta, PostParams};
 
+/// The Lease the hosts elect their leader with, unless told otherwise: the one name deploy/base/rbac.yaml lets them
+/// update.
+pub const DEFAULT_LEASE_NAME: &str = "ballast-leader";
+
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {
     pub name: String,

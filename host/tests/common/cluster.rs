@@ -56,10 +56,25 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     encoder.finish().expect("gzip")
 }
 
+/// The stand-in API server, a client for the test's own requests, and one for the host under test (its requests
+/// carry the service account's token, so they can be told apart and checked against deploy/base/rbac.yaml).
 pub struct Cluster {
     pub standin: StandIn,
     pub client: kube::Client,
+    pub host_client: kube::Client,
 }
+
+/// Every cluster checks at its end that the host did nothing deploy/base/rbac.yaml would forbid.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            super::rbac::assert_allowed(&self.standin.requests(), HOST_USER);
+        }
+    }
+}
+
+/// The user the host's requests are made as: the service account of deploy/base.
+pub const HOST_USER: &str = "system:serviceaccount:ballast-system:ballast";
 
 /// A stand-in API server with the CRD installed and a Deployment `default/web` at 1 replica.
 pub async fn cluster() -> Cluster {
@@ -69,9 +84,17 @@ pub async fn cluster() -> Cluster {
         .with_test_writer()
         .try_init();
     let standin = StandIn::start().await.expect("starting the API stand-in");
-    let client = kube::Client::try_from(kube::Config::new(standin.url().parse().expect("url"))).expect("client");
+    let config = kube::Config::new(standin.url().parse().expect("url"));
+    let client = kube::Client::try_from(config.clone()).expect("client");
+    let mut host_config = config;
+    host_config.auth_info.token = Some(HOST_USER.to_owned().into());
+    let host_client = kube::Client::try_from(host_config).expect("host client");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &ScalingPolicy::crd()).await.expect("installing the CRD");
+    // The host's own namespace, where its leader Lease lives (deploy/base/namespace.yaml).
+    standin
+        .insert(json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "ballast-system" } }))
+        .expect("creating namespace ballast-system");
     standin
         .insert(json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
@@ -86,7 +109,7 @@ pub async fn cluster() -> Cluster {
             }
         }))
         .expect("creating the Deployment");
-    Cluster { standin, client }
+    Cluster { standin, client, host_client }
 }
 
 impl Cluster {
@@ -209,11 +232,13 @@ pub struct Host {
 }
 
 impl Host {
-    pub fn start(client: &kube::Client, identity: &str, redis_url: Option<&str>, lease: Option<LeaseConfig>) -> Host {
-        Self::start_with(client, HostConfig { redis_url, lease, ..HostConfig::new(identity) })
+    pub fn start(cluster: &Cluster, identity: &str, redis_url: Option<&str>, lease: Option<LeaseConfig>) -> Host {
+        Self::start_with(cluster, HostConfig { redis_url, lease, ..HostConfig::new(identity) })
     }
 
-    pub fn start_with(client: &kube::Client, config: HostConfig) -> Host {
+    /// A host on the cluster, as the service account of deploy/base.
+    pub fn start_with(cluster: &Cluster, config: HostConfig) -> Host {
+        let client = &cluster.host_client;
         let HostConfig { identity, redis_url, lease, policies, cache_dir } = config;
         let metrics = Arc::new(Metrics::new().expect("metrics"));
         let bullmq = redis_url.map(|url| {

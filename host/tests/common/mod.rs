@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod cluster;
+pub mod rbac;
 
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};

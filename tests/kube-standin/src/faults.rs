@@ -49,6 +49,8 @@ pub struct RecordedRequest {
     pub method: String,
     pub path: String,
     pub query: String,
+    /// Who sent it: the bearer token, which the stand-in takes as the user name (like a static token file).
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -68,9 +70,14 @@ impl Faults {
     }
 
     /// Counts the request and returns the kind of a matching fault, consuming one of its repetitions.
-    pub fn on_request(&mut self, method: &str, path: &str, query: &str) -> Option<FaultKind> {
+    pub fn on_request(&mut self, method: &str, path: &str, query: &str, user: Option<&str>) -> Option<FaultKind> {
         *self.counts.entry((method.to_owned(), path.to_owned())).or_default() += 1;
-        self.log.push(RecordedRequest { method: method.into(), path: path.into(), query: query.into() });
+        self.log.push(RecordedRequest {
+            method: method.into(),
+            path: path.into(),
+            query: query.into(),
+            user: user.map(str::to_owned),
+        });
         let fault = self.pending.iter_mut().find(|f| f.matches(method, path))?;
         fault.times -= 1;
         let kind = fault.kind.clone();

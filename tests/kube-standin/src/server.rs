@@ -207,7 +207,11 @@ fn respond(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let path = uri.path();
-    let fault = shared.faults().on_request(method.as_str(), path, uri.query().unwrap_or_default());
+    let user = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    let fault = shared.faults().on_request(method.as_str(), path, uri.query().unwrap_or_default(), user);
     let route = parse_route(&shared.store(), path);
     if let Some(fault) = fault {
         let conflict = || match &route {
