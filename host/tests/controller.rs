@@ -366,21 +366,7 @@ async fn a_shadow_plugin_is_reported_never_applied_and_a_broken_shadow_leaves_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_policy_decides_at_its_own_interval() {
     let cluster = cluster().await;
-    cluster
-        .standin
-        .insert(json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": { "name": "slow", "namespace": "default" },
-            "spec": {
-                "replicas": 1,
-                "selector": { "matchLabels": { "app": "slow" } },
-                "template": {
-                    "metadata": { "labels": { "app": "slow" } },
-                    "spec": { "containers": [{ "name": "model", "image": "whisper:1" }] }
-                }
-            }
-        }))
-        .expect("creating the second Deployment");
+    cluster.insert_deployment("default", "slow", 1);
     for (name, interval) in [("web", 1), ("slow", 3)] {
         let overrides = json!({
             "target": { "name": name }, "decisionIntervalSeconds": interval, "config": { "mode": "echo-state" },
@@ -447,21 +433,7 @@ async fn the_shipped_policy_sets_run_live_and_a_new_plugin_version_rolls_out_wit
     const SERVICES: [&str; 5] = ["whisper-pyannote-stt", "marian-mt", "styletts", "xtts", "wav2lip"];
     let cluster = cluster().await;
     for name in SERVICES {
-        cluster
-            .standin
-            .insert(json!({
-                "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": { "name": name, "namespace": "ai-models" },
-                "spec": {
-                    "replicas": 2,
-                    "selector": { "matchLabels": { "app": name } },
-                    "template": {
-                        "metadata": { "labels": { "app": name } },
-                        "spec": { "containers": [{ "name": "model", "image": "model:1" }] }
-                    }
-                }
-            }))
-            .expect("creating a model Deployment");
+        cluster.insert_deployment("ai-models", name, 2);
     }
     let policy = |name: &str| {
         cluster.standin.get(&format!("/apis/ballast.dev/v1alpha1/namespaces/ai-models/scalingpolicies/{name}"))

@@ -95,24 +95,30 @@ pub async fn cluster() -> Cluster {
     standin
         .insert(json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "ballast-system" } }))
         .expect("creating namespace ballast-system");
-    standin
-        .insert(json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": { "name": "web", "namespace": "default" },
-            "spec": {
-                "replicas": 1,
-                "selector": { "matchLabels": { "app": "web" } },
-                "template": {
-                    "metadata": { "labels": { "app": "web" } },
-                    "spec": { "containers": [{ "name": "model", "image": "whisper:1" }] }
-                }
-            }
-        }))
-        .expect("creating the Deployment");
-    Cluster { standin, client, host_client }
+    let cluster = Cluster { standin, client, host_client };
+    cluster.insert_deployment("default", "web", 1);
+    cluster
 }
 
 impl Cluster {
+    /// A Deployment of one model container, labelled `app: NAME`.
+    pub fn insert_deployment(&self, namespace: &str, name: &str, replicas: u32) {
+        self.standin
+            .insert(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": { "name": name, "namespace": namespace },
+                "spec": {
+                    "replicas": replicas,
+                    "selector": { "matchLabels": { "app": name } },
+                    "template": {
+                        "metadata": { "labels": { "app": name } },
+                        "spec": { "containers": [{ "name": "model", "image": "model:1" }] }
+                    }
+                }
+            }))
+            .unwrap_or_else(|e| panic!("creating Deployment {namespace}/{name}: {e}"));
+    }
+
     pub fn replicas(&self) -> u64 {
         self.standin.get(DEPLOYMENT).expect("deployment")["spec"]["replicas"].as_u64().unwrap_or(0)
     }
