@@ -495,3 +495,46 @@ async fn the_shipped_policy_sets_run_live_and_a_new_plugin_version_rolls_out_wit
     .await;
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_replicas_zero_scales_to_zero_when_idle_and_back_up_on_queue_activity() {
+    let cluster = cluster().await;
+    let redis = RedisServer::start();
+    let url = redis.url("", 0);
+    cluster
+        .create_policy(
+            "web",
+            json!({
+                "target": { "name": "web" },
+                "minReplicas": 0, "maxReplicas": 8,
+                "plugin": { "builtin": "queue-drain" },
+                "config": {
+                    "initialJobsPerPodPerSecond": 0.5, "targetWaitSeconds": 2, "drainSeconds": 2,
+                    "startupSeconds": 1, "smoothingSeconds": 1
+                },
+                "metrics": { "queues": [{ "name": "stt" }], "resources": false },
+                "behavior": fast_behavior(),
+            }),
+        )
+        .await;
+    let host = Host::start(&cluster, "host-a", Some(&url), None);
+    eventually(Duration::from_secs(30), "web scaled to zero while its queue is empty", || {
+        (cluster.replicas() == 0).then_some(())
+    })
+    .await;
+    let idle = eventually(Duration::from_secs(10), "status at 0 replicas", || {
+        let p = cluster.policy("web");
+        (p["status"]["currentReplicas"] == 0 && p["status"]["desiredReplicas"] == 0).then_some(p)
+    })
+    .await;
+    let able = condition(&idle, "AbleToScale").expect("AbleToScale");
+    assert_eq!(able["status"], "True", "zero replicas is a normal state with minReplicas 0: {able}");
+
+    // Jobs arrive (the real bullmq package): the first decision after them brings pods back.
+    fixture("populate", &url, "bull", &[], &["stt"]);
+    eventually(Duration::from_secs(30), "web back above zero for the new jobs", || {
+        (cluster.replicas() >= 1).then_some(())
+    })
+    .await;
+    host.stop().await;
+}
