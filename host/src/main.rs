@@ -242,9 +242,9 @@ impl KubeArgs {
 struct RunArgs {
     #[command(flatten)]
     kube: KubeArgs,
-    /// Read ScalingPolicy documents from this YAML file instead of watching the CRD (scale targets stay in the
-    /// cluster; nothing is written to policy status).
-    #[arg(long)]
+    /// Read ScalingPolicy documents (and the plugin ConfigMaps they name) from this YAML file or directory instead
+    /// of watching the CRD (scale targets stay in the cluster; nothing is written to policy status).
+    #[arg(long, value_name = "FILE|DIR")]
     config: Option<std::path::PathBuf>,
     /// Redis URL of the BullMQ queues (queue metrics are unavailable without it).
     #[arg(long, env = "BALLAST_REDIS_URL")]
@@ -472,11 +472,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let client = args.kube.client().await?;
     let policies = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading --config {}", path.display()))?;
-            let base = path.parent();
-            PolicySource::Fixed(ballast::controller::crd::policies_from_yaml(&path.display().to_string(), &text, base)?)
-        }
+        Some(path) => PolicySource::Fixed(ballast::controller::crd::read_documents(path)?),
         None => PolicySource::Cluster,
     };
     let metrics = std::sync::Arc::new(export::Metrics::new()?);

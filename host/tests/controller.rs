@@ -282,26 +282,49 @@ async fn a_conflict_on_scale_is_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_from_a_file_scale_the_cluster_target() {
+    use ballast::authoring::pack::{PackTarget, pack};
     let cluster = cluster().await;
-    let yaml = r#"
+    cluster.insert_deployment("default", "other", 1);
+    // Two policies as `ballast run --config` reads them: one on a plugin file (relative to the file's directory),
+    // one on a plugin ConfigMap given in the same file, which the cluster does not have.
+    let target = PackTarget { name: "hostile-plugin".into(), namespace: "default".into(), key: "plugin.wasm".into() };
+    let config_map =
+        pack("hostile", &plugin_file("hostile.wasm"), &target).unwrap().to_yaml("hostile", &target).unwrap();
+    let yaml = format!(
+        r#"
 apiVersion: ballast.dev/v1alpha1
 kind: ScalingPolicy
-metadata: { name: web, namespace: default }
+metadata: {{ name: web, namespace: default }}
 spec:
-  target: { kind: Deployment, name: web }
+  target: {{ kind: Deployment, name: web }}
   minReplicas: 1
   maxReplicas: 10
-  plugin: { path: hostile.wasm }
-  config: { mode: fixed, replicas: 4 }
-simulation: { ignored: here }
-"#;
+  plugin: {{ path: hostile.wasm }}
+  config: {{ mode: fixed, replicas: 4 }}
+simulation: {{ ignored: here }}
+---
+apiVersion: ballast.dev/v1alpha1
+kind: ScalingPolicy
+metadata: {{ name: other }}
+spec:
+  target: {{ name: other }}
+  maxReplicas: 10
+  plugin: {{ configMap: {{ name: hostile-plugin, key: plugin.wasm }} }}
+  config: {{ mode: fixed, replicas: 3 }}
+---
+{config_map}"#
+    );
     let base = std::path::Path::new(env!("BALLAST_PLUGIN_DIR"));
-    let policies = ballast::controller::crd::policies_from_yaml("inline", yaml, Some(base)).expect("policies");
-    assert_eq!(policies.len(), 1);
-    let host =
-        Host::start_with(&cluster, HostConfig { policies: PolicySource::Fixed(policies), ..HostConfig::new("host-a") });
-    eventually(Duration::from_secs(30), "web at the file policy's 4 replicas", || {
-        (cluster.replicas() == 4).then_some(())
+    let documents = ballast::controller::crd::documents_from_yaml("inline", &yaml, Some(base)).expect("documents");
+    assert_eq!((documents.policies.len(), documents.config_maps.len()), (2, 1));
+    let host = Host::start_with(
+        &cluster,
+        HostConfig { policies: PolicySource::Fixed(documents), ..HostConfig::new("host-a") },
+    );
+    let other = "/apis/apps/v1/namespaces/default/deployments/other";
+    eventually(Duration::from_secs(30), "web at 4 replicas and other at 3, as the file's policies say", || {
+        let other = cluster.standin.get(other)?["spec"]["replicas"].as_u64();
+        (cluster.replicas() == 4 && other == Some(3)).then_some(())
     })
     .await;
     assert!(cluster.standin.get(POLICY).is_none(), "--config mode must not create policy objects");
@@ -420,11 +443,12 @@ async fn deployments_are_read_from_a_watch_cache_not_polled() {
 /// What `kubectl apply -k deploy/policies/SET` applies: the set's plugin ConfigMap, then its five policies.
 async fn apply_shipped_set(cluster: &Cluster, set: &str) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/policies").join(set);
-    let read = |file: &str| std::fs::read_to_string(dir.join(file)).expect("a shipped manifest");
-    let plugin: ConfigMap = serde_saphyr::from_str(&read("plugin.yaml")).expect("the shipped ConfigMap");
-    cluster.apply(&plugin).await;
-    for policy in ballast::controller::crd::policies_from_yaml(set, &read("policies.yaml"), None).expect("policies") {
-        cluster.apply(&policy).await;
+    let documents = ballast::controller::crd::read_documents(&dir).expect("the shipped set");
+    for config_map in &documents.config_maps {
+        cluster.apply(config_map.as_ref()).await;
+    }
+    for policy in &documents.policies {
+        cluster.apply(policy).await;
     }
 }
 

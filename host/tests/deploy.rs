@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use ballast::authoring::pack::{self, DEFAULT_KEY, PackTarget};
-use ballast::controller::crd::policies_from_yaml;
+use ballast::controller::crd::documents_from_yaml;
 use ballast::controller::plugins::config_map_component;
 use ballast::runtime::{self, PolicyEngine, RuntimeLimits};
 use ballast::sim::config::PolicySet;
@@ -71,7 +71,7 @@ fn shipped_plugin_config_maps_are_this_checkouts_plugins_and_the_policies_pin_th
         assert_eq!(parsed.metadata.namespace.as_deref(), Some(NAMESPACE));
 
         let path = dir.join("policies.yaml");
-        let policies = policies_from_yaml(&path.display().to_string(), &read(&path), None).unwrap();
+        let policies = documents_from_yaml(&path.display().to_string(), &read(&path), None).unwrap().policies;
         assert_eq!(policies.len(), 5, "{set}: the five model services");
         for policy in &policies {
             let name = policy.metadata.name.as_deref().unwrap();

@@ -170,6 +170,19 @@ pub fn resolve(
     Ok(Resolved::Ready(PluginSource { name, bytes, digest }))
 }
 
+/// A ConfigMap the controller would see as a plugin (it watches only labelled ones), or why not.
+pub fn check_plugin_label(config_map: &ConfigMap) -> Result<(), String> {
+    let labelled = config_map.metadata.labels.as_ref().and_then(|l| l.get(PLUGIN_LABEL)).is_some_and(|v| v == "true");
+    if labelled {
+        Ok(())
+    } else {
+        Err(format!(
+            "a ConfigMap without the label {PLUGIN_LABEL_SELECTOR}, which the controller would not see; label it \
+             (`ballast plugin pack` does)"
+        ))
+    }
+}
+
 /// The component in `binaryData[key]`, gunzipped when it starts with the gzip magic.
 pub fn config_map_component(cm: &ConfigMap, key: &str) -> Result<Vec<u8>, String> {
     let Some(raw) = cm.binary_data.as_ref().and_then(|data| data.get(key)) else {

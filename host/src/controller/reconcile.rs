@@ -19,7 +19,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::ControllerError;
-use super::crd::{ScalingPolicy, service_key};
+use super::crd::{PolicyDocuments, ScalingPolicy, service_key};
 use super::lease::Leadership;
 use super::plugins::{self, CanaryInput, LoadedPlugin, OciPull, PLUGIN_LABEL_SELECTOR, PluginSource, Resolved};
 use super::scale::KubeScaleTarget;
@@ -39,8 +39,9 @@ pub const CONTROLLER_NAME: &str = "ballast.dev/controller";
 pub enum PolicySource {
     /// Watch ScalingPolicy objects; status and Events are written to them.
     Cluster,
-    /// A fixed list (`ballast run --config FILE`); nothing is written back but `/scale`.
-    Fixed(Vec<ScalingPolicy>),
+    /// The policies of a file (`ballast run --config FILE|DIR`); nothing is written back but `/scale`. Plugin
+    /// ConfigMaps given with them take precedence over the cluster's.
+    Fixed(PolicyDocuments),
 }
 
 pub struct RunOptions {
@@ -251,7 +252,7 @@ impl<O: Observer> Controller<O> {
     fn policy_list(&self) -> Vec<Arc<ScalingPolicy>> {
         match (&self.policies, &self.options.policies) {
             (Some(store), _) => store.state(),
-            (None, PolicySource::Fixed(list)) => list.iter().cloned().map(Arc::new).collect(),
+            (None, PolicySource::Fixed(documents)) => documents.policies.iter().cloned().map(Arc::new).collect(),
             (None, PolicySource::Cluster) => Vec::new(),
         }
     }
@@ -362,10 +363,21 @@ impl<O: Observer> Controller<O> {
             Role::Shadow => (SHADOW_READY, &mut state.shadow),
         };
         let config_maps = &self.config_maps;
+        let given: &[Arc<ConfigMap>] = match &self.options.policies {
+            PolicySource::Fixed(documents) => &documents.config_maps,
+            PolicySource::Cluster => &[],
+        };
         let source = plugins::resolve(
             key,
             &spec,
-            |namespace, name| config_maps.get(&ObjectRef::new(name).within(namespace)),
+            |namespace, name| {
+                let object = ObjectRef::new(name).within(namespace);
+                given
+                    .iter()
+                    .find(|cm| ObjectRef::from_obj(cm.as_ref()) == object)
+                    .cloned()
+                    .or_else(|| config_maps.get(&object))
+            },
             &self.oci,
         );
         let pin = spec.plugin.sha256.clone();

@@ -10,7 +10,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Deserialize;
 
 use super::SimError;
-use crate::controller::plugins::{PLUGIN_LABEL, PLUGIN_LABEL_SELECTOR};
+use crate::controller::crd::manifest_files;
+use crate::controller::plugins::check_plugin_label;
 use crate::spec::{ScalingPolicySpec, ServiceKey};
 
 pub const API_VERSION: &str = "ballast.dev/v1alpha1";
@@ -225,20 +226,7 @@ impl PolicySet {
     /// paths are resolved against the file's directory.
     pub fn read(path: &Path, simulation: Option<&SimulationFile>) -> Result<Self, SimError> {
         let io = |path: &Path, e| SimError::Io { path: path.into(), source: e };
-        let files: Vec<std::path::PathBuf> = if path.is_dir() {
-            let mut files: Vec<_> = std::fs::read_dir(path)
-                .map_err(|e| io(path, e))?
-                .filter_map(|entry| entry.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.extension().is_some_and(|ext| ext == "yaml" || ext == "yml")
-                        && p.file_stem().is_some_and(|stem| stem != "kustomization")
-                })
-                .collect();
-            files.sort();
-            files
-        } else {
-            vec![path.to_path_buf()]
-        };
+        let files = manifest_files(path).map_err(|e| io(path, e))?;
         let mut sources = Vec::with_capacity(files.len());
         for file in &files {
             let text = std::fs::read_to_string(file).map_err(|e| io(file, e))?;
@@ -336,13 +324,7 @@ impl PolicySet {
 fn plugin_config_map(what: &str, doc: &str) -> Result<((String, String), ConfigMap), SimError> {
     let config_map: ConfigMap =
         serde_yaml_ng::from_str(doc).map_err(|e| SimError::Yaml { what: what.into(), source: e })?;
-    let labelled = config_map.metadata.labels.as_ref().and_then(|l| l.get(PLUGIN_LABEL)).is_some_and(|v| v == "true");
-    if !labelled {
-        return Err(SimError::Invalid(format!(
-            "{what}: a ConfigMap without the label {PLUGIN_LABEL_SELECTOR}, which the controller would not see; \
-             label it (`ballast plugin pack` does)"
-        )));
-    }
+    check_plugin_label(&config_map).map_err(|why| SimError::Invalid(format!("{what}: {why}")))?;
     let name = config_map.metadata.name.clone().unwrap_or_default();
     let namespace = config_map.metadata.namespace.clone().unwrap_or_else(default_namespace);
     Ok(((namespace, name), config_map))
