@@ -80,6 +80,18 @@ fn shipped_plugin_config_maps_are_this_checkouts_plugins_and_the_policies_pin_th
             assert_eq!(plugin.config_map.as_ref().map(|c| c.name.as_str()), Some(config_map), "{set}/{name}");
             assert_eq!(plugin.config_map.as_ref().map(|c| c.key.as_str()), Some(DEFAULT_KEY), "{set}/{name}");
             assert_eq!(plugin.sha256.as_deref(), Some(digest.as_str()), "{set}/{name}: pin; regenerate with `{BLESS}`");
+            // Every trigger the plugin is configured with has its metric gathered.
+            let metrics = &policy.spec.metrics;
+            let config = &policy.spec.config;
+            if config.get("gpuUtilization").is_some() {
+                assert!(metrics.prometheus.is_some(), "{set}/{name}: gpuUtilization needs metrics.prometheus");
+            }
+            if config.get("cpuUtilization").is_some() {
+                assert!(metrics.resources, "{set}/{name}: cpuUtilization needs metrics.resources");
+            }
+            if config.get("jobsPerPod").is_some() || set == "queue-drain" {
+                assert!(!metrics.queues.is_empty(), "{set}/{name}: a queue trigger needs metrics.queues");
+            }
         }
     }
 }
