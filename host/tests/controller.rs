@@ -387,6 +387,29 @@ async fn a_shadow_plugin_is_reported_never_applied_and_a_broken_shadow_leaves_th
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_rejection_with_a_long_non_ascii_message_still_gets_its_event() {
+    let cluster = cluster().await;
+    // The hostile plugin refuses its config naming the unknown mode: 600 two-byte characters, over the API
+    // server's 1024-byte limit on an Event's note.
+    let mode = "é".repeat(600);
+    cluster.create_hostile_policy("web", json!({ "config": { "mode": mode } })).await;
+    let host = Host::start(&cluster, "host-a", None, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rejected = loop {
+        let events = cluster.events("PluginRejected").await;
+        if let Some(event) = events.into_iter().next() {
+            break event;
+        }
+        assert!(Instant::now() < deadline, "no PluginRejected Event: the API server refused its note");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let note = rejected.note.expect("a note");
+    assert!(note.len() <= 1024, "the note is cut to 1024 bytes, not {}", note.len());
+    assert!(note.contains("unknown mode éé"), "the note keeps the start of the message: {note}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_policy_decides_at_its_own_interval() {
     let cluster = cluster().await;
     cluster.insert_deployment("default", "slow", 1);

@@ -682,14 +682,26 @@ impl<O: Observer> Controller<O> {
         }
         let recorder = self.recorder.clone();
         tokio::spawn(async move {
-            let note: String = note.chars().take(1000).collect();
-            let event =
-                Event { type_, reason: reason.into(), note: Some(note), action: "Scale".into(), secondary: None };
+            let event = Event {
+                type_,
+                reason: reason.into(),
+                note: Some(truncate_note(note)),
+                action: "Scale".into(),
+                secondary: None,
+            };
             if let Err(e) = recorder.publish(&event, &object).await {
                 tracing::warn!("publishing Event {reason} for {:?}/{:?}: {e}", object.namespace, object.name);
             }
         });
     }
+}
+
+/// The API server refuses an Event whose note is over 1024 bytes (bytes, not characters): cut at a character
+/// boundary.
+fn truncate_note(mut note: String) -> String {
+    const NOTE_LIMIT_BYTES: usize = 1024;
+    note.truncate(note.floor_char_boundary(NOTE_LIMIT_BYTES));
+    note
 }
 
 fn validate(key: &ServiceKey, spec: &ScalingPolicySpec) -> Result<(), String> {

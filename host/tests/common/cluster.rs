@@ -64,11 +64,14 @@ pub struct Cluster {
     pub host_client: kube::Client,
 }
 
-/// Every cluster checks at its end that the host did nothing deploy/base/rbac.yaml would forbid.
+/// Every cluster checks at its end that the host did nothing deploy/base/rbac.yaml would forbid, and that no write
+/// (the host's or the test's) carried a field the CRD schema does not declare, which a real API server would drop.
 impl Drop for Cluster {
     fn drop(&mut self) {
         if !std::thread::panicking() {
             super::rbac::assert_allowed(&self.standin.requests(), HOST_USER);
+            let unknown = self.standin.unknown_fields();
+            assert!(unknown.is_empty(), "writes carried fields the CRD schema prunes: {unknown:?}");
         }
     }
 }

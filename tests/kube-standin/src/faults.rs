@@ -53,11 +53,22 @@ pub struct RecordedRequest {
     pub user: Option<String>,
 }
 
+/// A field a custom resource's schema does not declare, pruned from a request body (a real API server warns
+/// `unknown field "spec.x"` and drops it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownField {
+    pub method: String,
+    pub path: String,
+    /// Dotted path in the object, e.g. `status.lastDecision.extra` or `spec.queues[0].weight`.
+    pub field: String,
+}
+
 #[derive(Debug, Default)]
 pub struct Faults {
     pending: Vec<Fault>,
     counts: HashMap<(String, String), u64>,
     log: Vec<RecordedRequest>,
+    unknown_fields: Vec<UnknownField>,
 }
 
 impl Faults {
@@ -91,6 +102,18 @@ impl Faults {
 
     pub fn log(&self) -> Vec<RecordedRequest> {
         self.log.clone()
+    }
+
+    pub fn record_unknown_fields(&mut self, method: &str, path: &str, fields: &[String]) {
+        self.unknown_fields.extend(fields.iter().map(|field| UnknownField {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            field: field.clone(),
+        }));
+    }
+
+    pub fn unknown_fields(&self) -> Vec<UnknownField> {
+        self.unknown_fields.clone()
     }
 }
 

@@ -3,11 +3,13 @@
 //! differs from a real API server.
 
 mod controller;
+mod events;
 mod faults;
 mod meta;
 mod metrics;
 mod patch;
 mod resources;
+mod schema;
 mod selector;
 mod server;
 mod status;
@@ -23,7 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use controller::ControllerSettings;
-pub use faults::{Fault, FaultKind, RecordedRequest};
+pub use faults::{Fault, FaultKind, RecordedRequest, UnknownField};
 pub use metrics::MetricsApi;
 pub use status::ApiError;
 
@@ -242,6 +244,12 @@ impl StandIn {
     /// Every request so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.faults().log()
+    }
+
+    /// Every field a custom resource's schema pruned from a request body so far (what a real API server drops
+    /// with an `unknown field` warning): a test can assert a client writes nothing the CRD does not declare.
+    pub fn unknown_fields(&self) -> Vec<UnknownField> {
+        self.shared.faults().unknown_fields()
     }
 
     /// The current (global) resourceVersion.

@@ -1,6 +1,8 @@
 //! The served resource types: the built-in ones and those registered by CustomResourceDefinitions, plus the
 //! discovery documents (`/api`, `/apis`, `/apis/{group}`, APIResourceList) built from them.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 /// Where a scale subresource reads and writes its fields, as JSON paths split into keys.
@@ -43,6 +45,8 @@ pub struct ResourceType {
     pub delete_returns_object: bool,
     /// Field selectors accepted beyond `metadata.name` / `metadata.namespace`.
     pub extra_field_labels: &'static [&'static str],
+    /// A custom resource version's `openAPIV3Schema`: pruning, defaulting and validation (see `schema.rs`).
+    pub schema: Option<Arc<Value>>,
 }
 
 impl ResourceType {
@@ -62,6 +66,7 @@ impl ResourceType {
             read_only: false,
             delete_returns_object: false,
             extra_field_labels: &[],
+            schema: None,
         }
     }
 
@@ -270,6 +275,7 @@ pub fn types_from_crd(crd: &Value) -> Vec<ResourceType> {
             read_only: false,
             delete_returns_object: false,
             extra_field_labels: &[],
+            schema: version["schema"].get("openAPIV3Schema").filter(|s| s.is_object()).cloned().map(Arc::new),
         });
     }
     types

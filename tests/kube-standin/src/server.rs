@@ -251,7 +251,7 @@ fn respond(
                 .map(|doc| json_response(StatusCode::OK, &doc))
                 .ok_or_else(ApiError::path_not_found)
         }
-        Route::Resource(target) => resource_request(shared, method, &target, &query, headers, body),
+        Route::Resource(target) => resource_request(shared, method, path, &target, &query, headers, body),
         _ => Err(ApiError::method_not_allowed()),
     }
 }
@@ -277,6 +277,7 @@ fn parse_object(body: &[u8]) -> Result<Value, ApiError> {
 fn resource_request(
     shared: &Arc<Shared>,
     method: &Method,
+    path: &str,
     target: &ResourceTarget,
     query: &HashMap<String, String>,
     headers: &HeaderMap,
@@ -314,8 +315,10 @@ fn resource_request(
             Method::GET => ok(shared.store().list(rt, ns, &list_options(query, rt)?)?),
             Method::POST if rt.namespaced && ns.is_none() => Err(ApiError::method_not_allowed()),
             Method::POST => {
-                let object = shared.store().create(rt, ns, parse_object(body)?, dry, false)?;
-                Ok(json_response(StatusCode::CREATED, &object))
+                let object = parse_object(body)?;
+                let (object, unknown) =
+                    decoding_write(shared, query, dry, |store, dry| store.create(rt, ns, object.clone(), dry, false))?;
+                Ok(with_warnings(shared, method, path, json_response(StatusCode::CREATED, &object), &unknown))
             }
             Method::DELETE => ok(shared.store().delete_collection(rt, ns, &list_options(query, rt)?, dry)?),
             _ => Err(ApiError::method_not_allowed()),
@@ -324,7 +327,12 @@ fn resource_request(
     match (method.clone(), part) {
         (Method::GET, Some(_)) => ok(shared.store().get(rt, ns, name)?),
         (Method::GET, None) => ok(shared.store().get_scale(rt, ns, name)?),
-        (Method::PUT, Some(part)) => ok(shared.store().write(rt, ns, name, parse_object(body)?, part, dry)?),
+        (Method::PUT, Some(part)) => {
+            let object = parse_object(body)?;
+            let (object, unknown) =
+                decoding_write(shared, query, dry, |store, dry| store.write(rt, ns, name, object.clone(), part, dry))?;
+            Ok(with_warnings(shared, method, path, json_response(StatusCode::OK, &object), &unknown))
+        }
         (Method::PUT, None) => ok(shared.store().update_scale(rt, ns, name, &parse_object(body)?, dry)?),
         (Method::PATCH, part) => {
             let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -333,9 +341,11 @@ fn resource_request(
             let patch_body = patch::parse_body(body, patch_type == PatchType::Apply)?;
             match part {
                 Some(part) => {
-                    let (object, created) = shared.store().patch(rt, ns, name, patch_type, &patch_body, part, dry)?;
+                    let ((object, created), unknown) = decoding_write(shared, query, dry, |store, dry| {
+                        store.patch(rt, ns, name, patch_type, &patch_body, part, dry)
+                    })?;
                     let code = if created { StatusCode::CREATED } else { StatusCode::OK };
-                    Ok(json_response(code, &object))
+                    Ok(with_warnings(shared, method, path, json_response(code, &object), &unknown))
                 }
                 None => ok(shared.store().patch_scale(rt, ns, name, patch_type, &patch_body, dry)?),
             }
@@ -346,6 +356,66 @@ fn resource_request(
         }
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+/// The `fieldValidation` directive: what becomes of fields a custom resource's schema does not declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldValidation {
+    Ignore,
+    /// The default: pruned, with a `Warning` header each.
+    Warn,
+    /// 400 BadRequest, nothing written.
+    Strict,
+}
+
+fn field_validation(query: &HashMap<String, String>) -> Result<FieldValidation, ApiError> {
+    match query.get("fieldValidation").map(String::as_str) {
+        None | Some("" | "Warn") => Ok(FieldValidation::Warn),
+        Some("Ignore") => Ok(FieldValidation::Ignore),
+        Some("Strict") => Ok(FieldValidation::Strict),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got {other:?}"
+        ))),
+    }
+}
+
+/// Runs a create/update/patch and returns what it answered plus the unknown fields its decoding pruned. Under
+/// `fieldValidation=Strict` a dry run goes first, so a body with unknown fields is refused before anything is stored.
+fn decoding_write<T>(
+    shared: &Shared,
+    query: &HashMap<String, String>,
+    dry: bool,
+    write: impl Fn(&mut Store, bool) -> Result<T, ApiError>,
+) -> Result<(T, Vec<String>), ApiError> {
+    let directive = field_validation(query)?;
+    let mut store = shared.store();
+    store.take_unknown_fields();
+    if directive == FieldValidation::Strict {
+        write(&mut store, true)?;
+        let unknown = store.take_unknown_fields();
+        if !unknown.is_empty() {
+            let listed: Vec<String> = unknown.iter().map(|field| format!("unknown field {field:?}")).collect();
+            return Err(ApiError::bad_request(format!("strict decoding error: {}", listed.join(", "))));
+        }
+    }
+    let answer = write(&mut store, dry)?;
+    let unknown = store.take_unknown_fields();
+    Ok((answer, if directive == FieldValidation::Ignore { Vec::new() } else { unknown }))
+}
+
+/// Records pruned fields for the library and sends each as a `Warning: 299 - "unknown field ..."` header.
+fn with_warnings(shared: &Shared, method: &Method, path: &str, mut response: Response, unknown: &[String]) -> Response {
+    if unknown.is_empty() {
+        return response;
+    }
+    shared.faults().record_unknown_fields(method.as_str(), path, unknown);
+    for field in unknown {
+        let warning = format!("299 - {:?}", format!("unknown field {field:?}"));
+        if let Ok(value) = HeaderValue::from_str(&warning) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
 }
 
 /// PatchOptions validation: apply needs a field manager; `force` is only for apply.

@@ -3,6 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::resources::ResourceType;
+use crate::schema::FieldError;
 
 /// One failed request: an HTTP code plus the `Status` body the real server would send.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,17 +73,28 @@ impl ApiError {
 
     /// 422 with one cause per field, formatted like `NewInvalid`.
     pub fn invalid(rt: &ResourceType, name: &str, causes: &[(String, String)]) -> Self {
+        let causes: Vec<FieldError> = causes
+            .iter()
+            .map(|(field, message)| FieldError {
+                field: field.clone(),
+                reason: "FieldValueInvalid",
+                message: message.clone(),
+            })
+            .collect();
+        Self::invalid_fields(rt, name, &causes)
+    }
+
+    /// 422 with one cause per field error, each with its own reason (`FieldValueRequired`, ...).
+    pub fn invalid_fields(rt: &ResourceType, name: &str, causes: &[FieldError]) -> Self {
         let qualified_kind = if rt.group.is_empty() { rt.kind.clone() } else { format!("{}.{}", rt.kind, rt.group) };
-        let joined: Vec<String> = causes.iter().map(|(field, msg)| format!("{field}: {msg}")).collect();
+        let joined: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
         let message = if joined.len() == 1 {
             format!("{qualified_kind} \"{name}\" is invalid: {}", joined[0])
         } else {
             format!("{qualified_kind} \"{name}\" is invalid: [{}]", joined.join(", "))
         };
-        let causes: Vec<Value> = causes
-            .iter()
-            .map(|(field, msg)| json!({"reason": "FieldValueInvalid", "message": msg, "field": field}))
-            .collect();
+        let causes: Vec<Value> =
+            causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect();
         let mut details = Map::new();
         details.insert("name".into(), json!(name));
         if !rt.group.is_empty() {

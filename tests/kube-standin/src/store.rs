@@ -11,9 +11,11 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
+use crate::events;
 use crate::meta;
 use crate::patch::{self, PatchType};
 use crate::resources::{self, ResourceType, SelectorSource};
+use crate::schema;
 use crate::selector::{FieldSelector, LabelSelector, format_label_selector};
 use crate::status::{self, ApiError};
 
@@ -75,6 +77,8 @@ pub struct Store {
     /// Events with a resourceVersion at or below this have been dropped from the history.
     compacted: u64,
     events: broadcast::Sender<Arc<StoredEvent>>,
+    /// Paths of the fields custom resource schemas pruned from request bodies since the last `take_unknown_fields`.
+    unknown_fields: Vec<String>,
 }
 
 fn key(rt: &ResourceType, namespace: &str, name: &str) -> ObjectKey {
@@ -201,8 +205,12 @@ fn default_pod_template(object: &mut Value) {
     default_missing(object, &["spec", "template", "spec", "securityContext"], json!({}));
 }
 
-/// Validation of Deployments and StatefulSets: the checks a scaler can trip over.
+/// Validation of Deployments and StatefulSets (the checks a scaler can trip over) and of events.k8s.io Events.
 fn validate(rt: &ResourceType, object: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+    if rt.group == "events.k8s.io" {
+        let errors = events::validate(object, old);
+        return if errors.is_empty() { Ok(()) } else { Err(ApiError::invalid_fields(rt, name_of(object), &errors)) };
+    }
     if !is_apps_workload(rt) {
         return Ok(());
     }
@@ -238,6 +246,13 @@ fn validate(rt: &ResourceType, object: &Value, old: Option<&Value>) -> Result<()
         causes.push(("spec.template.spec.containers".to_owned(), "Required value".to_owned()));
     }
     if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid(rt, name_of(object), &causes)) }
+}
+
+/// A custom resource against its CRD version's schema; `old` is the stored object on updates (ratcheting).
+fn validate_custom(rt: &ResourceType, object: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+    let Some(schema) = &rt.schema else { return Ok(()) };
+    let errors = schema::validate(object, schema, old);
+    if errors.is_empty() { Ok(()) } else { Err(ApiError::invalid_fields(rt, name_of(object), &errors)) }
 }
 
 /// The status the registry strategy leaves on a freshly created object.
@@ -281,11 +296,25 @@ impl Store {
             history_capacity: history_capacity.max(1),
             compacted: 0,
             events,
+            unknown_fields: Vec::new(),
         };
         for namespace in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             store.ensure_namespace(namespace);
         }
         store
+    }
+
+    /// The fields pruned by custom resource schemas since the last call, as `spec.a.b` paths.
+    pub fn take_unknown_fields(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.unknown_fields)
+    }
+
+    /// The API server's decoding of a custom resource in a request (see `schema::decode`).
+    fn decode_custom(&mut self, rt: &ResourceType, object: &mut Value) {
+        if let Some(schema) = &rt.schema {
+            let pruned = schema::decode(object, schema);
+            self.unknown_fields.extend(pruned);
+        }
     }
 
     pub fn types(&self) -> &[ResourceType] {
@@ -481,6 +510,7 @@ impl Store {
                 rt.api_version()
             )));
         }
+        self.decode_custom(rt, &mut object);
         if !object["metadata"].is_object() {
             object["metadata"] = json!({});
         }
@@ -555,6 +585,7 @@ impl Store {
         }
         apply_defaults(rt, &mut object);
         validate(rt, &object, None)?;
+        validate_custom(rt, &object, None)?;
         let object = with_type_meta(rt, object);
         if dry_run {
             return Ok(object);
@@ -643,6 +674,7 @@ impl Store {
         }
         let object_key = key(rt, namespace.unwrap_or_default(), name);
         let old = self.objects.get(&object_key).cloned().ok_or_else(|| ApiError::not_found(rt, name))?;
+        self.decode_custom(rt, &mut new);
         let requested_rv = resource_version_of(&new).to_owned();
         if requested_rv.is_empty() {
             if rt.custom {
@@ -700,6 +732,7 @@ impl Store {
                 new
             }
         };
+        validate_custom(rt, &result, Some(&old))?;
         result["metadata"]["resourceVersion"] = json!(resource_version_of(&old));
         let result_typed = with_type_meta(rt, result.clone());
         result = result_typed;
