@@ -518,7 +518,7 @@ async fn the_shipped_policy_sets_run_live_and_a_new_plugin_version_rolls_out_wit
     .expect("the shipped ConfigMap");
     plugin.binary_data = Some(BTreeMap::from([("plugin.wasm".to_owned(), ByteString(gzip(&v2)))]));
     cluster.apply(&plugin).await;
-    eventually(Duration::from_secs(30), "PluginReady=False on every policy: v2 is not the pinned component", || {
+    eventually(Duration::from_secs(60), "PluginReady=False on every policy: v2 is not the pinned component", || {
         SERVICES
             .iter()
             .all(|name| {
@@ -536,7 +536,7 @@ async fn the_shipped_policy_sets_run_live_and_a_new_plugin_version_rolls_out_wit
     for name in SERVICES {
         api.patch(name, &PatchParams::default(), &Patch::Merge(&pin)).await.expect("re-pinning");
     }
-    eventually(Duration::from_secs(30), "the five services decided by v2 once re-pinned", || {
+    eventually(Duration::from_secs(60), "the five services decided by v2 once re-pinned", || {
         all_decided_by(&v2_digest).then_some(())
     })
     .await;
