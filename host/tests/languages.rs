@@ -393,9 +393,22 @@ fn isolation_holds(file: &str, project: &str, exception_mode: &str) {
     let loop_deadline = RuntimeLimits::default().deadline;
     let short = engine(loop_deadline);
     let mut looping = load(&short, file, project);
-    assert_eq!(count(&mut looping), Ok(1));
+    // A fresh instance's first call pays one-time costs (CPython touches its heap image: ~2 ms unloaded). On a
+    // machine loaded by parallel tests that can pass 10 ms of wall time, and a timed-out call leaves a fresh
+    // instance again; so a first call gets three tries, and one of them must decide.
+    let first_call = |plugin: &mut Plugin| {
+        let mut outcome = count(plugin);
+        for _ in 0..2 {
+            if outcome != Err(PluginFailure::Timeout(loop_deadline)) {
+                break;
+            }
+            outcome = count(plugin);
+        }
+        outcome
+    };
+    assert_eq!(first_call(&mut looping), Ok(1));
     assert_eq!(looping.decide(&input(r#"{"mode": "loop"}"#)).result, Err(PluginFailure::Timeout(loop_deadline)));
-    assert_eq!(count(&mut looping), Ok(1), "{file}: the looping instance is replaced");
+    assert_eq!(first_call(&mut looping), Ok(1), "{file}: the looping instance is replaced");
 
     let engine = engine(Duration::from_secs(5));
     let mut plugin = load(&engine, file, project);
