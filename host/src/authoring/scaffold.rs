@@ -21,6 +21,7 @@ const RUST: &[(&str, &str)] = &[
     ("sdk/src/lib.rs", include_str!("../../../policies-wit/sdk/src/lib.rs")),
     ("sdk/src/config.rs", include_str!("../../../policies-wit/sdk/src/config.rs")),
     ("sdk/src/hpa.rs", include_str!("../../../policies-wit/sdk/src/hpa.rs")),
+    ("sdk/src/allocator.rs", include_str!("../../../policies-wit/sdk/src/allocator.rs")),
     // The SDK copy is formatted to Ballast's width; `cargo fmt` in the project keeps it so.
     ("rustfmt.toml", include_str!("../../templates/rust/rustfmt.toml")),
     ("README.md", include_str!("../../templates/rust/README.md")),
@@ -91,6 +92,18 @@ pub fn scaffold(language: Language, name: &str, parent: &Path) -> Result<PathBuf
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rust_project_carries_every_file_of_the_sdk() {
+        let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies-wit/sdk/src");
+        for entry in std::fs::read_dir(&sdk).unwrap() {
+            let name = format!("sdk/src/{}", entry.unwrap().file_name().to_string_lossy());
+            assert!(RUST.iter().any(|(path, _)| *path == name), "{name} is missing from the Rust template's files");
+        }
+        let features = include_str!("../../../policies-wit/sdk/Cargo.toml").split_once("[features]").unwrap().1;
+        let template = include_str!("../../templates/rust/sdk/Cargo.toml.tmpl");
+        assert!(template.contains(features.trim()), "the template's sdk/Cargo.toml lacks the SDK's [features]");
+    }
 
     #[test]
     fn names_are_checked_and_existing_projects_kept() {
