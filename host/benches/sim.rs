@@ -147,10 +147,9 @@ async fn native_tick(
     now_ms: u64,
 ) {
     let list: Vec<_> = fleet.services.iter().map(|(k, s)| (k, &s.spec)).collect();
-    let mut observations = SimHandle(cluster).observe(&list, now_ms).await;
-    for ((key, service), memory) in fleet.services.iter().zip(memories) {
+    let observations = SimHandle(cluster).observe(&list, now_ms).await;
+    for (((key, service), memory), observation) in fleet.services.iter().zip(memories).zip(observations) {
         let state = SimHandle(cluster).read(key, &service.spec).await.expect("simulated service");
-        let observation = observations.remove(key).unwrap_or_default();
         let at = Moment { now_ms, current: state.current, ready: state.ready };
         let input = policy_input(key, &service.spec, service.config_json(), memory, &observation, at);
         let decision = hpa::decide(&common::to_sdk(&input)).expect("native hpa decides");

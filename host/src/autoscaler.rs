@@ -24,11 +24,14 @@ pub struct ScaleState {
 
 /// Produces the observations of a tick for every service (metric sources, or the simulated cluster).
 pub trait Observer {
+    /// One observation per service asked about, in the order asked (a service nothing is known about gets one
+    /// with every metric unavailable). By position rather than by key: the control loop walks the services in
+    /// order anyway, and a map of a thousand observations cost a key copy and a move per service.
     fn observe(
         &mut self,
         services: &[(&ServiceKey, &ScalingPolicySpec)],
         now_ms: u64,
-    ) -> impl Future<Output = BTreeMap<ServiceKey, Observation>>;
+    ) -> impl Future<Output = Vec<Observation>>;
 }
 
 /// Reads and writes replica counts (the Kubernetes `/scale` subresource, or the simulated cluster).
@@ -171,17 +174,15 @@ impl Fleet {
         if list.is_empty() {
             return Vec::new();
         }
-        // Both the services and the observations are ordered by key: walk them side by side instead of looking
-        // every service up.
-        let mut observations = observer.observe(&list, now_ms).await.into_iter().peekable();
+        // The observations come in the order of `list`: the due services in key order, as walked here.
+        let mut observations = observer.observe(&list, now_ms).await.into_iter();
         let mut results = Vec::with_capacity(list.len());
         for (key, service) in &mut self.services {
             if !service.is_due(now_ms) {
                 continue;
             }
             service.last_decided_ms = Some(now_ms);
-            while observations.next_if(|(observed, _)| observed < key).is_some() {}
-            let observation = observations.next_if(|(observed, _)| observed == key).map(|(_, o)| o).unwrap_or_default();
+            let observation = observations.next().unwrap_or_default();
             let state = match target.read(key, &service.spec).await {
                 Ok(state) => state,
                 Err(e) => {
@@ -218,16 +219,12 @@ mod tests {
     use super::*;
     use crate::runtime::RuntimeLimits;
 
-    /// Observes what it was given, whatever it is asked.
+    /// Observes what it was given for the services asked about.
     struct Given(BTreeMap<ServiceKey, Observation>);
 
     impl Observer for Given {
-        async fn observe(
-            &mut self,
-            _services: &[(&ServiceKey, &ScalingPolicySpec)],
-            _now_ms: u64,
-        ) -> BTreeMap<ServiceKey, Observation> {
-            self.0.clone()
+        async fn observe(&mut self, services: &[(&ServiceKey, &ScalingPolicySpec)], _now_ms: u64) -> Vec<Observation> {
+            services.iter().map(|(key, _)| self.0.get(*key).cloned().unwrap_or_default()).collect()
         }
     }
 

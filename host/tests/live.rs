@@ -61,10 +61,12 @@ async fn queues_are_summed_per_service_and_a_dead_source_only_blanks_its_own_met
     let observed = observer.observe(&list, 0).await;
     let mut stt = expected["stt-queue"].0;
     stt.add(&expected["stt-priority"].0);
-    assert_eq!(observed[&services[0].0].queue, Some(stt));
-    assert_eq!(observed[&services[1].0].queue, Some(expected["mt-queue"].0));
-    assert_eq!(observed[&services[2].0].queue, None, "a service without queues has no queue metric");
-    assert!(observed.values().all(|o| o.gpu_duty_cycle_percent.is_none()), "dead Prometheus is unavailable, not 0");
+    // One observation per service, in the order of `list`.
+    assert_eq!(observed.len(), 3);
+    assert_eq!(observed[0].queue, Some(stt));
+    assert_eq!(observed[1].queue, Some(expected["mt-queue"].0));
+    assert_eq!(observed[2].queue, None, "a service without queues has no queue metric");
+    assert!(observed.iter().all(|o| o.gpu_duty_cycle_percent.is_none()), "dead Prometheus is unavailable, not 0");
     let text = metrics.encode();
     assert!(text.contains(r#"ballast_source_errors_total{source="prometheus"}"#), "{text}");
     assert!(text.contains(r#"redis_queue_depth{queue_name="mt-queue",queue_type="waiting"}"#), "{text}");
@@ -74,7 +76,7 @@ async fn queues_are_summed_per_service_and_a_dead_source_only_blanks_its_own_met
     let observed = tokio::time::timeout(Duration::from_secs(5), observer.observe(&list, 1000))
         .await
         .expect("a dead Redis must not stall the tick");
-    assert!(observed.values().all(|o| o.queue.is_none()), "{observed:?}");
+    assert!(observed.len() == 3 && observed.iter().all(|o| o.queue.is_none()), "{observed:?}");
     let text = metrics.encode();
     assert!(!text.contains(r#"queue_name="mt-queue""#), "series of an unreadable queue are dropped: {text}");
     assert!(text.contains(r#"ballast_source_errors_total{source="redis"}"#), "{text}");

@@ -284,9 +284,12 @@ async fn observe_until(
 ) -> std::collections::BTreeMap<ServiceKey, Observation> {
     let deadline = Instant::now() + WAIT;
     loop {
-        let observed = tokio::time::timeout(Duration::from_secs(5), observer.observe(list, 0))
+        let observations = tokio::time::timeout(Duration::from_secs(5), observer.observe(list, 0))
             .await
             .expect("a tick never waits for metrics.k8s.io");
+        // One observation per service asked about, in the order asked.
+        assert_eq!(observations.len(), list.len());
+        let observed = list.iter().map(|(key, _)| (*key).clone()).zip(observations).collect();
         if ready(&observed) {
             return observed;
         }

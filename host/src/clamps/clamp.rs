@@ -3,7 +3,9 @@
 //! the `/scale` write.
 
 use serde::Serialize;
+use serde::ser::{SerializeStruct, Serializer};
 
+use super::account::StepDetail;
 use super::controller::{
     self, Converted, RateArgs, convert_desired_replicas_with_behavior_rate, convert_desired_replicas_with_rules,
     saturate_u32,
@@ -37,17 +39,48 @@ pub enum ClampStage {
     Limits,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// One stage of a clamp. Serialized with its `message` and its `detail` as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClampStep {
     pub stage: ClampStage,
     pub replicas_in: u32,
     pub replicas_out: u32,
     pub reason: Reason,
+    /// How the stage computed its bound (windows, policies, period starts); its `Display` is the text.
+    pub detail: StepDetail,
+}
+
+impl ClampStep {
     /// The condition message Kubernetes would show.
-    pub message: String,
-    /// How the stage computed its bound (windows, policies, period starts).
-    pub detail: String,
+    pub fn message(&self) -> &'static str {
+        match (self.stage, self.reason) {
+            (ClampStage::Bounds, Reason::TooManyReplicas) => "Current number of replicas above Spec.MaxReplicas",
+            (ClampStage::Bounds, Reason::TooFewReplicas) => "Current number of replicas below Spec.MinReplicas",
+            (_, reason) => reason.message(),
+        }
+    }
+}
+
+impl Serialize for ClampStep {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut step = serializer.serialize_struct("ClampStep", 6)?;
+        step.serialize_field("stage", &self.stage)?;
+        step.serialize_field("replicasIn", &self.replicas_in)?;
+        step.serialize_field("replicasOut", &self.replicas_out)?;
+        step.serialize_field("reason", &self.reason)?;
+        step.serialize_field("message", self.message())?;
+        step.serialize_field("detail", &Displayed(&self.detail))?;
+        step.end()
+    }
+}
+
+/// Serializes a value as the string its `Display` writes, without building the string first.
+struct Displayed<'a, T>(&'a T);
+
+impl<T: std::fmt::Display> Serialize for Displayed<'_, T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self.0)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -82,15 +115,15 @@ pub fn clamp(input: &ClampInput, history: &mut ScaleHistory) -> ClampOutcome {
     }
 
     let bounds = if current == 0 && min != 0 {
-        Some((0, Reason::ScalingDisabled, Reason::ScalingDisabled.message().to_string()))
+        Some((0, Reason::ScalingDisabled))
     } else if current > max {
-        Some((max, Reason::TooManyReplicas, "Current number of replicas above Spec.MaxReplicas".to_string()))
+        Some((max, Reason::TooManyReplicas))
     } else if current < min {
-        Some((min, Reason::TooFewReplicas, "Current number of replicas below Spec.MinReplicas".to_string()))
+        Some((min, Reason::TooFewReplicas))
     } else {
         None
     };
-    if let Some((replicas, reason, message)) = bounds {
+    if let Some((replicas, reason)) = bounds {
         let replicas = saturate_u32(replicas);
         return ClampOutcome {
             replicas,
@@ -102,8 +135,7 @@ pub fn clamp(input: &ClampInput, history: &mut ScaleHistory) -> ClampOutcome {
                 replicas_in: input.desired,
                 replicas_out: replicas,
                 reason,
-                message,
-                detail: format!("current {current}, minReplicas {min}, maxReplicas {max}"),
+                detail: StepDetail::Bounds { current, min, max },
             }],
         };
     }
@@ -120,13 +152,13 @@ pub fn clamp(input: &ClampInput, history: &mut ScaleHistory) -> ClampOutcome {
                 scale_down.stabilization_window_seconds,
                 input.now_ms,
             );
-            let detail = format!(
-                "current {current} kept within [{}, {}]: lowest recommendation of the last {}s, highest of the last {}s",
-                stabilized.floor,
-                stabilized.ceiling,
-                scale_up.stabilization_window_seconds,
-                scale_down.stabilization_window_seconds
-            );
+            let detail = StepDetail::Stabilized {
+                current,
+                floor: stabilized.floor,
+                ceiling: stabilized.ceiling,
+                up_window_seconds: scale_up.stabilization_window_seconds,
+                down_window_seconds: scale_down.stabilization_window_seconds,
+            };
             let converted = convert_desired_replicas_with_behavior_rate(&RateArgs {
                 current,
                 desired: stabilized.replicas,
@@ -144,14 +176,14 @@ pub fn clamp(input: &ClampInput, history: &mut ScaleHistory) -> ClampOutcome {
             let window = DOWNSCALE_STABILIZATION_WINDOW_SECONDS;
             let stabilized =
                 controller::stabilize_recommendation(&mut history.recommendations, desired, window, input.now_ms);
-            let detail = format!("highest recommendation of the last {window}s: {stabilized}");
+            let detail = StepDetail::LegacyStabilized { window_seconds: window, stabilized };
             let converted = convert_desired_replicas_with_rules(current, stabilized, min, max);
             (stabilized, Reason::ScaleDownStabilized, detail, converted)
         }
     };
 
     let able_to_scale_reason = if stabilized != desired { stabilization_reason } else { Reason::ReadyForNewScale };
-    let Converted { replicas, reason: limiting_reason, detail: limits_detail } = converted;
+    let Converted { replicas, reason: limiting_reason, detail: rate } = converted;
     let reason = if limiting_reason != Reason::DesiredWithinRange {
         limiting_reason
     } else if stabilized != desired {
@@ -172,7 +204,6 @@ pub fn clamp(input: &ClampInput, history: &mut ScaleHistory) -> ClampOutcome {
                 replicas_in: input.desired,
                 replicas_out: stabilized,
                 reason: able_to_scale_reason,
-                message: able_to_scale_reason.message().to_string(),
                 detail: stabilization_detail,
             },
             ClampStep {
@@ -180,8 +211,7 @@ pub fn clamp(input: &ClampInput, history: &mut ScaleHistory) -> ClampOutcome {
                 replicas_in: stabilized,
                 replicas_out: replicas,
                 reason: limiting_reason,
-                message: limiting_reason.message().to_string(),
-                detail: format!("{limits_detail}; minReplicas {min}, maxReplicas {max}"),
+                detail: StepDetail::Limits { rate, min, max },
             },
         ],
     }

@@ -3,6 +3,7 @@
 //! Arithmetic is in i64 instead of Go's int32 so hostile inputs (desired = u32::MAX) cannot overflow; for every
 //! value Kubernetes accepts the results are identical.
 
+use super::account::{Direction, PolicyProposal, RateDetail};
 use super::history::{ScaleEvent, TimestampedRecommendation, older_than, replicas_change_per_period, within};
 use super::reason::Reason;
 use super::types::{ResolvedRules, ScalingPolicyType, SelectPolicy};
@@ -16,7 +17,7 @@ const SCALE_UP_LIMIT_MINIMUM: i64 = 4;
 pub(crate) struct Converted {
     pub replicas: i64,
     pub reason: Reason,
-    pub detail: String,
+    pub detail: RateDetail,
 }
 
 fn record(recommendations: &mut Vec<TimestampedRecommendation>, slot: Option<usize>, desired: i64, now_ms: u64) {
@@ -105,26 +106,17 @@ pub(crate) fn stabilize_recommendation_with_behaviors(
     Stabilized { replicas: recommendation, reason, floor: up_recommendation, ceiling: down_recommendation }
 }
 
-/// One policy's proposal, for the human account of a limit.
-fn describe_proposal(kind: ScalingPolicyType, value: i32, period: i32, start: i64, proposed: i64) -> String {
-    let unit = match kind {
-        ScalingPolicyType::Pods => " pods",
-        ScalingPolicyType::Percent => "%",
-    };
-    format!("{value}{unit} per {period}s from {start} -> {proposed}")
-}
-
 /// `calculateScaleUpLimitWithScalingRules`: the most replicas the scale-up policies allow now. The period's start
 /// is the current count minus pods added plus pods removed within the period.
 pub(crate) fn calculate_scale_up_limit_with_scaling_rules(
     current: i64,
     up_events: &[ScaleEvent],
     down_events: &[ScaleEvent],
-    rules: &ResolvedRules,
+    rules: &ResolvedRules<'_>,
     now_ms: u64,
-) -> (i64, String) {
+) -> (i64, RateDetail) {
     let select: fn(i64, i64) -> i64 = match rules.select_policy {
-        SelectPolicy::Disabled => return (current, "scale-up disabled (selectPolicy Disabled)".into()),
+        SelectPolicy::Disabled => return (current, RateDetail::Disabled { direction: Direction::Up }),
         // For scaling up, the smallest change is the smallest value.
         SelectPolicy::Min => i64::min,
         SelectPolicy::Max => i64::max,
@@ -134,7 +126,7 @@ pub(crate) fn calculate_scale_up_limit_with_scaling_rules(
         _ => i64::MIN,
     };
     let mut proposals = Vec::with_capacity(rules.policies.len());
-    for policy in &rules.policies {
+    for policy in rules.policies.iter() {
         let added = replicas_change_per_period(policy.period_seconds, up_events, now_ms);
         let deleted = replicas_change_per_period(policy.period_seconds, down_events, now_ms);
         let period_start = current - added + deleted;
@@ -143,10 +135,16 @@ pub(crate) fn calculate_scale_up_limit_with_scaling_rules(
             // Rounded up so that a small percentage still adds at least one pod.
             ScalingPolicyType::Percent => (period_start as f64 * (1.0 + f64::from(policy.value) / 100.0)).ceil() as i64,
         };
-        proposals.push(describe_proposal(policy.kind, policy.value, policy.period_seconds, period_start, proposed));
+        proposals.push(PolicyProposal {
+            kind: policy.kind,
+            value: policy.value,
+            period_seconds: policy.period_seconds,
+            start: period_start,
+            proposed,
+        });
         result = select(result, proposed);
     }
-    (result, format!("scale-up limit {result} (selectPolicy {:?} over: {})", rules.select_policy, proposals.join("; ")))
+    (result, RateDetail::Policies { direction: Direction::Up, limit: result, select: rules.select_policy, proposals })
 }
 
 /// `calculateScaleDownLimitWithBehaviors`: the fewest replicas the scale-down policies allow now.
@@ -154,11 +152,11 @@ pub(crate) fn calculate_scale_down_limit_with_behaviors(
     current: i64,
     up_events: &[ScaleEvent],
     down_events: &[ScaleEvent],
-    rules: &ResolvedRules,
+    rules: &ResolvedRules<'_>,
     now_ms: u64,
-) -> (i64, String) {
+) -> (i64, RateDetail) {
     let select: fn(i64, i64) -> i64 = match rules.select_policy {
-        SelectPolicy::Disabled => return (current, "scale-down disabled (selectPolicy Disabled)".into()),
+        SelectPolicy::Disabled => return (current, RateDetail::Disabled { direction: Direction::Down }),
         // For scaling down, the smallest change is the largest value.
         SelectPolicy::Min => i64::max,
         SelectPolicy::Max => i64::min,
@@ -168,7 +166,7 @@ pub(crate) fn calculate_scale_down_limit_with_behaviors(
         _ => i64::MAX,
     };
     let mut proposals = Vec::with_capacity(rules.policies.len());
-    for policy in &rules.policies {
+    for policy in rules.policies.iter() {
         let added = replicas_change_per_period(policy.period_seconds, up_events, now_ms);
         let deleted = replicas_change_per_period(policy.period_seconds, down_events, now_ms);
         let period_start = current - added + deleted;
@@ -177,13 +175,16 @@ pub(crate) fn calculate_scale_down_limit_with_behaviors(
             // Go's int32(float64(...)): truncation toward zero.
             ScalingPolicyType::Percent => (period_start as f64 * (1.0 - f64::from(policy.value) / 100.0)) as i64,
         };
-        proposals.push(describe_proposal(policy.kind, policy.value, policy.period_seconds, period_start, proposed));
+        proposals.push(PolicyProposal {
+            kind: policy.kind,
+            value: policy.value,
+            period_seconds: policy.period_seconds,
+            start: period_start,
+            proposed,
+        });
         result = select(result, proposed);
     }
-    (
-        result,
-        format!("scale-down limit {result} (selectPolicy {:?} over: {})", rules.select_policy, proposals.join("; ")),
-    )
+    (result, RateDetail::Policies { direction: Direction::Down, limit: result, select: rules.select_policy, proposals })
 }
 
 /// The inputs of `convertDesiredReplicasWithBehaviorRate` (Go's `NormalizationArg`).
@@ -192,8 +193,8 @@ pub(crate) struct RateArgs<'a> {
     pub desired: i64,
     pub min: i64,
     pub max: i64,
-    pub scale_up: &'a ResolvedRules,
-    pub scale_down: &'a ResolvedRules,
+    pub scale_up: &'a ResolvedRules<'a>,
+    pub scale_down: &'a ResolvedRules<'a>,
     pub up_events: &'a [ScaleEvent],
     pub down_events: &'a [ScaleEvent],
     pub now_ms: u64,
@@ -203,7 +204,7 @@ pub(crate) struct RateArgs<'a> {
 /// max(min, rate limit); a rate limit on the wrong side of the current count means "stay".
 pub(crate) fn convert_desired_replicas_with_behavior_rate(args: &RateArgs) -> Converted {
     let within_range =
-        |detail: String| Converted { replicas: args.desired, reason: Reason::DesiredWithinRange, detail };
+        |detail: RateDetail| Converted { replicas: args.desired, reason: Reason::DesiredWithinRange, detail };
     if args.desired > args.current {
         let (limit, detail) = calculate_scale_up_limit_with_scaling_rules(
             args.current,
@@ -242,7 +243,7 @@ pub(crate) fn convert_desired_replicas_with_behavior_rate(args: &RateArgs) -> Co
         }
         within_range(detail)
     } else {
-        within_range("no change".into())
+        within_range(RateDetail::NoChange)
     }
 }
 
@@ -254,7 +255,7 @@ pub(crate) fn calculate_scale_up_limit(current: i64) -> i64 {
 /// `convertDesiredReplicasWithRules` (no `behavior`): min first, then max(2 x current, 4) or maxReplicas.
 pub(crate) fn convert_desired_replicas_with_rules(current: i64, desired: i64, min: i64, max: i64) -> Converted {
     let scale_up_limit = calculate_scale_up_limit(current);
-    let detail = format!("scale-up limit {scale_up_limit} (max(2 x {current}, 4))");
+    let detail = RateDetail::Legacy { limit: scale_up_limit, current };
     let (maximum_allowed, limiting_reason) =
         if max > scale_up_limit { (scale_up_limit, Reason::ScaleUpLimit) } else { (max, Reason::TooManyReplicas) };
     if desired < min {

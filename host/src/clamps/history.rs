@@ -64,7 +64,7 @@ pub(crate) fn replicas_change_per_period(period_seconds: i32, events: &[ScaleEve
 
 /// `storeScaleEvent` for one direction: mark events older than the longest policy period outdated, then overwrite
 /// the last outdated slot with the new event, or append.
-fn store_scale_event(events: &mut Vec<ScaleEvent>, rules: &ResolvedRules, replica_change: u32, now_ms: u64) {
+fn store_scale_event(events: &mut Vec<ScaleEvent>, rules: &ResolvedRules<'_>, replica_change: u32, now_ms: u64) {
     let longest_period = rules.longest_policy_period_seconds();
     for event in events.iter_mut() {
         if older_than(now_ms, event.timestamp_ms, longest_period) {

@@ -8,6 +8,7 @@
 //! normal path applies. Everything is a pure function of the inputs and an explicit [`ScaleHistory`] (milliseconds,
 //! no wall clock), which the caller persists.
 
+mod account;
 mod clamp;
 pub mod cli;
 mod controller;
@@ -19,6 +20,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+pub use account::{Direction, PolicyProposal, RateDetail, StepDetail};
 pub use clamp::{ClampInput, ClampOutcome, ClampStage, ClampStep, clamp};
 pub use error::ClampError;
 pub use history::{ScaleEvent, ScaleHistory, TimestampedRecommendation, record_scale};

@@ -69,7 +69,8 @@ fn clamp_once(current: u32, desired: u32, min: u32, max: u32, behavior: Option<&
 // ---- defaults: pkg/apis/autoscaling/v2/defaults_test.go ----
 
 /// (name, user policies, user window, user selectPolicy, expected resolved rules)
-type GenerateRulesCase = (&'static str, Option<Vec<ScalingPolicy>>, Option<i32>, Option<SelectPolicy>, ResolvedRules);
+type GenerateRulesCase =
+    (&'static str, Option<Vec<ScalingPolicy>>, Option<i32>, Option<SelectPolicy>, ResolvedRules<'static>);
 
 #[test]
 fn generate_scale_down_rules() {
@@ -87,7 +88,7 @@ fn generate_scale_down_rules() {
             ResolvedRules {
                 stabilization_window_seconds: 25,
                 select_policy: SelectPolicy::Max,
-                policies: vec![pods(1, 2), percent(3, 4)],
+                policies: vec![pods(1, 2), percent(3, 4)].into(),
             },
         ),
         (
@@ -98,7 +99,7 @@ fn generate_scale_down_rules() {
             ResolvedRules {
                 stabilization_window_seconds: 300,
                 select_policy: SelectPolicy::Min,
-                policies: vec![percent(1, 2)],
+                policies: vec![percent(1, 2)].into(),
             },
         ),
         (
@@ -109,7 +110,7 @@ fn generate_scale_down_rules() {
             ResolvedRules {
                 stabilization_window_seconds: 300,
                 select_policy: SelectPolicy::Max,
-                policies: vec![pods(3, 4)],
+                policies: vec![pods(3, 4)].into(),
             },
         ),
     ];
@@ -140,7 +141,7 @@ fn generate_scale_up_rules() {
             ResolvedRules {
                 stabilization_window_seconds: 0,
                 select_policy: SelectPolicy::Max,
-                policies: vec![pods(4, 15), percent(100, 15)],
+                policies: vec![pods(4, 15), percent(100, 15)].into(),
             },
         ),
         (
@@ -151,7 +152,7 @@ fn generate_scale_up_rules() {
             ResolvedRules {
                 stabilization_window_seconds: 25,
                 select_policy: SelectPolicy::Max,
-                policies: vec![pods(1, 2), percent(3, 4)],
+                policies: vec![pods(1, 2), percent(3, 4)].into(),
             },
         ),
         (
@@ -162,7 +163,7 @@ fn generate_scale_up_rules() {
             ResolvedRules {
                 stabilization_window_seconds: 0,
                 select_policy: SelectPolicy::Min,
-                policies: vec![pods(1, 2)],
+                policies: vec![pods(1, 2)].into(),
             },
         ),
         (
@@ -173,7 +174,7 @@ fn generate_scale_up_rules() {
             ResolvedRules {
                 stabilization_window_seconds: 0,
                 select_policy: SelectPolicy::Max,
-                policies: vec![percent(7, 10)],
+                policies: vec![percent(7, 10)].into(),
             },
         ),
         (
@@ -184,7 +185,7 @@ fn generate_scale_up_rules() {
             ResolvedRules {
                 stabilization_window_seconds: 25,
                 select_policy: SelectPolicy::Max,
-                policies: vec![pods(4, 2)],
+                policies: vec![pods(4, 2)].into(),
             },
         ),
         (
@@ -195,7 +196,7 @@ fn generate_scale_up_rules() {
             ResolvedRules {
                 stabilization_window_seconds: 25,
                 select_policy: SelectPolicy::Max,
-                policies: vec![percent(7, 60)],
+                policies: vec![percent(7, 60)].into(),
             },
         ),
     ];
@@ -976,7 +977,7 @@ fn calculate_scale_limits_with_min_select_policy() {
     let rules = ResolvedRules {
         stabilization_window_seconds: 300,
         select_policy: SelectPolicy::Min,
-        policies: vec![pods(2, 60), percent(50, 60)],
+        policies: vec![pods(2, 60), percent(50, 60)].into(),
     };
     assert_eq!(calculate_scale_up_limit_with_scaling_rules(1, &[], &[], &rules, NOW).0, 2);
     assert_eq!(calculate_scale_down_limit_with_behaviors(5, &[], &[], &rules, NOW).0, 3);

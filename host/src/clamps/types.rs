@@ -2,6 +2,8 @@
 //! with the API server's defaulting (`SetDefaults_HorizontalPodAutoscalerBehavior`) and validation
 //! (`validateScalingRules`).
 
+use std::borrow::Cow;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -63,25 +65,32 @@ pub enum ScalingPolicyType {
     Percent,
 }
 
-/// One direction's rules with every default filled in: what the controller actually uses.
+/// One direction's rules with every default filled in: what the controller actually uses. The policies are
+/// borrowed from the `behavior` (or the defaults), not copied: the control loop resolves them on every decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ResolvedRules {
+pub struct ResolvedRules<'a> {
     pub stabilization_window_seconds: i32,
     pub select_policy: SelectPolicy,
-    pub policies: Vec<ScalingPolicy>,
+    pub policies: Cow<'a, [ScalingPolicy]>,
 }
 
-impl ResolvedRules {
+/// `GenerateHPAScaleUpRules`' policies: 4 Pods or 100 Percent per 15 s.
+const DEFAULT_SCALE_UP_POLICIES: &[ScalingPolicy] = &[
+    ScalingPolicy { kind: ScalingPolicyType::Pods, value: 4, period_seconds: 15 },
+    ScalingPolicy { kind: ScalingPolicyType::Percent, value: 100, period_seconds: 15 },
+];
+/// `GenerateHPAScaleDownRules`' policy: 100 Percent per 15 s.
+const DEFAULT_SCALE_DOWN_POLICIES: &[ScalingPolicy] =
+    &[ScalingPolicy { kind: ScalingPolicyType::Percent, value: 100, period_seconds: 15 }];
+
+impl<'a> ResolvedRules<'a> {
     /// `GenerateHPAScaleUpRules` with no user rules: no stabilization, Max of {4 Pods, 100 Percent} per 15 s.
     pub fn default_scale_up() -> Self {
         ResolvedRules {
             stabilization_window_seconds: 0,
             select_policy: SelectPolicy::Max,
-            policies: vec![
-                ScalingPolicy { kind: ScalingPolicyType::Pods, value: 4, period_seconds: 15 },
-                ScalingPolicy { kind: ScalingPolicyType::Percent, value: 100, period_seconds: 15 },
-            ],
+            policies: Cow::Borrowed(DEFAULT_SCALE_UP_POLICIES),
         }
     }
 
@@ -90,12 +99,12 @@ impl ResolvedRules {
         ResolvedRules {
             stabilization_window_seconds: DOWNSCALE_STABILIZATION_WINDOW_SECONDS,
             select_policy: SelectPolicy::Max,
-            policies: vec![ScalingPolicy { kind: ScalingPolicyType::Percent, value: 100, period_seconds: 15 }],
+            policies: Cow::Borrowed(DEFAULT_SCALE_DOWN_POLICIES),
         }
     }
 
     /// `copyHPAScalingRules`: every field the user set replaces the default, field by field.
-    fn overlaid(mut self, user: Option<&ScalingRules>) -> Self {
+    fn overlaid(mut self, user: Option<&'a ScalingRules>) -> Self {
         if let Some(user) = user {
             if let Some(window) = user.stabilization_window_seconds {
                 self.stabilization_window_seconds = window;
@@ -104,7 +113,7 @@ impl ResolvedRules {
                 self.select_policy = select;
             }
             if let Some(policies) = &user.policies {
-                self.policies = policies.clone();
+                self.policies = Cow::Borrowed(policies);
             }
         }
         self
@@ -118,12 +127,12 @@ impl ResolvedRules {
 
 impl Behavior {
     /// The scale-up rules after Kubernetes defaulting.
-    pub fn resolved_scale_up(&self) -> ResolvedRules {
+    pub fn resolved_scale_up(&self) -> ResolvedRules<'_> {
         ResolvedRules::default_scale_up().overlaid(self.scale_up.as_ref())
     }
 
     /// The scale-down rules after Kubernetes defaulting (window 300 s when unset).
-    pub fn resolved_scale_down(&self) -> ResolvedRules {
+    pub fn resolved_scale_down(&self) -> ResolvedRules<'_> {
         ResolvedRules::default_scale_down().overlaid(self.scale_down.as_ref())
     }
 

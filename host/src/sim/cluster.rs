@@ -420,11 +420,7 @@ pub struct SimHandle<'a>(pub &'a RefCell<SimCluster>);
 pub struct UnknownService(ServiceKey);
 
 impl Observer for SimHandle<'_> {
-    async fn observe(
-        &mut self,
-        services: &[(&ServiceKey, &ScalingPolicySpec)],
-        now_ms: u64,
-    ) -> BTreeMap<ServiceKey, Observation> {
+    async fn observe(&mut self, services: &[(&ServiceKey, &ScalingPolicySpec)], now_ms: u64) -> Vec<Observation> {
         let mut cluster = self.0.borrow_mut();
         let mut observations = Vec::with_capacity(services.len());
         if services.windows(2).all(|pair| pair[0].0 < pair[1].0) {
@@ -432,18 +428,16 @@ impl Observer for SimHandle<'_> {
             let mut simulated = cluster.services.iter_mut().peekable();
             for (key, _) in services {
                 while simulated.next_if(|(simulated, _)| simulated < key).is_some() {}
-                if let Some((key, service)) = simulated.next_if(|(simulated, _)| simulated == key) {
-                    observations.push((key.clone(), service.observe(now_ms)));
-                }
+                let service = simulated.next_if(|(simulated, _)| simulated == key).map(|(_, service)| service);
+                observations.push(service.map(|s| s.observe(now_ms)).unwrap_or_default());
             }
         } else {
             for (key, _) in services {
-                if let Some(service) = cluster.services.get_mut(*key) {
-                    observations.push(((*key).clone(), service.observe(now_ms)));
-                }
+                let service = cluster.services.get_mut(*key);
+                observations.push(service.map(|s| s.observe(now_ms)).unwrap_or_default());
             }
         }
-        observations.into_iter().collect()
+        observations
     }
 }
 
@@ -557,16 +551,18 @@ mod tests {
         setups[1].key.name = "other".into();
         let observe = |order: &[usize]| {
             let cluster = RefCell::new(SimCluster::new(&setups, 1));
-            for service in cluster.borrow_mut().services.values_mut() {
-                service.step(0, 1000, 3);
+            // Different arrivals, so the two observations differ.
+            for (arrivals, service) in (3..).zip(cluster.borrow_mut().services.values_mut()) {
+                service.step(0, 1000, arrivals);
             }
             let asked: Vec<_> = order.iter().map(|&i| (&setups[i].key, &setups[i].spec)).collect();
             futures::executor::block_on(SimHandle(&cluster).observe(&asked, 1000))
         };
-        let in_order = observe(&[1, 0]);
-        assert_eq!(in_order.len(), 2);
-        assert_eq!(observe(&[0, 1]), in_order);
-        assert_eq!(observe(&[1]).len(), 1);
+        let out_of_order = observe(&[1, 0]);
+        assert_eq!(out_of_order.len(), 2);
+        assert_ne!(out_of_order[0], out_of_order[1]);
+        assert_eq!(observe(&[0, 1]), [out_of_order[1].clone(), out_of_order[0].clone()]);
+        assert_eq!(observe(&[1]), [out_of_order[0].clone()]);
     }
 
     #[test]

@@ -166,11 +166,7 @@ impl LiveObserver {
 }
 
 impl Observer for LiveObserver {
-    async fn observe(
-        &mut self,
-        services: &[(&ServiceKey, &ScalingPolicySpec)],
-        _now_ms: u64,
-    ) -> BTreeMap<ServiceKey, Observation> {
+    async fn observe(&mut self, services: &[(&ServiceKey, &ScalingPolicySpec)], _now_ms: u64) -> Vec<Observation> {
         let mut observations: BTreeMap<ServiceKey, Observation> =
             services.iter().map(|(k, _)| ((*k).clone(), Observation::default())).collect();
         for (key, counts) in self.queue_counts(services).await {
@@ -222,7 +218,7 @@ impl Observer for LiveObserver {
                 }
             }
         }
-        observations
+        services.iter().map(|(key, _)| observations.remove(*key).unwrap_or_default()).collect()
     }
 }
 
