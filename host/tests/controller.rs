@@ -585,3 +585,30 @@ async fn min_replicas_zero_scales_to_zero_when_idle_and_back_up_on_queue_activit
     .await;
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_that_only_runs_out_of_time_is_tried_again_after_a_backoff() {
+    let cluster = cluster().await;
+    cluster.create_hostile_policy("web", json!({ "config": { "mode": "loop" } })).await;
+    let host = Host::start(&cluster, "host-a", None, None);
+    let refused = eventually(Duration::from_secs(30), "PluginReady=False for the looping canary", || {
+        condition(&cluster.policy("web"), "PluginReady").filter(|c| c["status"] == "False")
+    })
+    .await;
+    assert_eq!(refused["reason"], "PluginRejected", "{refused}");
+    let message = refused["message"].as_str().unwrap_or_default();
+    assert!(message.contains("(timeout)") && message.contains("trying again after a backoff"), "{refused}");
+    // A timeout may be the node's fault, not the plugin's: the load is attempted again (5 s later), which a
+    // refusal for any other cause never is.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rejections = cluster.events("PluginRejected").await;
+        let count: i32 = rejections.iter().map(|e| e.series.as_ref().map_or(1, |s| s.count)).sum();
+        if count >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "expected a second attempt after the backoff, got {rejections:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    host.stop().await;
+}

@@ -16,7 +16,7 @@ use crate::autoscaler::config_text;
 use crate::decision::{self, Moment, ServiceMemory};
 use crate::observation::Observation;
 use crate::oci::{OciError, OciStore, PinnedReference, RegistryAccess};
-use crate::runtime::{self, Plugin, PolicyEngine};
+use crate::runtime::{self, Plugin, PluginFailure, PolicyEngine};
 use crate::spec::{OciPluginRef, ScalingPolicySpec, ServiceKey};
 
 /// The label a ConfigMap carries to be watched for plugins.
@@ -233,6 +233,19 @@ pub struct LoadedPlugin {
     pub load_time: Duration,
 }
 
+/// Why a component was not loaded.
+#[derive(Debug)]
+pub struct ValidationFailure {
+    pub message: String,
+    /// Only the clock failed it: every canary attempt ran out of time, which on a busy node says nothing about the
+    /// plugin. Worth trying again later; anything else is refused until the plugin or the policy changes.
+    pub transient: bool,
+}
+
+/// Canary attempts before a timeout counts: a fresh instance's first call pays one-time costs (a JavaScript or
+/// Python heap image touched for the first time) that CPU contention can stretch past the call deadline.
+const CANARY_ATTEMPTS: usize = 3;
+
 /// Compiles, validates (world type-check, sha256 pin) and canaries a component. Blocking: call it from
 /// `spawn_blocking`.
 pub fn load_and_validate(
@@ -241,17 +254,30 @@ pub fn load_and_validate(
     spec: &ScalingPolicySpec,
     source: &PluginSource,
     canary: CanaryInput,
-) -> Result<LoadedPlugin, String> {
+) -> Result<LoadedPlugin, ValidationFailure> {
     let started = Instant::now();
-    let compiled =
-        engine.load_pinned(&source.name, &source.bytes, spec.plugin.sha256.as_deref()).map_err(|e| e.to_string())?;
+    let refused = |message: String| ValidationFailure { message, transient: false };
+    let compiled = engine
+        .load_pinned(&source.name, &source.bytes, spec.plugin.sha256.as_deref())
+        .map_err(|e| refused(e.to_string()))?;
     let mut plugin = Plugin::new(engine.clone(), compiled);
-    let mut memory = canary.memory;
-    let at = Moment { now_ms: unix_ms(), current: canary.current, ready: canary.ready };
     let config = config_text(&spec.config);
-    let record = decision::decide(key, spec, &config, &mut plugin, &mut memory, &canary.observation, at);
-    if let decision::PluginVerdict::Failed { kind, message } = &record.plugin {
-        return Err(format!("plugin {} failed its canary decision ({kind}): {message}", source.name));
+    for attempt in 1..=CANARY_ATTEMPTS {
+        let mut memory = canary.memory.clone();
+        let at = Moment { now_ms: unix_ms(), current: canary.current, ready: canary.ready };
+        let record = decision::decide(key, spec, &config, &mut plugin, &mut memory, &canary.observation, at);
+        match &record.plugin {
+            decision::PluginVerdict::Failed { kind, message } => {
+                let timed_out = kind == PluginFailure::TIMEOUT_KIND;
+                if timed_out && attempt < CANARY_ATTEMPTS {
+                    continue;
+                }
+                let next = if timed_out { " in each of 3 attempts; trying again after a backoff" } else { "" };
+                let message = format!("plugin {} failed its canary decision ({kind}): {message}{next}", source.name);
+                return Err(ValidationFailure { message, transient: timed_out });
+            }
+            _ => break,
+        }
     }
     Ok(LoadedPlugin { source_name: source.name.clone(), plugin, load_time: started.elapsed() })
 }

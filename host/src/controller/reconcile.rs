@@ -75,12 +75,14 @@ struct LoadFailure {
     message: String,
     /// The digest not to load again until something changes: the component's once it is known.
     digest: String,
-    /// A failed pull (registry unreachable, credentials missing) is retried after a backoff; a refused component
-    /// is not.
+    /// A failed pull (registry unreachable, credentials missing) or a canary that only ran out of time is retried
+    /// after a backoff; a refused component is not.
     retry: bool,
+    /// The Event's and the condition's reason: `PluginPullFailed` or `PluginRejected`.
+    reason: &'static str,
 }
 
-/// A version that was refused, so it is not retried until the spec changes (or, for a failed pull, `retry_at`).
+/// A version that was refused, so it is not retried until the spec changes (or, for a retryable failure, `retry_at`).
 #[derive(Debug, Clone, PartialEq)]
 struct Refusal {
     digest: String,
@@ -94,8 +96,8 @@ impl Refusal {
     }
 }
 
-/// Wait before pulling again after `failures` failed pulls in a row: 5 s doubling up to 5 minutes.
-fn pull_backoff(failures: u32) -> Duration {
+/// Wait before trying again after `failures` retryable failures in a row: 5 s doubling up to 5 minutes.
+fn retry_backoff(failures: u32) -> Duration {
     Duration::from_secs(5u64.saturating_mul(1 << failures.min(6)).min(300))
 }
 
@@ -105,8 +107,8 @@ struct PluginSlot {
     /// Digest being loaded (or pulled).
     loading: Option<String>,
     refused: Option<Refusal>,
-    /// Failed pulls in a row, for the backoff.
-    pull_failures: u32,
+    /// Retryable failures (pulls, canary timeouts) in a row, for the backoff.
+    failures: u32,
 }
 
 /// What the loop tracks per policy besides the fleet's [`ManagedService`].
@@ -216,7 +218,7 @@ impl<O: Observer> Controller<O> {
                 Some(done) = self.loads.1.recv() => tick_now = self.apply_load(done).await,
                 _ = ticker.tick() => {
                     tick_now = true;
-                    if self.pull_retry_due() {
+                    if self.retry_due() {
                         self.sync();
                     }
                 }
@@ -240,8 +242,8 @@ impl<O: Observer> Controller<O> {
         Ok(())
     }
 
-    /// Whether a failed OCI pull's backoff has run out (nothing else would trigger the retry).
-    fn pull_retry_due(&self) -> bool {
+    /// Whether a retryable failure's backoff has run out (nothing else would trigger the retry).
+    fn retry_due(&self) -> bool {
         let now = Instant::now();
         let due = |slot: &PluginSlot| {
             slot.loading.is_none() && slot.refused.as_ref().and_then(|r| r.retry_at).is_some_and(|at| at <= now)
@@ -471,7 +473,7 @@ impl<O: Observer> Controller<O> {
                 state.status.set_condition(PLUGIN_READY, true, "PluginLoaded", &message);
                 state.swapped = Some((digest, done.noticed));
                 state.live.refused = None;
-                state.live.pull_failures = 0;
+                state.live.failures = 0;
                 state.dirty = true;
                 true
             }
@@ -498,7 +500,7 @@ impl<O: Observer> Controller<O> {
                     None => state.pending_shadow = Some(loaded.plugin),
                 }
                 state.shadow.refused = None;
-                state.shadow.pull_failures = 0;
+                state.shadow.failures = 0;
                 state.status.set_condition(SHADOW_READY, true, "PluginLoaded", &message);
                 state.dirty = true;
             }
@@ -522,13 +524,12 @@ impl<O: Observer> Controller<O> {
                 (SHADOW_READY, &mut state.shadow, pin)
             }
         };
-        let (reason, retry_at) = if failure.retry {
-            let wait = pull_backoff(slot.pull_failures);
-            slot.pull_failures = slot.pull_failures.saturating_add(1);
-            ("PluginPullFailed", Some(Instant::now() + wait))
-        } else {
-            ("PluginRejected", None)
-        };
+        let reason = failure.reason;
+        let retry_at = failure.retry.then(|| {
+            let wait = retry_backoff(slot.failures);
+            slot.failures = slot.failures.saturating_add(1);
+            Instant::now() + wait
+        });
         tracing::warn!(policy = %key, "plugin not loaded ({reason}): {message}");
         slot.refused = Some(Refusal { digest: failure.digest, pin, retry_at });
         state.status.set_condition(condition, false, reason, &message);
@@ -813,6 +814,7 @@ impl Load {
                     message: pull_failure_message(&pull, &e),
                     digest: self.token.clone(),
                     retry: e.is_retryable(),
+                    reason: "PluginPullFailed",
                 }),
             };
             let _ = self.done.send(LoadDone { key: self.key, role: self.role, digest: self.token, noticed, result });
@@ -825,8 +827,18 @@ impl Load {
             (self.engine.clone(), self.key.clone(), self.spec.clone(), self.canary.clone());
         tokio::task::spawn_blocking(move || plugins::load_and_validate(&engine, &key, &spec, &source, canary))
             .await
-            .unwrap_or_else(|e| Err(format!("loading the plugin panicked: {e}")))
-            .map_err(|message| LoadFailure { message, digest, retry: false })
+            .unwrap_or_else(|e| {
+                Err(plugins::ValidationFailure {
+                    message: format!("loading the plugin panicked: {e}"),
+                    transient: false,
+                })
+            })
+            .map_err(|failure| LoadFailure {
+                message: failure.message,
+                digest,
+                retry: failure.transient,
+                reason: "PluginRejected",
+            })
     }
 }
 

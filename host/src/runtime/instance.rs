@@ -94,10 +94,13 @@ pub enum PluginFailure {
 }
 
 impl PluginFailure {
+    /// [`Self::kind`] of a call that ran out of time.
+    pub const TIMEOUT_KIND: &'static str = "timeout";
+
     /// A short label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            PluginFailure::Timeout(_) => "timeout",
+            PluginFailure::Timeout(_) => Self::TIMEOUT_KIND,
             PluginFailure::MemoryLimit(_) => "memory",
             PluginFailure::Trap(_) => "trap",
             PluginFailure::Instantiate(_) => "instantiate",
