@@ -58,7 +58,8 @@ fn tick(engine: &Arc<PolicyEngine>) {
     let cluster = RefCell::new(SimCluster::new(&set.services, 1));
     let mut fleet = Fleet::default();
     for setup in &set.services {
-        let plugin = load_plugin(engine, &setup.key, &setup.spec, |_, _| None).expect("built-in plugin");
+        let plugin =
+            load_plugin(engine, &setup.key, &setup.spec, |ns, name| set.config_map(ns, name)).expect("hpa plugin");
         fleet.services.insert(setup.key.clone(), ManagedService::new(setup.spec.clone(), plugin));
     }
     let arrivals: Vec<Vec<u64>> = set.services.iter().map(|s| steady.arrivals(s, 3600, 1)).collect();
@@ -125,7 +126,8 @@ fn thread_cpu_time() -> Duration {
     Duration::from_nanos(nanos)
 }
 
-/// The services of the demo, repeated to 1,000 (names suffixed), all with the `hpa` plugin.
+/// The services of the demo, repeated to 1,000 (names suffixed), all with the `hpa` plugin (from its shipped
+/// ConfigMap).
 fn thousand_services() -> PolicySet {
     let mut sets = sim::demo::policy_sets().expect("demo policies");
     let base = sets.remove(0);
@@ -136,7 +138,7 @@ fn thousand_services() -> PolicySet {
             setup
         })
         .collect();
-    PolicySet { label: "hpa x1000".into(), services, config_maps: Default::default() }
+    PolicySet { label: "hpa x1000".into(), services, config_maps: base.config_maps }
 }
 
 /// One tick as `Fleet::tick` does it, but deciding with the natively compiled `hpa` policy.
