@@ -34,28 +34,28 @@ fn committed_crd_is_what_ballast_crd_prints() {
     );
 }
 
+/// `queue-drain` on Deployment `web`, fed by BullMQ queue `stt`, tuned to react within seconds.
+fn queue_drain_on_stt(min_replicas: u32) -> Value {
+    json!({
+        "target": { "kind": "Deployment", "name": "web" },
+        "minReplicas": min_replicas, "maxReplicas": 8,
+        "plugin": { "builtin": "queue-drain" },
+        "config": {
+            "initialJobsPerPodPerSecond": 0.5, "targetWaitSeconds": 2, "drainSeconds": 2,
+            "startupSeconds": 1, "smoothingSeconds": 1
+        },
+        "metrics": { "queues": [{ "name": "stt" }], "resources": false },
+        "behavior": fast_behavior(),
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bullmq_queue_scales_a_deployment_up_and_back_down_and_a_bad_policy_does_not_stop_it() {
     let cluster = cluster().await;
     let redis = RedisServer::start();
     let url = redis.url("", 0);
     fixture("populate", &url, "bull", &[], &["stt"]);
-    cluster
-        .create_policy(
-            "web",
-            json!({
-                "target": { "kind": "Deployment", "name": "web" },
-                "minReplicas": 1, "maxReplicas": 8,
-                "plugin": { "builtin": "queue-drain" },
-                "config": {
-                    "initialJobsPerPodPerSecond": 0.5, "targetWaitSeconds": 2, "drainSeconds": 2,
-                    "startupSeconds": 1, "smoothingSeconds": 1
-                },
-                "metrics": { "queues": [{ "name": "stt" }], "resources": false },
-                "behavior": fast_behavior(),
-            }),
-        )
-        .await;
+    cluster.create_policy("web", queue_drain_on_stt(1)).await;
     cluster
         .create_policy(
             "broken",
@@ -548,22 +548,7 @@ async fn min_replicas_zero_scales_to_zero_when_idle_and_back_up_on_queue_activit
     let cluster = cluster().await;
     let redis = RedisServer::start();
     let url = redis.url("", 0);
-    cluster
-        .create_policy(
-            "web",
-            json!({
-                "target": { "name": "web" },
-                "minReplicas": 0, "maxReplicas": 8,
-                "plugin": { "builtin": "queue-drain" },
-                "config": {
-                    "initialJobsPerPodPerSecond": 0.5, "targetWaitSeconds": 2, "drainSeconds": 2,
-                    "startupSeconds": 1, "smoothingSeconds": 1
-                },
-                "metrics": { "queues": [{ "name": "stt" }], "resources": false },
-                "behavior": fast_behavior(),
-            }),
-        )
-        .await;
+    cluster.create_policy("web", queue_drain_on_stt(0)).await;
     let host = Host::start(&cluster, "host-a", Some(&url), None);
     eventually(Duration::from_secs(30), "web scaled to zero while its queue is empty", || {
         (cluster.replicas() == 0).then_some(())
