@@ -4,26 +4,16 @@
 // The CRD below is one large `json!` literal.
 #![recursion_limit = "256"]
 
+mod common;
+
+use common::{api_error, client_for};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams, ValidationDirective,
 };
-use kube::{Client, Config};
 use kube_standin::{StandIn, UnknownField};
 use serde_json::{Value, json};
-
-async fn client_for(standin: &StandIn) -> Client {
-    let config = Config::new(standin.url().parse().expect("the stand-in URL is a URI"));
-    Client::try_from(config).expect("a client for the stand-in")
-}
-
-fn api_error(error: kube::Error) -> Box<kube::core::Status> {
-    match error {
-        kube::Error::Api(status) => status,
-        other => panic!("expected an API error Status, got {other:?}"),
-    }
-}
 
 /// A CRD exercising every schema feature the stand-in applies.
 fn widget_crd() -> CustomResourceDefinition {

@@ -1,7 +1,10 @@
 //! The stand-in driven by the production `kube` client: every request here is real kube-rs code over HTTP.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{api_error, client_for};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec};
@@ -25,18 +28,6 @@ use serde_json::json;
 
 /// How long a test waits for the stand-in's controller or a watch before failing (a bound, not a speed target).
 const WAIT: Duration = Duration::from_secs(10);
-
-async fn client_for(standin: &StandIn) -> Client {
-    let config = Config::new(standin.url().parse().expect("the stand-in URL is a URI"));
-    Client::try_from(config).expect("a client for the stand-in")
-}
-
-fn api_error(error: kube::Error) -> Box<kube::core::Status> {
-    match error {
-        kube::Error::Api(status) => status,
-        other => panic!("expected an API error Status, got {other:?}"),
-    }
-}
 
 fn config_map(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
     serde_json::from_value(json!({
