@@ -102,6 +102,52 @@ fn trap_and_panic_are_traps_and_the_instance_is_replaced() {
     }
 }
 
+/// The replica counts `count-calls` answers: each is the number of calls its instance has seen.
+fn count_calls(plugin: &mut Plugin) -> u32 {
+    let outcome = plugin.decide(&input(r#"{"mode": "count-calls"}"#));
+    outcome.result.expect("count-calls decides").replicas
+}
+
+#[test]
+fn services_of_one_plugin_keep_their_instances_apart() {
+    let engine = engine();
+    let (mut a, mut b) = (hostile(&engine), hostile(&engine));
+    let mut plugins = [&mut a, &mut b];
+    let seen: Vec<u32> = [0, 0, 1, 0, 1].into_iter().map(|i| count_calls(plugins[i])).collect();
+    assert_eq!(seen, [1, 2, 1, 3, 2], "each instance counts only its own calls");
+}
+
+#[test]
+fn a_service_whose_plugin_traps_does_not_disturb_its_siblings() {
+    let engine = PolicyEngine::new(RuntimeLimits { max_instances: 4, ..engine().limits().clone() }).unwrap();
+    let (mut failing, mut sibling) = (hostile(&engine), hostile(&engine));
+    assert_eq!(count_calls(&mut sibling), 1);
+    let mut sibling_counts = Vec::new();
+    for _ in 0..40 {
+        let trap = failing.decide(&input(r#"{"mode": "trap"}"#));
+        assert!(matches!(trap.result, Err(PluginFailure::Trap(_))), "{:?}", trap.result);
+        assert_eq!(failing.decide(&input(r#"{"mode": "echo-state"}"#)).result.unwrap().replicas, 1, "fresh instance");
+        sibling_counts.push(count_calls(&mut sibling));
+    }
+    // The first trap cost the sibling its instance (a trap stops a whole store); the failing plugin then runs
+    // apart, and the sibling's instance lives on through the other 39, counting on.
+    assert_eq!(sibling_counts, (1..=40).collect::<Vec<_>>());
+}
+
+#[test]
+fn instances_given_up_free_their_pool_slots() {
+    // Four slots: without the instances of dropped plugins and memory-cap failures being freed, the fifth
+    // instantiation would find the pool full.
+    let engine = PolicyEngine::new(RuntimeLimits { max_instances: 4, ..engine().limits().clone() }).unwrap();
+    let mut survivor = hostile(&engine);
+    for _ in 0..20 {
+        assert_eq!(count_calls(&mut hostile(&engine)), 1, "a new service gets a fresh instance");
+        let hog = hostile(&engine).decide(&input(r#"{"mode": "alloc"}"#));
+        assert_eq!(hog.result, Err(PluginFailure::MemoryLimit(64)));
+        assert!(count_calls(&mut survivor) >= 1);
+    }
+}
+
 #[test]
 fn error_result_is_reported_with_the_plugins_words() {
     let engine = engine();

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
@@ -10,7 +10,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{POLICY_EXPORT, ScalingPolicy, ScalingPolicyPre};
-use super::instance::HostState;
+use super::instance::{HostState, SharedStore};
 use super::limits::{EPOCH_TICK, RuntimeLimits};
 use crate::{Error, Result};
 
@@ -29,6 +29,15 @@ pub struct CompiledPolicy {
     /// Time spent compiling (zero when it came from a cache).
     pub compile_time: Duration,
     pub(crate) pre: ScalingPolicyPre<HostState>,
+    /// The store every service's instance of this component lives in.
+    pub(crate) store: Mutex<SharedStore>,
+}
+
+impl CompiledPolicy {
+    pub(crate) fn shared_store(&self) -> MutexGuard<'_, SharedStore> {
+        // Every use of the store is under this lock and leaves it consistent, even if it panics.
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl std::fmt::Debug for CompiledPolicy {
@@ -90,7 +99,8 @@ impl PolicyEngine {
         let (component, from_disk) = self.compile(what, &digest, bytes)?;
         let compile_time = if from_disk { Duration::ZERO } else { started.elapsed() };
         let pre = self.validate(what, &component)?;
-        let compiled = Arc::new(CompiledPolicy { digest: digest.clone(), size: bytes.len(), compile_time, pre });
+        let store = Mutex::new(SharedStore::new(self.new_store()));
+        let compiled = Arc::new(CompiledPolicy { digest: digest.clone(), size: bytes.len(), compile_time, pre, store });
         self.compiled.lock().expect("compile cache poisoned").insert(digest, compiled.clone());
         Ok(compiled)
     }
@@ -156,7 +166,7 @@ impl PolicyEngine {
         })
     }
 
-    /// A fresh store for one instance, with the memory cap and an empty deterministic WASI context.
+    /// A fresh store, with the memory cap and an empty deterministic WASI context.
     pub(crate) fn new_store(&self) -> Store<HostState> {
         let wasi = WasiCtx::builder()
             .wall_clock(FixedClock)
@@ -186,7 +196,7 @@ impl HostState {
         HostState {
             wasi,
             table: ResourceTable::new(),
-            limiter: super::instance::MemoryCap::new(limits.memory_bytes),
+            limiter: super::instance::MemoryCap::new(limits),
             logs: Vec::new(),
             max_log_lines: limits.max_log_lines,
             max_log_line: limits.max_log_line,

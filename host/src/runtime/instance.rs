@@ -9,6 +9,7 @@ use wasmtime_wasi::WasiCtx;
 
 use super::bindings::{Decision, LogLevel, Observations, PolicyInput, ScalingPolicy, ServiceId, ballast};
 use super::engine::{CompiledPolicy, PolicyEngine};
+use super::limits::RuntimeLimits;
 
 /// Per-instance host data.
 pub struct HostState {
@@ -52,12 +53,16 @@ impl ballast::policy::host::Host for HostState {
 /// Caps linear memory per instance and remembers that the cap was hit, so the failure can say so.
 pub(crate) struct MemoryCap {
     max_bytes: usize,
+    /// Core instances (and as many memories and tables) one store may hold: a shared store holds every service's
+    /// instance of its component, each a handful of core instances.
+    max_core_instances: usize,
     hit: bool,
 }
 
 impl MemoryCap {
-    pub(crate) fn new(max_bytes: usize) -> Self {
-        MemoryCap { max_bytes, hit: false }
+    pub(crate) fn new(limits: &RuntimeLimits) -> Self {
+        let max_core_instances = (limits.max_instances as usize).saturating_mul(CORE_INSTANCES_PER_COMPONENT);
+        MemoryCap { max_bytes: limits.memory_bytes, max_core_instances, hit: false }
     }
 }
 
@@ -73,6 +78,76 @@ impl ResourceLimiter for MemoryCap {
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        self.max_core_instances
+    }
+
+    fn tables(&self) -> usize {
+        self.max_core_instances
+    }
+
+    fn memories(&self) -> usize {
+        self.max_core_instances
+    }
+}
+
+/// The store all instances of one compiled component live in, one instance per service.
+///
+/// A tick calls a thousand instances one after another; wasmtime looks up the called export's code and options
+/// in the store on every call, and with a store per instance each of those lookups met cold memory. Instances in
+/// one store stay as isolated as in separate ones (each has its own linear memory, tables and globals); the store
+/// only holds them, with one memory cap, deadline and log buffer that each call sets for itself.
+///
+/// A trap anywhere in a store stops every instance in it from being entered again, so a trap rebuilds the store;
+/// the plugin that trapped then runs in a store of its own (see [`Plugin`]), so that a plugin failing call after
+/// call does not make its siblings start over each time. A store frees an instance's memory (and its slot in the
+/// instance pool) only when the store itself goes, so an instance given up because its service went away is
+/// counted, and the store is rebuilt after a few, or when no live instance is left in it. After a rebuild the
+/// other plugins instantiate afresh in the new store on their next call.
+pub(crate) struct SharedStore {
+    store: Store<HostState>,
+    /// Which store this is; an instance made in an earlier one is instantiated anew.
+    generation: u64,
+    live: usize,
+    abandoned: usize,
+}
+
+/// Instances given up without a trap that a shared store keeps before it is rebuilt.
+const ABANDONED_BEFORE_REBUILD: usize = 4;
+/// Core instances a policy component is made of (its module, the WASI adapter and shims), with headroom.
+const CORE_INSTANCES_PER_COMPONENT: usize = 16;
+
+impl SharedStore {
+    pub(crate) fn new(store: Store<HostState>) -> Self {
+        SharedStore { store, generation: 0, live: 0, abandoned: 0 }
+    }
+
+    fn instantiate(&mut self, plugin: &Plugin) -> Result<ScalingPolicy, PluginFailure> {
+        let made = plugin.instantiate(&mut self.store);
+        // A failed instantiation may leave a partly made instance behind: it counts as live until given up.
+        self.live += 1;
+        made
+    }
+
+    /// Counts an instance of this store's `generation` as given up, rebuilding the store when that is due.
+    fn abandon(&mut self, engine: &PolicyEngine, generation: u64, trapped: bool) {
+        if generation != self.generation {
+            return;
+        }
+        self.live -= 1;
+        self.abandoned += 1;
+        if trapped || self.live == 0 || self.abandoned >= ABANDONED_BEFORE_REBUILD {
+            self.rebuild(engine);
+        }
+    }
+
+    fn rebuild(&mut self, engine: &PolicyEngine) {
+        self.store = engine.new_store();
+        self.generation += 1;
+        self.live = 0;
+        self.abandoned = 0;
     }
 }
 
@@ -96,6 +171,17 @@ pub enum PluginFailure {
 impl PluginFailure {
     /// [`Self::kind`] of a call that ran out of time.
     pub const TIMEOUT_KIND: &'static str = "timeout";
+
+    /// Whether the instance that failed this way is unusable (it trapped), rather than having answered badly.
+    fn ends_instance(&self) -> bool {
+        matches!(
+            self,
+            PluginFailure::Timeout(_)
+                | PluginFailure::MemoryLimit(_)
+                | PluginFailure::Trap(_)
+                | PluginFailure::Instantiate(_)
+        )
+    }
 
     /// A short label for metrics.
     pub fn kind(&self) -> &'static str {
@@ -122,17 +208,25 @@ pub struct CallOutcome {
 pub struct Plugin {
     engine: Arc<PolicyEngine>,
     compiled: Arc<CompiledPolicy>,
-    live: Option<(Store<HostState>, ScalingPolicy)>,
+    /// The instance in the component's shared store, made in the store generation given.
+    shared: Option<(u64, ScalingPolicy)>,
+    /// The instance in a store of its own, once an instance of this plugin trapped: a plugin failing call after
+    /// call then costs only its own instances, not a rebuild of the store its siblings share.
+    own: Option<(Store<HostState>, ScalingPolicy)>,
+    isolated: bool,
     /// The input of the last [`Plugin::decide_in_place`] call: refilled in place, so its strings and state buffer
     /// are allocated once, not on every call.
     input: Option<PolicyInput>,
-    /// Instantiate anew for every call instead of reusing (for benchmarks and paranoid operators).
+    /// Instantiate anew, in a store of its own, for every call instead of reusing (for benchmarks and paranoid
+    /// operators).
     pub fresh_each_call: bool,
 }
 
+type CallResult = (Result<Decision, PluginFailure>, Vec<PluginLog>);
+
 impl Plugin {
     pub fn new(engine: Arc<PolicyEngine>, compiled: Arc<CompiledPolicy>) -> Self {
-        Plugin { engine, compiled, live: None, input: None, fresh_each_call: false }
+        Plugin { engine, compiled, shared: None, own: None, isolated: false, input: None, fresh_each_call: false }
     }
 
     pub fn compiled(&self) -> &Arc<CompiledPolicy> {
@@ -146,7 +240,8 @@ impl Plugin {
     /// Calls `decide`. Never fails as a Rust error: every misbehaviour is a [`PluginFailure`].
     pub fn decide(&mut self, input: &PolicyInput) -> CallOutcome {
         let started = Instant::now();
-        let (result, logs) = self.call(input);
+        let (result, logs) =
+            if self.isolated || self.fresh_each_call { self.call_own(input) } else { self.call_shared(input) };
         CallOutcome { result, logs, duration: started.elapsed() }
     }
 
@@ -159,29 +254,79 @@ impl Plugin {
         outcome
     }
 
-    fn call(&mut self, input: &PolicyInput) -> (Result<Decision, PluginFailure>, Vec<PluginLog>) {
-        if self.live.is_none() || self.fresh_each_call {
-            let mut store = self.engine.new_store();
-            match self.compiled.pre.instantiate(&mut store) {
-                Ok(bindings) => self.live = Some((store, bindings)),
-                Err(e) => {
-                    self.live = None;
-                    return (Err(self.classify(&store, e, "instantiating")), Vec::new());
+    fn call_shared(&mut self, input: &PolicyInput) -> CallResult {
+        let compiled = self.compiled.clone();
+        let mut shared = compiled.shared_store();
+        let mut generation = shared.generation;
+        let bindings = match self.shared.take().filter(|(made_in, _)| *made_in == generation) {
+            Some((_, bindings)) => bindings,
+            None => match shared.instantiate(self) {
+                Ok(bindings) => bindings,
+                // Instances given up still hold their slots in the pool: free them, then try once more.
+                Err(_) if shared.abandoned > 0 => {
+                    shared.rebuild(&self.engine);
+                    generation = shared.generation;
+                    match shared.instantiate(self) {
+                        Ok(bindings) => bindings,
+                        Err(failure) => return self.give_up(&mut shared, generation, failure),
+                    }
                 }
+                Err(failure) => return self.give_up(&mut shared, generation, failure),
+            },
+        };
+        let (result, logs) = self.call(&mut shared.store, &bindings, input);
+        match result {
+            Err(failure) if failure.ends_instance() => (self.give_up(&mut shared, generation, failure).0, logs),
+            result => {
+                self.shared = Some((generation, bindings));
+                (result, logs)
             }
         }
-        let (store, bindings) = self.live.as_mut().expect("instance was just created");
+    }
+
+    /// After a trap (or a failed instantiation) in the shared store: gives the instance up, and runs this plugin
+    /// in a store of its own from now on.
+    fn give_up(&mut self, shared: &mut SharedStore, generation: u64, failure: PluginFailure) -> CallResult {
+        shared.abandon(&self.engine, generation, true);
+        self.isolated = true;
+        (Err(failure), Vec::new())
+    }
+
+    fn call_own(&mut self, input: &PolicyInput) -> CallResult {
+        let (mut store, bindings) = match self.own.take() {
+            Some(live) => live,
+            None => {
+                let mut store = self.engine.new_store();
+                match self.instantiate(&mut store) {
+                    Ok(bindings) => (store, bindings),
+                    Err(failure) => return (Err(failure), Vec::new()),
+                }
+            }
+        };
+        let (result, logs) = self.call(&mut store, &bindings, input);
+        let reusable = !result.as_ref().is_err_and(PluginFailure::ends_instance);
+        if reusable && !self.fresh_each_call {
+            self.own = Some((store, bindings));
+        }
+        (result, logs)
+    }
+
+    fn instantiate(&self, store: &mut Store<HostState>) -> Result<ScalingPolicy, PluginFailure> {
+        store.data_mut().limiter.hit = false;
+        store.set_epoch_deadline(self.engine.limits().instantiate_ticks());
+        self.compiled.pre.instantiate(&mut *store).map_err(|e| self.classify(store, e, "instantiating"))
+    }
+
+    fn call(&self, store: &mut Store<HostState>, bindings: &ScalingPolicy, input: &PolicyInput) -> CallResult {
+        store.data_mut().limiter.hit = false;
         store.set_epoch_deadline(self.engine.limits().deadline_ticks());
         let called = bindings.ballast_policy_policy().call_decide(&mut *store, input);
         let logs = std::mem::take(&mut store.data_mut().logs);
         let result = match called {
             Ok(Ok(decision)) => self.check(input, decision),
             Ok(Err(policy_error)) => Err(PluginFailure::Error(super::bindings::describe(&policy_error))),
-            Err(e) => {
-                // A trapped instance may be in any state: throw it away; the next call instantiates afresh.
-                let (store, _) = self.live.take().expect("instance is live");
-                Err(self.classify(&store, e, "running decide"))
-            }
+            // A trapped instance may be in any state: it is given up, and the next call instantiates afresh.
+            Err(e) => Err(self.classify(store, e, "running decide")),
         };
         (result, logs)
     }
@@ -220,6 +365,14 @@ impl Plugin {
             )));
         }
         Ok(decision)
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        if let Some((generation, _)) = self.shared.take() {
+            self.compiled.shared_store().abandon(&self.engine, generation, false);
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use ballast_policy_sdk::{Decision, Guest, LogLevel, PolicyError, PolicyInput, config, log};
 use serde::Deserialize;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 #[derive(Deserialize)]
 struct Config {
@@ -53,6 +54,12 @@ impl Guest for Hostile {
                 let mut d = Decision::new(u32::from(n), format!("call {n}"));
                 d.state = Some(vec![n]);
                 Ok(d)
+            }
+            "count-calls" => {
+                // Counts calls in the instance's own memory: proves instances keep apart what they hold.
+                static CALLS: AtomicU32 = AtomicU32::new(0);
+                let n = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+                Ok(Decision::new(n, format!("call {n} of this instance")))
             }
             other => Err(PolicyError::InvalidConfig(format!("unknown mode {other}"))),
         }
