@@ -57,11 +57,23 @@ pub const POD_GROUP_FIELDS: [&str; 7] = [
 impl Resource {
     /// The name of one of the custom metrics of [`POD_GROUP_FIELDS`] for this resource.
     pub fn metric_name(self, field: &str) -> String {
-        let resource = match self {
+        format!("resources.{}.{field}", self.name())
+    }
+
+    fn name(self) -> &'static str {
+        match self {
             Resource::Cpu => "cpu",
             Resource::Memory => "memory",
-        };
-        format!("resources.{resource}.{field}")
+        }
+    }
+
+    /// Whether `name` is [`Resource::metric_name`] of `field`, without building the name (a decision runs this
+    /// fourteen times).
+    fn is_metric(self, name: &str, field: &str) -> bool {
+        name.strip_prefix("resources.")
+            .and_then(|rest| rest.strip_prefix(self.name()))
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|rest| rest == field)
     }
 }
 
@@ -84,7 +96,10 @@ pub struct PodGroups {
 impl PodGroups {
     /// The groups the host sent for `resource`, when every one of its seven custom metrics is present.
     pub fn from_observations(observations: &Observations, resource: Resource) -> Option<PodGroups> {
-        let value = |field: &str| observations.custom(&resource.metric_name(field)).filter(|v| v.is_finite());
+        let value = |field: &str| {
+            let metric = observations.custom.iter().find(|m| resource.is_metric(&m.name, field));
+            metric.map(|m| m.value).filter(|v| v.is_finite())
+        };
         let pods = |field: &str| value(field).filter(|v| *v >= 0.0 && *v <= f64::from(u32::MAX)).map(|v| v as u32);
         Some(PodGroups {
             ready_pods: pods("ready_pods")?,
@@ -373,6 +388,24 @@ mod tests {
         assert_eq!(PodGroups::from_observations(&obs, Resource::Cpu), None, "only memory was sent");
         obs.custom.pop();
         assert_eq!(PodGroups::from_observations(&obs, Resource::Memory), None, "all seven or nothing");
+    }
+
+    #[test]
+    fn pod_group_metrics_are_matched_by_their_exact_names() {
+        for resource in [Resource::Cpu, Resource::Memory] {
+            for field in POD_GROUP_FIELDS {
+                assert!(resource.is_metric(&resource.metric_name(field), field), "{resource:?} {field}");
+            }
+        }
+        let near_misses = [
+            "resources.cpu.ready_pods2",
+            "resources.cpuready_pods",
+            "resource.cpu.ready_pods",
+            "resources.memory.ready_pods",
+        ];
+        for name in near_misses {
+            assert!(!Resource::Cpu.is_metric(name, "ready_pods"), "{name}");
+        }
     }
 
     #[test]
