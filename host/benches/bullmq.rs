@@ -11,6 +11,9 @@ use ballast::sources::bullmq::{BullmqSource, ConnectOptions};
 use ballast::spec::QueueRef;
 use redis::AsyncCommands;
 
+#[path = "common/quick.rs"]
+mod quick;
+
 const QUEUES: usize = 1_000;
 const PIPELINED_RUNS: usize = 30;
 const ROUND_TRIP_RUNS: usize = 5;
@@ -96,8 +99,7 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` runs bench binaries too: stay quick there.
-    let quick = !std::env::args().any(|a| a == "--bench");
+    let quick = quick::quick();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio");
     let server = RedisServer::start();
     let queues: Vec<QueueRef> = (0..QUEUES).map(|i| QueueRef { name: format!("queue-{i:04}"), prefix: None }).collect();

@@ -16,6 +16,9 @@ use ballast::runtime::{
     Decision, Observations, Plugin, PolicyEngine, PolicyInput, QueueCounts, RuntimeLimits, ServiceId,
 };
 
+#[path = "common/quick.rs"]
+mod quick;
+
 const PLUGINS: [(&str, &str, &str); 3] = [
     ("Rust", "hpa.wasm", "plugins/hpa"),
     ("JavaScript", "hpa_js.wasm", "plugins/hpa-js"),
@@ -114,7 +117,13 @@ fn measure(language: &'static str, file: &str, project: &str) -> Row {
     eprintln!("{language}: compiling");
     // A fresh engine per round, without a disk cache: every round compiles.
     let compile = median(
-        (0..if slow { 3 } else { 7 })
+        (0..if quick::quick() {
+            1
+        } else if slow {
+            3
+        } else {
+            7
+        })
             .map(|_| engine(64, None).load(file, &bytes).expect("loads").compile_time)
             .collect(),
     );
@@ -123,10 +132,24 @@ fn measure(language: &'static str, file: &str, project: &str) -> Row {
     eprintln!("{language}: calling");
     let mut fresh = Plugin::new(engine.clone(), compiled.clone());
     fresh.fresh_each_call = true;
-    let fresh = per_call(&mut fresh, &input, if slow { 5 } else { 11 }, if slow { 10 } else { 50 });
+    let (batches, calls) = if quick::quick() {
+        (1, 2)
+    } else if slow {
+        (5, 10)
+    } else {
+        (11, 50)
+    };
+    let fresh = per_call(&mut fresh, &input, batches, calls);
     let mut reused = Plugin::new(engine.clone(), compiled);
     let decision = reused.decide(&input).result.expect("decides");
-    let reused = per_call(&mut reused, &input, 11, if slow { 1_000 } else { 5_000 });
+    let (batches, calls) = if quick::quick() {
+        (1, 10)
+    } else if slow {
+        (11, 1_000)
+    } else {
+        (11, 5_000)
+    };
+    let reused = per_call(&mut reused, &input, batches, calls);
 
     eprintln!("{language}: memory floor");
     let cache = std::env::temp_dir().join(format!("ballast-bench-languages-{}", std::process::id()));
@@ -144,7 +167,9 @@ fn measure(language: &'static str, file: &str, project: &str) -> Row {
 }
 
 fn main() {
-    let rows: Vec<Row> = PLUGINS.iter().map(|(language, file, project)| measure(language, file, project)).collect();
+    // Python takes a minute to compile in each round; the quick run leaves it to host/tests/languages.rs.
+    let languages = if quick::quick() { &PLUGINS[..2] } else { &PLUGINS[..] };
+    let rows: Vec<Row> = languages.iter().map(|(language, file, project)| measure(language, file, project)).collect();
     for row in &rows[1..] {
         assert_eq!(row.decision, rows[0].decision, "{} decides differently from Rust", row.language);
     }

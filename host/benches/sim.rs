@@ -15,9 +15,19 @@ use ballast::sim::{self, PolicySet, RunOptions, SimCluster, SimHandle, Trace};
 
 mod common;
 
+#[path = "common/quick.rs"]
+mod quick;
+
+/// The `ballast` binary's allocator, so the tick costs here what it costs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SERVICES: usize = 1000;
 /// Ticks of 15 simulated seconds each (the steady trace is an hour long).
 const TICKS: u64 = 101;
+/// Ticks, and simulated seconds of the day, when the benchmark only shows it works (see [`quick`]).
+const QUICK_TICKS: u64 = 3;
+const QUICK_DAY_S: u64 = 3600;
 
 fn main() {
     // cargo passes `--bench`; any other argument picks the parts to run.
@@ -35,16 +45,18 @@ fn main() {
 /// One simulated day of the demo's policy sets.
 fn day(engine: &Arc<PolicyEngine>) {
     let trace = Trace::from_arg("builtin:day").expect("built-in trace");
-    println!("== one simulated day (86,400 steps of 1 s), five model services ==");
+    let duration_s = if quick::quick() { QUICK_DAY_S } else { 86_400 };
+    println!("== {duration_s} steps of 1 s of the built-in day, five model services ==");
     for set in sim::demo::policy_sets().expect("demo policies") {
         let started = Instant::now();
-        let result = sim::run(engine, &set, &trace, RunOptions::default(), &mut ()).expect("simulation");
+        let options = RunOptions { duration_s, ..RunOptions::default() };
+        let result = sim::run(engine, &set, &trace, options, &mut ()).expect("simulation");
         let seconds = started.elapsed().as_secs_f64();
         let pod_hours: f64 = result.summaries.iter().map(|s| s.pod_hours).sum();
         println!(
             "{:>12}: {seconds:.2} s wall ({:.0}x real time), {pod_hours:.1} pod-hours",
             set.label,
-            86_400.0 / seconds
+            duration_s as f64 / seconds
         );
     }
 }
@@ -52,7 +64,8 @@ fn day(engine: &Arc<PolicyEngine>) {
 /// One tick of 1,000 services, with wasm plugin calls and with the policy compiled natively.
 fn tick(engine: &Arc<PolicyEngine>) {
     let steady = Trace::from_arg("builtin:steady").expect("built-in trace");
-    println!("== one tick of {SERVICES} services (observe, decide, clamp, scale), mean of {TICKS} ticks ==");
+    let ticks = if quick::quick() { QUICK_TICKS } else { TICKS };
+    println!("== one tick of {SERVICES} services (observe, decide, clamp, scale), mean of {ticks} ticks ==");
     let set = thousand_services();
     let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     let cluster = RefCell::new(SimCluster::new(&set.services, 1));
@@ -79,7 +92,7 @@ fn tick(engine: &Arc<PolicyEngine>) {
     let (mut wasm, mut wasm_wall) = (Duration::ZERO, Duration::ZERO);
     let (mut native, mut native_wall) = (Duration::ZERO, Duration::ZERO);
     let mut native_fleet_memory: Vec<_> = fleet.services.values().map(|s| s.memory.clone()).collect();
-    for tick in 0..TICKS {
+    for tick in 0..ticks {
         let now_s = start_s + 15 * tick;
         step(now_s);
         let now_ms = (now_s + 15) * 1000;
@@ -100,7 +113,7 @@ fn tick(engine: &Arc<PolicyEngine>) {
             }
         }
     }
-    let per_tick = |total: Duration| total.as_secs_f64() * 1000.0 / TICKS as f64;
+    let per_tick = |total: Duration| total.as_secs_f64() * 1000.0 / ticks as f64;
     let report = |what: &str, cpu: Duration, wall: Duration| {
         let per_service = per_tick(cpu) * 1000.0 / SERVICES as f64;
         println!(
