@@ -143,7 +143,7 @@ pub fn load_plugin(
         }
         Err(e) => return Err(Error::Invalid(e.to_string())),
     };
-    let compiled = engine.load_pinned(&source.name, &source.bytes, spec.plugin.sha256.as_deref())?;
+    let compiled = engine.load_digested(&source.name, &source.bytes, &source.digest, spec.plugin.sha256.as_deref())?;
     Ok(Plugin::new(engine.clone(), compiled))
 }
 

@@ -195,10 +195,11 @@ fn garbage_bytes_and_pin_mismatch_are_refused() {
     let err = engine.load("junk", b"not wasm at all").unwrap_err().to_string();
     assert!(err.contains("not a valid WebAssembly component"), "{err}");
     let hpa = plugin_bytes("hpa.wasm");
-    let err = engine.load_pinned("hpa.wasm", &hpa, Some(&"0".repeat(64))).unwrap_err().to_string();
+    let digest = ballast::runtime::digest(&hpa);
+    let err = engine.load_digested("hpa.wasm", &hpa, &digest, Some(&"0".repeat(64))).unwrap_err().to_string();
     assert!(err.contains("sha256 is"), "{err}");
-    let pinned = engine.load_pinned("hpa.wasm", &hpa, Some(&ballast::runtime::digest(&hpa))).unwrap();
-    assert_eq!(pinned.digest, ballast::runtime::digest(&hpa));
+    let pinned = engine.load_digested("hpa.wasm", &hpa, &digest, Some(&digest.to_uppercase())).unwrap();
+    assert_eq!(pinned.digest, digest);
 }
 
 #[test]

@@ -258,7 +258,7 @@ pub fn load_and_validate(
     let started = Instant::now();
     let refused = |message: String| ValidationFailure { message, transient: false };
     let compiled = engine
-        .load_pinned(&source.name, &source.bytes, spec.plugin.sha256.as_deref())
+        .load_digested(&source.name, &source.bytes, &source.digest, spec.plugin.sha256.as_deref())
         .map_err(|e| refused(e.to_string()))?;
     let mut plugin = Plugin::new(engine.clone(), compiled);
     let config = config_text(&spec.config);

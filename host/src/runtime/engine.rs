@@ -91,32 +91,38 @@ impl PolicyEngine {
     /// Compiles (or fetches from cache) and validates a component. `what` names it in errors (e.g. the
     /// ConfigMap or file it came from).
     pub fn load(&self, what: &str, bytes: &[u8]) -> Result<Arc<CompiledPolicy>> {
-        let digest = super::digest(bytes);
-        if let Some(hit) = self.compiled.lock().expect("compile cache poisoned").get(&digest) {
+        self.load_digested(what, bytes, &super::digest(bytes), None)
+    }
+
+    /// [`Self::load`] for a caller that already has the component's [`super::digest`] (plugin sources compute it
+    /// when they read the bytes), checking it against a sha256 pin first.
+    pub fn load_digested(
+        &self,
+        what: &str,
+        bytes: &[u8],
+        digest: &str,
+        sha256: Option<&str>,
+    ) -> Result<Arc<CompiledPolicy>> {
+        if let Some(pin) = sha256
+            && !digest.eq_ignore_ascii_case(pin.trim())
+        {
+            return Err(Error::PluginRefused {
+                what: what.into(),
+                why: format!("sha256 is {digest}, but the policy pins {pin}; update the pin or the plugin"),
+            });
+        }
+        if let Some(hit) = self.compiled.lock().expect("compile cache poisoned").get(digest) {
             return Ok(hit.clone());
         }
         let started = Instant::now();
-        let (component, from_disk) = self.compile(what, &digest, bytes)?;
+        let (component, from_disk) = self.compile(what, digest, bytes)?;
         let compile_time = if from_disk { Duration::ZERO } else { started.elapsed() };
         let pre = self.validate(what, &component)?;
         let store = Mutex::new(SharedStore::new(self.new_store()));
+        let digest = digest.to_owned();
         let compiled = Arc::new(CompiledPolicy { digest: digest.clone(), size: bytes.len(), compile_time, pre, store });
         self.compiled.lock().expect("compile cache poisoned").insert(digest, compiled.clone());
         Ok(compiled)
-    }
-
-    /// Loads a component, checking it against a sha256 pin first.
-    pub fn load_pinned(&self, what: &str, bytes: &[u8], sha256: Option<&str>) -> Result<Arc<CompiledPolicy>> {
-        if let Some(pin) = sha256 {
-            let actual = super::digest(bytes);
-            if !actual.eq_ignore_ascii_case(pin.trim()) {
-                return Err(Error::PluginRefused {
-                    what: what.into(),
-                    why: format!("sha256 is {actual}, but the policy pins {pin}; update the pin or the plugin"),
-                });
-            }
-        }
-        self.load(what, bytes)
     }
 
     fn compile(&self, what: &str, digest: &str, bytes: &[u8]) -> Result<(Component, bool)> {
