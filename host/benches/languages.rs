@@ -103,6 +103,17 @@ struct Row {
     decision: Decision,
 }
 
+/// How many rounds or calls: one value for the quick run, one for a slow plugin (Python), one for the rest.
+fn by_mode<T>(slow: bool, quick: T, when_slow: T, otherwise: T) -> T {
+    if quick::quick() {
+        quick
+    } else if slow {
+        when_slow
+    } else {
+        otherwise
+    }
+}
+
 fn measure(language: &'static str, file: &str, project: &str) -> Row {
     let path = PathBuf::from(env!("BALLAST_PLUGIN_DIR")).join(file);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| {
@@ -117,38 +128,18 @@ fn measure(language: &'static str, file: &str, project: &str) -> Row {
     eprintln!("{language}: compiling");
     // A fresh engine per round, without a disk cache: every round compiles.
     let compile = median(
-        (0..if quick::quick() {
-            1
-        } else if slow {
-            3
-        } else {
-            7
-        })
-            .map(|_| engine(64, None).load(file, &bytes).expect("loads").compile_time)
-            .collect(),
+        (0..by_mode(slow, 1, 3, 7)).map(|_| engine(64, None).load(file, &bytes).expect("loads").compile_time).collect(),
     );
     let engine = engine(64, None);
     let compiled = engine.load(file, &bytes).expect("loads");
     eprintln!("{language}: calling");
     let mut fresh = Plugin::new(engine.clone(), compiled.clone());
     fresh.fresh_each_call = true;
-    let (batches, calls) = if quick::quick() {
-        (1, 2)
-    } else if slow {
-        (5, 10)
-    } else {
-        (11, 50)
-    };
+    let (batches, calls) = by_mode(slow, (1, 2), (5, 10), (11, 50));
     let fresh = per_call(&mut fresh, &input, batches, calls);
     let mut reused = Plugin::new(engine.clone(), compiled);
     let decision = reused.decide(&input).result.expect("decides");
-    let (batches, calls) = if quick::quick() {
-        (1, 10)
-    } else if slow {
-        (11, 1_000)
-    } else {
-        (11, 5_000)
-    };
+    let (batches, calls) = by_mode(slow, (1, 10), (11, 1_000), (11, 5_000));
     let reused = per_call(&mut reused, &input, batches, calls);
 
     eprintln!("{language}: memory floor");
