@@ -87,8 +87,7 @@ fn tick(engine: &Arc<PolicyEngine>) {
     let start_s = 0;
     runtime.block_on(fleet.tick(&mut SimHandle(&cluster), &mut SimHandle(&cluster), start_s * 1000));
 
-    // Time on the CPU, and wall time: on a shared machine the first is what one core costs. The CPU clock moves
-    // in scheduler ticks, so it is summed over all ticks rather than read per tick.
+    // Time on the CPU, and wall time: on a shared machine the first is what one core costs.
     let (mut wasm, mut wasm_wall) = (Duration::ZERO, Duration::ZERO);
     let (mut native, mut native_wall) = (Duration::ZERO, Duration::ZERO);
     let mut native_fleet_memory: Vec<_> = fleet.services.values().map(|s| s.memory.clone()).collect();
@@ -131,12 +130,15 @@ fn tick(engine: &Arc<PolicyEngine>) {
     );
 }
 
-/// Time this thread has spent on a CPU (Linux: /proc/thread-self/schedstat, nanoseconds first). Other processes
-/// on a shared machine stretch wall time, not this.
+/// Time this thread has spent on a CPU, to the nanosecond (`CLOCK_THREAD_CPUTIME_ID` brings the running thread's
+/// account up to date when read; `/proc/thread-self/schedstat`, read before, moved only at scheduler ticks). Other
+/// processes on a shared machine stretch wall time, not this.
 fn thread_cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").expect("/proc/thread-self/schedstat");
-    let nanos = stat.split_whitespace().next().and_then(|n| n.parse().ok()).expect("schedstat starts with ns on CPU");
-    Duration::from_nanos(nanos)
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid timespec for the call to write.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    assert_eq!(status, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 /// The services of the demo, repeated to 1,000 (names suffixed), all with the `hpa` plugin (from its shipped
