@@ -1,16 +1,24 @@
 //! The `ScalingPolicy` custom resource (`ballast.dev/v1alpha1`, short name `sp`). Its spec is
 //! [`crate::spec::ScalingPolicySpec`] (the same document the simulator and `ballast run --config` read); the
 //! derive lives there. Its status is [`super::status::ScalingPolicyStatus`].
+//!
+//! Policy files are read here, once for both readers: [`parse_documents`] reads a YAML stream of ScalingPolicies
+//! and plugin ConfigMaps for `ballast run --config` ([`documents_from_yaml`]) and for `ballast simulate`, which
+//! adds what only it needs (the `simulation:` sections, read as the reader's `S`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::{CustomResourceExt, ResourceExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{CustomResourceExt, Resource, ResourceExt};
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 pub use crate::spec::ScalingPolicy;
-use crate::spec::ServiceKey;
+use crate::spec::{ScalingPolicySpec, ServiceKey};
 
+use super::status::ScalingPolicyStatus;
 use super::{ControllerError, plugins};
 
 /// The CustomResourceDefinition as YAML (`ballast crd`, committed as deploy/base/crd.yaml).
@@ -24,11 +32,48 @@ pub fn service_key(policy: &ScalingPolicy) -> ServiceKey {
 }
 
 /// What a policy file (or a `kubectl apply -k` directory of them) holds: ScalingPolicies, and the plugin ConfigMaps
-/// they name. `ballast run --config` and `ballast simulate` read the same files.
+/// they name. `ballast run --config` and `ballast simulate` read the same files ([`Documents`]).
 #[derive(Debug, Clone, Default)]
 pub struct PolicyDocuments {
     pub policies: Vec<ScalingPolicy>,
     pub config_maps: Vec<Arc<ConfigMap>>,
+}
+
+impl<S> From<Documents<S>> for PolicyDocuments {
+    fn from(documents: Documents<S>) -> Self {
+        let policies = documents.policies.into_iter().map(|document| document.policy).collect();
+        PolicyDocuments { policies, config_maps: documents.config_maps }
+    }
+}
+
+/// The documents of one or more YAML streams, in order: ScalingPolicies with their `simulation:` sections read as
+/// `S` (the simulator's physics; [`IgnoredAny`] for the controller, which ignores them), and plugin ConfigMaps.
+#[derive(Debug, Clone)]
+pub struct Documents<S> {
+    pub policies: Vec<PolicyDocument<S>>,
+    pub config_maps: Vec<Arc<ConfigMap>>,
+}
+
+impl<S> Default for Documents<S> {
+    fn default() -> Self {
+        Documents { policies: Vec::new(), config_maps: Vec::new() }
+    }
+}
+
+impl<S> Documents<S> {
+    pub fn extend(&mut self, more: Documents<S>) {
+        self.policies.extend(more.policies);
+        self.config_maps.extend(more.config_maps);
+    }
+}
+
+/// A ScalingPolicy document, its spec validated, its relative plugin path resolved.
+#[derive(Debug, Clone)]
+pub struct PolicyDocument<S> {
+    /// Names the document in messages: "`{file}: document {N} (`{name}`, from line {L})`".
+    pub what: String,
+    pub policy: ScalingPolicy,
+    pub simulation: Option<S>,
 }
 
 /// The YAML files of `path`: the file itself, or a directory's `*.yaml`/`*.yml` files but its `kustomization.yaml`,
@@ -50,57 +95,227 @@ pub fn manifest_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Reads [`PolicyDocuments`] from a file or directory ([`manifest_files`]).
 pub fn read_documents(path: &Path) -> Result<PolicyDocuments, ControllerError> {
+    read_manifests::<IgnoredAny>(path).map(PolicyDocuments::from)
+}
+
+/// [`PolicyDocuments`] from YAML text; relative plugin paths are resolved against `base`.
+pub fn documents_from_yaml(what: &str, text: &str, base: Option<&Path>) -> Result<PolicyDocuments, ControllerError> {
+    parse_documents::<IgnoredAny>(what, text, base).map(PolicyDocuments::from)
+}
+
+/// Reads the documents of a file or of a directory's files ([`manifest_files`]), as [`parse_documents`] does.
+pub fn read_manifests<S: DeserializeOwned>(path: &Path) -> Result<Documents<S>, ControllerError> {
     let io = |path: &Path, e: std::io::Error| ControllerError::Invalid(format!("reading {}: {e}", path.display()));
-    let mut documents = PolicyDocuments::default();
+    let mut documents = Documents::default();
     for file in manifest_files(path).map_err(|e| io(path, e))? {
         let text = std::fs::read_to_string(&file).map_err(|e| io(&file, e))?;
-        let read = documents_from_yaml(&file.display().to_string(), &text, file.parent())?;
-        documents.policies.extend(read.policies);
-        documents.config_maps.extend(read.config_maps);
+        documents.extend(parse_documents(&file.display().to_string(), &text, file.parent())?);
     }
     Ok(documents)
 }
 
-/// ScalingPolicy and plugin ConfigMap documents from YAML text (`---`-separated): the simulator's format (its
-/// `simulation:` sections are ignored). Relative plugin paths are resolved against `base`.
-pub fn documents_from_yaml(what: &str, text: &str, base: Option<&Path>) -> Result<PolicyDocuments, ControllerError> {
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text)
-        .map_err(|e| ControllerError::Invalid(format!("{what}: not YAML documents: {e}")))?;
-    let mut documents = PolicyDocuments::default();
-    for (index, doc) in docs.into_iter().filter(|doc| !doc.is_null()).enumerate() {
-        let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-        let doc_what = format!("{what}: document {} (`{name}`)", index + 1);
-        if name.is_empty() {
-            return Err(ControllerError::Invalid(format!("{doc_what} has no metadata.name; name it")));
-        }
-        match (doc["apiVersion"].as_str(), doc["kind"].as_str()) {
-            (Some("v1"), Some("ConfigMap")) => {
-                let mut config_map: ConfigMap = serde_json::from_value(doc)
-                    .map_err(|e| ControllerError::Invalid(format!("{doc_what}: not a ConfigMap: {e}")))?;
+/// ScalingPolicy and plugin ConfigMap documents from `---`-separated YAML text; `what` names the text in errors.
+/// Each document is checked as far as it can be without a cluster: its apiVersion and kind, its name, a
+/// ScalingPolicy's spec (bounds, `behavior`, one plugin source), a ConfigMap's plugin label. Messages name the
+/// document by number, name and first line, and YAML errors give lines of the whole text. Relative plugin paths are resolved against
+/// `base`; ConfigMaps without a namespace get `default`, as `kubectl apply` without `-n` would place them.
+pub fn parse_documents<S: DeserializeOwned>(
+    what: &str,
+    text: &str,
+    base: Option<&Path>,
+) -> Result<Documents<S>, ControllerError> {
+    let mut documents = Documents::default();
+    for (index, document) in split_documents(text).into_iter().enumerate() {
+        let (number, first_line) = (index + 1, document.first_line);
+        let header: serde_yaml_ng::Value = document.parse().map_err(|error| ControllerError::Document {
+            what: format!("{what}: document {number} (from line {first_line})"),
+            error,
+        })?;
+        let field = |key: &str| header.get(key).and_then(|v| v.as_str());
+        let Some(name) = header.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()) else {
+            return Err(ControllerError::Invalid(format!(
+                "{what}: document {number} (from line {first_line}) has no metadata.name; name it"
+            )));
+        };
+        let doc_what = format!("{what}: document {number} (`{name}`, from line {first_line})");
+        let parse_error = |error| ControllerError::Document { what: doc_what.clone(), error };
+        match field("kind") {
+            Some("ConfigMap") => {
+                check_api_version(&doc_what, field("apiVersion"), "v1")?;
+                let mut config_map: ConfigMap = document.parse().map_err(parse_error)?;
                 plugins::check_plugin_label(&config_map)
                     .map_err(|why| ControllerError::Invalid(format!("{doc_what}: {why}")))?;
-                // As `kubectl apply` without `-n` would place it, and as policies without a namespace are read.
                 config_map.metadata.namespace.get_or_insert_with(|| "default".into());
                 documents.config_maps.push(Arc::new(config_map));
             }
-            (Some("ballast.dev/v1alpha1"), Some("ScalingPolicy")) => {
-                let mut policy: ScalingPolicy = serde_json::from_value(doc)
-                    .map_err(|e| ControllerError::Invalid(format!("{doc_what}: not a valid ScalingPolicy: {e}")))?;
-                if let (Some(base), Some(path)) = (base, &policy.spec.plugin.path)
+            Some("ScalingPolicy") => {
+                check_api_version(&doc_what, field("apiVersion"), &ScalingPolicy::api_version(&()))?;
+                let manifest: PolicyManifest<S> = document.parse().map_err(parse_error)?;
+                let mut spec = manifest.spec;
+                validate_spec(&doc_what, &spec)?;
+                if let (Some(base), Some(path)) = (base, &spec.plugin.path)
                     && Path::new(path).is_relative()
                 {
-                    policy.spec.plugin.path = Some(base.join(path).display().to_string());
+                    spec.plugin.path = Some(base.join(path).display().to_string());
                 }
-                documents.policies.push(policy);
+                let policy = ScalingPolicy { metadata: manifest.metadata, spec, status: manifest.status };
+                documents.policies.push(PolicyDocument { what: doc_what, policy, simulation: manifest.simulation });
             }
-            (api_version, kind) => {
+            kind => {
                 return Err(ControllerError::Invalid(format!(
-                    "{doc_what}: {} {} is neither a ScalingPolicy (ballast.dev/v1alpha1) nor a plugin ConfigMap (v1)",
-                    api_version.unwrap_or("no apiVersion"),
-                    kind.unwrap_or("no kind")
+                    "{doc_what}: {} {} is neither a ScalingPolicy ({}) nor a plugin ConfigMap (v1)",
+                    field("apiVersion").unwrap_or("no apiVersion"),
+                    kind.unwrap_or("no kind"),
+                    ScalingPolicy::api_version(&())
                 )));
             }
         }
     }
     Ok(documents)
+}
+
+/// A ScalingPolicy document as written: the resource and, for the simulator, a `simulation` section.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PolicyManifest<S> {
+    /// `apiVersion` and `kind` are checked before the document is parsed; named here so that they are not unknown.
+    #[serde(rename = "apiVersion")]
+    _api_version: IgnoredAny,
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
+    metadata: ObjectMeta,
+    spec: ScalingPolicySpec,
+    /// As `kubectl get -o yaml` writes it: a `--config` file can carry the memory a previous run persisted.
+    #[serde(default)]
+    status: Option<ScalingPolicyStatus>,
+    /// Absent is `None` (serde's rule for `Option`; `#[serde(default)]` would ask `S: Default`).
+    simulation: Option<S>,
+}
+
+fn check_api_version(what: &str, api_version: Option<&str>, expected: &str) -> Result<(), ControllerError> {
+    match api_version {
+        Some(found) if found == expected => Ok(()),
+        Some(found) => Err(ControllerError::Invalid(format!("{what}: apiVersion is `{found}`; use `{expected}`"))),
+        None => Err(ControllerError::Invalid(format!("{what}: no apiVersion; use `{expected}`"))),
+    }
+}
+
+/// What a spec must satisfy before anything runs it: bounds that admit a replica count, a valid `behavior`, and
+/// exactly one plugin source.
+fn validate_spec(what: &str, spec: &ScalingPolicySpec) -> Result<(), ControllerError> {
+    if spec.max_replicas == 0 || spec.min_replicas > spec.max_replicas {
+        return Err(ControllerError::Invalid(format!(
+            "{what}: spec.minReplicas ({}) must not exceed spec.maxReplicas ({}), and maxReplicas must be at least 1",
+            spec.min_replicas, spec.max_replicas
+        )));
+    }
+    if let Some(behavior) = &spec.behavior {
+        behavior.validate().map_err(|e| ControllerError::Invalid(format!("{what}: spec.{e}")))?;
+    }
+    let plugin = &spec.plugin;
+    let named = [plugin.builtin.is_some(), plugin.path.is_some(), plugin.oci.is_some(), plugin.config_map.is_some()];
+    if named.iter().filter(|&&n| n).count() != 1 {
+        let builtins: Vec<&str> = crate::runtime::BUILTINS.iter().map(|(name, _)| *name).collect();
+        return Err(ControllerError::Invalid(format!(
+            "{what}: spec.plugin must name exactly one of `builtin` ({}), `path` (a component file), `oci` (a \
+             digest-pinned OCI reference) or `configMap` (a ConfigMap labelled {})",
+            builtins.join(", "),
+            plugins::PLUGIN_LABEL_SELECTOR
+        )));
+    }
+    Ok(())
+}
+
+/// One document of a `---`-separated YAML stream and the line of the stream it starts at.
+struct Document<'a> {
+    first_line: usize,
+    text: &'a str,
+}
+
+impl Document<'_> {
+    /// Parses the document as `T`, its error locations counted in lines of the whole stream (as an editor shows
+    /// them): the document is parsed behind as many empty lines as precede it.
+    fn parse<T: DeserializeOwned>(&self) -> Result<T, serde_yaml_ng::Error> {
+        let mut placed = "\n".repeat(self.first_line - 1);
+        placed.push_str(self.text);
+        serde_yaml_ng::from_str(&placed)
+    }
+}
+
+/// Splits multi-document YAML at `---` lines; documents of only comments and blank lines are dropped.
+fn split_documents(text: &str) -> Vec<Document<'_>> {
+    let mut docs = Vec::new();
+    let mut start = 0;
+    let mut start_line = 1;
+    let mut offset = 0;
+    for (number, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_end() == "---" || line.starts_with("--- ") {
+            docs.push(Document { first_line: start_line, text: &text[start..offset] });
+            start = offset + line.len();
+            start_line = number + 2;
+        }
+        offset += line.len();
+    }
+    docs.push(Document { first_line: start_line, text: &text[start..] });
+    docs.retain(|doc| doc.text.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')));
+    docs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(name: &str) -> String {
+        format!(
+            "apiVersion: ballast.dev/v1alpha1\nkind: ScalingPolicy\nmetadata: {{name: {name}}}\nspec:\n  \
+             target: {{name: {name}}}\n  maxReplicas: 3\n  plugin: {{builtin: hpa}}\n"
+        )
+    }
+
+    fn error(text: &str) -> String {
+        documents_from_yaml("p.yaml", text, None).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_document_its_first_line_and_the_line_in_the_file() {
+        let text = format!("# policies\n---\n{}---\n{}", policy("a"), policy("b").replace("  maxReplicas: 3\n", ""));
+        let err = error(&text);
+        assert!(err.starts_with("p.yaml: document 2 (`b`, from line 11): spec: missing field `maxReplicas`"), "{err}");
+        assert!(err.ends_with("at line 15 column 3"), "{err}");
+    }
+
+    #[test]
+    fn the_controller_checks_what_the_simulator_checks() {
+        let err = error(&policy("a").replace("v1alpha1", "v1"));
+        assert!(
+            err.contains("document 1 (`a`, from line 1): apiVersion is `ballast.dev/v1`; use `ballast.dev/v1alpha1`")
+        );
+        let err = error(&policy("a").replace("maxReplicas: 3", "maxReplicas: 3\n  minReplicas: 4"));
+        assert!(err.contains("spec.minReplicas (4) must not exceed spec.maxReplicas (3)"), "{err}");
+        let err = error(&policy("a").replace("{builtin: hpa}", "{builtin: hpa, path: x.wasm}"));
+        assert!(err.contains("spec.plugin must name exactly one of `builtin` (hpa, queue-drain)"), "{err}");
+        let err = error(&format!("{}specs: {{}}\n", policy("a")));
+        assert!(err.contains("unknown field `specs`") && err.contains("at line 8 column 1"), "{err}");
+        let err = error(&policy("a").replace("kind: ScalingPolicy", "kind: Deployment"));
+        assert!(err.contains("ballast.dev/v1alpha1 Deployment is neither a ScalingPolicy"), "{err}");
+    }
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Physics {
+        seconds: f64,
+    }
+
+    #[test]
+    fn simulation_sections_are_read_as_the_caller_asks_and_ignored_by_the_controller() {
+        let text = format!("{}simulation: {{seconds: 2}}\n---\n{}", policy("a"), policy("b"));
+        let read: Documents<Physics> = parse_documents("p.yaml", &text, None).unwrap();
+        let simulations: Vec<_> = read.policies.iter().map(|p| p.simulation.as_ref()).collect();
+        assert_eq!(simulations, [Some(&Physics { seconds: 2.0 }), None]);
+
+        let text = format!("{}simulation: {{anything: here}}\n", policy("a"));
+        assert_eq!(documents_from_yaml("p.yaml", &text, None).unwrap().policies.len(), 1);
+        let err = parse_documents::<Physics>("p.yaml", &text, None).unwrap_err().to_string();
+        assert!(err.contains("simulation: unknown field `anything`") && err.contains("line 8"), "{err}");
+    }
 }

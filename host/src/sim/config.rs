@@ -10,34 +10,10 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Deserialize;
 
 use super::SimError;
-use crate::controller::crd::manifest_files;
-use crate::controller::plugins::check_plugin_label;
+use crate::controller::crd::{self, Documents};
 use crate::spec::{ScalingPolicySpec, ServiceKey};
 
 pub const API_VERSION: &str = "ballast.dev/v1alpha1";
-
-/// A `ScalingPolicy` document as written in YAML, with an optional `simulation` section (ignored by the live host).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PolicyDocument {
-    api_version: String,
-    kind: String,
-    metadata: Metadata,
-    spec: ScalingPolicySpec,
-    #[serde(default)]
-    simulation: Option<SimulationSpec>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct Metadata {
-    name: String,
-    #[serde(default = "default_namespace")]
-    namespace: String,
-}
-
-fn default_namespace() -> String {
-    "default".into()
-}
 
 /// How one simulated service behaves. Times in seconds.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -213,32 +189,25 @@ pub struct PolicySet {
     pub config_maps: BTreeMap<(String, String), Arc<ConfigMap>>,
 }
 
-/// One YAML text of a policy set: where it came from (for messages, and for relative plugin paths) and its text.
-pub struct PolicySource<'a> {
+/// One YAML text of a policy set: where it came from (for messages) and its text.
+pub struct PolicySource {
     pub what: String,
-    pub dir: Option<&'a Path>,
     pub text: String,
 }
 
 impl PolicySet {
     /// Reads a multi-document YAML file of `ScalingPolicy` (and plugin `ConfigMap`) documents, or every `*.yaml`
-    /// file of a directory laid out for `kubectl apply -k` (its `kustomization.yaml` is skipped). Relative plugin
-    /// paths are resolved against the file's directory.
+    /// file of a directory laid out for `kubectl apply -k` (its `kustomization.yaml` is skipped), as the controller
+    /// reads them ([`crd::read_manifests`]). Relative plugin paths are resolved against the file's directory.
     pub fn read(path: &Path, simulation: Option<&SimulationFile>) -> Result<Self, SimError> {
-        let io = |path: &Path, e| SimError::Io { path: path.into(), source: e };
-        let files = manifest_files(path).map_err(|e| io(path, e))?;
-        let mut sources = Vec::with_capacity(files.len());
-        for file in &files {
-            let text = std::fs::read_to_string(file).map_err(|e| io(file, e))?;
-            sources.push(PolicySource { what: file.display().to_string(), dir: file.parent(), text });
-        }
+        let documents = crd::read_manifests(path)?;
         let label = path.file_stem().map_or_else(|| "policies".into(), |s| s.to_string_lossy().into_owned());
-        Self::parse_sources(&label, &sources, simulation)
+        Self::from_documents(&label, &path.display().to_string(), documents, simulation)
     }
 
     /// Parses policy documents from one text; `what` names the source in errors.
     pub fn parse(label: &str, what: &str, text: &str, simulation: Option<&SimulationFile>) -> Result<Self, SimError> {
-        Self::parse_sources(label, &[PolicySource { what: what.into(), dir: None, text: text.into() }], simulation)
+        Self::parse_sources(label, &[PolicySource { what: what.into(), text: text.into() }], simulation)
     }
 
     /// Parses `ScalingPolicy` and plugin `ConfigMap` documents from several texts, as one set.
@@ -247,56 +216,54 @@ impl PolicySet {
         sources: &[PolicySource],
         simulation: Option<&SimulationFile>,
     ) -> Result<Self, SimError> {
-        let mut services: Vec<ServiceSetup> = Vec::new();
-        let mut config_maps = BTreeMap::new();
+        let mut documents = Documents::default();
         for source in sources {
-            for (index, (first_line, doc)) in split_documents(&source.text).into_iter().enumerate() {
-                let what = &source.what;
-                let number = index + 1;
-                let (kind, name) = document_header(doc);
-                let doc_what = match name {
-                    Some(name) => format!("{what}: document {number} (`{name}`, from line {first_line})"),
-                    None => format!("{what}: document {number} (from line {first_line})"),
-                };
-                if kind.as_deref() == Some("ConfigMap") {
-                    let (at, config_map) = plugin_config_map(&doc_what, doc)?;
-                    config_maps.insert(at, Arc::new(config_map));
-                    continue;
-                }
-                let parsed: PolicyDocument =
-                    serde_yaml_ng::from_str(doc).map_err(|e| SimError::Yaml { what: doc_what.clone(), source: e })?;
-                check_header(&doc_what, &parsed.api_version, &parsed.kind, "ScalingPolicy")?;
-                let key = ServiceKey { namespace: parsed.metadata.namespace, name: parsed.metadata.name };
-                let mut spec = parsed.spec;
-                validate_spec(&doc_what, &spec)?;
-                if let (Some(dir), Some(plugin_path)) = (source.dir, &spec.plugin.path)
-                    && Path::new(plugin_path).is_relative()
-                {
-                    spec.plugin.path = Some(dir.join(plugin_path).display().to_string());
-                }
-                let sim = match parsed.simulation.or_else(|| simulation.and_then(|s| s.lookup(&key)).cloned()) {
-                    Some(sim) => sim,
-                    None => {
-                        return Err(SimError::Invalid(format!(
-                            "{doc_what}: no simulation parameters for {key}: add a `simulation:` section to the \
-                             document or an entry `{}` under `services:` of the simulation file (--sim)",
-                            key.name
-                        )));
-                    }
-                };
-                sim.validate(&doc_what)?;
-                if services.iter().any(|s| s.key == key) {
-                    return Err(SimError::Invalid(format!(
-                        "{doc_what}: {key} is described twice; names must be unique"
-                    )));
-                }
-                services.push(ServiceSetup { key, spec, sim });
-            }
+            documents.extend(crd::parse_documents(&source.what, &source.text, None)?);
         }
         let what = sources.iter().map(|s| s.what.as_str()).collect::<Vec<_>>().join(", ");
+        Self::from_documents(label, &what, documents, simulation)
+    }
+
+    /// The set of the documents read from `what`: each policy with its simulation parameters (its own `simulation:`
+    /// section, else its entry in `simulation`), every `configMap` plugin among the ConfigMaps.
+    fn from_documents(
+        label: &str,
+        what: &str,
+        documents: Documents<SimulationSpec>,
+        simulation: Option<&SimulationFile>,
+    ) -> Result<Self, SimError> {
+        let mut services: Vec<ServiceSetup> = Vec::new();
+        for document in documents.policies {
+            let doc_what = &document.what;
+            let key = crd::service_key(&document.policy);
+            let sim = match document.simulation.or_else(|| simulation.and_then(|s| s.lookup(&key)).cloned()) {
+                Some(sim) => sim,
+                None => {
+                    return Err(SimError::Invalid(format!(
+                        "{doc_what}: no simulation parameters for {key}: add a `simulation:` section to the \
+                         document or an entry `{}` under `services:` of the simulation file (--sim)",
+                        key.name
+                    )));
+                }
+            };
+            sim.validate(doc_what)?;
+            if services.iter().any(|s| s.key == key) {
+                return Err(SimError::Invalid(format!("{doc_what}: {key} is described twice; names must be unique")));
+            }
+            services.push(ServiceSetup { key, spec: document.policy.spec, sim });
+        }
         if services.is_empty() {
             return Err(SimError::Invalid(format!("{what}: no ScalingPolicy documents")));
         }
+        let config_maps = documents
+            .config_maps
+            .into_iter()
+            .map(|cm| {
+                let at =
+                    (cm.metadata.namespace.clone().unwrap_or_default(), cm.metadata.name.clone().unwrap_or_default());
+                (at, cm)
+            })
+            .collect();
         let set = PolicySet { label: label.into(), services, config_maps };
         for service in &set.services {
             for plugin in std::iter::once(&service.spec.plugin).chain(service.spec.shadow.as_ref().map(|s| &s.plugin)) {
@@ -318,64 +285,6 @@ impl PolicySet {
     pub fn config_map(&self, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
         self.config_maps.get(&(namespace.to_owned(), name.to_owned())).cloned()
     }
-}
-
-/// A `ConfigMap` document carrying a plugin: labelled as the controller requires, or refused with the fix.
-fn plugin_config_map(what: &str, doc: &str) -> Result<((String, String), ConfigMap), SimError> {
-    let config_map: ConfigMap =
-        serde_yaml_ng::from_str(doc).map_err(|e| SimError::Yaml { what: what.into(), source: e })?;
-    check_plugin_label(&config_map).map_err(|why| SimError::Invalid(format!("{what}: {why}")))?;
-    let name = config_map.metadata.name.clone().unwrap_or_default();
-    let namespace = config_map.metadata.namespace.clone().unwrap_or_else(default_namespace);
-    Ok(((namespace, name), config_map))
-}
-
-fn validate_spec(what: &str, spec: &ScalingPolicySpec) -> Result<(), SimError> {
-    if spec.max_replicas == 0 || spec.min_replicas > spec.max_replicas {
-        return Err(SimError::Invalid(format!(
-            "{what}: spec.minReplicas ({}) must not exceed spec.maxReplicas ({}), and maxReplicas must be at least 1",
-            spec.min_replicas, spec.max_replicas
-        )));
-    }
-    if let Some(behavior) = &spec.behavior {
-        behavior.validate().map_err(|e| SimError::Invalid(format!("{what}: spec.{e}")))?;
-    }
-    let plugin = &spec.plugin;
-    let named = [plugin.builtin.is_some(), plugin.path.is_some(), plugin.oci.is_some(), plugin.config_map.is_some()];
-    if named.iter().filter(|&&n| n).count() != 1 {
-        return Err(SimError::Invalid(format!(
-            "{what}: spec.plugin must name exactly one of `builtin` (hpa, queue-drain), `path` (a component file), \
-             `oci` (a digest-pinned OCI reference) or `configMap` (a plugin ConfigMap given with the policies)"
-        )));
-    }
-    Ok(())
-}
-
-/// Splits multi-document YAML at `---` lines, keeping each document's first line number for messages.
-fn split_documents(text: &str) -> Vec<(usize, &str)> {
-    let mut docs = Vec::new();
-    let mut start = 0;
-    let mut start_line = 1;
-    let mut offset = 0;
-    for (number, line) in text.split_inclusive('\n').enumerate() {
-        if line.trim_end() == "---" || line.starts_with("--- ") {
-            docs.push((start_line, &text[start..offset]));
-            start = offset + line.len();
-            start_line = number + 2;
-        }
-        offset += line.len();
-    }
-    docs.push((start_line, &text[start..]));
-    docs.into_iter()
-        .filter(|(_, doc)| doc.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')))
-        .collect()
-}
-
-/// `kind` and `metadata.name` of a document, as far as they can be read.
-fn document_header(doc: &str) -> (Option<String>, Option<String>) {
-    let Ok(value) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(doc) else { return (None, None) };
-    let text = |v: Option<&serde_yaml_ng::Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
-    (text(value.get("kind")), text(value.get("metadata").and_then(|m| m.get("name"))))
 }
 
 #[cfg(test)]

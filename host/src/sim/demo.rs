@@ -55,11 +55,7 @@ pub fn policy_sets() -> Result<Vec<PolicySet>, SimError> {
 
 impl ShippedSet {
     fn parse(&self, label: &str, simulation: &SimulationFile) -> Result<PolicySet, SimError> {
-        let source = |file: &str, text: &str| PolicySource {
-            what: format!("{}/{file}", self.dir),
-            dir: None,
-            text: text.into(),
-        };
+        let source = |file: &str, text: &str| PolicySource { what: format!("{}/{file}", self.dir), text: text.into() };
         let sources = [source("plugin.yaml", self.plugin), source("policies.yaml", self.policies)];
         PolicySet::parse_sources(label, &sources, Some(simulation))
     }

@@ -33,4 +33,6 @@ pub enum SimError {
     Invalid(String),
     #[error(transparent)]
     Host(#[from] crate::Error),
+    #[error(transparent)]
+    Documents(#[from] crate::controller::ControllerError),
 }
