@@ -18,10 +18,6 @@ mod common;
 #[path = "common/quick.rs"]
 mod quick;
 
-/// The `ballast` binary's allocator, so the tick costs here what it costs there.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const SERVICES: usize = 1000;
 /// Ticks of 15 simulated seconds each (the steady trace is an hour long).
 const TICKS: u64 = 101;

@@ -13,12 +13,6 @@ use ballast::spec::QueueRef;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// mimalloc rather than glibc's malloc: a tick frees a thousand decision records of small blocks and then a few
-/// large buffers, and glibc consolidates its free lists on every large free; the 1,000-service tick spent about a
-/// tenth of its time there.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "ballast", version, about = "Autoscaler for GPU inference services with WebAssembly scaling policies")]
 struct Cli {
