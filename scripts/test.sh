@@ -32,7 +32,7 @@ echo "== tests"
 log=$(mktemp)
 cargo test --locked --workspace 2>&1 | tee "$log"
 echo "== benchmarks, each part once (their quick mode), so a broken one fails here"
-cargo test --locked -p ballast --benches 2>&1 | tee -a "$log"
+cargo test --locked -p ballast --bench '*' 2>&1 | tee -a "$log"
 # One closing line for the whole suite (cargo ends with per-target lines, often an empty doc-test target's).
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
 rm -f "$log"
