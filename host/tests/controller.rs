@@ -83,18 +83,10 @@ async fn bullmq_queue_scales_a_deployment_up_and_back_down_and_a_bad_policy_does
     redis.cmd(&url, &["FLUSHDB"]).expect("draining the queue");
     eventually(Duration::from_secs(30), "web to scale back down to 1", || (cluster.replicas() == 1).then_some(()))
         .await;
-    // The Recorder folds repeats of one reason into a series; Events are published in the background, so the one
-    // for the scale-down may land just after the Deployment changed.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let rescales = cluster.events("SuccessfulRescale").await;
-        let count: i32 = rescales.iter().map(|e| e.series.as_ref().map_or(1, |s| s.count)).sum();
-        if count >= 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "expected SuccessfulRescale Events up and down, got {rescales:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The Recorder folds repeats of one reason into a series; the Event for the scale-down may land just after the
+    // Deployment changed.
+    let up_and_down = "SuccessfulRescale Events up and down";
+    cluster.await_events("SuccessfulRescale", 2, Duration::from_secs(10), up_and_down).await;
 
     let policy = eventually(Duration::from_secs(5), "status to show 1 replica", || {
         let p = cluster.policy("web");
@@ -585,15 +577,7 @@ async fn a_canary_that_only_runs_out_of_time_is_tried_again_after_a_backoff() {
     assert!(message.contains("(timeout)") && message.contains("trying again after a backoff"), "{refused}");
     // A timeout may be the node's fault, not the plugin's: the load is attempted again (5 s later), which a
     // refusal for any other cause never is.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let rejections = cluster.events("PluginRejected").await;
-        let count: i32 = rejections.iter().map(|e| e.series.as_ref().map_or(1, |s| s.count)).sum();
-        if count >= 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "expected a second attempt after the backoff, got {rejections:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let second_attempt = "a second attempt after the backoff";
+    cluster.await_events("PluginRejected", 2, Duration::from_secs(20), second_attempt).await;
     host.stop().await;
 }

@@ -106,6 +106,34 @@ pub(crate) fn stabilize_recommendation_with_behaviors(
     Stabilized { replicas: recommendation, reason, floor: up_recommendation, ceiling: down_recommendation }
 }
 
+/// Each policy's proposal: from the count at its period's start (the current count minus pods added plus pods
+/// removed within the period), `propose` gives the count the policy allows.
+fn policy_proposals(
+    current: i64,
+    up_events: &[ScaleEvent],
+    down_events: &[ScaleEvent],
+    rules: &ResolvedRules<'_>,
+    now_ms: u64,
+    propose: impl Fn(i64, ScalingPolicyType, i64) -> i64,
+) -> Vec<PolicyProposal> {
+    rules
+        .policies
+        .iter()
+        .map(|policy| {
+            let added = replicas_change_per_period(policy.period_seconds, up_events, now_ms);
+            let deleted = replicas_change_per_period(policy.period_seconds, down_events, now_ms);
+            let start = current - added + deleted;
+            PolicyProposal {
+                kind: policy.kind,
+                value: policy.value,
+                period_seconds: policy.period_seconds,
+                start,
+                proposed: propose(start, policy.kind, i64::from(policy.value)),
+            }
+        })
+        .collect()
+}
+
 /// `calculateScaleUpLimitWithScalingRules`: the most replicas the scale-up policies allow now. The period's start
 /// is the current count minus pods added plus pods removed within the period.
 pub(crate) fn calculate_scale_up_limit_with_scaling_rules(
@@ -125,24 +153,13 @@ pub(crate) fn calculate_scale_up_limit_with_scaling_rules(
         SelectPolicy::Min => i64::MAX,
         _ => i64::MIN,
     };
-    let mut proposals = Vec::with_capacity(rules.policies.len());
-    for policy in rules.policies.iter() {
-        let added = replicas_change_per_period(policy.period_seconds, up_events, now_ms);
-        let deleted = replicas_change_per_period(policy.period_seconds, down_events, now_ms);
-        let period_start = current - added + deleted;
-        let proposed = match policy.kind {
-            ScalingPolicyType::Pods => period_start.saturating_add(i64::from(policy.value)),
-            // Rounded up so that a small percentage still adds at least one pod.
-            ScalingPolicyType::Percent => (period_start as f64 * (1.0 + f64::from(policy.value) / 100.0)).ceil() as i64,
-        };
-        proposals.push(PolicyProposal {
-            kind: policy.kind,
-            value: policy.value,
-            period_seconds: policy.period_seconds,
-            start: period_start,
-            proposed,
-        });
-        result = select(result, proposed);
+    let proposals = policy_proposals(current, up_events, down_events, rules, now_ms, |start, kind, value| match kind {
+        ScalingPolicyType::Pods => start.saturating_add(value),
+        // Rounded up so that a small percentage still adds at least one pod.
+        ScalingPolicyType::Percent => (start as f64 * (1.0 + value as f64 / 100.0)).ceil() as i64,
+    });
+    for proposal in &proposals {
+        result = select(result, proposal.proposed);
     }
     (result, RateDetail::Policies { direction: Direction::Up, limit: result, select: rules.select_policy, proposals })
 }
@@ -165,24 +182,13 @@ pub(crate) fn calculate_scale_down_limit_with_behaviors(
         SelectPolicy::Min => i64::MIN,
         _ => i64::MAX,
     };
-    let mut proposals = Vec::with_capacity(rules.policies.len());
-    for policy in rules.policies.iter() {
-        let added = replicas_change_per_period(policy.period_seconds, up_events, now_ms);
-        let deleted = replicas_change_per_period(policy.period_seconds, down_events, now_ms);
-        let period_start = current - added + deleted;
-        let proposed = match policy.kind {
-            ScalingPolicyType::Pods => period_start.saturating_sub(i64::from(policy.value)),
-            // Go's int32(float64(...)): truncation toward zero.
-            ScalingPolicyType::Percent => (period_start as f64 * (1.0 - f64::from(policy.value) / 100.0)) as i64,
-        };
-        proposals.push(PolicyProposal {
-            kind: policy.kind,
-            value: policy.value,
-            period_seconds: policy.period_seconds,
-            start: period_start,
-            proposed,
-        });
-        result = select(result, proposed);
+    let proposals = policy_proposals(current, up_events, down_events, rules, now_ms, |start, kind, value| match kind {
+        ScalingPolicyType::Pods => start.saturating_sub(value),
+        // Go's int32(float64(...)): truncation toward zero.
+        ScalingPolicyType::Percent => (start as f64 * (1.0 - value as f64 / 100.0)) as i64,
+    });
+    for proposal in &proposals {
+        result = select(result, proposal.proposed);
     }
     (result, RateDetail::Policies { direction: Direction::Down, limit: result, select: rules.select_policy, proposals })
 }

@@ -202,6 +202,21 @@ impl Cluster {
         let list = api.list(&Default::default()).await.expect("listing Events");
         list.items.into_iter().filter(|e| e.reason.as_deref() == Some(reason)).collect()
     }
+
+    /// Waits until Events of `reason` count at least `count` occurrences (a series counts its repeats), failing
+    /// after `timeout` with `what` and the Events seen. Events are published in the background, so they may land
+    /// after what they report.
+    pub async fn await_events(&self, reason: &str, count: i32, timeout: Duration, what: &str) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let events = self.events(reason).await;
+            if events.iter().map(|e| e.series.as_ref().map_or(1, |s| s.count)).sum::<i32>() >= count {
+                return;
+            }
+            assert!(Instant::now() < deadline, "expected {what}, got {events:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// Polls `check` every 20 ms until it returns Some, or fails naming `what` after `timeout`.
