@@ -86,15 +86,11 @@ pub struct SimService {
     delayed: Vec<Job>,
     pub totals: Totals,
     rng: SplitMix64,
-    /// Finish times of recent completions and, apart (a percentile reads only them), their latencies; (time,
-    /// count) of recent arrivals. For the windowed metrics.
-    recent_finishes_ms: VecDeque<u64>,
-    recent_latencies: VecDeque<u32>,
+    /// Recent completions' latencies and (time, count) of recent arrivals, for the windowed metrics.
+    recent_latencies: LatencyWindow,
     recent_arrivals: VecDeque<(u64, u64)>,
     /// Wait (arrival to start of the successful attempt) of every completed job, in ms.
     pub waits_ms: Vec<u32>,
-    /// Reused for the latency percentiles of each observation.
-    latency_scratch: Vec<u32>,
     /// The totals the previous observation was taken at (busy fraction and completions since then).
     observed: Totals,
     /// Observations not yet visible to the policy (metrics delay).
@@ -111,11 +107,9 @@ impl SimService {
             delayed: Vec::new(),
             totals: Totals::default(),
             rng: SplitMix64::stream(seed, &setup.key.to_string(), "service"),
-            recent_finishes_ms: VecDeque::new(),
-            recent_latencies: VecDeque::new(),
+            recent_latencies: LatencyWindow::default(),
             recent_arrivals: VecDeque::new(),
             waits_ms: Vec::new(),
-            latency_scratch: Vec::new(),
             observed: Totals::default(),
             pending: VecDeque::new(),
         };
@@ -204,8 +198,7 @@ impl SimService {
             self.totals.completed += 1;
             let latency = running.finish_ms - job.arrived_ms;
             self.totals.sojourn_ms += latency;
-            self.recent_finishes_ms.push_back(running.finish_ms);
-            self.recent_latencies.push_back(latency.min(u64::from(u32::MAX)) as u32);
+            self.recent_latencies.push(running.finish_ms, latency.min(u64::from(u32::MAX)) as u32);
             let wait = running.started_ms - job.arrived_ms;
             self.waits_ms.push(wait.min(u64::from(u32::MAX)) as u32);
         } else if job.attempts + 1 < self.sim.max_attempts {
@@ -288,10 +281,7 @@ impl SimService {
             self.totals.over_slo_ms += step_ms;
         }
         let horizon = end_ms.saturating_sub(METRICS_WINDOW_MS);
-        while self.recent_finishes_ms.front().is_some_and(|t| *t < horizon) {
-            self.recent_finishes_ms.pop_front();
-            self.recent_latencies.pop_front();
-        }
+        self.recent_latencies.expire_before(horizon);
         while self.recent_arrivals.front().is_some_and(|(t, _)| *t < horizon) {
             self.recent_arrivals.pop_front();
         }
@@ -323,9 +313,7 @@ impl SimService {
         self.observed = self.totals;
         // No ready pod, or no time passed: no GPU or CPU samples, so unavailable (never 0).
         let busy_fraction = (ready_slots > 0).then(|| busy as f64 / ready_slots as f64);
-        self.latency_scratch.clear();
-        self.latency_scratch.extend(&self.recent_latencies);
-        let [p50, p95, p99] = percentiles_ms(&mut self.latency_scratch, [0.50, 0.95, 0.99]);
+        let [p50, p95, p99] = [0.50, 0.95, 0.99].map(|q| percentile_ms(&self.recent_latencies.sorted, q));
         let window_s = now_ms.clamp(1000, METRICS_WINDOW_MS) as f64 / 1000.0;
         let arrivals: u64 = self.recent_arrivals.iter().map(|(_, n)| n).sum();
         Observation {
@@ -373,28 +361,35 @@ pub fn percentile_ms(sorted: &[u32], q: f64) -> Option<u32> {
     Some(sorted[rank - 1])
 }
 
-/// The nearest-rank quantiles `qs` (ascending) of unsorted values, as [`percentile_ms`] would give them after
-/// sorting, by selection: linear time, where a sort per observation was most of an observation's cost.
-pub fn percentiles_ms<const N: usize>(values: &mut [u32], qs: [f64; N]) -> [Option<u32>; N] {
-    let mut out = [None; N];
-    let n = values.len();
-    if n == 0 {
-        return out;
+/// Latencies of the completions in the metrics window, kept sorted as they come and go: an observation then reads
+/// its percentiles off directly, where copying and selecting over the window on every observation was most of an
+/// observation's cost (and a thousand services observe every tick).
+#[derive(Default)]
+struct LatencyWindow {
+    /// (finish time, latency) in order of finishing, to expire the oldest first.
+    by_finish: VecDeque<(u64, u32)>,
+    /// The same latencies, ascending.
+    sorted: Vec<u32>,
+}
+
+impl LatencyWindow {
+    fn push(&mut self, finish_ms: u64, latency_ms: u32) {
+        self.by_finish.push_back((finish_ms, latency_ms));
+        let at = self.sorted.partition_point(|&l| l <= latency_ms);
+        self.sorted.insert(at, latency_ms);
     }
-    // From the highest rank down: a selection leaves the smaller values in front, where the next one looks.
-    let mut end = n;
-    let mut previous: Option<(usize, u32)> = None;
-    for (slot, q) in out.iter_mut().zip(qs).rev() {
-        let index = ((q * n as f64).ceil() as usize).clamp(1, n) - 1;
-        let value = match previous {
-            Some((at, value)) if at == index => value,
-            _ => *values[..end].select_nth_unstable(index).1,
-        };
-        *slot = Some(value);
-        previous = Some((index, value));
-        end = index;
+
+    /// Drops the completions that finished before `horizon_ms`.
+    fn expire_before(&mut self, horizon_ms: u64) {
+        while let Some(&(finish_ms, latency_ms)) = self.by_finish.front() {
+            if finish_ms >= horizon_ms {
+                break;
+            }
+            self.by_finish.pop_front();
+            let at = self.sorted.partition_point(|&l| l < latency_ms);
+            self.sorted.remove(at);
+        }
     }
-    out
 }
 
 /// Every simulated service, by key.
@@ -484,16 +479,25 @@ mod tests {
     }
 
     #[test]
-    fn selected_percentiles_are_the_sorted_ones() {
-        let mut rng = SplitMix64::stream(3, "percentiles", "test");
-        for n in [0, 1, 2, 3, 19, 20, 21, 100, 541] {
-            let values: Vec<u32> = (0..n).map(|_| (rng.next_f64() * 50.0) as u32).collect();
-            let mut sorted = values.clone();
-            sorted.sort_unstable();
-            let qs = [0.0, 0.5, 0.5, 0.95, 0.99, 1.0];
-            let expected = qs.map(|q| percentile_ms(&sorted, q));
-            assert_eq!(percentiles_ms(&mut values.clone(), qs), expected, "{n} values");
+    fn the_latency_window_holds_exactly_the_unexpired_latencies_in_order() {
+        let mut rng = SplitMix64::stream(3, "latency-window", "test");
+        let mut window = LatencyWindow::default();
+        let mut finished = Vec::new();
+        for second in 0..300u64 {
+            for _ in 0..(rng.next_f64() * 6.0) as u64 {
+                // Few distinct values, so equal latencies come and go.
+                let (finish_ms, latency_ms) =
+                    (second * 1000 + (rng.next_f64() * 999.0) as u64, (rng.next_f64() * 20.0) as u32);
+                window.push(finish_ms, latency_ms);
+                finished.push((finish_ms, latency_ms));
+            }
+            let horizon_ms = (second * 1000).saturating_sub(METRICS_WINDOW_MS);
+            window.expire_before(horizon_ms);
+            let mut expected: Vec<u32> = finished.iter().filter(|(t, _)| *t >= horizon_ms).map(|(_, l)| *l).collect();
+            expected.sort_unstable();
+            assert_eq!(window.sorted, expected, "at {second} s");
         }
+        assert!(window.sorted.len() > 100, "the window held a minute of completions");
     }
 
     #[test]
