@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use ballast_policy_sdk::hpa::{PodGroups, Resource};
-use ballast_policy_sdk::{Decision, MetricProposal, PolicyError, PolicyInput, config, hpa};
+use ballast_policy_sdk::{Decision, MetricProposal, PolicyError, PolicyInput, config, hpa, push_decimal};
 use serde::Deserialize;
 
 /// Targets per metric; a metric without a target is ignored.
@@ -85,10 +85,19 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
     // Capped at maxReplicas (or the current count, if above) as the HPA caps it: a backlog of thousands of jobs
     // would otherwise ask for hundreds of pods, which the host refuses as nonsense.
     let cap = input.max_replicas.max(current);
-    let best = proposals.iter().max_by_key(|p| p.replicas).map(|p| (p.metric.clone(), p.replicas.min(cap)));
-    let (replicas, mut reason) = match best {
-        Some((metric, replicas)) => {
-            (replicas, format!("{metric} proposes {replicas} (largest of {})", proposals.len()))
+    let (replicas, mut reason) = match proposals.iter().max_by_key(|p| p.replicas) {
+        Some(best) => {
+            let replicas = best.replicas.min(cap);
+            // Pieces, not `format!`: a host running a thousand plugins meets each one's memory cold, and core::fmt's
+            // tables and code are a good part of what a decision would otherwise touch.
+            let mut reason = String::with_capacity(48);
+            reason.push_str(&best.metric);
+            reason.push_str(" proposes ");
+            push_decimal(&mut reason, replicas as usize);
+            reason.push_str(" (largest of ");
+            push_decimal(&mut reason, proposals.len());
+            reason.push(')');
+            (replicas, reason)
         }
         None => (current, format!("no configured metric available; holding {current}")),
     };

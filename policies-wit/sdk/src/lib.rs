@@ -57,6 +57,22 @@ pub fn log(level: LogLevel, message: &str) {
     let _ = (level, message);
 }
 
+/// Appends `n` in decimal, as `{n}` would format it, without core::fmt (whose code and tables a plugin's call
+/// would otherwise page in, cold, on a host running a thousand plugins).
+pub fn push_decimal(text: &mut String, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    text.extend(digits[at..].iter().map(|&d| char::from(d)));
+}
+
 impl QueueCounts {
     /// Jobs not yet finished: waiting, prioritized, active and delayed (what the old exporter called the total
     /// depth). Paused, failed and waiting-children jobs are not work the pods can take now.
@@ -101,5 +117,17 @@ impl Observations {
     /// The value of a named custom metric, if the host had it.
     pub fn custom(&self, name: &str) -> Option<f64> {
         self.custom.iter().find(|m| m.name == name).map(|m| m.value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn decimals_read_as_formatted() {
+        for n in [0, 7, 10, 99, 1000, 4_294_967_295, usize::MAX] {
+            let mut text = String::from("x=");
+            super::push_decimal(&mut text, n);
+            assert_eq!(text, format!("x={n}"));
+        }
     }
 }
