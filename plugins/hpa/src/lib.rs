@@ -48,14 +48,20 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
     let (current, ready, tol) = (input.current_replicas, input.ready_replicas, cfg.tolerance);
 
     let mut proposals = Vec::new();
-    let mut missing = Vec::new();
+    // Names of the configured metrics that are unavailable, comma-separated.
+    let mut missing = String::new();
     let mut consider = |name: &str, target: Option<f64>, proposal: Option<u32>| {
         if target.is_none() {
             return;
         }
         match proposal {
             Some(replicas) => proposals.push(MetricProposal { metric: name.to_owned(), replicas }),
-            None => missing.push(name.to_owned()),
+            None => {
+                if !missing.is_empty() {
+                    missing.push_str(", ");
+                }
+                missing.push_str(name);
+            }
         }
     };
     let utilization = |value: Option<f64>, target: Option<f64>| {
@@ -85,24 +91,31 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
     // Capped at maxReplicas (or the current count, if above) as the HPA caps it: a backlog of thousands of jobs
     // would otherwise ask for hundreds of pods, which the host refuses as nonsense.
     let cap = input.max_replicas.max(current);
-    let (replicas, mut reason) = match proposals.iter().max_by_key(|p| p.replicas) {
+    // The reason is built from pieces, not with `format!`: a host running a thousand plugins meets each one's
+    // memory cold, and core::fmt's code and tables were a good part of what a decision touched.
+    let mut reason = String::with_capacity(96);
+    let replicas = match proposals.iter().max_by_key(|p| p.replicas) {
         Some(best) => {
             let replicas = best.replicas.min(cap);
-            // Pieces, not `format!`: a host running a thousand plugins meets each one's memory cold, and core::fmt's
-            // tables and code are a good part of what a decision would otherwise touch.
-            let mut reason = String::with_capacity(48);
             reason.push_str(&best.metric);
             reason.push_str(" proposes ");
             push_decimal(&mut reason, replicas as usize);
             reason.push_str(" (largest of ");
             push_decimal(&mut reason, proposals.len());
             reason.push(')');
-            (replicas, reason)
+            replicas
         }
-        None => (current, format!("no configured metric available; holding {current}")),
+        None => {
+            reason.push_str("no configured metric available; holding ");
+            push_decimal(&mut reason, current as usize);
+            current
+        }
     };
     let replicas = if !missing.is_empty() && replicas < current {
-        reason = format!("{reason}; {} unavailable, so no scale-down below {current}", missing.join(", "));
+        reason.push_str("; ");
+        reason.push_str(&missing);
+        reason.push_str(" unavailable, so no scale-down below ");
+        push_decimal(&mut reason, current as usize);
         current
     } else {
         replicas
@@ -177,6 +190,17 @@ mod tests {
         let d = decide(&input(STT, 6, obs)).unwrap();
         assert_eq!(d.replicas, 6, "gpu is missing, so no scale-down: {}", d.reason);
         assert!(d.reason.contains("gpu unavailable"));
+    }
+
+    #[test]
+    fn the_reason_names_every_unavailable_metric_and_the_floor() {
+        let mut obs = Observations::none();
+        obs.queue = Some(queue(10)); // ceil(10 / 5) = 2
+        let d = decide(&input(STT, 6, obs)).unwrap();
+        assert_eq!(d.replicas, 6);
+        assert_eq!(d.reason, "queue proposes 2 (largest of 1); gpu, cpu unavailable, so no scale-down below 6");
+        let d = decide(&input(STT, 4, Observations::none())).unwrap();
+        assert_eq!(d.reason, "no configured metric available; holding 4");
     }
 
     #[test]
