@@ -2,6 +2,8 @@
 //! explain it. The live host and the simulator both decide through [`decide`]; only where observations come from
 //! and where replica counts go differ.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::clamps::{self, ClampInput, ClampOutcome, ScaleHistory};
@@ -19,7 +21,7 @@ pub struct ServiceMemory {
     pub plugin_state: Option<Vec<u8>>,
     /// Digest of the plugin that wrote `plugin_state`; a different plugin starts from no state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plugin_digest: Option<String>,
+    pub plugin_digest: Option<Arc<str>>,
     #[serde(default)]
     pub history: ScaleHistory,
     /// Total completed jobs seen last time, to derive completions since the previous decision.
@@ -65,7 +67,7 @@ pub struct DecisionRecord {
     pub current: u32,
     pub ready: u32,
     pub observation: Observation,
-    pub plugin_digest: String,
+    pub plugin_digest: Arc<str>,
     pub plugin: PluginVerdict,
     /// Set when the plugin failed: what the fallback did and why.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -107,7 +109,7 @@ impl From<DecisionRecord> for ShadowRecord {
             PluginVerdict::Paused => ("paused".into(), None),
         };
         ShadowRecord {
-            plugin_digest: record.plugin_digest,
+            plugin_digest: record.plugin_digest.to_string(),
             desired: record.desired,
             replicas: record.replicas,
             reason,
@@ -162,9 +164,16 @@ pub(crate) fn decide_owned(
     mut observation: Observation,
     at: Moment,
 ) -> DecisionRecord {
-    if memory.plugin_digest.as_deref() != Some(plugin.digest()) {
-        memory.plugin_state = None;
-        memory.plugin_digest = Some(plugin.digest().to_owned());
+    let digest = plugin.shared_digest();
+    match &memory.plugin_digest {
+        // The same compiled plugin: a pointer comparison, not a read of each service's own copy of the digest.
+        Some(written_by) if Arc::ptr_eq(written_by, digest) => {}
+        // The same plugin, loaded again (after a restart, from the persisted status): share the loaded digest.
+        Some(written_by) if written_by == digest => memory.plugin_digest = Some(digest.clone()),
+        _ => {
+            memory.plugin_state = None;
+            memory.plugin_digest = Some(digest.clone());
+        }
     }
     if let Some(queue) = observation.queue {
         // Completions since last time, when the source gives only a running total. A total that went down
@@ -220,7 +229,7 @@ pub(crate) fn decide_owned(
         current: at.current,
         ready: at.ready,
         observation,
-        plugin_digest: plugin.digest().to_owned(),
+        plugin_digest: plugin.shared_digest().clone(),
         plugin: plugin_verdict,
         fallback,
         desired,

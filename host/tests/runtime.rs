@@ -199,7 +199,7 @@ fn garbage_bytes_and_pin_mismatch_are_refused() {
     let err = engine.load_digested("hpa.wasm", &hpa, &digest, Some(&"0".repeat(64))).unwrap_err().to_string();
     assert!(err.contains("sha256 is"), "{err}");
     let pinned = engine.load_digested("hpa.wasm", &hpa, &digest, Some(&digest.to_uppercase())).unwrap();
-    assert_eq!(pinned.digest, digest);
+    assert_eq!(*pinned.digest, digest);
 }
 
 #[test]

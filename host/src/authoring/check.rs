@@ -169,7 +169,7 @@ pub fn check(
 
     Ok(CheckReport {
         what: what.into(),
-        digest: compiled.digest.clone(),
+        digest: compiled.digest.to_string(),
         size: bytes.len(),
         gzip_size: super::pack::gzip(bytes).len(),
         imports,

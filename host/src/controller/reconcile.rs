@@ -124,7 +124,7 @@ struct ServiceState {
     /// A shadow plugin loaded before the live one, attached when the live one arrives.
     pending_shadow: Option<Plugin>,
     /// A new plugin version and when its change was noticed, until its first decision.
-    swapped: Option<(String, Instant)>,
+    swapped: Option<(Arc<str>, Instant)>,
     last_canary: Option<CanaryInput>,
     dirty: bool,
     last_write: Option<Instant>,
@@ -458,7 +458,7 @@ impl<O: Observer> Controller<O> {
         match done.result {
             Ok(loaded) => {
                 // For an OCI plugin `done.digest` is the manifest's; status shows the component's.
-                let digest = loaded.plugin.digest().to_owned();
+                let digest = loaded.plugin.shared_digest().clone();
                 let message = loaded_message(Role::Live, &loaded, &digest);
                 let (memory, shadow) = match self.fleet.services.remove(&done.key) {
                     Some(old) => (old.memory, old.shadow.map(|s| s.plugin)),
@@ -469,7 +469,7 @@ impl<O: Observer> Controller<O> {
                 self.fleet.services.insert(done.key.clone(), service);
                 tracing::info!(policy = %done.key, "{message}");
                 state.status.plugin_name = Some(loaded.source_name);
-                state.status.plugin_digest = Some(digest.clone());
+                state.status.plugin_digest = Some(digest.to_string());
                 state.status.set_condition(PLUGIN_READY, true, "PluginLoaded", &message);
                 state.swapped = Some((digest, done.noticed));
                 state.live.refused = None;
@@ -608,7 +608,7 @@ impl<O: Observer> Controller<O> {
         let scaled = record.replicas != record.current && tick.write_error.is_none();
         let current_after = if scaled { record.replicas } else { record.current };
         let digest_changed =
-            state.status.last_decision.as_ref().map(|d| &d.plugin_digest) != Some(&record.plugin_digest);
+            state.status.last_decision.as_ref().map(|d| d.plugin_digest.as_str()) != Some(&*record.plugin_digest);
         state.dirty |= state.status.record_decision(&record, current_after) || digest_changed;
         state.status.reference = Some(format!("{}/{}", state.spec.target.kind, state.spec.target.name));
         let object = state.object.clone();

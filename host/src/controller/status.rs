@@ -146,7 +146,7 @@ impl ScalingPolicyStatus {
             current: record.current,
             desired: record.desired,
             replicas: record.replicas,
-            plugin_digest: record.plugin_digest.clone(),
+            plugin_digest: record.plugin_digest.to_string(),
             proposals,
             clamp_reason: record.clamp.as_ref().map(|c| c.reason.as_str().to_owned()),
             shadow: record.shadow.clone(),
@@ -154,7 +154,7 @@ impl ScalingPolicyStatus {
         });
         self.current_replicas = Some(current_after);
         self.desired_replicas = Some(record.replicas);
-        self.plugin_digest = Some(record.plugin_digest.clone());
+        self.plugin_digest = Some(record.plugin_digest.to_string());
         let mut changed = before != (self.current_replicas, self.desired_replicas, Some(record.summary()));
         if let Some(clamp) = &record.clamp {
             let able = clamp.able_to_scale_reason.unwrap_or(crate::clamps::Reason::ReadyForNewScale);

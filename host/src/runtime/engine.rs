@@ -31,7 +31,8 @@ pub struct PolicyEngine {
 
 /// A validated component, ready to instantiate: type-checked against the world, imports resolved.
 pub struct CompiledPolicy {
-    pub digest: String,
+    /// sha256 of the component, hex; shared with every decision record and service memory that names it.
+    pub digest: Arc<str>,
     pub size: usize,
     /// Time spent compiling (zero when it came from a cache).
     pub compile_time: Duration,
@@ -127,9 +128,8 @@ impl PolicyEngine {
         let compile_time = if from_disk { Duration::ZERO } else { started.elapsed() };
         let pre = self.validate(what, &component)?;
         let store = Mutex::new(SharedStore::new(self.new_store()));
-        let digest = digest.to_owned();
-        let compiled = Arc::new(CompiledPolicy { digest: digest.clone(), size: bytes.len(), compile_time, pre, store });
-        self.compiled.lock().expect("compile cache poisoned").insert(digest, compiled.clone());
+        let compiled = Arc::new(CompiledPolicy { digest: digest.into(), size: bytes.len(), compile_time, pre, store });
+        self.compiled.lock().expect("compile cache poisoned").insert(digest.to_owned(), compiled.clone());
         Ok(compiled)
     }
 

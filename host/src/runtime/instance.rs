@@ -237,6 +237,11 @@ impl Plugin {
         &self.compiled.digest
     }
 
+    /// [`Self::digest`], shared: a record or memory naming the plugin holds it without a copy.
+    pub fn shared_digest(&self) -> &Arc<str> {
+        &self.compiled.digest
+    }
+
     /// Calls `decide`. Never fails as a Rust error: every misbehaviour is a [`PluginFailure`].
     pub fn decide(&mut self, input: &PolicyInput) -> CallOutcome {
         let started = Instant::now();
