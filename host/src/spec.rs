@@ -77,6 +77,29 @@ fn one() -> u32 {
 }
 
 impl ScalingPolicySpec {
+    /// What is wrong with the spec beyond what its schema says, naming the field and the fix. Every reader of
+    /// ScalingPolicies (the cluster, `ballast run --config`, the simulator) refuses a spec on this, each adding
+    /// which policy it is.
+    pub fn check(&self) -> Result<(), String> {
+        if self.max_replicas == 0 {
+            return Err("spec.maxReplicas is 0; it must be at least 1 (to stop scaling, set spec.paused)".into());
+        }
+        if self.min_replicas > self.max_replicas {
+            return Err(format!(
+                "spec.minReplicas ({}) is above spec.maxReplicas ({}); lower minReplicas or raise maxReplicas",
+                self.min_replicas, self.max_replicas
+            ));
+        }
+        if let Some(behavior) = &self.behavior {
+            behavior.validate().map_err(|e| format!("spec.{e}"))?;
+        }
+        self.plugin.check("spec.plugin")?;
+        match &self.shadow {
+            Some(shadow) => shadow.plugin.check("spec.shadow.plugin"),
+            None => Ok(()),
+        }
+    }
+
     /// The time between decisions, in milliseconds (at least one second).
     pub fn decision_interval_ms(&self) -> u64 {
         u64::from(self.decision_interval_seconds.max(1)) * 1000
@@ -133,6 +156,23 @@ pub struct PluginRef {
     /// Refuse any component whose sha256 differs (lowercase hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+}
+
+impl PluginRef {
+    /// Refuses a reference that names no source or more than one; `field` is where it sits in the spec.
+    pub fn check(&self, field: &str) -> Result<(), String> {
+        let named = [self.builtin.is_some(), self.path.is_some(), self.oci.is_some(), self.config_map.is_some()];
+        if named.iter().filter(|&&n| n).count() == 1 {
+            return Ok(());
+        }
+        let builtins: Vec<&str> = crate::runtime::BUILTINS.iter().map(|(name, _)| *name).collect();
+        Err(format!(
+            "{field} must name exactly one of `builtin` ({}), `path` (a component file), `oci` (a digest-pinned OCI \
+             reference) or `configMap` (a ConfigMap labelled {})",
+            builtins.join(", "),
+            crate::controller::plugins::PLUGIN_LABEL_SELECTOR
+        ))
+    }
 }
 
 /// A plugin in an OCI registry, like Kubewarden's `registry://` references but always pinned by digest.

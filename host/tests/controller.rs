@@ -66,6 +66,14 @@ async fn bullmq_queue_scales_a_deployment_up_and_back_down_and_a_bad_policy_does
             }),
         )
         .await;
+    // Refused by the same spec check as `ballast run --config` and the simulator (the HPA refuses it too).
+    cluster
+        .create_policy(
+            "zero",
+            json!({ "target": { "kind": "Deployment", "name": "web" }, "minReplicas": 0, "maxReplicas": 0,
+                    "plugin": { "builtin": "hpa" } }),
+        )
+        .await;
     let host = Host::start(&cluster, "host-a", Some(&url), None);
 
     let peak = eventually(Duration::from_secs(30), "the queue to scale web above 1 replica", || {
@@ -79,6 +87,13 @@ async fn bullmq_queue_scales_a_deployment_up_and_back_down_and_a_bad_policy_does
     .await;
     assert!(broken["message"].as_str().unwrap_or_default().contains("no-such-plugin"), "{broken}");
     assert!(!cluster.events("PluginRejected").await.is_empty(), "no PluginRejected Event for the broken policy");
+    let zero = eventually(Duration::from_secs(10), "ScalingActive=False on the policy with maxReplicas 0", || {
+        condition(&cluster.policy("zero"), "ScalingActive").filter(|c| c["status"] == "False")
+    })
+    .await;
+    assert_eq!(zero["reason"], "InvalidSpec", "{zero}");
+    let message = zero["message"].as_str().unwrap_or_default();
+    assert!(message.contains("ScalingPolicy default/zero: spec.maxReplicas is 0; it must be at least 1"), "{zero}");
 
     redis.cmd(&url, &["FLUSHDB"]).expect("draining the queue");
     eventually(Duration::from_secs(30), "web to scale back down to 1", || (cluster.replicas() == 1).then_some(()))

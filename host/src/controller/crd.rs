@@ -152,7 +152,7 @@ pub fn parse_documents<S: DeserializeOwned>(
                 check_api_version(&doc_what, field("apiVersion"), &ScalingPolicy::api_version(&()))?;
                 let manifest: PolicyManifest<S> = document.parse().map_err(parse_error)?;
                 let mut spec = manifest.spec;
-                validate_spec(&doc_what, &spec)?;
+                spec.check().map_err(|e| ControllerError::Invalid(format!("{doc_what}: {e}")))?;
                 if let (Some(base), Some(path)) = (base, &spec.plugin.path)
                     && Path::new(path).is_relative()
                 {
@@ -202,30 +202,6 @@ fn check_api_version(what: &str, api_version: Option<&str>, expected: &str) -> R
 
 /// What a spec must satisfy before anything runs it: bounds that admit a replica count, a valid `behavior`, and
 /// exactly one plugin source.
-fn validate_spec(what: &str, spec: &ScalingPolicySpec) -> Result<(), ControllerError> {
-    if spec.max_replicas == 0 || spec.min_replicas > spec.max_replicas {
-        return Err(ControllerError::Invalid(format!(
-            "{what}: spec.minReplicas ({}) must not exceed spec.maxReplicas ({}), and maxReplicas must be at least 1",
-            spec.min_replicas, spec.max_replicas
-        )));
-    }
-    if let Some(behavior) = &spec.behavior {
-        behavior.validate().map_err(|e| ControllerError::Invalid(format!("{what}: spec.{e}")))?;
-    }
-    let plugin = &spec.plugin;
-    let named = [plugin.builtin.is_some(), plugin.path.is_some(), plugin.oci.is_some(), plugin.config_map.is_some()];
-    if named.iter().filter(|&&n| n).count() != 1 {
-        let builtins: Vec<&str> = crate::runtime::BUILTINS.iter().map(|(name, _)| *name).collect();
-        return Err(ControllerError::Invalid(format!(
-            "{what}: spec.plugin must name exactly one of `builtin` ({}), `path` (a component file), `oci` (a \
-             digest-pinned OCI reference) or `configMap` (a ConfigMap labelled {})",
-            builtins.join(", "),
-            plugins::PLUGIN_LABEL_SELECTOR
-        )));
-    }
-    Ok(())
-}
-
 /// One document of a `---`-separated YAML stream and the line of the stream it starts at.
 struct Document<'a> {
     first_line: usize,
@@ -291,7 +267,12 @@ mod tests {
             err.contains("document 1 (`a`, from line 1): apiVersion is `ballast.dev/v1`; use `ballast.dev/v1alpha1`")
         );
         let err = error(&policy("a").replace("maxReplicas: 3", "maxReplicas: 3\n  minReplicas: 4"));
-        assert!(err.contains("spec.minReplicas (4) must not exceed spec.maxReplicas (3)"), "{err}");
+        assert!(err.contains("spec.minReplicas (4) is above spec.maxReplicas (3); lower minReplicas"), "{err}");
+        let err = error(&policy("a").replace("maxReplicas: 3", "maxReplicas: 0\n  minReplicas: 0"));
+        assert!(err.contains("spec.maxReplicas is 0; it must be at least 1"), "{err}");
+        let shadow = "{builtin: hpa}\n  shadow: {plugin: {}}";
+        let err = error(&policy("a").replace("{builtin: hpa}", shadow));
+        assert!(err.contains("(`a`, from line 1): spec.shadow.plugin must name exactly one of"), "{err}");
         let err = error(&policy("a").replace("{builtin: hpa}", "{builtin: hpa, path: x.wasm}"));
         assert!(err.contains("spec.plugin must name exactly one of `builtin` (hpa, queue-drain)"), "{err}");
         let err = error(&format!("{}specs: {{}}\n", policy("a")));

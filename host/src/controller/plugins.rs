@@ -121,13 +121,7 @@ pub fn resolve(
 ) -> Result<Resolved, PluginSourceError> {
     let plugin = &spec.plugin;
     let unavailable = |what: String, why: String| PluginSourceError::Unavailable { what, why };
-    let named = [plugin.builtin.is_some(), plugin.config_map.is_some(), plugin.path.is_some(), plugin.oci.is_some()];
-    if named.iter().filter(|&&n| n).count() != 1 {
-        return Err(unavailable(
-            format!("{key}"),
-            "spec.plugin must name exactly one of `builtin`, `configMap`, `path` or `oci`".into(),
-        ));
-    }
+    plugin.check("plugin").map_err(|why| unavailable(format!("{key}"), why))?;
     let (name, bytes) = if let Some(builtin) = &plugin.builtin {
         let bytes = runtime::builtin(builtin).ok_or_else(|| {
             let known: Vec<_> = runtime::BUILTINS.iter().map(|(n, _)| *n).collect();

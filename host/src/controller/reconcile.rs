@@ -293,7 +293,7 @@ impl<O: Observer> Controller<O> {
             });
             state.generation = policy.metadata.generation;
             state.object = Some(policy.object_ref(&()));
-            if let Err(why) = validate(&key, &policy.spec) {
+            if let Err(why) = policy.spec.check().map_err(|e| format!("ScalingPolicy {key}: {e}")) {
                 if state.invalid.as_ref() != Some(&why) {
                     tracing::warn!("{why}");
                     state.status.set_condition(SCALING_ACTIVE, false, "InvalidSpec", &why);
@@ -703,19 +703,6 @@ fn truncate_note(mut note: String) -> String {
     const NOTE_LIMIT_BYTES: usize = 1024;
     note.truncate(note.floor_char_boundary(NOTE_LIMIT_BYTES));
     note
-}
-
-fn validate(key: &ServiceKey, spec: &ScalingPolicySpec) -> Result<(), String> {
-    if spec.min_replicas > spec.max_replicas {
-        return Err(format!(
-            "ScalingPolicy {key}: minReplicas {} is above maxReplicas {}; lower minReplicas or raise maxReplicas",
-            spec.min_replicas, spec.max_replicas
-        ));
-    }
-    if let Some(behavior) = &spec.behavior {
-        behavior.validate().map_err(|e| format!("ScalingPolicy {key}: {e}"))?;
-    }
-    Ok(())
 }
 
 /// Which configured metric sources gave nothing for this observation.
