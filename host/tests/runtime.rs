@@ -135,6 +135,43 @@ fn a_service_whose_plugin_traps_does_not_disturb_its_siblings() {
 }
 
 #[test]
+fn a_plugin_that_trapped_rejoins_the_shared_store_after_enough_good_calls() {
+    let engine = PolicyEngine::new(RuntimeLimits { max_instances: 4, ..engine().limits().clone() }).unwrap();
+    let (mut once, mut sibling) = (hostile(&engine), hostile(&engine));
+    let good = |plugin: &mut Plugin| {
+        assert_eq!(plugin.decide(&input(r#"{"mode": "echo-state"}"#)).result.unwrap().replicas, 1)
+    };
+    let trap = |plugin: &mut Plugin| {
+        assert!(matches!(plugin.decide(&input(r#"{"mode": "trap"}"#)).result, Err(PluginFailure::Trap(_))))
+    };
+    good(&mut once);
+    assert!(!once.isolated(), "a plugin starts in the shared store");
+    // The first isolation lasts 64 good calls in a row; a trap there starts the count again.
+    trap(&mut once);
+    for _ in 0..10 {
+        good(&mut once);
+    }
+    trap(&mut once);
+    for _ in 0..63 {
+        good(&mut once);
+        assert!(once.isolated());
+    }
+    good(&mut once);
+    assert!(!once.isolated(), "back in the shared store after 64 good calls in a row");
+    assert_eq!(count_calls(&mut sibling), 1);
+    good(&mut once);
+    assert_eq!(count_calls(&mut sibling), 2, "the sibling's instance lives on beside the plugin that rejoined");
+    // Trapping in the shared store again: apart twice as long.
+    trap(&mut once);
+    for _ in 0..127 {
+        good(&mut once);
+        assert!(once.isolated());
+    }
+    good(&mut once);
+    assert!(!once.isolated(), "back after 128");
+}
+
+#[test]
 fn instances_given_up_free_their_pool_slots() {
     // Four slots: without the instances of dropped plugins and memory-cap failures being freed, the fifth
     // instantiation would find the pool full.

@@ -101,8 +101,9 @@ impl ResourceLimiter for MemoryCap {
 /// only holds them, with one memory cap, deadline and log buffer that each call sets for itself.
 ///
 /// A trap anywhere in a store stops every instance in it from being entered again, so a trap rebuilds the store;
-/// the plugin that trapped then runs in a store of its own (see [`Plugin`]), so that a plugin failing call after
-/// call does not make its siblings start over each time. A store frees an instance's memory (and its slot in the
+/// the plugin that trapped then runs in a store of its own (see [`Plugin`]) until it has made 64 good calls in a
+/// row there (twice as many each time it traps again), so that a plugin failing call after call does not make its
+/// siblings start over each time. A store frees an instance's memory (and its slot in the
 /// instance pool) only when the store itself goes, so an instance given up because its service went away is
 /// counted, and the store is rebuilt after a few, or when no live instance is left in it. After a rebuild the
 /// other plugins instantiate afresh in the new store on their next call.
@@ -112,6 +113,19 @@ pub(crate) struct SharedStore {
     generation: u64,
     live: usize,
     abandoned: usize,
+}
+
+/// Good calls in a store of its own after which a plugin that trapped in the shared store goes back to it: a
+/// trap may be a one-off (a timeout on a loaded node), and the shared store is the faster place to run.
+const REJOIN_AFTER: u32 = 64;
+/// The longest a plugin stays apart, however often it trapped: doubling from [`REJOIN_AFTER`], it costs its
+/// siblings a re-instantiation at most once per this many of its calls.
+const MAX_REJOIN_AFTER: u32 = 1 << 16;
+
+/// A plugin running apart after a trap: its good calls in a row there, and how many take it back.
+struct Isolation {
+    good_calls: u32,
+    needed: u32,
 }
 
 /// Instances given up without a trap that a shared store keeps before it is rebuilt.
@@ -213,7 +227,10 @@ pub struct Plugin {
     /// The instance in a store of its own, once an instance of this plugin trapped: a plugin failing call after
     /// call then costs only its own instances, not a rebuild of the store its siblings share.
     own: Option<(Store<HostState>, ScalingPolicy)>,
-    isolated: bool,
+    /// Set while the plugin runs apart after a trap in the shared store.
+    isolation: Option<Isolation>,
+    /// Good calls the next isolation will take before the plugin rejoins the shared store.
+    rejoin_after: u32,
     /// The input of the last [`Plugin::decide_in_place`] call: refilled in place, so its strings and state buffer
     /// are allocated once, not on every call.
     input: Option<PolicyInput>,
@@ -226,7 +243,21 @@ type CallResult = (Result<Decision, PluginFailure>, Vec<PluginLog>);
 
 impl Plugin {
     pub fn new(engine: Arc<PolicyEngine>, compiled: Arc<CompiledPolicy>) -> Self {
-        Plugin { engine, compiled, shared: None, own: None, isolated: false, input: None, fresh_each_call: false }
+        Plugin {
+            engine,
+            compiled,
+            shared: None,
+            own: None,
+            isolation: None,
+            rejoin_after: REJOIN_AFTER,
+            input: None,
+            fresh_each_call: false,
+        }
+    }
+
+    /// Whether the plugin runs in a store of its own after a trap, until it has made enough good calls there.
+    pub fn isolated(&self) -> bool {
+        self.isolation.is_some()
     }
 
     pub fn compiled(&self) -> &Arc<CompiledPolicy> {
@@ -246,7 +277,7 @@ impl Plugin {
     pub fn decide(&mut self, input: &PolicyInput) -> CallOutcome {
         let started = Instant::now();
         let (result, logs) =
-            if self.isolated || self.fresh_each_call { self.call_own(input) } else { self.call_shared(input) };
+            if self.isolated() || self.fresh_each_call { self.call_own(input) } else { self.call_shared(input) };
         CallOutcome { result, logs, duration: started.elapsed() }
     }
 
@@ -293,7 +324,9 @@ impl Plugin {
     /// in a store of its own from now on.
     fn give_up(&mut self, shared: &mut SharedStore, generation: u64, failure: PluginFailure) -> CallResult {
         shared.abandon(&self.engine, generation, true);
-        self.isolated = true;
+        self.isolation = Some(Isolation { good_calls: 0, needed: self.rejoin_after });
+        // A plugin that traps again soon after rejoining stays apart twice as long the next time.
+        self.rejoin_after = self.rejoin_after.saturating_mul(2).min(MAX_REJOIN_AFTER);
         (Err(failure), Vec::new())
     }
 
@@ -310,6 +343,14 @@ impl Plugin {
         };
         let (result, logs) = self.call(&mut store, &bindings, input);
         let reusable = !result.as_ref().is_err_and(PluginFailure::ends_instance);
+        if let Some(isolation) = &mut self.isolation {
+            isolation.good_calls = if reusable { isolation.good_calls + 1 } else { 0 };
+            if isolation.good_calls >= isolation.needed {
+                // Back to the shared store (instantiated there on the next call); this store and its slot go.
+                self.isolation = None;
+                return (result, logs);
+            }
+        }
         if reusable && !self.fresh_each_call {
             self.own = Some((store, bindings));
         }
