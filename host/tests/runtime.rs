@@ -144,6 +144,13 @@ fn a_plugin_that_trapped_rejoins_the_shared_store_after_enough_good_calls() {
     let trap = |plugin: &mut Plugin| {
         assert!(matches!(plugin.decide(&input(r#"{"mode": "trap"}"#)).result, Err(PluginFailure::Trap(_))))
     };
+    // Good calls, apart until the last of them.
+    let rejoins_after = |plugin: &mut Plugin, calls: usize| {
+        for call in 1..=calls {
+            good(plugin);
+            assert_eq!(plugin.isolated(), call < calls, "after good call {call} of {calls}");
+        }
+    };
     good(&mut once);
     assert!(!once.isolated(), "a plugin starts in the shared store");
     // The first isolation lasts 64 good calls in a row; a trap there starts the count again.
@@ -152,23 +159,13 @@ fn a_plugin_that_trapped_rejoins_the_shared_store_after_enough_good_calls() {
         good(&mut once);
     }
     trap(&mut once);
-    for _ in 0..63 {
-        good(&mut once);
-        assert!(once.isolated());
-    }
-    good(&mut once);
-    assert!(!once.isolated(), "back in the shared store after 64 good calls in a row");
+    rejoins_after(&mut once, 64);
     assert_eq!(count_calls(&mut sibling), 1);
     good(&mut once);
     assert_eq!(count_calls(&mut sibling), 2, "the sibling's instance lives on beside the plugin that rejoined");
     // Trapping in the shared store again: apart twice as long.
     trap(&mut once);
-    for _ in 0..127 {
-        good(&mut once);
-        assert!(once.isolated());
-    }
-    good(&mut once);
-    assert!(!once.isolated(), "back after 128");
+    rejoins_after(&mut once, 128);
 }
 
 #[test]
