@@ -8,15 +8,24 @@ use std::process::Command;
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "plugin";
 const PACKAGES: &[&str] = &["hpa", "queue-drain", "hostile", "wrong-world"];
-/// What those packages are built from. Not all of plugins/: the JavaScript and Python plugins there are built by
-/// `ballast plugin build`, and their node_modules and __pycache__ must not trigger a rebuild of the host.
-const SOURCES: &[&str] =
-    &["plugins/hpa", "plugins/queue-drain", "tests/plugins/hostile", "tests/plugins/wrong-world", "policies-wit"];
+/// What those packages are built from: their sources, and the workspace manifest and lock (a feature of a shared
+/// dependency, a profile setting or a version changes a plugin's bytes too). Not all of plugins/: the JavaScript and
+/// Python plugins there are built by `ballast plugin build`, and their node_modules and __pycache__ must not trigger
+/// a rebuild of the host.
+const SOURCES: &[&str] = &[
+    "plugins/hpa",
+    "plugins/queue-drain",
+    "tests/plugins/hostile",
+    "tests/plugins/wrong-world",
+    "policies-wit",
+    "Cargo.toml",
+    "Cargo.lock",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let root = manifest_dir.parent().expect("host/ lives in the workspace root").to_path_buf();
-    for dir in SOURCES.iter().chain(&["Cargo.lock"]) {
+    for dir in SOURCES {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     let target_dir = root.join("target").join("wasm-plugins");
