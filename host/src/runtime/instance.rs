@@ -321,7 +321,7 @@ impl Plugin {
     }
 
     /// After a trap (or a failed instantiation) in the shared store: gives the instance up, and runs this plugin
-    /// in a store of its own from now on.
+    /// in a store of its own until it has made enough good calls there.
     fn give_up(&mut self, shared: &mut SharedStore, generation: u64, failure: PluginFailure) -> CallResult {
         shared.abandon(&self.engine, generation, true);
         self.isolation = Some(Isolation { good_calls: 0, needed: self.rejoin_after });
