@@ -29,7 +29,7 @@ fn main() {
     // cargo passes `--bench`; any other argument picks the parts to run.
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let wanted = |part: &str| filters.is_empty() || filters.iter().any(|f| f == part);
-    let engine = sim::run::engine().expect("policy engine");
+    let engine = sim::run::engine(sim::run::limits()).expect("policy engine");
     if wanted("day") {
         day(&engine);
     }
@@ -63,7 +63,6 @@ fn tick(engine: &Arc<PolicyEngine>) {
     let ticks = if quick::quick() { QUICK_TICKS } else { TICKS };
     println!("== one tick of {SERVICES} services (observe, decide, clamp, scale), mean of {ticks} ticks ==");
     let set = thousand_services();
-    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     let cluster = RefCell::new(SimCluster::new(&set.services, 1));
     let mut fleet = Fleet::default();
     for setup in &set.services {
@@ -79,9 +78,10 @@ fn tick(engine: &Arc<PolicyEngine>) {
         }
         c.now_ms = (now_s + 15) * 1000;
     };
-    // Warm-up: instantiate every plugin (first calls) and fill the queues.
+    // Driven by a plain executor, as `ballast simulate` is: plugin calls run on this thread, whose CPU time is
+    // measured. Warm-up: instantiate every plugin (first calls) and fill the queues.
     let start_s = 0;
-    runtime.block_on(fleet.tick(&mut SimHandle(&cluster), &mut SimHandle(&cluster), start_s * 1000));
+    futures::executor::block_on(fleet.tick(&mut SimHandle(&cluster), &mut SimHandle(&cluster), start_s * 1000));
 
     // Time on the CPU, and wall time: on a shared machine the first is what one core costs.
     let (mut wasm, mut wasm_wall) = (Duration::ZERO, Duration::ZERO);
@@ -97,13 +97,14 @@ fn tick(engine: &Arc<PolicyEngine>) {
         for wasm_turn in turns {
             let (started, cpu) = (Instant::now(), thread_cpu_time());
             if wasm_turn {
-                let results = runtime.block_on(fleet.tick(&mut SimHandle(&cluster), &mut SimHandle(&cluster), now_ms));
+                let results =
+                    futures::executor::block_on(fleet.tick(&mut SimHandle(&cluster), &mut SimHandle(&cluster), now_ms));
                 (wasm, wasm_wall) = (wasm + (thread_cpu_time() - cpu), wasm_wall + started.elapsed());
                 assert!(results.iter().all(|r| r.as_ref().is_ok_and(|t| t.record.failure().is_none())));
             } else {
                 // Baseline: the same observe/read/clamp/write path with the policy as native Rust (its own
                 // decision memory, so the two never share stabilization history).
-                runtime.block_on(native_tick(&fleet, &mut native_fleet_memory, &cluster, now_ms));
+                futures::executor::block_on(native_tick(&fleet, &mut native_fleet_memory, &cluster, now_ms));
                 (native, native_wall) = (native + (thread_cpu_time() - cpu), native_wall + started.elapsed());
             }
         }

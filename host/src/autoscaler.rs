@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 
 use crate::controller::plugins::{self, Resolved};
 use crate::oci::OciStore;
-use crate::runtime::{Plugin, PolicyEngine};
+use crate::runtime::{self, FailureKind, Plugin, PolicyEngine};
 use crate::spec::{ScalingPolicySpec, ServiceKey};
 use crate::{Error, Result};
 
@@ -59,6 +59,7 @@ pub struct ManagedService {
     /// The shadow plugin: decides beside the live one on the same observation, never applied.
     pub shadow: Option<ShadowPlugin>,
     last_decided_ms: Option<u64>,
+    backoff: Backoff,
 }
 
 /// A shadow plugin with the spec it decides with (see [`ScalingPolicySpec::shadow_spec`]).
@@ -66,6 +67,40 @@ pub struct ShadowPlugin {
     spec: ScalingPolicySpec,
     config_json: String,
     pub plugin: Plugin,
+    backoff: Backoff,
+}
+
+/// Ticks a plugin sits out after costly failures in a row, so that plugins that time out or trap every call
+/// cannot take the tick from the healthy ones: after the n-th such failure it skips 2^(n-1) - 1 of its decision
+/// intervals, at most [`Backoff::MAX_SKIPPED`], holding its replicas meanwhile. A failure that is only a bad
+/// answer (an error result, nonsense) costs no more than a good call and does not count.
+#[derive(Debug, Default, Clone, Copy)]
+struct Backoff {
+    costly_failures: u32,
+    skip: u32,
+}
+
+impl Backoff {
+    const MAX_SKIPPED: u32 = 63;
+
+    /// Whether this tick is one to sit out (counting it).
+    fn sits_out(&mut self) -> bool {
+        if self.skip == 0 {
+            return false;
+        }
+        self.skip -= 1;
+        true
+    }
+
+    fn record(&mut self, failure: Option<FailureKind>) {
+        match failure {
+            Some(FailureKind::Timeout | FailureKind::Trap | FailureKind::Memory | FailureKind::Instantiate) => {
+                self.costly_failures = self.costly_failures.saturating_add(1);
+                self.skip = (1u32 << (self.costly_failures - 1).min(6)).saturating_sub(1).min(Self::MAX_SKIPPED);
+            }
+            _ => *self = Backoff::default(),
+        }
+    }
 }
 
 impl ManagedService {
@@ -78,6 +113,7 @@ impl ManagedService {
             memory: ServiceMemory::default(),
             shadow: None,
             last_decided_ms: None,
+            backoff: Backoff::default(),
         }
     }
 
@@ -93,6 +129,7 @@ impl ManagedService {
             config_json: config_text(&spec.config),
             spec,
             plugin,
+            backoff: Backoff::default(),
         });
     }
 
@@ -111,13 +148,33 @@ impl ManagedService {
     /// keeps its own plugin state. Nothing it says is applied.
     fn decide_shadow(&mut self, key: &ServiceKey, observation: &Observation, at: Moment) -> Option<ShadowRecord> {
         let shadow = self.shadow.as_mut()?;
+        if shadow.backoff.sits_out() {
+            return None;
+        }
         let mut memory = self.memory.shadow.take().map(|m| *m).unwrap_or_default();
         memory.history = self.memory.history.clone();
         let record =
             decision::decide(key, &shadow.spec, &shadow.config_json, &mut shadow.plugin, &mut memory, observation, at);
         memory.history = Default::default();
         self.memory.shadow = Some(Box::new(memory));
+        shadow.backoff.record(record.failure());
         Some(ShadowRecord::from(record))
+    }
+
+    /// The live plugin's decision (and the shadow's beside it) on this tick's observation.
+    fn decide(&mut self, key: &ServiceKey, observation: Observation, at: Moment) -> DecisionRecord {
+        let mut record = decision::decide_owned(
+            key,
+            &self.spec,
+            &self.config_json,
+            &mut self.plugin,
+            &mut self.memory,
+            observation,
+            at,
+        );
+        self.backoff.record(record.failure());
+        record.shadow = self.decide_shadow(key, &record.observation, at);
+        record
     }
 }
 
@@ -144,7 +201,7 @@ pub fn load_plugin(
         Err(e) => return Err(Error::Invalid(e.to_string())),
     };
     let compiled = engine.load_digested(&source.name, &source.bytes, &source.digest, spec.plugin.sha256.as_deref())?;
-    Ok(Plugin::new(engine.clone(), compiled))
+    Ok(spec.new_plugin(engine, compiled))
 }
 
 /// Every managed service, decided tick by tick.
@@ -163,44 +220,68 @@ pub struct TickResult {
 
 impl Fleet {
     /// Observes, decides and actuates every service once. One service's failure never stops the others.
+    ///
+    /// Three phases: observe and read the targets' scale (async), decide (plugin calls: synchronous, and run
+    /// where blocking is allowed, see [`runtime::off_async`]), then write the counts that changed (async).
     pub async fn tick<O: Observer, T: ScaleTarget>(
         &mut self,
         observer: &mut O,
         target: &mut T,
         now_ms: u64,
     ) -> Vec<std::result::Result<TickResult, (ServiceKey, String)>> {
+        // Which services decide now, in key order; a service backing off after failures sits this one out.
+        let due: Vec<bool> = self
+            .services
+            .values_mut()
+            .map(|service| {
+                if !service.is_due(now_ms) {
+                    return false;
+                }
+                if service.backoff.sits_out() {
+                    service.last_decided_ms = Some(now_ms);
+                    return false;
+                }
+                true
+            })
+            .collect();
         let list: Vec<(&ServiceKey, &ScalingPolicySpec)> =
-            self.services.iter().filter(|(_, s)| s.is_due(now_ms)).map(|(k, s)| (k, &s.spec)).collect();
+            self.services.iter().zip(&due).filter(|(_, due)| **due).map(|((k, s), _)| (k, &s.spec)).collect();
         if list.is_empty() {
             return Vec::new();
         }
-        // The observations come in the order of `list`: the due services in key order, as walked here.
-        let mut observations = observer.observe(&list, now_ms).await.into_iter();
-        let mut results = Vec::with_capacity(list.len());
-        for (key, service) in &mut self.services {
-            if !service.is_due(now_ms) {
-                continue;
-            }
-            service.last_decided_ms = Some(now_ms);
-            let observation = observations.next().unwrap_or_default();
-            let state = match target.read(key, &service.spec).await {
-                Ok(state) => state,
-                Err(e) => {
-                    results.push(Err((key.clone(), format!("reading the scale of {key}: {e}"))));
+        // The observations come in the order of `list`: the due services in key order.
+        let observations = observer.observe(&list, now_ms).await;
+        let mut reads = Vec::with_capacity(list.len());
+        for (key, spec) in list {
+            reads.push(target.read(key, spec).await.map_err(|e| e.to_string()));
+        }
+        let services = &mut self.services;
+        let decided: Vec<_> = runtime::off_async(|| {
+            let mut observations = observations.into_iter();
+            due_services(services, &due)
+                .zip(reads)
+                .map(|((key, service), read)| {
+                    service.last_decided_ms = Some(now_ms);
+                    let observation = observations.next().unwrap_or_default();
+                    match read {
+                        Ok(state) => {
+                            let at = Moment { now_ms, current: state.current, ready: state.ready };
+                            Ok((service.decide(key, observation, at), state))
+                        }
+                        Err(e) => Err((key.clone(), format!("reading the scale of {key}: {e}"))),
+                    }
+                })
+                .collect()
+        });
+        let mut results = Vec::with_capacity(decided.len());
+        for ((key, service), decided) in due_services(&mut self.services, &due).zip(decided) {
+            let (record, state) = match decided {
+                Ok(decided) => decided,
+                Err(failed) => {
+                    results.push(Err(failed));
                     continue;
                 }
             };
-            let at = Moment { now_ms, current: state.current, ready: state.ready };
-            let mut record = decision::decide_owned(
-                key,
-                &service.spec,
-                &service.config_json,
-                &mut service.plugin,
-                &mut service.memory,
-                observation,
-                at,
-            );
-            record.shadow = service.decide_shadow(key, &record.observation, at);
             let mut write_error = None;
             if record.replicas != state.current {
                 match target.write(key, &service.spec, record.replicas).await {
@@ -212,6 +293,14 @@ impl Fleet {
         }
         results
     }
+}
+
+/// The services `due` marks, in key order.
+fn due_services<'a>(
+    services: &'a mut BTreeMap<ServiceKey, ManagedService>,
+    due: &'a [bool],
+) -> impl Iterator<Item = (&'a ServiceKey, &'a mut ManagedService)> {
+    services.iter_mut().zip(due).filter(|(_, due)| **due).map(|(service, _)| service)
 }
 
 #[cfg(test)]

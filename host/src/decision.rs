@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clamps::{self, ClampInput, ClampOutcome, ScaleHistory};
 use crate::observation::Observation;
-use crate::runtime::{self, Plugin, PluginLog};
+use crate::runtime::{self, FailureKind, Plugin, PluginLog};
 use crate::spec::{Fallback, ScalingPolicySpec, ServiceKey};
 
 /// What Ballast remembers per service between ticks; persisted (in the ScalingPolicy status) so a restart or
@@ -54,7 +54,7 @@ pub struct Moment {
 #[serde(rename_all = "camelCase", tag = "outcome")]
 pub enum PluginVerdict {
     Decided { replicas: u32, reason: String, proposals: Vec<(String, u32)> },
-    Failed { kind: String, message: String },
+    Failed { kind: FailureKind, message: String },
     Paused,
 }
 
@@ -97,7 +97,7 @@ pub struct ShadowRecord {
     /// The plugin's reason, or why it failed.
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure: Option<String>,
+    pub failure: Option<FailureKind>,
     pub call_micros: u64,
 }
 
@@ -133,9 +133,9 @@ impl DecisionRecord {
         }
     }
 
-    pub fn failure(&self) -> Option<&str> {
+    pub fn failure(&self) -> Option<FailureKind> {
         match &self.plugin {
-            PluginVerdict::Failed { kind, .. } => Some(kind),
+            PluginVerdict::Failed { kind, .. } => Some(*kind),
             _ => None,
         }
     }
@@ -205,7 +205,7 @@ pub(crate) fn decide_owned(
             }
             Err(failure) => {
                 let (desired, what) = fallback_replicas(spec.fallback, at.current);
-                let verdict = PluginVerdict::Failed { kind: failure.kind().into(), message: failure.to_string() };
+                let verdict = PluginVerdict::Failed { kind: failure.kind(), message: failure.to_string() };
                 (verdict, Some(format!("{what}: plugin {failure}")), desired, outcome.logs, micros)
             }
         }

@@ -5,6 +5,7 @@
 //! (`redis_queue_depth{queue_name, queue_type}`, ...), so existing HPAs and Prometheus adapters keep working.
 //! A queue whose counts are unavailable has its series removed, never set to 0.
 
+use crate::runtime::FailureKind;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -256,25 +257,19 @@ impl Metrics {
     }
 
     /// What the shadow plugin would have done; `failure` as for [`Metrics::record_plugin_call`].
-    pub fn record_shadow(&self, namespace: &str, service: &str, replicas: u32, failure: Option<&'static str>) {
+    pub fn record_shadow(&self, namespace: &str, service: &str, replicas: u32, failure: Option<FailureKind>) {
         self.shadow_replicas.with_label_values(&[namespace, service]).set(i64::from(replicas));
         if let Some(kind) = failure {
-            self.shadow_failures.with_label_values(&[namespace, service, kind]).inc();
+            self.shadow_failures.with_label_values(&[namespace, service, kind.label()]).inc();
         }
     }
 
-    /// `failure` is the failure kind (`trap`, `timeout`, ...), or `None` for a call that returned a decision.
-    pub fn record_plugin_call(
-        &self,
-        namespace: &str,
-        service: &str,
-        duration: Duration,
-        failure: Option<&'static str>,
-    ) {
+    /// `failure` is how the call failed, or `None` for a call that returned a decision.
+    pub fn record_plugin_call(&self, namespace: &str, service: &str, duration: Duration, failure: Option<FailureKind>) {
         let outcome = if failure.is_some() { "failed" } else { "ok" };
         self.plugin_call_duration.with_label_values(&[namespace, service, outcome]).observe(duration.as_secs_f64());
         if let Some(kind) = failure {
-            self.plugin_failures.with_label_values(&[namespace, service, kind]).inc();
+            self.plugin_failures.with_label_values(&[namespace, service, kind.label()]).inc();
         }
     }
 

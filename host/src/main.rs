@@ -91,6 +91,62 @@ enum Command {
     /// ConfigMap or an OCI artifact.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Compile a component read from standard input into an artifact on standard output, within a memory and CPU
+    /// budget: the child process the host compiles untrusted plugins in.
+    #[command(name = ballast::runtime::COMPILE_COMMAND, hide = true)]
+    CompilePlugin {
+        #[arg(long)]
+        memory_bytes: u64,
+        #[arg(long)]
+        cpu_seconds: u64,
+    },
+}
+
+/// Limits on plugins (see README, "Plugin limits"); each defaults to the host's built-in value.
+#[derive(Args, Clone, Default)]
+struct PluginLimitArgs {
+    /// Wall-clock budget of one plugin call, e.g. 10ms (default 10ms).
+    #[arg(long, value_parser = parse_duration)]
+    plugin_deadline: Option<Duration>,
+    /// Linear memory one plugin instance may hold, all its memories together, in MiB (default 64).
+    #[arg(long, value_name = "MIB")]
+    plugin_memory_mib: Option<usize>,
+    /// Memory a plugin's compilation may take (in a child process), in MiB (default 2048).
+    #[arg(long, value_name = "MIB")]
+    plugin_compile_memory_mib: Option<usize>,
+    /// Time a plugin's compilation may take, e.g. 2m (default 120s).
+    #[arg(long, value_parser = parse_duration)]
+    plugin_compile_timeout: Option<Duration>,
+    /// Run every plugin call on a fresh instance, so that a decision depends only on its recorded input (costs an
+    /// instantiation per call; see BENCHMARKS.md).
+    #[arg(long)]
+    fresh_instance_per_call: bool,
+}
+
+impl PluginLimitArgs {
+    /// The runtime limits these flags give, compiling plugins in a child process of this executable.
+    fn limits(&self, base: ballast::runtime::RuntimeLimits) -> anyhow::Result<ballast::runtime::RuntimeLimits> {
+        let mib = |value: Option<usize>, default: usize, flag: &str| -> anyhow::Result<usize> {
+            match value {
+                None => Ok(default),
+                Some(0) => anyhow::bail!("--{flag} must be at least 1"),
+                Some(n) => n.checked_mul(1 << 20).with_context(|| format!("--{flag} {n} is too large")),
+            }
+        };
+        Ok(ballast::runtime::RuntimeLimits {
+            deadline: self.plugin_deadline.unwrap_or(base.deadline),
+            memory_bytes: mib(self.plugin_memory_mib, base.memory_bytes, "plugin-memory-mib")?,
+            compile_memory_bytes: mib(
+                self.plugin_compile_memory_mib,
+                base.compile_memory_bytes,
+                "plugin-compile-memory-mib",
+            )?,
+            compile_deadline: self.plugin_compile_timeout.unwrap_or(base.compile_deadline),
+            compiler: Some(std::env::current_exe().context("locating the ballast executable (the plugin compiler)")?),
+            fresh_instance_per_call: self.fresh_instance_per_call || base.fresh_instance_per_call,
+            ..base
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -124,6 +180,8 @@ enum PluginCommand {
         /// The plugin config (JSON) for the canary decision.
         #[arg(long, default_value = "{}")]
         config: String,
+        #[command(flatten)]
+        limits: PluginLimitArgs,
     },
     /// Run table tests: each case's input through the plugin, its replicas (or policy error) and reason compared
     /// with what the case expects. Exits non-zero when a case fails.
@@ -133,6 +191,8 @@ enum PluginCommand {
         /// The cases file (YAML; see policies-wit/README.md).
         #[arg(long, value_name = "FILE")]
         cases: PathBuf,
+        #[command(flatten)]
+        limits: PluginLimitArgs,
     },
     /// Print a ConfigMap carrying the plugin (gzip-compressed when smaller, labelled for the controller, with the
     /// sha256 to pin), or push it to an OCI registry with --oci and print the digest-pinned reference.
@@ -276,6 +336,8 @@ struct RunArgs {
     /// Directory for compiled plugins, so restarts skip compilation.
     #[arg(long, env = "BALLAST_CACHE_DIR")]
     cache_dir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    plugin_limits: PluginLimitArgs,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -327,6 +389,8 @@ struct SimulateArgs {
     /// Credentials for plugins given as `oci:` references (pulled once, cached under BALLAST_CACHE_DIR).
     #[command(flatten)]
     registry: RegistryArgs,
+    #[command(flatten)]
+    plugin_limits: PluginLimitArgs,
 }
 
 /// `90`, `90s`, `15m`, `6h` or `1d`, in seconds.
@@ -368,6 +432,16 @@ fn main() -> anyhow::Result<()> {
         Command::Simulate(args) => simulate(args),
         Command::Demo { out, seed } => demo(&out, seed),
         Command::Plugin(command) => plugin(command),
+        Command::CompilePlugin { memory_bytes, cpu_seconds } => {
+            // The parent reads standard error as the refusal's reason: the message alone, no report decoration.
+            if let Err(why) =
+                ballast::runtime::serve_compile(ballast::runtime::compile_engine, memory_bytes, cpu_seconds)
+            {
+                eprintln!("{why}");
+                std::process::exit(2);
+            }
+            Ok(())
+        }
     }
 }
 
@@ -490,7 +564,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let observer =
         LiveObserver::new(bullmq, prometheus, Duration::from_secs(5), Duration::from_secs(60), metrics.clone())
             .with_resources(resources, args.resources_every);
-    let limits = ballast::runtime::RuntimeLimits { cache_dir: args.cache_dir.clone(), ..Default::default() };
+    let limits = args
+        .plugin_limits
+        .limits(ballast::runtime::RuntimeLimits { cache_dir: args.cache_dir.clone(), ..Default::default() })?;
     let engine = ballast::runtime::PolicyEngine::new(limits)?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
@@ -569,7 +645,7 @@ fn demo(out: &Path, seed: u64) -> anyhow::Result<()> {
     let trace = Trace::from_arg(ballast::sim::demo::TRACE)?;
     let options = RunOptions { seed, ..RunOptions::default() };
     println!("ballast demo: five model services, one simulated day with bursts ({}), seed {seed}", trace_name(&trace));
-    run_and_report(&sets, &trace, options, Some(out))
+    run_and_report(&sets, &trace, options, Some(out), &PluginLimitArgs::default())
 }
 
 fn trace_name(trace: &Trace) -> String {
@@ -595,7 +671,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let duration_s = args.duration.unwrap_or_else(|| trace.length_s());
     anyhow::ensure!(duration_s > 0, "the run is empty: give --duration (e.g. --duration 1h)");
     let options = RunOptions { seed: args.seed, duration_s, step_s: args.step, sample_s: args.sample };
-    run_and_report(&sets, &trace, options, args.out.as_deref())
+    run_and_report(&sets, &trace, options, args.out.as_deref(), &args.plugin_limits)
 }
 
 /// Pulls the policies' OCI plugins (each reference once, cached on disk) and points them at the pulled files.
@@ -626,8 +702,14 @@ fn pull_oci_plugins(sets: &mut [PolicySet], registry: &RegistryArgs) -> anyhow::
 }
 
 /// Runs every policy set on the same trace and seed, prints the table and writes the outputs.
-fn run_and_report(sets: &[PolicySet], trace: &Trace, options: RunOptions, out: Option<&Path>) -> anyhow::Result<()> {
-    let engine = ballast::sim::run::engine()?;
+fn run_and_report(
+    sets: &[PolicySet],
+    trace: &Trace,
+    options: RunOptions,
+    out: Option<&Path>,
+    limits: &PluginLimitArgs,
+) -> anyhow::Result<()> {
+    let engine = ballast::sim::run::engine(limits.limits(ballast::sim::run::limits())?)?;
     let mut results = Vec::with_capacity(sets.len());
     for set in sets {
         let bar = ProgressBar::new(options.duration_s).with_style(
@@ -665,7 +747,9 @@ impl ballast::sim::StepHook for Progress {
 fn plugin(command: PluginCommand) -> anyhow::Result<()> {
     use ballast::authoring::{build, cases, check, pack, scaffold};
     // A fresh engine without a disk cache: compile times are real.
-    let engine = || ballast::runtime::PolicyEngine::new(ballast::runtime::RuntimeLimits::default());
+    let engine = |limits: &PluginLimitArgs| -> anyhow::Result<_> {
+        Ok(ballast::runtime::PolicyEngine::new(limits.limits(ballast::runtime::RuntimeLimits::default())?)?)
+    };
     let read = |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
     match command {
         PluginCommand::New { lang, name, dir } => {
@@ -691,18 +775,18 @@ fn plugin(command: PluginCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        PluginCommand::Check { file, config } => {
+        PluginCommand::Check { file, config, limits } => {
             let config: serde_json::Value =
                 serde_json::from_str(&config).with_context(|| format!("--config is not JSON: {config}"))?;
             let what = file.display().to_string();
-            let report = check::check(&engine()?, &what, &read(&file)?, &config)?;
+            let report = check::check(&engine(&limits)?, &what, &read(&file)?, &config)?;
             print!("{}", report.render());
             anyhow::ensure!(report.passed(), "{what}: the canary decision failed");
             Ok(())
         }
-        PluginCommand::Test { file, cases: cases_path } => {
+        PluginCommand::Test { file, cases: cases_path, limits } => {
             let what = file.display().to_string();
-            let engine = engine()?;
+            let engine = engine(&limits)?;
             let compiled = engine.load(&what, &read(&file)?)?;
             let text = std::fs::read_to_string(&cases_path)
                 .with_context(|| format!("reading --cases {}", cases_path.display()))?;
@@ -723,7 +807,7 @@ fn plugin(command: PluginCommand) -> anyhow::Result<()> {
             let what = args.file.display().to_string();
             let component = read(&args.file)?;
             // Only a plugin this host would run is worth shipping.
-            let engine = engine()?;
+            let engine = engine(&PluginLimitArgs::default())?;
             let compiled = engine.load(&what, &component)?;
             match &args.oci {
                 Some(target) => {

@@ -70,6 +70,34 @@ pub struct ScalingPolicySpec {
     #[serde(default = "one")]
     #[schemars(range(min = 1))]
     pub decision_interval_seconds: u32,
+    /// Tighter limits for this policy's plugins than the host's; a value above the host's limit gets the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<PluginLimitsSpec>,
+}
+
+/// A policy's own plugin limits: it may lower the host's (`--plugin-deadline`, `--plugin-memory-mib`), never raise
+/// them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginLimitsSpec {
+    /// Milliseconds one `decide` call may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub deadline_milliseconds: Option<u32>,
+    /// MiB of linear memory the plugin may hold, all its memories together.
+    #[serde(default, rename = "memoryMiB", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub memory_mib: Option<u32>,
+}
+
+impl PluginLimitsSpec {
+    pub fn deadline(&self) -> Option<std::time::Duration> {
+        self.deadline_milliseconds.map(|ms| std::time::Duration::from_millis(u64::from(ms)))
+    }
+
+    pub fn memory_bytes(&self) -> Option<usize> {
+        self.memory_mib.map(|mib| (mib as usize).saturating_mul(1 << 20))
+    }
 }
 
 fn one() -> u32 {
@@ -98,6 +126,19 @@ impl ScalingPolicySpec {
             Some(shadow) => shadow.plugin.check("spec.shadow.plugin"),
             None => Ok(()),
         }
+    }
+
+    /// A plugin for this policy, held to its own limits where they are lower than the engine's.
+    pub fn new_plugin(
+        &self,
+        engine: &std::sync::Arc<crate::runtime::PolicyEngine>,
+        compiled: std::sync::Arc<crate::runtime::CompiledPolicy>,
+    ) -> crate::runtime::Plugin {
+        let mut plugin = crate::runtime::Plugin::new(engine.clone(), compiled);
+        if let Some(limits) = &self.limits {
+            plugin.lower_limits(limits.deadline(), limits.memory_bytes());
+        }
+        plugin
     }
 
     /// The time between decisions, in milliseconds (at least one second).

@@ -334,7 +334,12 @@ fn autoscaler_metrics_pass_promtool() {
     metrics.record_decision("ai-models", "whisper", 2, 5, "plugin");
     metrics.record_decision("ai-models", "whisper", 5, 4, "clamped");
     metrics.record_plugin_call("ai-models", "whisper", Duration::from_micros(40), None);
-    metrics.record_plugin_call("ai-models", "whisper", Duration::from_millis(3), Some("trap"));
+    metrics.record_plugin_call(
+        "ai-models",
+        "whisper",
+        Duration::from_millis(3),
+        Some(ballast::runtime::FailureKind::Trap),
+    );
     metrics.record_source_error("prometheus");
     metrics.record_source_ok("bullmq", std::time::SystemTime::now());
     metrics.add_pod_seconds("ai-models", "whisper", 12.5);

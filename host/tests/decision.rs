@@ -6,7 +6,7 @@ use std::time::Duration;
 use ballast::clamps::{Behavior, ScalingPolicy, ScalingPolicyType, ScalingRules, SelectPolicy};
 use ballast::decision::{self, Moment, PluginVerdict, ServiceMemory};
 use ballast::observation::Observation;
-use ballast::runtime::{Plugin, PolicyEngine, RuntimeLimits};
+use ballast::runtime::{FailureKind, Plugin, PolicyEngine, RuntimeLimits};
 use ballast::spec::{Fallback, PluginRef, ScalingPolicySpec, ServiceKey, TargetRef};
 use proptest::prelude::*;
 
@@ -42,6 +42,7 @@ fn spec(min: u32, max: u32, behavior: Option<Behavior>, fallback: Fallback) -> S
         shadow: None,
         paused: false,
         decision_interval_seconds: 1,
+        limits: None,
     }
 }
 
@@ -150,7 +151,7 @@ fn plugin_failure_falls_back_and_says_why() {
         at,
     );
     assert_eq!(record.replicas, 5);
-    assert!(matches!(&record.plugin, PluginVerdict::Failed { kind, .. } if kind == "timeout"), "{:?}", record.plugin);
+    assert!(matches!(&record.plugin, PluginVerdict::Failed { kind: FailureKind::Timeout, .. }), "{:?}", record.plugin);
     let fallback = record.fallback.as_deref().unwrap();
     assert!(fallback.starts_with("holding 5 replicas: plugin timed out after 1s"), "{fallback}");
 }
@@ -195,4 +196,109 @@ fn completions_since_last_come_from_the_running_total() {
     }
     // First call: unknown; then +4, +0; a total that went down (trimmed set) is unknown, never negative.
     assert_eq!(completed_seen, [None, Some(4), Some(0), None]);
+}
+
+/// Observes nothing for every service asked about.
+struct Nothing;
+
+impl ballast::autoscaler::Observer for Nothing {
+    async fn observe(&mut self, services: &[(&ServiceKey, &ScalingPolicySpec)], _now_ms: u64) -> Vec<Observation> {
+        vec![Observation::default(); services.len()]
+    }
+}
+
+/// Every target at 2 replicas; counts the reads, i.e. the decisions made for each service.
+#[derive(Default)]
+struct Counting(std::collections::BTreeMap<String, u32>);
+
+impl ballast::autoscaler::ScaleTarget for Counting {
+    type Error = String;
+    async fn read(
+        &mut self,
+        key: &ServiceKey,
+        _: &ScalingPolicySpec,
+    ) -> Result<ballast::autoscaler::ScaleState, String> {
+        *self.0.entry(key.name.clone()).or_default() += 1;
+        Ok(ballast::autoscaler::ScaleState { current: 2, ready: 2 })
+    }
+    async fn write(&mut self, _: &ServiceKey, _: &ScalingPolicySpec, _: u32) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[test]
+fn services_whose_plugins_keep_timing_out_back_off_and_healthy_ones_decide_every_tick() {
+    use ballast::autoscaler::{Fleet, ManagedService};
+    // The default 10 ms deadline: a looping plugin costs that much each time it is called.
+    let engine = PolicyEngine::new(RuntimeLimits { max_instances: 64, ..RuntimeLimits::default() }).unwrap();
+    let path = format!("{}/hostile.wasm", env!("BALLAST_PLUGIN_DIR"));
+    let compiled = engine.load(&path, &std::fs::read(&path).unwrap()).unwrap();
+    let mut fleet = Fleet::default();
+    let with_config = |config: serde_json::Value| ScalingPolicySpec { config, ..spec(1, 10, None, Fallback::Hold) };
+    for i in 0..30 {
+        let key = ServiceKey { namespace: "tenant".into(), name: format!("loop-{i:02}") };
+        let service = ManagedService::new(
+            with_config(serde_json::json!({"mode": "loop"})),
+            Plugin::new(engine.clone(), compiled.clone()),
+        );
+        fleet.services.insert(key, service);
+    }
+    let healthy = ManagedService::new(
+        with_config(serde_json::json!({"mode": "fixed", "replicas": 3})),
+        Plugin::new(engine.clone(), compiled.clone()),
+    );
+    fleet.services.insert(ServiceKey { namespace: "ai-models".into(), name: "healthy".into() }, healthy);
+    let mut target = Counting::default();
+    for second in 0..20u64 {
+        let results = futures::executor::block_on(fleet.tick(&mut Nothing, &mut target, second * 1000));
+        let healthy = results.iter().flatten().find(|r| r.record.service.name == "healthy").expect("healthy decided");
+        assert_eq!(healthy.record.replicas, 3, "second {second}");
+    }
+    assert_eq!(target.0["healthy"], 20, "the healthy service decided every second");
+    // Each looping plugin was called on ticks 0, 1, 3, 7 and 15 only: 2^(n-1) - 1 ticks skipped after n timeouts.
+    for i in 0..30 {
+        assert_eq!(target.0[&format!("loop-{i:02}")], 5, "loop-{i:02}");
+    }
+}
+
+#[test]
+fn a_policy_may_lower_its_plugins_limits_but_never_raise_them() {
+    use ballast::spec::PluginLimitsSpec;
+    let path = format!("{}/hostile.wasm", env!("BALLAST_PLUGIN_DIR"));
+    let compiled = engine().load(&path, &std::fs::read(&path).unwrap()).unwrap();
+    let alloc = |memory_mib: u32| {
+        let limits = PluginLimitsSpec { memory_mib: Some(memory_mib), deadline_milliseconds: None };
+        let spec = ScalingPolicySpec { limits: Some(limits), ..spec(1, 10, None, Fallback::Hold) };
+        let mut plugin = spec.new_plugin(engine(), compiled.clone());
+        let at = Moment { now_ms: 0, current: 1, ready: 1 };
+        let cfg = r#"{"mode": "alloc"}"#;
+        decision::decide(&key(), &spec, cfg, &mut plugin, &mut ServiceMemory::default(), &Observation::default(), at)
+    };
+    let message = |record: decision::DecisionRecord| match record.plugin {
+        PluginVerdict::Failed { kind: FailureKind::Memory, message } => message,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(message(alloc(16)), "exceeded its memory cap of 16 MiB");
+    assert_eq!(message(alloc(4096)), "exceeded its memory cap of 64 MiB", "the host's cap stands");
+    let looping = |deadline_milliseconds: u32| {
+        let limits = PluginLimitsSpec { deadline_milliseconds: Some(deadline_milliseconds), memory_mib: None };
+        let spec = ScalingPolicySpec { limits: Some(limits), ..spec(1, 10, None, Fallback::Hold) };
+        let mut plugin = spec.new_plugin(engine(), compiled.clone());
+        plugin
+            .decide(&decision::policy_input(
+                &key(),
+                &spec,
+                r#"{"mode": "loop"}"#,
+                &ServiceMemory::default(),
+                &Observation::default(),
+                Moment { now_ms: 0, current: 1, ready: 1 },
+            ))
+            .result
+    };
+    assert_eq!(looping(20), Err(ballast::runtime::PluginFailure::Timeout(Duration::from_millis(20))));
+    assert_eq!(
+        looping(60_000),
+        Err(ballast::runtime::PluginFailure::Timeout(Duration::from_secs(1))),
+        "the host's deadline stands"
+    );
 }

@@ -442,3 +442,54 @@ fn javascript_misdeeds_end_in_fallbacks_and_the_host_goes_on() {
 fn python_misdeeds_end_in_fallbacks_and_the_host_goes_on() {
     isolation_holds("hostile_py.wasm", "tests/plugins/hostile-py", "raise");
 }
+
+/// What a JavaScript or Python plugin prints becomes its log lines, its exception is the failure's message, and its
+/// output is capped and escaped, as for Rust.
+fn words_reach_people(file: &str, project: &str, exception_mode: &str, exception_text: &str, printed_as: [&str; 2]) {
+    let engine = engine(Duration::from_secs(5));
+    let mut plugin = load(&engine, file, project);
+    let printed = plugin.decide(&input(r#"{"mode": "print"}"#));
+    assert!(printed.result.is_ok(), "{file}: {:?}", printed.result);
+    let lines: Vec<(&str, &str)> = printed.logs.iter().map(|l| (l.level, l.message.as_str())).collect();
+    assert_eq!(
+        lines,
+        [(printed_as[0], "hostile plugin prints to stdout"), (printed_as[1], "hostile plugin prints to stderr")],
+        "{file}"
+    );
+    let thrown = plugin.decide(&input(&format!(r#"{{"mode": "{exception_mode}"}}"#)));
+    let Err(PluginFailure::Trap(why)) = &thrown.result else { panic!("{file}: {:?}", thrown.result) };
+    assert!(why.contains(exception_text), "{file}: the exception's text is the failure's: {why}");
+    let cap = RuntimeLimits::default().max_reason_bytes;
+    let long = plugin.decide(&input(&format!(r#"{{"mode": "big-reason", "size": {}}}"#, cap + 1)));
+    assert!(matches!(long.result, Err(PluginFailure::Nonsense(_))), "{file}: {:?}", long.result);
+    let escaped = plugin.decide(&input(r#"{"mode": "escape"}"#)).result.unwrap().reason;
+    assert_eq!(escaped, "\\u{1b}[2J\\u{1b}[31mred\\nstt  3  3  forged row", "{file}");
+}
+
+#[test]
+fn javascript_output_and_exceptions_reach_people() {
+    // QuickJS has no WASI here: `ballast plugin build` sends `console` to the host's log.
+    let console = ["info", "error"];
+    words_reach_people(
+        "hostile_js.wasm",
+        "tests/plugins/hostile-js",
+        "throw",
+        "hostile plugin throws on purpose",
+        console,
+    );
+}
+
+#[test]
+fn python_output_and_exceptions_reach_people_and_a_sleep_returns_at_once() {
+    let streams = ["stdout", "stderr"];
+    words_reach_people(
+        "hostile_py.wasm",
+        "tests/plugins/hostile-py",
+        "raise",
+        "hostile plugin raises on purpose",
+        streams,
+    );
+    let engine = engine(Duration::from_secs(2));
+    let slept = load(&engine, "hostile_py.wasm", "tests/plugins/hostile-py").decide(&input(r#"{"mode": "sleep"}"#));
+    assert_eq!(slept.result.map(|d| d.reason), Ok("slept 3 s".to_owned()), "time.sleep(3) returns at once");
+}

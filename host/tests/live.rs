@@ -31,6 +31,7 @@ fn service(name: &str, queues: &[&str]) -> (ServiceKey, ScalingPolicySpec) {
         shadow: None,
         paused: false,
         decision_interval_seconds: 1,
+        limits: None,
     };
     (ServiceKey { namespace: "ai-models".into(), name: name.into() }, spec)
 }

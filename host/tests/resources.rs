@@ -147,6 +147,7 @@ fn spec(name: &str, config: Value, queues: &[&str], resources: bool) -> ScalingP
         shadow: None,
         paused: false,
         decision_interval_seconds: 1,
+        limits: None,
     }
 }
 

@@ -262,3 +262,200 @@ fn plugins_see_no_clock_or_randomness() {
     let cfg = r#"{"mode": "echo-state"}"#;
     assert_eq!(a.decide(&input(cfg)).result, b.decide(&input(cfg)).result);
 }
+
+/// The outcome of one call of the hostile plugin in `mode` (with more config fields in `extra`).
+fn hostile_call(engine: &Arc<PolicyEngine>, mode: &str, extra: &str) -> ballast::runtime::CallOutcome {
+    hostile(engine).decide(&input(&format!(r#"{{"mode": "{mode}"{extra}}}"#)))
+}
+
+fn lines(outcome: &ballast::runtime::CallOutcome) -> Vec<(&'static str, &str)> {
+    outcome.logs.iter().map(|l| (l.level, l.message.as_str())).collect()
+}
+
+#[test]
+fn printed_output_becomes_log_lines() {
+    let outcome = hostile_call(&engine(), "print", "");
+    assert_eq!(outcome.result.as_ref().unwrap().reason, "printed two lines");
+    assert_eq!(
+        lines(&outcome),
+        [("stdout", "hostile plugin prints to stdout"), ("stderr", "hostile plugin prints to stderr")]
+    );
+}
+
+#[test]
+fn a_sleep_returns_at_once_and_sockets_are_refused() {
+    let engine = engine();
+    let slept = hostile_call(&engine, "sleep", "");
+    assert_eq!(slept.result.unwrap().reason, "slept 3 s");
+    // The plugin asked for 3 s; the call's deadline is 1 s, and the sleep must not have happened at all.
+    assert!(slept.duration < Duration::from_millis(900), "the sleep blocked for {:?}", slept.duration);
+    let socket = hostile_call(&engine, "socket", "");
+    assert_eq!(socket.result.unwrap().reason, "tcp connect ok: false, udp bind ok: false");
+}
+
+#[test]
+fn a_plugin_that_prints_or_sleeps_inside_an_async_runtime_does_not_take_it_down() {
+    // wasmtime-wasi's blocking calls panic on a thread that runs async tasks: the control loop's plugin calls
+    // must go where blocking is allowed, whatever runtime the caller is in.
+    for flavor in ["multi_thread", "current_thread"] {
+        let runtime = match flavor {
+            "multi_thread" => tokio::runtime::Builder::new_multi_thread().worker_threads(2).build(),
+            _ => tokio::runtime::Builder::new_current_thread().build(),
+        }
+        .unwrap();
+        let engine = engine();
+        let outcomes = runtime.block_on(async {
+            ballast::runtime::off_async(|| {
+                ["print", "sleep", "socket"].map(|mode| hostile_call(&engine, mode, "").result.map(|d| d.reason))
+            })
+        });
+        assert!(outcomes.iter().all(Result::is_ok), "{flavor}: {outcomes:?}");
+    }
+}
+
+#[test]
+fn output_over_a_cap_is_nonsense_and_at_the_cap_is_fine() {
+    let engine = engine();
+    let limits = engine.limits().clone();
+    let nonsense = |outcome: ballast::runtime::CallOutcome| matches!(outcome.result, Err(PluginFailure::Nonsense(_)));
+    let size = |n: usize| format!(r#", "size": {n}"#);
+    for (mode, cap) in [
+        ("big-reason", limits.max_reason_bytes),
+        ("many-proposals", limits.max_proposals),
+        ("long-proposal-name", limits.max_proposal_name_bytes),
+    ] {
+        assert!(hostile_call(&engine, mode, &size(cap)).result.is_ok(), "{mode} at its cap of {cap}");
+        assert!(nonsense(hostile_call(&engine, mode, &size(cap + 1))), "{mode} just over its cap of {cap}");
+    }
+    let state = |n: usize| format!(r#", "state_bytes": {n}"#);
+    assert!(hostile_call(&engine, "big-state", &state(limits.max_state_bytes)).result.is_ok());
+    assert!(nonsense(hostile_call(&engine, "big-state", &state(limits.max_state_bytes + 1))));
+    // A reason of 16 MiB (a quarter of the memory cap) is refused and nothing of it is kept.
+    let huge = hostile_call(&engine, "big-reason", &size(16 << 20));
+    assert!(matches!(&huge.result, Err(PluginFailure::Nonsense(why)) if why.len() < 200), "{:?}", huge.result);
+}
+
+#[test]
+fn log_and_output_floods_are_capped_per_call() {
+    let engine = engine();
+    let limits = engine.limits().clone();
+    for mode in ["log-flood", "print-flood"] {
+        let outcome = hostile_call(&engine, mode, "");
+        assert!(outcome.result.is_ok(), "{mode}: {:?}", outcome.result);
+        let (kept, note) = outcome.logs.split_at(outcome.logs.len() - 1);
+        assert!(kept.len() <= limits.max_log_lines, "{mode}: {} lines", kept.len());
+        let bytes: usize = kept.iter().map(|l| l.message.len()).sum();
+        assert!(bytes <= limits.max_log_bytes, "{mode}: {bytes} bytes");
+        assert!(kept.iter().all(|l| l.message.len() <= limits.max_log_line));
+        assert!(note[0].message.contains("more lines dropped"), "{mode}: {:?}", note[0]);
+    }
+}
+
+#[test]
+fn a_panic_says_why_and_logs_survive_a_trap() {
+    let engine = engine();
+    let panicked = hostile_call(&engine, "panic", "");
+    let Err(PluginFailure::Trap(why)) = &panicked.result else { panic!("{:?}", panicked.result) };
+    assert!(why.contains("hostile plugin panics on purpose"), "the panic message is the failure's: {why}");
+    let trapped = hostile_call(&engine, "log-then-trap", "");
+    assert!(matches!(&trapped.result, Err(PluginFailure::Trap(why)) if why.contains("about to abort")));
+    assert_eq!(lines(&trapped), [("error", "about to abort")]);
+}
+
+#[test]
+fn control_characters_from_a_plugin_are_escaped() {
+    let outcome = hostile_call(&engine(), "escape", "");
+    let reason = outcome.result.as_ref().unwrap().reason.clone();
+    assert_eq!(reason, "\\u{1b}[2J\\u{1b}[31mred\\nstt  3  3  forged row");
+    assert_eq!(lines(&outcome), [("info", "\\u{1b}[2J\\u{1b}[Hcleared your terminal\\nforged line")]);
+}
+
+#[test]
+fn fresh_instances_make_each_decision_depend_only_on_its_input() {
+    let limits = RuntimeLimits { fresh_instance_per_call: true, ..engine().limits().clone() };
+    let engine = PolicyEngine::new(limits).unwrap();
+    let mut plugin = hostile(&engine);
+    let seen: Vec<u32> = (0..3).map(|_| count_calls(&mut plugin)).collect();
+    assert_eq!(seen, [1, 1, 1], "no call sees what an earlier one left in memory");
+}
+
+#[test]
+fn failure_kinds_have_one_name_each() {
+    use ballast::runtime::FailureKind;
+    let labels: Vec<&str> = FailureKind::ALL.iter().map(|k| k.label()).collect();
+    assert_eq!(labels, ["timeout", "memory", "trap", "instantiate", "error", "nonsense"]);
+    let engine = engine();
+    let kinds: Vec<FailureKind> = [("alloc", ""), ("trap", ""), ("error", ""), ("max", "")]
+        .iter()
+        .map(|(mode, extra)| hostile_call(&engine, mode, extra).result.unwrap_err().kind())
+        .collect();
+    assert_eq!(kinds, [FailureKind::Memory, FailureKind::Trap, FailureKind::Error, FailureKind::Nonsense]);
+}
+
+/// A component of `modules` core modules, each instantiated once with a memory of `pages` 64 KiB pages.
+fn many_memories(modules: usize, pages: u32) -> Vec<u8> {
+    let mut text = String::from("(component\n");
+    for i in 0..modules {
+        text.push_str(&format!("  (core module $m{i} (memory {pages}))\n  (core instance (instantiate $m{i}))\n"));
+    }
+    text.push(')');
+    wat::parse_str(&text).expect("valid component text")
+}
+
+#[test]
+fn a_component_declaring_more_memories_than_one_plugin_may_is_refused_and_starves_no_one() {
+    let limits = RuntimeLimits { max_instances: 4, ..engine().limits().clone() };
+    let engine = PolicyEngine::new(limits.clone()).unwrap();
+    // The attacks: 40 memories of 64 MiB each, and enough to exhaust a shared pool.
+    for (modules, pages) in [(40, 1024), (990, 1), (limits.max_memories as usize + 1, 1)] {
+        let err = engine.load("hog", &many_memories(modules, pages)).unwrap_err().to_string();
+        assert!(err.contains("hog") && err.contains("exceeds the configured maximum"), "{modules} memories: {err}");
+    }
+    let err = engine.load("hog", &many_memories(3, 1)).unwrap_err().to_string();
+    assert!(err.contains("3 Wasm linear memories, which exceeds the configured maximum of 2"), "{err}");
+    // Within the budget, a component's load goes on to the world check (it exports no policy).
+    let err = engine.load("fits", &many_memories(limits.max_memories as usize, 1)).unwrap_err().to_string();
+    assert!(err.contains("does not export"), "{err}");
+    // Every slot the pool has is still there for well-behaved plugins.
+    let compiled = engine.load("hpa.wasm", &plugin_bytes("hpa.wasm")).unwrap();
+    let cfg = r#"{"jobsPerPod": 5}"#;
+    let mut plugins: Vec<Plugin> = (0..4).map(|_| Plugin::new(engine.clone(), compiled.clone())).collect();
+    for plugin in &mut plugins {
+        assert_eq!(plugin.decide(&input(cfg)).result.unwrap().replicas, 7);
+    }
+}
+
+#[test]
+fn an_oversized_component_is_refused_before_it_is_parsed() {
+    let limits = RuntimeLimits { max_component_bytes: 1 << 20, ..engine().limits().clone() };
+    let engine = PolicyEngine::new(limits).unwrap();
+    let err = engine.load("big", &vec![0u8; (1 << 20) + 1]).unwrap_err().to_string();
+    assert!(err.contains("over the 1048576-byte cap"), "{err}");
+}
+
+/// A component of `functions` functions, each `instructions` constants dropped: small when gzipped, costly to
+/// compile.
+fn compile_bomb(functions: usize, instructions: usize) -> Vec<u8> {
+    let func = format!("(func {})", "i32.const 1 drop ".repeat(instructions));
+    let text = format!("(component (core module {}))", vec![func; functions].join(" "));
+    wat::parse_str(&text).expect("valid component text")
+}
+
+#[test]
+fn a_compile_bomb_dies_in_the_compile_child_and_the_host_goes_on() {
+    let compiler = Some(std::path::PathBuf::from(env!("CARGO_BIN_EXE_ballast")));
+    let limits = RuntimeLimits {
+        compiler,
+        compile_memory_bytes: 512 << 20,
+        compile_deadline: Duration::from_secs(60),
+        ..engine().limits().clone()
+    };
+    let engine = PolicyEngine::new(limits).unwrap();
+    let bomb = compile_bomb(8, 2_000_000);
+    let err = engine.load("bomb.wasm", &bomb).unwrap_err().to_string();
+    assert!(err.contains("bomb.wasm") && err.contains("512 MiB"), "{err}");
+    // The same engine compiles and runs a real plugin through the child.
+    let compiled = engine.load("hpa.wasm", &plugin_bytes("hpa.wasm")).unwrap();
+    let decided = Plugin::new(engine.clone(), compiled).decide(&input(r#"{"jobsPerPod": 5}"#));
+    assert_eq!(decided.result.unwrap().replicas, 7);
+}

@@ -34,7 +34,7 @@ fn options(duration_s: u64, seed: u64) -> RunOptions {
 
 #[test]
 fn every_job_is_accounted_for_at_every_step() {
-    let engine = sim::run::engine().unwrap();
+    let engine = sim::run::engine(sim::run::limits()).unwrap();
     let policies = set(&[
         ("fast", 1, 6, HPA, "{serviceSeconds: 0.3, jitter: 0.5, startupSeconds: 40, concurrency: 3, baseRate: 12}"),
         (
@@ -70,7 +70,7 @@ fn every_job_is_accounted_for_at_every_step() {
 #[test]
 fn littles_law_holds_on_a_steady_trace() {
     // Fixed at 4 pods (min = max), 4 s per job, 0.6 jobs/s: utilization 60%, a stable queue.
-    let engine = sim::run::engine().unwrap();
+    let engine = sim::run::engine(sim::run::limits()).unwrap();
     let policies = set(&[("steady", 4, 4, HPA, "{serviceSeconds: 4, jitter: 0.5, startupSeconds: 0, baseRate: 1}")]);
     let duration = 6 * 3600;
     let mut area = 0u64; // job-seconds in the system, sampled at the end of every 1 s step
@@ -95,7 +95,7 @@ fn littles_law_holds_on_a_steady_trace() {
 
 #[test]
 fn no_pod_serves_before_its_start_up_delay() {
-    let engine = sim::run::engine().unwrap();
+    let engine = sim::run::engine(sim::run::limits()).unwrap();
     let policies = set(&[(
         "slow-start",
         1,
@@ -127,7 +127,7 @@ fn no_pod_serves_before_its_start_up_delay() {
 
 #[test]
 fn same_seed_same_bytes_other_seed_other_bytes() {
-    let engine = sim::run::engine().unwrap();
+    let engine = sim::run::engine(sim::run::limits()).unwrap();
     let sets = sim::demo::policy_sets().unwrap();
     let trace = Trace::from_arg("builtin:day").unwrap();
     let csv = |seed| {
@@ -175,7 +175,7 @@ fn bad_documents_get_errors_naming_document_and_field() {
 /// wait for at least four of the five services.
 #[test]
 fn demo_queue_drain_uses_fewer_pod_hours_at_no_worse_p95_wait() {
-    let engine = sim::run::engine().unwrap();
+    let engine = sim::run::engine(sim::run::limits()).unwrap();
     let sets = sim::demo::policy_sets().unwrap();
     let trace = Trace::from_arg(sim::demo::TRACE).unwrap();
     let results: Vec<_> =

@@ -30,7 +30,7 @@ use serde_json::{Map, Value};
 
 use crate::decision::{Moment, ServiceMemory, policy_input};
 use crate::observation::{Observation, QueueCounts};
-use crate::runtime::{CompiledPolicy, Decision, Plugin, PluginFailure, PolicyEngine};
+use crate::runtime::{CompiledPolicy, Decision, Plugin, PluginFailure, PluginLog, PolicyEngine};
 use crate::spec::ServiceKey;
 
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +237,8 @@ pub struct CaseResult {
     pub duration: Duration,
     /// Empty when the case passed; otherwise the diff, `-` expected and `+` got.
     pub diff: Vec<String>,
+    /// What the plugin logged and printed during the case.
+    pub logs: Vec<PluginLog>,
 }
 
 impl CaseResult {
@@ -259,7 +261,13 @@ pub fn run(engine: &Arc<PolicyEngine>, compiled: &Arc<CompiledPolicy>, cases: &[
             let input = policy_input(&key, &spec, &config, &memory, &i.observation, at);
             let outcome = Plugin::new(engine.clone(), compiled.clone()).decide(&input);
             let diff = compare(&case.expect, &outcome.result);
-            CaseResult { name: case.name.clone(), got: outcome.result, duration: outcome.duration, diff }
+            CaseResult {
+                name: case.name.clone(),
+                got: outcome.result,
+                duration: outcome.duration,
+                diff,
+                logs: outcome.logs,
+            }
         })
         .collect()
 }
@@ -315,6 +323,9 @@ pub fn render(results: &[CaseResult]) -> String {
             for line in &result.diff {
                 out.push_str(&format!("        {line}\n"));
             }
+        }
+        for line in &result.logs {
+            out.push_str(&format!("        log [{}] {}\n", line.level, line.message));
         }
     }
     let passed = results.iter().filter(|r| r.passed()).count();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::decision::{Moment, ServiceMemory, policy_input};
 use crate::observation::{Observation, QueueCounts};
-use crate::runtime::{self, Decision, Plugin, PluginFailure, PolicyEngine};
+use crate::runtime::{self, Decision, Plugin, PluginFailure, PluginLog, PolicyEngine};
 use crate::spec::{ScalingPolicySpec, ServiceKey};
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +79,8 @@ pub struct CheckReport {
     pub canary: Result<Decision, PluginFailure>,
     /// The first `decide` on a fresh instance.
     pub canary_time: Duration,
+    /// What the plugin logged and printed during the canary.
+    pub canary_logs: Vec<PluginLog>,
 }
 
 impl CheckReport {
@@ -133,6 +135,9 @@ impl CheckReport {
         out.push_str(&format!("instantiate {}\n", ms(self.instantiate_time)));
         out.push_str(&format!("sample      {sample}\n"));
         out.push_str(&format!("canary      {canary} ({})\n", ms(self.canary_time)));
+        for line in &self.canary_logs {
+            out.push_str(&format!("  log       [{}] {}\n", line.level, line.message));
+        }
         out
     }
 }
@@ -179,6 +184,7 @@ pub fn check(
         sample,
         canary: outcome.result,
         canary_time: outcome.duration,
+        canary_logs: outcome.logs,
     })
 }
 
@@ -196,6 +202,7 @@ pub(crate) fn sample_spec(min: u32, max: u32) -> ScalingPolicySpec {
         shadow: None,
         paused: false,
         decision_interval_seconds: 1,
+        limits: None,
     }
 }
 

@@ -16,7 +16,7 @@ use crate::autoscaler::config_text;
 use crate::decision::{self, Moment, ServiceMemory};
 use crate::observation::Observation;
 use crate::oci::{OciError, OciStore, PinnedReference, RegistryAccess};
-use crate::runtime::{self, Plugin, PluginFailure, PolicyEngine};
+use crate::runtime::{self, FailureKind, Plugin, PolicyEngine};
 use crate::spec::{OciPluginRef, ScalingPolicySpec, ServiceKey};
 
 /// The label a ConfigMap carries to be watched for plugins.
@@ -254,7 +254,7 @@ pub fn load_and_validate(
     let compiled = engine
         .load_digested(&source.name, &source.bytes, &source.digest, spec.plugin.sha256.as_deref())
         .map_err(|e| refused(e.to_string()))?;
-    let mut plugin = Plugin::new(engine.clone(), compiled);
+    let mut plugin = spec.new_plugin(engine, compiled);
     let config = config_text(&spec.config);
     for attempt in 1..=CANARY_ATTEMPTS {
         let mut memory = canary.memory.clone();
@@ -262,7 +262,7 @@ pub fn load_and_validate(
         let record = decision::decide(key, spec, &config, &mut plugin, &mut memory, &canary.observation, at);
         match &record.plugin {
             decision::PluginVerdict::Failed { kind, message } => {
-                let timed_out = kind == PluginFailure::TIMEOUT_KIND;
+                let timed_out = *kind == FailureKind::Timeout;
                 if timed_out && attempt < CANARY_ATTEMPTS {
                     continue;
                 }

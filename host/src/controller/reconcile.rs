@@ -29,7 +29,7 @@ use crate::decision::{DecisionRecord, ServiceMemory};
 use crate::export::{Metrics, Readiness};
 use crate::observation::Observation;
 use crate::oci::OciStore;
-use crate::runtime::{Plugin, PolicyEngine};
+use crate::runtime::{LogRelay, Plugin, PolicyEngine};
 use crate::spec::{ScalingPolicySpec, ServiceKey};
 
 /// The `reportingController` of Events and the field manager of status writes.
@@ -131,6 +131,8 @@ struct ServiceState {
     plugin_failing: bool,
     metrics_missing: bool,
     invalid: Option<String>,
+    /// The plugin's log lines, on their way to the host's log.
+    log_relay: LogRelay,
 }
 
 pub struct Controller<O> {
@@ -289,6 +291,7 @@ impl<O: Observer> Controller<O> {
                     plugin_failing: false,
                     metrics_missing: false,
                     invalid: None,
+                    log_relay: LogRelay::default(),
                 }
             });
             state.generation = policy.metadata.generation;
@@ -589,9 +592,13 @@ impl<O: Observer> Controller<O> {
         let key = record.service.clone();
         let Some(state) = self.states.get_mut(&key) else { return };
         record_metrics(&self.metrics, &record);
+        state.log_relay.relay(&key, &record.plugin_digest, &record.logs);
+        // The canary of a new version decides on exactly what its first real call will see: this observation and
+        // the service's memory (whose plugin state it gets only if it is the version that wrote it).
+        let memory = self.fleet.services.get(&key).map(|s| s.memory.clone()).unwrap_or_default();
         state.last_canary = Some(CanaryInput {
             observation: record.observation.clone(),
-            memory: ServiceMemory::default(),
+            memory,
             current: record.current,
             ready: record.ready,
         });
@@ -731,23 +738,10 @@ fn record_metrics(metrics: &Metrics, record: &DecisionRecord) {
     };
     metrics.record_decision(namespace, name, record.current, record.replicas, kind);
     if record.clamp.is_some() {
-        let failure = record.failure().map(failure_kind);
-        metrics.record_plugin_call(namespace, name, Duration::from_micros(record.call_micros), failure);
+        metrics.record_plugin_call(namespace, name, Duration::from_micros(record.call_micros), record.failure());
     }
     if let Some(shadow) = &record.shadow {
-        metrics.record_shadow(namespace, name, shadow.replicas, shadow.failure.as_deref().map(failure_kind));
-    }
-}
-
-/// Failure kinds as static label values.
-fn failure_kind(kind: &str) -> &'static str {
-    match kind {
-        "timeout" => "timeout",
-        "trap" => "trap",
-        "out-of-memory" => "out-of-memory",
-        "invalid-output" => "invalid-output",
-        "error" => "error",
-        _ => "other",
+        metrics.record_shadow(namespace, name, shadow.replicas, shadow.failure);
     }
 }
 

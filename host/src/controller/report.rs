@@ -5,6 +5,13 @@ use std::fmt::Write as _;
 use kube::ResourceExt;
 
 use super::crd::{ScalingPolicy, service_key};
+use crate::runtime::text::escaped;
+
+/// Status text as printed: whoever can write a policy's status (or a plugin whose words reached it) must not be
+/// able to send a terminal escape sequence or forge a line.
+fn printable(text: &str) -> String {
+    escaped(text, usize::MAX)
+}
 
 /// A table of policies: target, current, desired, last reason, plugin digest, age.
 pub fn status_table(policies: &[ScalingPolicy], now: k8s_openapi::jiff::Timestamp) -> String {
@@ -16,16 +23,16 @@ pub fn status_table(policies: &[ScalingPolicy], now: k8s_openapi::jiff::Timestam
         let status = policy.status.clone().unwrap_or_default();
         let count = |n: Option<u32>| n.map_or("-".to_owned(), |n| n.to_string());
         let digest = status.plugin_digest.as_deref().map_or("-".to_owned(), |d| d.chars().take(12).collect());
-        let reason = status.last_decision.as_ref().map_or("-".to_owned(), |d| d.summary.clone());
+        let reason = status.last_decision.as_ref().map_or("-".to_owned(), |d| printable(&d.summary));
         let age = policy.creation_timestamp().map_or("-".to_owned(), |t| age(now.as_second() - t.0.as_second()));
         let _ = writeln!(
             out,
             "{:<32} {:<32} {:>7} {:>7} {:<14} {:<60} {:>6}",
-            service_key(policy).to_string(),
-            format!("{}/{}", policy.spec.target.kind, policy.spec.target.name),
+            printable(&service_key(policy).to_string()),
+            printable(&format!("{}/{}", policy.spec.target.kind, policy.spec.target.name)),
             count(status.current_replicas),
             count(status.desired_replicas),
-            digest,
+            printable(&digest),
             reason,
             age
         );
@@ -52,15 +59,16 @@ pub fn explain(policy: &ScalingPolicy) -> String {
         return format!("ScalingPolicy {key} has no decision recorded yet\n");
     };
     let mut out = String::new();
-    let _ = writeln!(out, "ScalingPolicy {key} -> {}/{}", policy.spec.target.kind, policy.spec.target.name);
-    let _ = writeln!(out, "decided at:     {}", decision.time);
+    let target = format!("{}/{}", policy.spec.target.kind, policy.spec.target.name);
+    let _ = writeln!(out, "ScalingPolicy {} -> {}", printable(&key.to_string()), printable(&target));
+    let _ = writeln!(out, "decided at:     {}", printable(&decision.time));
     let _ = writeln!(
         out,
         "plugin:         {} (sha256 {})",
-        status.plugin_name.as_deref().unwrap_or("-"),
-        decision.plugin_digest
+        printable(status.plugin_name.as_deref().unwrap_or("-")),
+        printable(&decision.plugin_digest)
     );
-    let _ = writeln!(out, "summary:        {}", decision.summary);
+    let _ = writeln!(out, "summary:        {}", printable(&decision.summary));
     let record = decision.record.clone().unwrap_or_default();
     let _ = writeln!(out, "replicas:       current {} (ready {})", decision.current, record["ready"]);
     let _ = writeln!(out, "inputs:");
@@ -73,10 +81,17 @@ pub fn explain(policy: &ScalingPolicy) -> String {
     }
     let _ = writeln!(out, "plugin verdict: {}", record["plugin"]);
     for proposal in &decision.proposals {
-        let _ = writeln!(out, "  proposal {}: {} replicas", proposal.metric, proposal.replicas);
+        let _ = writeln!(out, "  proposal {}: {} replicas", printable(&proposal.metric), proposal.replicas);
+    }
+    if let Some(logs) = record["logs"].as_array().filter(|logs| !logs.is_empty()) {
+        let _ = writeln!(out, "plugin log:");
+        for line in logs {
+            let field = |name: &str| printable(line[name].as_str().unwrap_or("-"));
+            let _ = writeln!(out, "  [{}] {}", field("level"), field("message"));
+        }
     }
     if let Some(fallback) = record["fallback"].as_str() {
-        let _ = writeln!(out, "fallback:       {fallback}");
+        let _ = writeln!(out, "fallback:       {}", printable(fallback));
     }
     let _ = writeln!(out, "desired:        {}", decision.desired);
     match record["clamp"]["steps"].as_array() {
@@ -94,21 +109,27 @@ pub fn explain(policy: &ScalingPolicy) -> String {
         out,
         "final:          {} replicas ({})",
         decision.replicas,
-        decision.clamp_reason.as_deref().unwrap_or("-")
+        printable(decision.clamp_reason.as_deref().unwrap_or("-"))
     );
     if let Some(shadow) = &decision.shadow {
         let failed = shadow.failure.as_ref().map(|kind| format!(" failed ({kind})")).unwrap_or_default();
         let _ = writeln!(
             out,
             "shadow:         would set {} replicas (asked {}){failed}: {} [sha256 {}, never applied]",
-            shadow.replicas, shadow.desired, shadow.reason, shadow.plugin_digest
+            shadow.replicas,
+            shadow.desired,
+            printable(&shadow.reason),
+            printable(&shadow.plugin_digest)
         );
     }
     for condition in &status.conditions {
         let _ = writeln!(
             out,
             "condition {}={} {}: {}",
-            condition.type_, condition.status, condition.reason, condition.message
+            printable(&condition.type_),
+            printable(&condition.status),
+            printable(&condition.reason),
+            printable(&condition.message)
         );
     }
     out

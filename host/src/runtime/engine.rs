@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
-use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtxView, WasiView};
 
 use super::bindings::{POLICY_EXPORT, ScalingPolicy, ScalingPolicyPre};
-use super::instance::{HostState, SharedStore};
+use super::instance::{HostState, MemoryCap, SharedStore};
 use super::limits::{EPOCH_TICK, RuntimeLimits};
+use super::log::CallLog;
 use crate::{Error, Result};
 
 /// The guard region after each linear memory: wasmtime's default 32 MiB plus 37 pages. The slots of the instance
@@ -54,30 +55,48 @@ impl std::fmt::Debug for CompiledPolicy {
     }
 }
 
+/// The settings every engine of this host compiles with; the compile child ([`super::compiler`]) uses them too, so
+/// its artifacts load here.
+fn engine_config() -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        // wasmtime's default 4 GiB reservation per memory slot lets compiled code skip bounds checks; a
+        // thousand slots take 4 TiB of address space (not memory), well within x86_64's 128 TiB.
+        .memory_guard_size(MEMORY_GUARD_BYTES)
+        .max_wasm_stack(1 << 20);
+    config
+}
+
+/// An engine with this host's compile settings and no instance pool: what the compile child uses.
+pub fn compile_engine() -> std::result::Result<Engine, String> {
+    Engine::new(&engine_config()).map_err(|e| format!("creating the wasm engine: {e:#}"))
+}
+
 impl PolicyEngine {
     pub fn new(limits: RuntimeLimits) -> Result<Arc<Self>> {
         let mut pool = PoolingAllocationConfig::default();
         let n = limits.max_instances;
+        // Every instance may hold at most what one component may declare, and the pool has that much for each of
+        // `max_instances` instances: a plugin that declares more is refused when loaded, so no plugin can take
+        // the slots another service's instance needs.
         pool.total_component_instances(n)
-            .total_core_instances(n.saturating_mul(8))
-            .total_memories(n.saturating_mul(2))
-            .total_tables(n.saturating_mul(4))
+            .max_core_instances_per_component(limits.max_core_instances)
+            .max_memories_per_component(limits.max_memories)
+            .max_tables_per_component(limits.max_tables)
+            .total_core_instances(n.saturating_mul(limits.max_core_instances))
+            .total_memories(n.saturating_mul(limits.max_memories))
+            .total_tables(n.saturating_mul(limits.max_tables))
             .total_stacks(n)
             .max_memory_size(limits.memory_bytes);
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            // wasmtime's default 4 GiB reservation per memory slot lets compiled code skip bounds checks; a
-            // thousand slots take 4 TiB of address space (not memory), well within x86_64's 128 TiB.
-            .memory_guard_size(MEMORY_GUARD_BYTES)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .max_wasm_stack(1 << 20);
+        let mut config = engine_config();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| Error::Runtime(format!("creating the wasm engine: {e:#}")))?;
         let mut linker = Linker::new(&engine);
-        // Toolchains whose std imports WASI (Rust's wasm32-wasip2, componentize-py) get an empty, deterministic
-        // WASI: no files, sockets, environment or arguments; fixed clocks and randomness.
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        // Toolchains whose std imports WASI (Rust's wasm32-wasip2, componentize-py) get an empty WASI whose every
+        // call returns at once (see `wasi`).
+        super::wasi::add_to_linker(&mut linker)
             .and_then(|()| ScalingPolicy::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s))
             .map_err(|e| Error::Runtime(format!("linking host functions: {e:#}")))?;
         let this = Arc::new(PolicyEngine { engine, linker, limits, compiled: Mutex::new(HashMap::new()) });
@@ -123,6 +142,16 @@ impl PolicyEngine {
         if let Some(hit) = self.compiled.lock().expect("compile cache poisoned").get(digest) {
             return Ok(hit.clone());
         }
+        if bytes.len() > self.limits.max_component_bytes {
+            return Err(Error::PluginRefused {
+                what: what.into(),
+                why: format!(
+                    "it is {} bytes, over the {}-byte cap on a component; make it smaller",
+                    bytes.len(),
+                    self.limits.max_component_bytes
+                ),
+            });
+        }
         let started = Instant::now();
         let (component, from_disk) = self.compile(what, digest, bytes)?;
         let compile_time = if from_disk { Duration::ZERO } else { started.elapsed() };
@@ -134,6 +163,7 @@ impl PolicyEngine {
     }
 
     fn compile(&self, what: &str, digest: &str, bytes: &[u8]) -> Result<(Component, bool)> {
+        let refuse = |why: String| Error::PluginRefused { what: what.into(), why };
         let cached = self.limits.cache_dir.as_ref().map(|dir| dir.join(format!("{digest}.cwasm")));
         if let Some(path) = cached.as_deref().filter(|p| p.exists()) {
             // SAFETY: the file was written by `Component::serialize` of this engine configuration into our own
@@ -142,9 +172,21 @@ impl PolicyEngine {
                 return Ok((component, true));
             }
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| Error::PluginRefused {
-            what: what.into(),
-            why: format!("not a valid WebAssembly component ({e:#}); build it for wasm32-wasip2 as a component"),
+        let component = match &self.limits.compiler {
+            Some(program) => {
+                let artifact = super::compiler::compile_in_child(program, &self.limits, bytes).map_err(refuse)?;
+                // SAFETY: the artifact was made by `Engine::precompile_component` in our own compile child, with
+                // this engine's settings; wasmtime checks its version and settings before using it.
+                unsafe { Component::deserialize(&self.engine, &artifact) }
+            }
+            None => Component::new(&self.engine, bytes),
+        }
+        .map_err(|e| {
+            refuse(format!(
+                "not a valid WebAssembly component within this host's budget ({e:#}); build it for wasm32-wasip2 \
+                 as a component, with at most {} memories, {} tables and {} core instances",
+                self.limits.max_memories, self.limits.max_tables, self.limits.max_core_instances
+            ))
         })?;
         if let Some(path) = cached {
             // A cache that cannot be written only costs a recompile next time.
@@ -182,14 +224,9 @@ impl PolicyEngine {
 
     /// A fresh store, with the memory cap and an empty deterministic WASI context.
     pub(crate) fn new_store(&self) -> Store<HostState> {
-        let wasi = WasiCtx::builder()
-            .wall_clock(FixedClock)
-            .monotonic_clock(FixedClock)
-            .secure_random(wasmtime_wasi::Deterministic::new(vec![0x42]))
-            .insecure_random(wasmtime_wasi::Deterministic::new(vec![0x42]))
-            .insecure_random_seed(0)
-            .build();
-        let state = HostState::new(wasi, &self.limits);
+        let log = Arc::new(Mutex::new(CallLog::new(&self.limits)));
+        let wasi = super::wasi::context(&log);
+        let state = HostState { wasi, table: ResourceTable::new(), limiter: MemoryCap::new(&self.limits), log };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
@@ -205,46 +242,15 @@ impl WasiView for HostState {
     }
 }
 
-impl HostState {
-    pub(crate) fn new(wasi: WasiCtx, limits: &RuntimeLimits) -> Self {
-        HostState {
-            wasi,
-            table: ResourceTable::new(),
-            limiter: super::instance::MemoryCap::new(limits),
-            logs: Vec::new(),
-            max_log_lines: limits.max_log_lines,
-            max_log_line: limits.max_log_line,
-        }
-    }
-}
-
-/// Clocks that always read zero: plugins get time only through `now-ms` in their input.
-struct FixedClock;
-
-impl HostWallClock for FixedClock {
-    fn resolution(&self) -> Duration {
-        Duration::from_secs(1)
-    }
-    fn now(&self) -> Duration {
-        Duration::ZERO
-    }
-}
-
-impl HostMonotonicClock for FixedClock {
-    fn resolution(&self) -> u64 {
-        1_000_000_000
-    }
-    fn now(&self) -> u64 {
-        0
-    }
-}
-
 fn write_cache(path: &Path, component: &Component) -> std::io::Result<()> {
     let bytes = component.serialize().map_err(std::io::Error::other)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Unique per write: two loads of one digest may compile at once, and must not rename each other's file away.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(tmp, path)
 }

@@ -1,25 +1,34 @@
 //! The policy runtime: the synchronous wasm world, kept apart from the async one.
 //!
 //! Components are compiled once per sha256 (cached in memory and on disk), pre-linked into an `InstancePre` and
-//! type-checked against the `ballast:policy@0.1.0` world before anything runs them. Each call runs under an epoch
-//! deadline and a memory cap in a pooled instance; whatever a plugin does wrong comes back as a [`PluginFailure`]
-//! value, never as a host error or crash. All limits live in [`RuntimeLimits`].
+//! type-checked against the `ballast:policy@0.1.0` world before anything runs them (compiled in a child process
+//! held to a memory and time budget, when the host names one). Each call runs under an epoch deadline and a memory
+//! cap in a pooled instance, with a WASI whose every call returns at once; whatever a plugin does wrong comes back
+//! as a [`PluginFailure`] value, never as a host error or crash, and its output is capped and escaped. All limits
+//! live in [`RuntimeLimits`].
 
 mod bindings;
 mod builtin;
+mod compiler;
 mod engine;
 mod instance;
 mod limits;
+mod log;
+pub mod text;
+mod wasi;
 
 pub use bindings::{
     CustomMetric, Decision, LogLevel, MetricProposal, Observations, POLICY_EXPORT, PolicyError, PolicyInput,
     QueueCounts, ServiceId, WORLD,
 };
 pub use builtin::{BUILTINS, builtin};
-pub use engine::{CompiledPolicy, PolicyEngine};
+pub use compiler::{COMPILE_COMMAND, serve_compile};
+pub use engine::{CompiledPolicy, PolicyEngine, compile_engine};
 pub(crate) use instance::empty_input;
-pub use instance::{CallOutcome, Plugin, PluginFailure, PluginLog};
+pub use instance::{CallOutcome, FailureKind, Plugin, PluginFailure};
 pub use limits::RuntimeLimits;
+pub use log::{LogRelay, PluginLog};
+pub use wasi::off_async;
 
 /// Lowercase hex sha256 of a component's bytes: its identity for caching, pinning and explanations.
 pub fn digest(bytes: &[u8]) -> String {

@@ -29,10 +29,14 @@ impl Default for RunOptions {
     }
 }
 
-/// A policy engine for simulation: plugin calls get a generous deadline, so a busy machine never turns a slow call
-/// into a failure that another run of the same seed would not have (runs must be reproducible).
-pub fn engine() -> Result<Arc<PolicyEngine>, SimError> {
-    let limits = RuntimeLimits { deadline: std::time::Duration::from_secs(2), ..RuntimeLimits::default() };
+/// The limits plugins run under in simulation: calls get a generous deadline, so a busy machine never turns a slow
+/// call into a failure that another run of the same seed would not have (runs must be reproducible).
+pub fn limits() -> RuntimeLimits {
+    RuntimeLimits { deadline: std::time::Duration::from_secs(2), ..RuntimeLimits::default() }
+}
+
+/// A policy engine for simulation, with [`limits`] or others.
+pub fn engine(limits: RuntimeLimits) -> Result<Arc<PolicyEngine>, SimError> {
     Ok(PolicyEngine::new(limits)?)
 }
 
@@ -131,10 +135,9 @@ pub fn run(
     let mut timeline = Vec::new();
     let mut sampled: BTreeMap<ServiceKey, Totals> = BTreeMap::new();
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .map_err(|e| SimError::Invalid(format!("starting the simulation's runtime: {e}")))?;
-    runtime.block_on(async {
+    // The simulated cluster answers at once: a plain executor drives the loop, and plugin calls (which may block
+    // in WASI) run on this thread outside any async runtime.
+    futures::executor::block_on(async {
         let mut now_s = 0;
         while now_s < options.duration_s {
             let now_ms = now_s * 1000;

@@ -240,12 +240,21 @@ pub struct HostConfig<'a> {
     pub lease: Option<LeaseConfig>,
     pub policies: PolicySource,
     pub cache_dir: Option<&'a Path>,
+    /// Address space a plugin's compilation may take (the host's default when absent).
+    pub compile_memory_bytes: Option<usize>,
 }
 
 impl<'a> HostConfig<'a> {
     /// A host with no Redis, no lease (always the leader) and the cluster's policies.
     pub fn new(identity: &'a str) -> Self {
-        HostConfig { identity, redis_url: None, lease: None, policies: PolicySource::Cluster, cache_dir: None }
+        HostConfig {
+            identity,
+            redis_url: None,
+            lease: None,
+            policies: PolicySource::Cluster,
+            cache_dir: None,
+            compile_memory_bytes: None,
+        }
     }
 }
 
@@ -263,7 +272,7 @@ impl Host {
     /// A host on the cluster, as the service account of deploy/base.
     pub fn start_with(cluster: &Cluster, config: HostConfig) -> Host {
         let client = &cluster.host_client;
-        let HostConfig { identity, redis_url, lease, policies, cache_dir } = config;
+        let HostConfig { identity, redis_url, lease, policies, cache_dir, compile_memory_bytes } = config;
         let metrics = Arc::new(Metrics::new().expect("metrics"));
         let bullmq = redis_url.map(|url| {
             BullmqSource::new(url, ConnectOptions { timeout: Duration::from_secs(2), ca_cert_pem: None })
@@ -271,7 +280,13 @@ impl Host {
         });
         let observer =
             LiveObserver::new(bullmq, None, Duration::from_secs(5), Duration::from_secs(60), metrics.clone());
-        let limits = RuntimeLimits { cache_dir: cache_dir.map(Path::to_path_buf), ..RuntimeLimits::default() };
+        // Plugins compile in the `ballast` binary's compile child, as in production.
+        let limits = RuntimeLimits {
+            cache_dir: cache_dir.map(Path::to_path_buf),
+            compiler: Some(env!("CARGO_BIN_EXE_ballast").into()),
+            compile_memory_bytes: compile_memory_bytes.unwrap_or(RuntimeLimits::default().compile_memory_bytes),
+            ..RuntimeLimits::default()
+        };
         let engine = PolicyEngine::new(limits).expect("wasm engine");
         let (shutdown, stop) = watch::channel(false);
         let (leadership, lease_task) = match lease {

@@ -2,6 +2,8 @@
 tests/plugins/hostile). The config's `mode` picks the misdeed."""
 
 import json
+import sys
+import time
 
 from componentize_py_types import Err
 from wit_world import exports
@@ -33,6 +35,19 @@ class Policy(exports.Policy):
         if mode == "log":
             host.log(host.LogLevel.WARN, "hostile plugin says hello")
             return Decision(replicas=input.current_replicas, reason="logged a line", proposals=[], state=None)
+        if mode == "print":
+            # What a plugin author debugging does first; the host turns the output into log lines.
+            print("hostile plugin prints to stdout")
+            print("hostile plugin prints to stderr", file=sys.stderr)
+            return Decision(replicas=input.current_replicas, reason="printed two lines", proposals=[], state=None)
+        if mode == "sleep":
+            time.sleep(3)
+            return Decision(replicas=input.current_replicas, reason="slept 3 s", proposals=[], state=None)
+        if mode == "big-reason":
+            return Decision(replicas=input.current_replicas, reason="r" * cfg["size"], proposals=[], state=None)
+        if mode == "escape":
+            reason = "\x1b[2J\x1b[31mred\nstt  3  3  forged row"
+            return Decision(replicas=input.current_replicas, reason=reason, proposals=[], state=None)
         if mode == "count":
             # Counts calls in the instance's memory: shows whether the host kept the instance or started a fresh one.
             calls += 1

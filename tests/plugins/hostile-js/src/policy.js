@@ -27,6 +27,15 @@ function decide(input) {
     case "log":
       log("warn", "hostile plugin says hello");
       return { replicas: input.currentReplicas, reason: "logged a line", proposals: [], state: null };
+    case "print":
+      // What a plugin author debugging does first; the host turns the output into log lines.
+      console.log("hostile plugin prints to stdout");
+      console.error("hostile plugin prints to stderr");
+      return { replicas: input.currentReplicas, reason: "printed two lines", proposals: [], state: null };
+    case "big-reason":
+      return { replicas: input.currentReplicas, reason: "r".repeat(cfg.size), proposals: [], state: null };
+    case "escape":
+      return { replicas: input.currentReplicas, reason: "\u001b[2J\u001b[31mred\nstt  3  3  forged row", proposals: [], state: null };
     case "count":
       // Counts calls in the instance's memory: shows whether the host kept the instance or started a fresh one.
       calls += 1;
