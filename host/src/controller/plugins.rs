@@ -1,4 +1,5 @@
-//! Plugins and how they are (re)loaded: built-ins, files (e.g. a mounted volume), components in ConfigMaps labelled
+//! Plugins and how they are (re)loaded: built-ins, files (e.g. a mounted volume; for cluster policies only inside the
+//! operator's `--plugin-dir`s, see [`PluginFiles`], and read off the reconcile loop), components in ConfigMaps labelled
 //! `ballast.dev/plugin=true` (`binaryData[key]`, optionally gzip-compressed so ~1 MiB compressed fits a
 //! ConfigMap), and OCI artifacts pinned by digest (see [`crate::oci`]), pulled off the reconcile loop.
 //!
