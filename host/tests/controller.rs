@@ -824,3 +824,68 @@ async fn without_metrics_server_policies_reading_cpu_say_how_to_fix_it() {
     assert!(condition(&cluster.policy("no-cpu"), "ResourceMetricsAvailable").is_none());
     host.stop().await;
 }
+
+/// The component with a custom section of `len` incompressible bytes appended: a big plugin that still runs.
+fn padded(component: &[u8], len: usize) -> Vec<u8> {
+    let name = b"ballast-test-padding";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    payload.extend((0..len).map(|_| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state as u8
+    }));
+    let mut out = component.to_vec();
+    out.push(0); // custom section id
+    let mut size = payload.len();
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        out.push(if size == 0 { byte } else { byte | 0x80 });
+        if size == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// A packed plugin over ~190 KiB cannot be applied client-side (kubectl's last-applied annotation would hold the
+/// whole object, over the API server's 256 KiB of annotations); `ballast plugin pack` says to apply it server-side,
+/// which works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_packed_plugin_is_applied_server_side_as_pack_says() {
+    let cluster = cluster().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("big.wasm");
+    std::fs::write(&file, padded(&plugin_file("hostile.wasm"), 200 * 1024)).expect("component");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
+        .args(["plugin", "pack"])
+        .arg(&file)
+        .args(["--config-map", "big", "--namespace", "default"])
+        .output()
+        .expect("running ballast plugin pack");
+    let yaml = String::from_utf8(output.stdout).expect("UTF-8");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(yaml.starts_with("# Apply with `kubectl apply --server-side -f FILE`"), "{yaml}");
+    let packed: ConfigMap = serde_saphyr::from_str(&yaml).expect("the packed ConfigMap");
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");
+
+    // What a client-side `kubectl apply -f` sends: the object, plus itself in the last-applied annotation.
+    let mut client_side = packed.clone();
+    let last_applied = serde_json::to_string(&packed).expect("JSON");
+    client_side
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("kubectl.kubernetes.io/last-applied-configuration".into(), last_applied);
+    let refused = api.create(&kube::api::PostParams::default(), &client_side).await.expect_err("over the limit");
+    let kube::Error::Api(status) = refused else { panic!("{refused}") };
+    assert_eq!(status.code, 422, "{status:?}");
+    assert!(status.message.contains("metadata.annotations: Too long: must have at most 262144 bytes"), "{status:?}");
+
+    api.patch("big", &PatchParams::apply("kubectl").force(), &Patch::Apply(&packed)).await.expect("server-side apply");
+    assert!(api.get("big").await.expect("the ConfigMap").binary_data.is_some());
+}
