@@ -51,6 +51,16 @@ def main():
         except Exception as error:  # every failure is reported, none stops the run
             failed += 1
             print(f"FAIL {where}: {str(error).splitlines()[0]}")
+    # deploy/base must apply to a bare cluster: kinds of operators belong in deploy/components/.
+    base = yaml.safe_load((DEPLOY / "base" / "kustomization.yaml").read_text())
+    for resource in base["resources"]:
+        for doc in yaml.safe_load_all((DEPLOY / "base" / resource).read_text()):
+            kind = (doc.get("apiVersion"), doc.get("kind")) if doc else None
+            if kind in OPERATOR_KINDS:
+                failed += 1
+                print(f"FAIL deploy/base/{resource}: {kind[1]} needs an operator; move it to deploy/components/")
+            else:
+                passed += 1
     for path in sorted(DEPLOY.rglob("*.json")):
         try:
             json.loads(path.read_text())

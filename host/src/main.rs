@@ -330,6 +330,16 @@ struct RunArgs {
     /// Namespace of the lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
+    /// How long after the leader's last renewal another host may take over (client-go's leaseDuration).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// How long the leader keeps scaling while its renewals fail (client-go's renewDeadline); shorter than
+    /// --lease-duration, so it has stopped before another host takes over.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    renew_deadline: Duration,
+    /// How often the leader renews and the other hosts try to acquire the lease (client-go's retryPeriod).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    retry_period: Duration,
     /// This host's identity in the lease and in Events.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -338,6 +348,10 @@ struct RunArgs {
     cache_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     plugin_limits: PluginLimitArgs,
+    /// A directory whose component files ScalingPolicies may name in `plugin.path` (repeatable). Without it, file
+    /// plugins are refused in cluster mode: any namespace's policy could otherwise read any file of the host.
+    #[arg(long = "plugin-dir", value_name = "DIR")]
+    plugin_dirs: Vec<std::path::PathBuf>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -545,6 +559,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     use ballast::sources::resources::{ResourceConfig, ResourceSource};
 
     let client = args.kube.client().await?;
+    let plugin_files =
+        ballast::controller::plugins::PluginFiles::within(&args.plugin_dirs).map_err(anyhow::Error::msg)?;
     let policies = match &args.config {
         Some(path) => PolicySource::Fixed(ballast::controller::crd::read_documents(path)?),
         None => PolicySource::Cluster,
@@ -573,7 +589,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         format!("{}-{}", host.trim(), std::process::id())
     });
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
-    let lease = LeaseConfig::new(&args.lease_name, &args.lease_namespace, &identity);
+    let lease = LeaseConfig {
+        duration: args.lease_duration,
+        renew_deadline: args.renew_deadline,
+        retry_period: args.retry_period,
+        ..LeaseConfig::new(&args.lease_name, &args.lease_namespace, &identity)
+    };
+    lease.check().map_err(|why| anyhow::anyhow!("leader election: {why}"))?;
     let (leadership, lease_task): (Leadership, _) = lease::spawn(client.clone(), lease, shutdown.clone());
     let readiness = export::Readiness::default();
     let listener = export::bind(args.metrics_listen).await?;
@@ -583,7 +605,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }));
     let options = RunOptions { tick: args.tick, status_every: args.status_every, policies, instance: identity.clone() };
     tracing::info!(%identity, lease = %args.lease_name, "ballast controller starting");
-    let controller = Controller::new(client, engine, observer, leadership, metrics, options);
+    let controller =
+        Controller::new(client, engine, observer, leadership, metrics, options).with_plugin_files(plugin_files);
     let mut running = tokio::spawn(controller.run(readiness, shutdown));
     tokio::select! {
         result = &mut running => result.context("the controller task failed")??,
@@ -832,6 +855,14 @@ fn plugin(command: PluginCommand) -> anyhow::Result<()> {
                         key: args.key.clone(),
                     };
                     let packed = pack::pack(&what, &component, &target)?;
+                    // A client-side apply copies the object into the last-applied-configuration annotation, and the
+                    // API server refuses more than 256 KiB of annotations: big plugins need a server-side apply.
+                    println!(
+                        "# Apply with `kubectl apply --server-side -f FILE` (a plain `kubectl apply` also stores the \
+                         whole object, {} bytes here, in an annotation, and annotations are limited to 256 KiB; see \
+                         deploy/README.md).",
+                        packed.stored_size
+                    );
                     print!("{}", packed.to_yaml(&what, &target)?);
                     Ok(())
                 }

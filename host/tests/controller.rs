@@ -216,7 +216,8 @@ async fn leader_fail_over_keeps_a_single_writer() {
     cluster.create_hostile_policy("web", json!({ "maxReplicas": 200, "config": { "mode": "echo-state" } })).await;
     let lease = |identity: &str| LeaseConfig {
         duration: Duration::from_secs(3),
-        renew_every: Duration::from_millis(500),
+        renew_deadline: Duration::from_secs(2),
+        retry_period: Duration::from_millis(500),
         ..LeaseConfig::new(DEFAULT_LEASE_NAME, "ballast-system", identity)
     };
     let a = Host::start(&cluster, "host-a", None, Some(lease("host-a")));
@@ -595,4 +596,296 @@ async fn a_canary_that_only_runs_out_of_time_is_tried_again_after_a_backoff() {
     let second_attempt = "a second attempt after the backoff";
     cluster.await_events("PluginRejected", 2, Duration::from_secs(20), second_attempt).await;
     host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_ready_turns_true_again_when_the_configmap_is_restored_to_the_running_plugin() {
+    let cluster = cluster().await;
+    cluster.create_hostile_policy("web", json!({ "config": { "mode": "fixed", "replicas": 2 } })).await;
+    let host = Host::start(&cluster, "host-a", None, None);
+    let ready = |status: &'static str| {
+        let cluster = &cluster;
+        move || condition(&cluster.policy("web"), "PluginReady").filter(|c| c["status"] == status)
+    };
+    eventually(Duration::from_secs(30), "PluginReady=True for the hostile plugin", ready("True")).await;
+    cluster.put_plugin_config_map("hostile", "plugin.wasm", plugin_file("wrong_world.wasm")).await;
+    eventually(Duration::from_secs(30), "PluginReady=False after a broken update", ready("False")).await;
+    // Rolled back to the bytes that never stopped running: nothing to load, and the refusal is over.
+    cluster.put_plugin_config_map("hostile", "plugin.wasm", plugin_file("hostile.wasm")).await;
+    let restored = eventually(Duration::from_secs(30), "PluginReady=True after the rollback", ready("True")).await;
+    let digest = ballast::runtime::digest(&plugin_file("hostile.wasm"));
+    assert!(restored["message"].as_str().unwrap_or_default().contains(&digest), "{restored}");
+    host.stop().await;
+}
+
+/// What a policy's `plugin.path` may reach in cluster mode: only regular files inside the `--plugin-dir`s, within the
+/// component size bound; nothing of a refused file shows, and the other services keep deciding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_paths_are_confined_to_the_plugin_dirs_and_refused_files_are_never_read() {
+    let cluster = cluster().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("hostile.wasm"), plugin_file("hostile.wasm")).expect("plugin file");
+    let fifo = std::ffi::CString::new(dir.path().join("fifo.wasm").into_os_string().into_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+    std::os::unix::fs::symlink("/etc/passwd", dir.path().join("passwd.wasm")).expect("symlink");
+    // One byte over the bound (a sparse file: nothing is written).
+    let big = std::fs::File::create(dir.path().join("big.wasm")).expect("big file");
+    big.set_len(ballast::oci::MAX_COMPONENT_BYTES + 1).expect("sparse file");
+    let passwd = std::fs::read("/etc/passwd").expect("/etc/passwd");
+    let passwd_digest = ballast::runtime::digest(&passwd);
+    let first_line = String::from_utf8_lossy(&passwd).lines().next().unwrap_or_default().to_owned();
+
+    // The good plugin, from the plugin directory by a relative path.
+    cluster
+        .create_policy(
+            "web",
+            json!({ "target": { "name": "web" }, "maxReplicas": 6, "plugin": { "path": "hostile.wasm" },
+                    "config": { "mode": "fixed", "replicas": 3 } }),
+        )
+        .await;
+    let refused = [
+        ("etc-passwd", "/etc/passwd", "outside the plugin directories"),
+        ("passwd-link", "passwd.wasm", "through a symlink"),
+        ("dotdot", "../../etc/passwd", "`..` is not allowed"),
+        // /dev is a plugin directory too: a device inside one is still not a component.
+        ("dev-zero", "/dev/zero", "not a regular file"),
+        ("fifo", "fifo.wasm", "not a regular file"),
+        ("big", "big.wasm", "67108865 bytes, over the 67108864-byte bound"),
+    ];
+    for (name, path, _) in refused {
+        cluster
+            .create_policy(name, json!({ "target": { "name": name }, "maxReplicas": 3, "plugin": { "path": path } }))
+            .await;
+    }
+    let host = Host::start_with(
+        &cluster,
+        HostConfig { plugin_dirs: vec![dir.path().to_path_buf(), "/dev".into()], ..HostConfig::new("host-a") },
+    );
+    eventually(Duration::from_secs(30), "web at 3 replicas by the plugin file", || {
+        (cluster.replicas() == 3).then_some(())
+    })
+    .await;
+    for (name, path, why) in refused {
+        let condition = eventually(Duration::from_secs(30), &format!("PluginReady=False on {name}"), || {
+            condition(&cluster.policy(name), "PluginReady").filter(|c| c["status"] == "False")
+        })
+        .await;
+        let message = condition["message"].as_str().unwrap_or_default();
+        assert_eq!(condition["reason"], "PluginUnavailable", "{name}: {condition}");
+        assert!(message.contains(path) && message.contains(why), "{name}: {condition}");
+    }
+    // The decisions of the good policy go on (the FIFO was never opened on the loop).
+    let time_of = |p: &Value| p["status"]["lastDecision"]["time"].as_str().map(str::to_owned);
+    let before = time_of(&cluster.policy("web"));
+    eventually(Duration::from_secs(10), "a newer decision by web", || {
+        (time_of(&cluster.policy("web")) != before).then_some(())
+    })
+    .await;
+    let mut shown: Vec<String> = refused.iter().map(|(name, _, _)| cluster.policy(name).to_string()).collect();
+    shown.extend(cluster.events("PluginRejected").await.into_iter().filter_map(|e| e.note));
+    for text in &shown {
+        assert!(!text.contains(&passwd_digest) && !text.contains(&first_line), "a refused file leaked: {text}");
+    }
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_plugin_dir_plugin_files_are_refused_naming_the_flag() {
+    let cluster = cluster().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("hostile.wasm");
+    std::fs::write(&file, plugin_file("hostile.wasm")).expect("plugin file");
+    let path = file.display().to_string();
+    cluster
+        .create_policy("web", json!({ "target": { "name": "web" }, "maxReplicas": 3, "plugin": { "path": path } }))
+        .await;
+    let host = Host::start(&cluster, "host-a", None, None);
+    let refused = eventually(Duration::from_secs(30), "PluginReady=False for a file plugin", || {
+        condition(&cluster.policy("web"), "PluginReady").filter(|c| c["status"] == "False")
+    })
+    .await;
+    assert!(refused["message"].as_str().unwrap_or_default().contains("--plugin-dir"), "{refused}");
+    host.stop().await;
+}
+
+/// The text of the Events of `reason`, oldest first (by when each was last seen).
+async fn event_notes(cluster: &Cluster, reason: &str) -> Vec<String> {
+    let mut events = cluster.events(reason).await;
+    let seen = |e: &k8s_openapi::api::events::v1::Event| {
+        e.series.as_ref().map(|s| s.last_observed_time.0).or_else(|| e.event_time.as_ref().map(|t| t.0))
+    };
+    events.sort_by_key(|e| seen(e));
+    events.into_iter().filter_map(|e| e.note).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_new_size_and_each_new_refusal_is_an_event_of_its_own() {
+    let cluster = cluster().await;
+    cluster.create_hostile_policy("web", json!({ "config": { "mode": "fixed", "replicas": 2 } })).await;
+    let host = Host::start(&cluster, "host-a", None, None);
+    let api: Api<ScalingPolicy> = Api::namespaced(cluster.client.clone(), "default");
+    for replicas in [2, 4, 2] {
+        let patch = json!({ "spec": { "config": { "mode": "fixed", "replicas": replicas } } });
+        api.patch("web", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patching the config");
+        eventually(Duration::from_secs(30), &format!("web at {replicas}"), || {
+            (cluster.replicas() == replicas).then_some(())
+        })
+        .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let notes = event_notes(&cluster, "SuccessfulRescale").await;
+        let sizes: Vec<bool> = notes.iter().map(|n| n.starts_with("New size: 4")).collect();
+        // 1 -> 2, 2 -> 4, 4 -> 2: each readable, the last one last.
+        if sizes.contains(&true) && notes.last().is_some_and(|n| n.starts_with("New size: 2")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the Events do not tell 2 -> 4 -> 2: {notes:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    cluster.put_plugin_config_map("hostile", "plugin.wasm", plugin_file("wrong_world.wasm")).await;
+    cluster.await_events("PluginRejected", 1, Duration::from_secs(30), "a refusal of the wrong world").await;
+    cluster.put_plugin_config_map("hostile", "plugin.wasm", b"not a component".to_vec()).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let notes = event_notes(&cluster, "PluginRejected").await;
+        if notes.len() >= 2 && notes[0] != notes[1] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the second refusal shows its own text: {notes:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    host.stop().await;
+}
+
+const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/ballast-system/leases/ballast-leader";
+
+/// With client-go's timings (15 s lease, 10 s renew deadline, 2 s retry period), a leader killed just after a
+/// renewal is replaced within the lease duration of that renewal, and not before its renew deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_within_the_lease_duration() {
+    let cluster = cluster().await;
+    cluster.create_hostile_policy("web", json!({ "maxReplicas": 200, "config": { "mode": "echo-state" } })).await;
+    let lease = |identity: &str| LeaseConfig::new(DEFAULT_LEASE_NAME, "ballast-system", identity);
+    assert_eq!(lease("x").duration, Duration::from_secs(15));
+    let a = Host::start(&cluster, "host-a", None, Some(lease("host-a")));
+    let holder = || cluster.standin.get(LEASE).and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned));
+    eventually(Duration::from_secs(30), "host-a leading", || (holder().as_deref() == Some("host-a")).then_some(()))
+        .await;
+    let b = Host::start(&cluster, "host-b", None, Some(lease("host-b")));
+    // Kill the leader right after a renewal: the worst case for the follower.
+    let renew_time = || cluster.standin.get(LEASE).and_then(|l| l["spec"]["renewTime"].as_str().map(str::to_owned));
+    let first = renew_time();
+    eventually(Duration::from_secs(10), "a renewal by host-a", || (renew_time() != first).then_some(())).await;
+    let killed = Instant::now();
+    a.kill();
+    let replicas_at_kill = cluster.replicas();
+    eventually(Duration::from_secs(40), "host-b holding the lease", || {
+        (holder().as_deref() == Some("host-b")).then_some(())
+    })
+    .await;
+    let takeover = killed.elapsed();
+    eventually(Duration::from_secs(10), "host-b scaling", || (cluster.replicas() > replicas_at_kill).then_some(()))
+        .await;
+    let first_scale = killed.elapsed();
+    println!(
+        "fail-over (15 s lease): lease taken {takeover:?} after the kill, first /scale write after {first_scale:?}"
+    );
+    assert!(takeover >= Duration::from_secs(10), "taken over before the old leader's renew deadline: {takeover:?}");
+    // The lease runs out 15 s after the renewal the kill followed; a second of slack for a loaded machine.
+    assert!(takeover <= Duration::from_secs(16), "took {takeover:?}, over the 15 s lease duration");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_metrics_server_policies_reading_cpu_say_how_to_fix_it() {
+    let cluster = cluster().await;
+    cluster.standin.set_metrics_api(kube_standin::MetricsApi::NotRegistered);
+    let reads_cpu = json!({ "config": { "mode": "fixed", "replicas": 2 }, "metrics": { "resources": true } });
+    cluster.create_hostile_policy("web", reads_cpu).await;
+    cluster.insert_deployment("default", "other", 1);
+    let mut no_cpu = json!({ "target": { "name": "other" }, "maxReplicas": 3, "plugin": { "builtin": "hpa" } });
+    no_cpu["metrics"] = json!({ "resources": false });
+    cluster.create_policy("no-cpu", no_cpu).await;
+    let host = Host::start(&cluster, "host-a", None, None);
+    let missing = eventually(Duration::from_secs(30), "ResourceMetricsAvailable=False on web", || {
+        condition(&cluster.policy("web"), "ResourceMetricsAvailable").filter(|c| c["status"] == "False")
+    })
+    .await;
+    let message = missing["message"].as_str().unwrap_or_default();
+    assert!(message.contains("metrics-server is not installed") && message.contains("Install it"), "{missing}");
+    assert!(!message.contains("Failed to parse"), "{missing}");
+    // A policy that does not read CPU and memory is not concerned.
+    eventually(Duration::from_secs(10), "a decision for no-cpu", || {
+        cluster.policy("no-cpu")["status"]["conditions"].as_array().map(|_| ())
+    })
+    .await;
+    assert!(condition(&cluster.policy("no-cpu"), "ResourceMetricsAvailable").is_none());
+    host.stop().await;
+}
+
+/// The component with a custom section of `len` incompressible bytes appended: a big plugin that still runs.
+fn padded(component: &[u8], len: usize) -> Vec<u8> {
+    let name = b"ballast-test-padding";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    payload.extend((0..len).map(|_| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state as u8
+    }));
+    let mut out = component.to_vec();
+    out.push(0); // custom section id
+    let mut size = payload.len();
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        out.push(if size == 0 { byte } else { byte | 0x80 });
+        if size == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// A packed plugin over ~190 KiB cannot be applied client-side (kubectl's last-applied annotation would hold the
+/// whole object, over the API server's 256 KiB of annotations); `ballast plugin pack` says to apply it server-side,
+/// which works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_packed_plugin_is_applied_server_side_as_pack_says() {
+    let cluster = cluster().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("big.wasm");
+    std::fs::write(&file, padded(&plugin_file("hostile.wasm"), 200 * 1024)).expect("component");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
+        .args(["plugin", "pack"])
+        .arg(&file)
+        .args(["--config-map", "big", "--namespace", "default"])
+        .output()
+        .expect("running ballast plugin pack");
+    let yaml = String::from_utf8(output.stdout).expect("UTF-8");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(yaml.starts_with("# Apply with `kubectl apply --server-side -f FILE`"), "{yaml}");
+    let packed: ConfigMap = serde_saphyr::from_str(&yaml).expect("the packed ConfigMap");
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");
+
+    // What a client-side `kubectl apply -f` sends: the object, plus itself in the last-applied annotation.
+    let mut client_side = packed.clone();
+    let last_applied = serde_json::to_string(&packed).expect("JSON");
+    client_side
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("kubectl.kubernetes.io/last-applied-configuration".into(), last_applied);
+    let refused = api.create(&kube::api::PostParams::default(), &client_side).await.expect_err("over the limit");
+    let kube::Error::Api(status) = refused else { panic!("{refused}") };
+    assert_eq!(status.code, 422, "{status:?}");
+    assert!(status.message.contains("metadata.annotations: Too long: must have at most 262144 bytes"), "{status:?}");
+
+    api.patch("big", &PatchParams::apply("kubectl").force(), &Patch::Apply(&packed)).await.expect("server-side apply");
+    assert!(api.get("big").await.expect("the ConfigMap").binary_data.is_some());
 }

@@ -1,8 +1,11 @@
 //! Leader election through a `coordination.k8s.io/v1` Lease: one host scales, the others stand by.
 //!
-//! A small loop rather than a library: every update is a replace guarded by the Lease's resourceVersion (two
-//! candidates cannot both win), and the leader counts its own term from the moment it *sent* the last successful
-//! renewal, so it stops writing before any follower may take over, whatever happens to its API calls.
+//! A small loop rather than a library, with client-go's timings: every update is a replace guarded by the Lease's
+//! resourceVersion (two candidates cannot both win). The leader renews every retry period and counts its term from
+//! the moment it *sent* the last successful renewal, for the renew deadline only, so it stops writing before any
+//! follower may take over (the lease duration after that renewal), whatever happens to its API calls. A follower
+//! tries every retry period, and at the moment the lease it watches expires, so a leader that dies is replaced
+//! within one lease duration of its last renewal.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,10 +24,13 @@ pub struct LeaseConfig {
     pub namespace: String,
     /// This host's identity in `holderIdentity` (the pod name in a cluster).
     pub identity: String,
-    /// `leaseDurationSeconds`: how long a term lasts without renewal.
+    /// `leaseDurationSeconds`: how long after the last renewal a follower may take over (whole seconds).
     pub duration: Duration,
-    /// How often the leader renews, and a follower checks for an expired lease.
-    pub renew_every: Duration,
+    /// How long the leader keeps leading without a successful renewal; shorter than `duration`, so it has stopped
+    /// writing before anyone takes over.
+    pub renew_deadline: Duration,
+    /// How often the leader renews, and a follower tries to acquire.
+    pub retry_period: Duration,
 }
 
 impl LeaseConfig {
@@ -33,11 +39,37 @@ impl LeaseConfig {
             name: name.into(),
             namespace: namespace.into(),
             identity: identity.into(),
-            duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(5),
+            duration: DEFAULT_LEASE_DURATION,
+            renew_deadline: DEFAULT_RENEW_DEADLINE,
+            retry_period: DEFAULT_RETRY_PERIOD,
         }
     }
+
+    /// Refuses timings that could let two hosts lead at once, as client-go's `NewLeaderElector` does.
+    pub fn check(&self) -> Result<(), String> {
+        let (duration, deadline, retry) = (self.duration, self.renew_deadline, self.retry_period);
+        if duration.subsec_nanos() != 0 || duration.is_zero() {
+            return Err(format!("the lease duration ({duration:?}) must be a whole number of seconds, at least 1"));
+        }
+        if deadline >= duration {
+            return Err(format!(
+                "the renew deadline ({deadline:?}) must be shorter than the lease duration ({duration:?})"
+            ));
+        }
+        // client-go's JitterFactor: a renewal may come 20% late and still meet the deadline.
+        if retry.is_zero() || retry.mul_f64(1.2) >= deadline {
+            return Err(format!(
+                "the retry period ({retry:?}) must be above 0 and at most the renew deadline ({deadline:?}) / 1.2"
+            ));
+        }
+        Ok(())
+    }
 }
+
+/// client-go's leader election defaults (`leaseDuration`, `renewDeadline`, `retryPeriod`).
+pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
+pub const DEFAULT_RENEW_DEADLINE: Duration = Duration::from_secs(10);
+pub const DEFAULT_RETRY_PERIOD: Duration = Duration::from_secs(2);
 
 /// Whether this host leads right now. Cheap to clone and to ask.
 #[derive(Clone)]
@@ -83,25 +115,28 @@ pub fn spawn(
         let api: Api<Lease> = Api::namespaced(client, &config.namespace);
         loop {
             let sent = Instant::now();
+            let mut next = config.retry_period;
             match try_acquire_or_renew(&api, &config).await {
-                Ok(true) => {
-                    // The term runs from when the renewal was sent, less a margin for clock rate differences.
-                    let margin = config.duration / 10;
+                Ok(Round::Leading) => {
                     if !leadership.is_leader() {
                         tracing::info!(lease = %config.name, identity = %config.identity, "became the leader");
                     }
-                    leadership.set_until(Some(sent + config.duration - margin));
+                    leadership.set_until(Some(sent + config.renew_deadline));
                 }
-                Ok(false) => {
+                Ok(Round::Following { expires_in }) => {
                     if leadership.is_leader() {
                         tracing::warn!(lease = %config.name, "lost the lease to another host");
                     }
                     leadership.set_until(None);
+                    // Try again as soon as the holder's term is over, not up to a retry period later.
+                    if let Some(expires_in) = expires_in {
+                        next = next.min(expires_in + EXPIRY_MARGIN);
+                    }
                 }
                 Err(e) => tracing::warn!(lease = %config.name, "lease {}/{}: {e}", config.namespace, config.name),
             }
             tokio::select! {
-                _ = tokio::time::sleep(config.renew_every) => {}
+                _ = tokio::time::sleep(next) => {}
                 _ = shutdown.changed() => {
                     if leadership.is_leader() {
                         leadership.set_until(None);
@@ -121,8 +156,19 @@ fn now_micro() -> MicroTime {
     MicroTime(k8s_openapi::jiff::Timestamp::now())
 }
 
-/// One round: take the lease if it is free, expired or ours; Ok(true) when we hold it now.
-async fn try_acquire_or_renew(api: &Api<Lease>, config: &LeaseConfig) -> kube::Result<bool> {
+/// How long after the expiry computed from the Lease a follower tries: the millisecond rounding of `renewTime`.
+const EXPIRY_MARGIN: Duration = Duration::from_millis(5);
+
+/// What one round of the election found.
+enum Round {
+    /// We hold the lease now.
+    Leading,
+    /// Another host holds it; its term ends in `expires_in` (by the Lease's times), unknown after a lost race.
+    Following { expires_in: Option<Duration> },
+}
+
+/// One round: take the lease if it is free, expired or ours.
+async fn try_acquire_or_renew(api: &Api<Lease>, config: &LeaseConfig) -> kube::Result<Round> {
     let seconds = config.duration.as_secs().max(1) as i32;
     let existing = api.get_opt(&config.name).await?;
     let Some(mut lease) = existing else {
@@ -138,16 +184,19 @@ async fn try_acquire_or_renew(api: &Api<Lease>, config: &LeaseConfig) -> kube::R
             }),
         };
         return match api.create(&PostParams::default(), &lease).await {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Ok(_) => Ok(Round::Leading),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(Round::Following { expires_in: None }),
             Err(e) => Err(e),
         };
     };
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
     let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
     let ours = holder.as_deref() == Some(config.identity.as_str());
-    if !ours && holder.is_some() && !expired(spec) {
-        return Ok(false);
+    if !ours && holder.is_some() {
+        let expires_in = expires_in(spec);
+        if !expires_in.is_zero() {
+            return Ok(Round::Following { expires_in: Some(expires_in) });
+        }
     }
     if !ours {
         spec.acquire_time = Some(now_micro());
@@ -158,17 +207,19 @@ async fn try_acquire_or_renew(api: &Api<Lease>, config: &LeaseConfig) -> kube::R
     spec.lease_duration_seconds = Some(seconds);
     // `replace` sends the resourceVersion we read: if anyone updated the lease since, this is a 409 and we lost.
     match api.replace(&config.name, &PostParams::default(), &lease).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Ok(_) => Ok(Round::Leading),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(Round::Following { expires_in: None }),
         Err(e) => Err(e),
     }
 }
 
-fn expired(spec: &LeaseSpec) -> bool {
-    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else { return true };
+/// Time left in the holder's term: zero once `renewTime + leaseDurationSeconds` has passed.
+fn expires_in(spec: &LeaseSpec) -> Duration {
+    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else { return Duration::ZERO };
     let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
     let expires = renewed.0.as_millisecond().saturating_add(duration * 1000);
-    k8s_openapi::jiff::Timestamp::now().as_millisecond() >= expires
+    let left = expires.saturating_sub(k8s_openapi::jiff::Timestamp::now().as_millisecond());
+    Duration::from_millis(u64::try_from(left).unwrap_or(0))
 }
 
 /// Gives the lease up (holder cleared) so a follower need not wait for it to expire.

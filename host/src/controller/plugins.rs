@@ -1,4 +1,5 @@
-//! Plugins and how they are (re)loaded: built-ins, files (e.g. a mounted volume), components in ConfigMaps labelled
+//! Plugins and how they are (re)loaded: built-ins, files (e.g. a mounted volume; for cluster policies only inside the
+//! operator's `--plugin-dir`s, see [`PluginFiles`], and read off the reconcile loop), components in ConfigMaps labelled
 //! `ballast.dev/plugin=true` (`binaryData[key]`, optionally gzip-compressed so ~1 MiB compressed fits a
 //! ConfigMap), and OCI artifacts pinned by digest (see [`crate::oci`]), pulled off the reconcile loop.
 //!
@@ -7,6 +8,8 @@
 //! A refused version changes nothing: the old plugin keeps deciding.
 
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,15 +18,13 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use crate::autoscaler::config_text;
 use crate::decision::{self, Moment, ServiceMemory};
 use crate::observation::Observation;
-use crate::oci::{OciError, OciStore, PinnedReference, RegistryAccess};
+use crate::oci::{MAX_COMPONENT_BYTES, OciError, OciStore, PinnedReference, RegistryAccess};
 use crate::runtime::{self, FailureKind, Plugin, PolicyEngine};
 use crate::spec::{OciPluginRef, ScalingPolicySpec, ServiceKey};
 
 /// The label a ConfigMap carries to be watched for plugins.
 pub const PLUGIN_LABEL: &str = "ballast.dev/plugin";
 pub const PLUGIN_LABEL_SELECTOR: &str = "ballast.dev/plugin=true";
-/// Bound on a decompressed component: a gzip bomb is refused, not inflated.
-const MAX_COMPONENT_BYTES: u64 = 64 << 20;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 #[derive(Debug, thiserror::Error)]
@@ -111,14 +112,42 @@ async fn pull_secret_auth(
     crate::oci::auth_from_docker_config(&what, &json.0, registry)
 }
 
-/// Resolves a spec's plugin reference. `config_map` looks a ConfigMap up by namespace and name; `oci` holds the
-/// OCI artifacts pulled so far (nothing here touches the network).
+/// Resolves a spec's plugin reference, reading a plugin file at once and from anywhere: for the files of the
+/// operator (`ballast simulate`). `config_map` looks a ConfigMap up by namespace and name; `oci` holds the OCI
+/// artifacts pulled so far (nothing here touches the network).
 pub fn resolve(
     key: &ServiceKey,
     spec: &ScalingPolicySpec,
     config_map: impl Fn(&str, &str) -> Option<Arc<ConfigMap>>,
     oci: &OciStore,
 ) -> Result<Resolved, PluginSourceError> {
+    match locate(key, spec, config_map, oci, &PluginFiles::Anywhere)? {
+        Located::Ready(source) => Ok(Resolved::Ready(source)),
+        Located::Pull(pull) => Ok(Resolved::Pull(pull)),
+        Located::File(file) => file
+            .read()
+            .map(Resolved::Ready)
+            .map_err(|why| PluginSourceError::Unavailable { what: file.name.clone(), why }),
+    }
+}
+
+/// Where a spec's plugin is, without reading a file or pulling: what the controller's loop may do.
+#[derive(Debug, Clone)]
+pub enum Located {
+    Ready(PluginSource),
+    Pull(OciPull),
+    /// A checked plugin file, to be read off the loop ([`PluginFile::read`]).
+    File(PluginFile),
+}
+
+/// Like [`resolve`], but a plugin file is only found and checked against `files`, not read.
+pub fn locate(
+    key: &ServiceKey,
+    spec: &ScalingPolicySpec,
+    config_map: impl Fn(&str, &str) -> Option<Arc<ConfigMap>>,
+    oci: &OciStore,
+    files: &PluginFiles,
+) -> Result<Located, PluginSourceError> {
     let plugin = &spec.plugin;
     let unavailable = |what: String, why: String| PluginSourceError::Unavailable { what, why };
     plugin.check("plugin").map_err(|why| unavailable(format!("{key}"), why))?;
@@ -145,8 +174,8 @@ pub fn resolve(
         let bytes = config_map_component(&cm, &cm_ref.key).map_err(|why| unavailable(name.clone(), why))?;
         (name, Arc::new(bytes))
     } else if let Some(path) = &plugin.path {
-        let bytes = std::fs::read(path).map_err(|e| unavailable(path.clone(), e.to_string()))?;
-        (path.clone(), Arc::new(bytes))
+        let file = files.locate(path).map_err(|why| unavailable(format!("{key}: plugin.path {path}"), why))?;
+        return Ok(Located::File(file));
     } else {
         let oci_ref = plugin.oci.as_ref().expect("exactly one source is named");
         let reference = PinnedReference::parse(&oci_ref.reference)
@@ -155,13 +184,149 @@ pub fn resolve(
         match oci.cached(&reference) {
             Some(artifact) => {
                 let digest = artifact.digest.clone();
-                return Ok(Resolved::Ready(PluginSource { name, bytes: artifact.component.clone(), digest }));
+                return Ok(Located::Ready(PluginSource { name, bytes: artifact.component.clone(), digest }));
             }
-            None => return Ok(Resolved::Pull(OciPull { name, reference, spec: oci_ref.clone() })),
+            None => return Ok(Located::Pull(OciPull { name, reference, spec: oci_ref.clone() })),
         }
     };
     let digest = runtime::digest(&bytes);
-    Ok(Resolved::Ready(PluginSource { name, bytes, digest }))
+    Ok(Located::Ready(PluginSource { name, bytes, digest }))
+}
+
+/// Which files `plugin.path` may name.
+#[derive(Debug, Clone)]
+pub enum PluginFiles {
+    /// Any path: the operator's own files (`ballast run --config`, `ballast simulate`).
+    Anywhere,
+    /// Only files under these directories: what a namespaced ScalingPolicy may name in cluster mode. Empty (the
+    /// default) refuses every path.
+    Within(Vec<PluginDir>),
+}
+
+/// A directory the operator named with `--plugin-dir`: as given, and with every symlink resolved.
+#[derive(Debug, Clone)]
+pub struct PluginDir {
+    given: PathBuf,
+    canonical: PathBuf,
+}
+
+impl PluginFiles {
+    /// The directories of `--plugin-dir`, each of which must exist.
+    pub fn within(dirs: &[PathBuf]) -> Result<Self, String> {
+        let dirs = dirs
+            .iter()
+            .map(|given| {
+                let canonical =
+                    std::fs::canonicalize(given).map_err(|e| format!("--plugin-dir {}: {e}", given.display()))?;
+                if !canonical.is_dir() {
+                    return Err(format!("--plugin-dir {}: not a directory", given.display()));
+                }
+                Ok(PluginDir { given: given.clone(), canonical })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(PluginFiles::Within(dirs))
+    }
+
+    /// Finds and checks the file `path` names: inside the plugin directories (no `..`, no symlink out), a regular
+    /// file (no FIFO, device or directory), within the component size bound. Nothing is read, and a path outside
+    /// the directories is refused before the filesystem is asked anything about it.
+    pub fn locate(&self, path: &str) -> Result<PluginFile, String> {
+        let requested = Path::new(path);
+        let real = match self {
+            PluginFiles::Anywhere => std::fs::canonicalize(requested).map_err(|e| e.to_string())?,
+            PluginFiles::Within(dirs) => {
+                if dirs.is_empty() {
+                    return Err("plugin files are refused: this host reads them only from directories the cluster \
+                                operator names with --plugin-dir, and it has none; use a ConfigMap or OCI plugin"
+                        .into());
+                }
+                let shown: Vec<String> = dirs.iter().map(|d| d.given.display().to_string()).collect();
+                let shown = shown.join(", ");
+                if requested.components().any(|c| matches!(c, Component::ParentDir)) {
+                    return Err(format!("`..` is not allowed; name a file in the plugin directories ({shown})"));
+                }
+                let candidates: Vec<PathBuf> = if requested.is_absolute() {
+                    let inside =
+                        dirs.iter().any(|d| requested.starts_with(&d.given) || requested.starts_with(&d.canonical));
+                    if !inside {
+                        return Err(format!(
+                            "outside the plugin directories ({shown}); only files there can be loaded"
+                        ));
+                    }
+                    vec![requested.to_path_buf()]
+                } else {
+                    dirs.iter().map(|d| d.canonical.join(requested)).collect()
+                };
+                let found = candidates.iter().find(|c| c.symlink_metadata().is_ok());
+                let found = found.ok_or_else(|| format!("no such file in the plugin directories ({shown})"))?;
+                let real = std::fs::canonicalize(found).map_err(|e| e.to_string())?;
+                if !dirs.iter().any(|d| real.starts_with(&d.canonical)) {
+                    return Err(format!(
+                        "resolves (through a symlink) outside the plugin directories ({shown}); refused"
+                    ));
+                }
+                real
+            }
+        };
+        let metadata = std::fs::metadata(&real).map_err(|e| e.to_string())?;
+        let file = PluginFile::checked(path, real, &metadata)?;
+        Ok(file)
+    }
+}
+
+/// A plugin file that passed [`PluginFiles::locate`]'s checks, identified by what `stat` says of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginFile {
+    /// The path as the spec gives it: names the plugin in status, events and errors.
+    pub name: String,
+    path: PathBuf,
+    device: u64,
+    inode: u64,
+    len: u64,
+    modified_ns: i128,
+}
+
+impl PluginFile {
+    fn checked(name: &str, path: PathBuf, metadata: &std::fs::Metadata) -> Result<Self, String> {
+        if !metadata.is_file() {
+            return Err("not a regular file (a FIFO, device, socket or directory); refused".into());
+        }
+        if metadata.len() > MAX_COMPONENT_BYTES {
+            return Err(format!("{} bytes, over the {MAX_COMPONENT_BYTES}-byte bound on a component", metadata.len()));
+        }
+        Ok(PluginFile {
+            name: name.to_owned(),
+            path,
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            len: metadata.len(),
+            modified_ns: i128::from(metadata.mtime()) * 1_000_000_000 + i128::from(metadata.mtime_nsec()),
+        })
+    }
+
+    /// Stands for this version of the file until it is read: a change of content shows as a new size, time or
+    /// inode (a ConfigMap volume swaps a symlink to a new file).
+    pub fn token(&self) -> String {
+        format!("file:{}:{}:{}:{}:{}", self.path.display(), self.device, self.inode, self.len, self.modified_ns)
+    }
+
+    /// Reads the file, checking again that what was opened is the file checked and no larger than the bound.
+    /// Blocking: call it off the async runtime.
+    pub fn read(&self) -> Result<PluginSource, String> {
+        let file = std::fs::File::open(&self.path).map_err(|e| e.to_string())?;
+        let metadata = file.metadata().map_err(|e| e.to_string())?;
+        let opened = PluginFile::checked(&self.name, self.path.clone(), &metadata)?;
+        if (opened.device, opened.inode) != (self.device, self.inode) {
+            return Err("the file was replaced while being loaded; it is tried again".into());
+        }
+        let mut bytes = Vec::with_capacity(opened.len as usize);
+        file.take(MAX_COMPONENT_BYTES + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+        if bytes.len() as u64 > MAX_COMPONENT_BYTES {
+            return Err(format!("over the {MAX_COMPONENT_BYTES}-byte bound on a component; refused"));
+        }
+        let digest = runtime::digest(&bytes);
+        Ok(PluginSource { name: self.name.clone(), bytes: Arc::new(bytes), digest })
+    }
 }
 
 /// A ConfigMap the controller would see as a plugin (it watches only labelled ones), or why not.

@@ -13,17 +13,23 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::ControllerError;
 use super::crd::{PolicyDocuments, ScalingPolicy, service_key};
+use super::events::EventRecorder;
 use super::lease::Leadership;
-use super::plugins::{self, CanaryInput, LoadedPlugin, OciPull, PLUGIN_LABEL_SELECTOR, PluginSource, Resolved};
+use super::metrics_api::MetricsApi;
+use super::plugins::{
+    self, CanaryInput, LoadedPlugin, Located, OciPull, PLUGIN_LABEL_SELECTOR, PluginFile, PluginFiles, PluginSource,
+};
 use super::scale::KubeScaleTarget;
-use super::status::{self, ABLE_TO_SCALE, PLUGIN_READY, SCALING_ACTIVE, SHADOW_READY, ScalingPolicyStatus};
+use super::status::{
+    self, ABLE_TO_SCALE, PLUGIN_READY, RESOURCE_METRICS, SCALING_ACTIVE, SHADOW_READY, ScalingPolicyStatus,
+};
 use crate::autoscaler::{Fleet, ManagedService, Observer, TickResult};
 use crate::decision::{DecisionRecord, ServiceMemory};
 use crate::export::{Metrics, Readiness};
@@ -34,6 +40,8 @@ use crate::spec::{ScalingPolicySpec, ServiceKey};
 
 /// The `reportingController` of Events and the field manager of status writes.
 pub const CONTROLLER_NAME: &str = "ballast.dev/controller";
+/// How often discovery is asked whether metrics.k8s.io is served.
+const METRICS_API_EVERY: Duration = Duration::from_secs(30);
 
 /// Where the policies come from.
 pub enum PolicySource {
@@ -78,7 +86,8 @@ struct LoadFailure {
     /// A failed pull (registry unreachable, credentials missing) or a canary that only ran out of time is retried
     /// after a backoff; a refused component is not.
     retry: bool,
-    /// The Event's and the condition's reason: `PluginPullFailed` or `PluginRejected`.
+    /// The Event's and the condition's reason: `PluginPullFailed`, `PluginUnavailable` (a file not read) or
+    /// `PluginRejected`.
     reason: &'static str,
 }
 
@@ -109,6 +118,9 @@ struct PluginSlot {
     refused: Option<Refusal>,
     /// Retryable failures (pulls, canary timeouts) in a row, for the backoff.
     failures: u32,
+    /// What the running plugin was loaded from (its digest, or a plugin file's version), so an unchanged file is
+    /// not read again.
+    loaded_from: Option<String>,
 }
 
 /// What the loop tracks per policy besides the fleet's [`ManagedService`].
@@ -142,13 +154,17 @@ pub struct Controller<O> {
     target: KubeScaleTarget,
     leadership: Leadership,
     metrics: Arc<Metrics>,
-    recorder: Recorder,
+    recorder: EventRecorder,
     options: RunOptions,
     fleet: Fleet,
     states: BTreeMap<ServiceKey, ServiceState>,
     policies: Option<Store<ScalingPolicy>>,
     config_maps: Store<ConfigMap>,
     oci: Arc<OciStore>,
+    /// Where a cluster policy's `plugin.path` may point.
+    plugin_files: PluginFiles,
+    /// Whether metrics.k8s.io is served, once known.
+    metrics_api: Option<MetricsApi>,
     loads: (mpsc::UnboundedSender<LoadDone>, mpsc::UnboundedReceiver<LoadDone>),
     was_leader: bool,
 }
@@ -162,12 +178,11 @@ impl<O: Observer> Controller<O> {
         metrics: Arc<Metrics>,
         options: RunOptions,
     ) -> Self {
-        let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: Some(options.instance.clone()) };
         // Pulled OCI plugins are cached beside the compiled ones.
         let oci = Arc::new(OciStore::new(engine.limits().cache_dir.as_deref()));
         Controller {
             target: KubeScaleTarget::new(client.clone(), leadership.clone(), format!("ballast-{}", options.instance)),
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: EventRecorder::new(client.clone(), CONTROLLER_NAME, options.instance.clone()),
             client,
             engine,
             observer,
@@ -179,9 +194,18 @@ impl<O: Observer> Controller<O> {
             policies: None,
             config_maps: reflector::store().0,
             oci,
+            plugin_files: PluginFiles::Within(Vec::new()),
+            metrics_api: None,
             loads: mpsc::unbounded_channel(),
             was_leader: false,
         }
+    }
+
+    /// Lets cluster policies load plugin files from these directories (`--plugin-dir`); by default they may not.
+    /// Policies given with `--config` are the operator's and may name any file.
+    pub fn with_plugin_files(mut self, files: PluginFiles) -> Self {
+        self.plugin_files = files;
+        self
     }
 
     /// Runs until `shutdown` turns true, then writes the last status of every policy (if leading).
@@ -203,6 +227,8 @@ impl<O: Observer> Controller<O> {
             watch_into_store(api, watcher::Config::default().labels(PLUGIN_LABEL_SELECTOR), changed.clone());
         self.config_maps = store;
         watches.push(task);
+        let (mut metrics_api, task) = MetricsApi::watch(self.client.clone(), METRICS_API_EVERY);
+        watches.push(task);
         if let Some(store) = &self.policies {
             let _ = store.wait_until_ready().await;
         }
@@ -217,6 +243,10 @@ impl<O: Observer> Controller<O> {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = changed.notified() => self.sync(),
+                Ok(()) = metrics_api.changed() => {
+                    self.metrics_api = metrics_api.borrow_and_update().clone();
+                    self.report_metrics_api();
+                }
                 Some(done) = self.loads.1.recv() => tick_now = self.apply_load(done).await,
                 _ = ticker.tick() => {
                     tick_now = true;
@@ -228,6 +258,8 @@ impl<O: Observer> Controller<O> {
             let leader = self.leadership.is_leader();
             if leader && !self.was_leader {
                 self.restore_memory();
+                // The status restored from the previous leader does not know what this host found out.
+                self.report_metrics_api();
             }
             self.was_leader = leader;
             if tick_now && leader {
@@ -313,6 +345,8 @@ impl<O: Observer> Controller<O> {
                 state.spec = policy.spec.clone();
                 state.live.refused = None;
                 state.shadow.refused = None;
+                state.live.loaded_from = None;
+                state.shadow.loaded_from = None;
                 state.dirty = true;
                 if let Some(old) = self.fleet.services.remove(&key) {
                     let mut service = ManagedService::new(policy.spec.clone(), old.plugin)
@@ -329,6 +363,32 @@ impl<O: Observer> Controller<O> {
             tracing::info!(policy = %key, "policy deleted; no longer scaling it");
             self.states.remove(&key);
             self.fleet.services.remove(&key);
+        }
+        self.report_metrics_api();
+    }
+
+    /// Tells each policy that reads CPU and memory when metrics.k8s.io cannot give them (and when it can again).
+    fn report_metrics_api(&mut self) {
+        let Some(api) = &self.metrics_api else { return };
+        for state in self.states.values_mut() {
+            let shown = state.status.condition(RESOURCE_METRICS).is_some();
+            let changed = match api {
+                MetricsApi::Unusable(why) if state.spec.metrics.resources => {
+                    state.status.set_condition(RESOURCE_METRICS, false, "MetricsApiUnavailable", why)
+                }
+                MetricsApi::Served if state.spec.metrics.resources && shown => state.status.set_condition(
+                    RESOURCE_METRICS,
+                    true,
+                    "MetricsApiServed",
+                    "metrics.k8s.io answers: CPU and memory are read",
+                ),
+                _ if !state.spec.metrics.resources && shown => {
+                    state.status.conditions.retain(|c| c.type_ != RESOURCE_METRICS);
+                    true
+                }
+                _ => false,
+            };
+            state.dirty |= changed;
         }
     }
 
@@ -368,11 +428,11 @@ impl<O: Observer> Controller<O> {
             Role::Shadow => (SHADOW_READY, &mut state.shadow),
         };
         let config_maps = &self.config_maps;
-        let given: &[Arc<ConfigMap>] = match &self.options.policies {
-            PolicySource::Fixed(documents) => &documents.config_maps,
-            PolicySource::Cluster => &[],
+        let (given, files): (&[Arc<ConfigMap>], _) = match &self.options.policies {
+            PolicySource::Fixed(documents) => (&documents.config_maps, &PluginFiles::Anywhere),
+            PolicySource::Cluster => (&[], &self.plugin_files),
         };
-        let source = plugins::resolve(
+        let source = plugins::locate(
             key,
             &spec,
             |namespace, name| {
@@ -384,6 +444,7 @@ impl<O: Observer> Controller<O> {
                     .or_else(|| config_maps.get(&object))
             },
             &self.oci,
+            files,
         );
         let pin = spec.plugin.sha256.clone();
         let (token, resolved) = match source {
@@ -402,16 +463,27 @@ impl<O: Observer> Controller<O> {
                 }
                 return;
             }
-            Ok(Resolved::Ready(source)) => {
+            Ok(Located::Ready(source)) => {
                 let pin_ok = pin.as_deref().is_none_or(|p| p.trim().eq_ignore_ascii_case(&source.digest));
                 if running.as_deref() == Some(source.digest.as_str()) && pin_ok {
-                    slot.refused = None;
+                    let message = format!("{}{} (sha256 {}) is running", role.prefix(), source.name, source.digest);
+                    Self::running_again(state, role, message);
                     return;
                 }
-                (source.digest.clone(), Resolved::Ready(source))
+                (source.digest.clone(), Located::Ready(source))
             }
             // Not pulled yet: the manifest digest stands for the component until the pull tells it.
-            Ok(Resolved::Pull(pull)) => (pull.reference.manifest_digest().to_owned(), Resolved::Pull(pull)),
+            Ok(Located::Pull(pull)) => (pull.reference.manifest_digest().to_owned(), Located::Pull(pull)),
+            // Not read yet: the file's identity stands for it until it is read off the loop.
+            Ok(Located::File(file)) => {
+                let token = file.token();
+                if running.is_some() && slot.loaded_from.as_deref() == Some(token.as_str()) {
+                    let message = format!("{}{} is running", role.prefix(), file.name);
+                    Self::running_again(state, role, message);
+                    return;
+                }
+                (token, Located::File(file))
+            }
         };
         let pending = slot.loading.as_deref() == Some(token.as_str());
         let refused = slot.refused.as_ref().is_some_and(|r| r.holds(&token, &pin));
@@ -438,8 +510,25 @@ impl<O: Observer> Controller<O> {
             done: self.loads.0.clone(),
         };
         match resolved {
-            Resolved::Ready(source) => load.spawn(source),
-            Resolved::Pull(pull) => load.spawn_pull(pull, self.oci.clone(), self.client.clone()),
+            Located::Ready(source) => load.spawn(source),
+            Located::Pull(pull) => load.spawn_pull(pull, self.oci.clone(), self.client.clone()),
+            Located::File(file) => load.spawn_read(file),
+        }
+    }
+
+    /// The spec names the version that is running (again, e.g. after a refused update was rolled back): nothing to
+    /// load, and a condition that still reports the refusal is stale.
+    fn running_again(state: &mut ServiceState, role: Role, message: String) {
+        let (condition, slot) = match role {
+            Role::Live => (PLUGIN_READY, &mut state.live),
+            Role::Shadow => (SHADOW_READY, &mut state.shadow),
+        };
+        slot.refused = None;
+        slot.failures = 0;
+        let stale = state.status.condition(condition).is_some_and(|c| c.status != "True");
+        if stale && state.status.set_condition(condition, true, "PluginLoaded", &message) {
+            tracing::info!("{message}");
+            state.dirty = true;
         }
     }
 
@@ -477,6 +566,7 @@ impl<O: Observer> Controller<O> {
                 state.swapped = Some((digest, done.noticed));
                 state.live.refused = None;
                 state.live.failures = 0;
+                state.live.loaded_from = Some(done.digest);
                 state.dirty = true;
                 true
             }
@@ -504,6 +594,7 @@ impl<O: Observer> Controller<O> {
                 }
                 state.shadow.refused = None;
                 state.shadow.failures = 0;
+                state.shadow.loaded_from = Some(done.digest);
                 state.status.set_condition(SHADOW_READY, true, "PluginLoaded", &message);
                 state.dirty = true;
             }
@@ -690,14 +781,7 @@ impl<O: Observer> Controller<O> {
         }
         let recorder = self.recorder.clone();
         tokio::spawn(async move {
-            let event = Event {
-                type_,
-                reason: reason.into(),
-                note: Some(truncate_note(note)),
-                action: "Scale".into(),
-                secondary: None,
-            };
-            if let Err(e) = recorder.publish(&event, &object).await {
+            if let Err(e) = recorder.publish(&object, type_, reason, "Scale", truncate_note(note)).await {
                 tracing::warn!("publishing Event {reason} for {:?}/{:?}: {e}", object.namespace, object.name);
             }
         });
@@ -796,6 +880,28 @@ impl Load {
                     digest: self.token.clone(),
                     retry: e.is_retryable(),
                     reason: "PluginPullFailed",
+                }),
+            };
+            let _ = self.done.send(LoadDone { key: self.key, role: self.role, digest: self.token, noticed, result });
+        });
+    }
+
+    /// Reads a plugin file (blocking, never on the loop), then loads it like any other source.
+    fn spawn_read(self, file: PluginFile) {
+        let noticed = Instant::now();
+        tokio::spawn(async move {
+            let name = file.name.clone();
+            let read = tokio::task::spawn_blocking(move || file.read())
+                .await
+                .unwrap_or_else(|e| Err(format!("reading the file panicked: {e}")));
+            let result = match read {
+                Ok(source) => self.validate(source).await,
+                // Nothing of the file is in the message: only its name and why it was not read.
+                Err(why) => Err(LoadFailure {
+                    message: format!("plugin file {name}: {why}"),
+                    digest: self.token.clone(),
+                    retry: true,
+                    reason: "PluginUnavailable",
                 }),
             };
             let _ = self.done.send(LoadDone { key: self.key, role: self.role, digest: self.token, noticed, result });

@@ -12,6 +12,9 @@ pub const SCALING_LIMITED: &str = "ScalingLimited";
 pub const PLUGIN_READY: &str = "PluginReady";
 /// Whether the shadow plugin (if the spec names one) is loaded and deciding beside the live one.
 pub const SHADOW_READY: &str = "ShadowReady";
+/// Whether CPU and memory can be read (metrics.k8s.io served): on policies with `metrics.resources`, once known to be
+/// a problem.
+pub const RESOURCE_METRICS: &str = "ResourceMetricsAvailable";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

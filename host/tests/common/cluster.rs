@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ballast::controller::crd::ScalingPolicy;
 use ballast::controller::lease::{self, Leadership, LeaseConfig};
+use ballast::controller::plugins::PluginFiles;
 use ballast::controller::reconcile::{Controller, PolicySource, RunOptions};
 use ballast::export::{Metrics, Readiness};
 use ballast::runtime::{PolicyEngine, RuntimeLimits};
@@ -242,6 +243,8 @@ pub struct HostConfig<'a> {
     pub cache_dir: Option<&'a Path>,
     /// Address space a plugin's compilation may take (the host's default when absent).
     pub compile_memory_bytes: Option<usize>,
+    /// The host's `--plugin-dir`s.
+    pub plugin_dirs: Vec<PathBuf>,
 }
 
 impl<'a> HostConfig<'a> {
@@ -254,6 +257,7 @@ impl<'a> HostConfig<'a> {
             policies: PolicySource::Cluster,
             cache_dir: None,
             compile_memory_bytes: None,
+            plugin_dirs: Vec::new(),
         }
     }
 }
@@ -272,7 +276,7 @@ impl Host {
     /// A host on the cluster, as the service account of deploy/base.
     pub fn start_with(cluster: &Cluster, config: HostConfig) -> Host {
         let client = &cluster.host_client;
-        let HostConfig { identity, redis_url, lease, policies, cache_dir, compile_memory_bytes } = config;
+        let HostConfig { identity, redis_url, lease, policies, cache_dir, compile_memory_bytes, plugin_dirs } = config;
         let metrics = Arc::new(Metrics::new().expect("metrics"));
         let bullmq = redis_url.map(|url| {
             BullmqSource::new(url, ConnectOptions { timeout: Duration::from_secs(2), ca_cert_pem: None })
@@ -302,7 +306,9 @@ impl Host {
             policies,
             instance: identity.into(),
         };
-        let controller = Controller::new(client.clone(), engine, observer, leadership, metrics, options);
+        let files = PluginFiles::within(&plugin_dirs).expect("plugin dirs");
+        let controller =
+            Controller::new(client.clone(), engine, observer, leadership, metrics, options).with_plugin_files(files);
         let task =
             tokio::spawn(async move { controller.run(Readiness::default(), stop).await.expect("controller run") });
         Host { shutdown, task, lease_task }

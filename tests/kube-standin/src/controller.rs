@@ -17,13 +17,16 @@ pub struct ControllerSettings {
     pub enabled: bool,
     /// How long new replicas take to become ready and available. Scaling down is immediate.
     pub ready_delay: Duration,
+    /// Whether pods ever become ready, as on a cluster whose nodes run them. When false (a cluster without
+    /// nodes), `readyReplicas` and `availableReplicas` stay absent (0) whatever `spec.replicas` says.
+    pub pods_run: bool,
     /// How often the controller looks at workloads.
     pub period: Duration,
 }
 
 impl Default for ControllerSettings {
     fn default() -> Self {
-        Self { enabled: true, ready_delay: Duration::ZERO, period: Duration::from_millis(20) }
+        Self { enabled: true, ready_delay: Duration::ZERO, pods_run: true, period: Duration::from_millis(20) }
     }
 }
 
@@ -60,7 +63,9 @@ fn reconcile(
         let name = workload["metadata"]["name"].as_str().unwrap_or_default().to_owned();
         let desired = workload["spec"]["replicas"].as_i64().unwrap_or(1);
         let current_ready = workload["status"]["readyReplicas"].as_i64().unwrap_or(0);
-        let ready = if desired <= current_ready || settings.ready_delay.is_zero() {
+        let ready = if !settings.pods_run {
+            0
+        } else if desired <= current_ready || settings.ready_delay.is_zero() {
             desired
         } else {
             let rollout = rollouts

@@ -187,3 +187,28 @@ pub fn validate(event: &Value, old: Option<&Value>) -> Vec<FieldError> {
     }
     errors
 }
+
+/// An `events.k8s.io/v1` Event as core `v1` shows it (the two versions share one storage in a real API server; the
+/// conversion is `k8s.io/kubernetes/pkg/apis/events/v1`'s): `note` is `message`, `regarding` is `involvedObject`,
+/// `reportingController` is `reportingComponent`, `deprecated*` lose the prefix.
+pub fn to_core_v1(event: &Value) -> Value {
+    const RENAMED: &[(&str, &str)] = &[
+        ("note", "message"),
+        ("regarding", "involvedObject"),
+        ("reportingController", "reportingComponent"),
+        ("deprecatedSource", "source"),
+        ("deprecatedFirstTimestamp", "firstTimestamp"),
+        ("deprecatedLastTimestamp", "lastTimestamp"),
+        ("deprecatedCount", "count"),
+    ];
+    let mut core = serde_json::Map::new();
+    for (field, value) in event.as_object().into_iter().flatten() {
+        let name = RENAMED.iter().find(|(from, _)| from == field).map_or(field.as_str(), |(_, to)| to);
+        core.insert(name.to_owned(), value.clone());
+    }
+    // The core version's `source` and `reportingComponent` are always present (empty when unset).
+    core.entry("source").or_insert_with(|| serde_json::json!({}));
+    core.entry("reportingComponent").or_insert_with(|| Value::String(String::new()));
+    core.entry("reportingInstance").or_insert_with(|| Value::String(String::new()));
+    Value::Object(core)
+}

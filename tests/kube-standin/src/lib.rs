@@ -111,7 +111,11 @@ impl StandIn {
             shutdown: shutdown_rx.clone(),
             watch_generation: watch::channel(0).0,
         });
-        let router = axum::Router::new().fallback(server::handle).with_state(shared.clone());
+        // The handler answers bodies over the API server's limit as it does (axum's own limit is lower).
+        let router = axum::Router::new()
+            .fallback(server::handle)
+            .layer(axum::extract::DefaultBodyLimit::disable())
+            .with_state(shared.clone());
         let mut stop = shutdown_rx;
         let server = tokio::spawn(async move {
             let graceful = async move {
@@ -276,6 +280,12 @@ impl StandIn {
     /// How long scaled-up Deployment/StatefulSet replicas take to become ready and available.
     pub fn set_ready_delay(&self, delay: Duration) {
         self.controller_settings().ready_delay = delay;
+    }
+
+    /// Whether the workload controller's pods become ready (as if nodes ran them; the default) or never do (a
+    /// cluster without nodes: `readyReplicas` absent).
+    pub fn set_pods_run(&self, run: bool) {
+        self.controller_settings().pods_run = run;
     }
 
     /// Turns the built-in workload controller on or off.

@@ -32,6 +32,8 @@ pub enum MetricsApi {
 
 /// The body of the aggregator's 503 (Go's `http.Error(w, "service unavailable", 503)`).
 pub const UNAVAILABLE_BODY: &str = "service unavailable\n";
+/// What a path of a group no APIService serves gets (Go's `http.NotFound`).
+pub const NOT_REGISTERED_BODY: &str = "404 page not found\n";
 
 /// `metav1.Duration` text, as Go's `time.Duration.String()` writes it: `15s`, `10.808s`, `1m0s`, `500ms`.
 pub fn go_duration(duration: Duration) -> String {

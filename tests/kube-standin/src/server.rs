@@ -61,17 +61,21 @@ fn metrics_api_answer(shared: &Shared, path: &str) -> Option<Response> {
     }
     match shared.metrics_api() {
         MetricsApi::Available => None,
-        MetricsApi::NotRegistered => Some(error_response(&ApiError::path_not_found())),
+        // No APIService: the request falls through every handler to Go's http.NotFound, which is not a Status.
+        MetricsApi::NotRegistered => Some(plain_text(StatusCode::NOT_FOUND, metrics::NOT_REGISTERED_BODY)),
         // The group document is served by the aggregator itself; everything below a version is proxied.
         MetricsApi::Unavailable if path.trim_end_matches('/') == format!("/apis/{}", metrics::GROUP) => None,
-        MetricsApi::Unavailable => {
-            let mut response = (StatusCode::SERVICE_UNAVAILABLE, metrics::UNAVAILABLE_BODY).into_response();
-            let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-            headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-            Some(response)
-        }
+        MetricsApi::Unavailable => Some(plain_text(StatusCode::SERVICE_UNAVAILABLE, metrics::UNAVAILABLE_BODY)),
     }
+}
+
+/// A plain-text answer as Go's `http.Error` writes it.
+fn plain_text(code: StatusCode, body: &'static str) -> Response {
+    let mut response = (code, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    response
 }
 
 /// What a path addresses.
@@ -193,11 +197,17 @@ pub async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if body.len() > MAX_REQUEST_BODY_BYTES {
+        return error_response(&ApiError::request_entity_too_large(MAX_REQUEST_BODY_BYTES));
+    }
     match respond(&shared, &method, &uri, &headers, &body) {
         Ok(response) => response,
         Err(error) => error_response(&error),
     }
 }
+
+/// The API server's `MaxRequestBodyBytes`: a larger body is refused before it is decoded.
+pub const MAX_REQUEST_BODY_BYTES: usize = 3 * 1024 * 1024;
 
 fn respond(
     shared: &Arc<Shared>,

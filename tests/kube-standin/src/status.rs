@@ -105,6 +105,11 @@ impl ApiError {
         Self::new(422, "Invalid", message, Some(Value::Object(details)))
     }
 
+    /// 413 for a request body over the server's limit.
+    pub fn request_entity_too_large(limit: usize) -> Self {
+        Self::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {limit}"), None)
+    }
+
     /// 422 without a named object: a patch that cannot be applied.
     pub fn unprocessable(message: impl Into<String>) -> Self {
         Self::new(422, "Invalid", message, None)

@@ -15,7 +15,7 @@ use crate::events;
 use crate::meta;
 use crate::patch::{self, PatchType};
 use crate::resources::{self, ResourceType, SelectorSource};
-use crate::schema;
+use crate::schema::{self, FieldError};
 use crate::selector::{FieldSelector, LabelSelector, format_label_selector};
 use crate::status::{self, ApiError};
 
@@ -205,8 +205,50 @@ fn default_pod_template(object: &mut Value) {
     default_missing(object, &["spec", "template", "spec", "securityContext"], json!({}));
 }
 
+/// `TotalAnnotationSizeLimitB`: the sum of the annotations' key and value lengths (what makes a `kubectl apply` of a
+/// big ConfigMap fail, its last-applied annotation holding the whole object).
+pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+/// `MaxConfigMapSize`: the sum of a ConfigMap's `data` and `binaryData` value lengths (binary data decoded).
+pub const MAX_CONFIG_MAP_BYTES: usize = 1024 * 1024;
+
+/// The limits of every object's metadata, and a ConfigMap's size, as `ValidateObjectMeta` and `ValidateConfigMap`
+/// check them.
+fn validate_limits(rt: &ResourceType, object: &Value) -> Result<(), ApiError> {
+    let too_long = |field: &str, limit: usize| FieldError {
+        field: field.to_owned(),
+        reason: "FieldValueTooLong",
+        message: format!("Too long: must have at most {limit} bytes"),
+    };
+    let mut errors = Vec::new();
+    let annotations: usize = object["metadata"]["annotations"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| key.len() + value.as_str().map_or(0, str::len))
+        .sum();
+    if annotations > MAX_ANNOTATIONS_BYTES {
+        errors.push(too_long("metadata.annotations", MAX_ANNOTATIONS_BYTES));
+    }
+    if rt.group.is_empty() && rt.plural == "configmaps" {
+        let text: usize =
+            object["data"].as_object().into_iter().flatten().map(|(_, v)| v.as_str().map_or(0, str::len)).sum();
+        // binaryData travels as base64: its size is that of the decoded bytes.
+        let binary: usize = object["binaryData"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, v)| v.as_str().and_then(|b64| BASE64.decode(b64).ok()).map_or(0, |bytes| bytes.len()))
+            .sum();
+        if text + binary > MAX_CONFIG_MAP_BYTES {
+            errors.push(too_long("[]", MAX_CONFIG_MAP_BYTES));
+        }
+    }
+    if errors.is_empty() { Ok(()) } else { Err(ApiError::invalid_fields(rt, name_of(object), &errors)) }
+}
+
 /// Validation of Deployments and StatefulSets (the checks a scaler can trip over) and of events.k8s.io Events.
 fn validate(rt: &ResourceType, object: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+    validate_limits(rt, object)?;
     if rt.group == "events.k8s.io" {
         let errors = events::validate(object, old);
         return if errors.is_empty() { Ok(()) } else { Err(ApiError::invalid_fields(rt, name_of(object), &errors)) };
@@ -415,10 +457,23 @@ impl Store {
     }
 
     pub fn get(&self, rt: &ResourceType, namespace: Option<&str>, name: &str) -> Result<Value, ApiError> {
+        let namespace = namespace.unwrap_or_default();
+        let shared = || {
+            let other = self.events_v1_type(rt)?;
+            self.objects.get(&key(&other, namespace, name)).map(events::to_core_v1)
+        };
         self.objects
-            .get(&key(rt, namespace.unwrap_or_default(), name))
-            .map(|object| with_type_meta(rt, object.clone()))
+            .get(&key(rt, namespace, name))
+            .cloned()
+            .or_else(shared)
+            .map(|object| with_type_meta(rt, object))
             .ok_or_else(|| ApiError::not_found(rt, name))
+    }
+
+    /// For core `v1` events, the `events.k8s.io/v1` type, whose Events core `v1` reads show too (converted).
+    fn events_v1_type(&self, rt: &ResourceType) -> Option<ResourceType> {
+        let core_events = rt.group.is_empty() && rt.plural == "events";
+        core_events.then(|| self.find_type("events.k8s.io", "v1", "events")).flatten()
     }
 
     fn parse_resource_version(text: &str) -> Result<u64, ApiError> {
@@ -457,8 +512,16 @@ impl Store {
         let mut items = Vec::new();
         let mut last_key = None;
         let mut remaining = 0usize;
-        let matching = self
-            .objects_of(rt, namespace)
+        let mut objects: Vec<(ObjectKey, Value)> =
+            self.objects_of(rt, namespace).map(|(k, o)| (k.clone(), o.clone())).collect();
+        if let Some(other) = self.events_v1_type(rt) {
+            let converted =
+                self.objects_of(&other, namespace).map(|(k, o)| (key(rt, &k.3, &k.4), events::to_core_v1(o)));
+            objects.extend(converted);
+            objects.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        let matching = objects
+            .iter()
             .filter(|(k, _)| after.as_ref().is_none_or(|(ns, name)| (&k.3, &k.4) > (ns, name)))
             .filter(|(_, o)| options.labels.matches(o) && options.fields.matches(o));
         for (k, object) in matching {

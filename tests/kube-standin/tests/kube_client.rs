@@ -673,9 +673,19 @@ async fn metrics_api_down_or_not_installed() {
     let down = api_error(metrics.list(&ListParams::default()).await.unwrap_err());
     assert_eq!((down.code, down.message.as_str()), (503, "service unavailable"), "the aggregator's plain-text 503");
 
+    // Without an APIService the request falls through to Go's http.NotFound: plain text, not a Status.
     standin.set_metrics_api(MetricsApi::NotRegistered);
     let missing = api_error(metrics.list(&ListParams::default()).await.unwrap_err());
-    assert_eq!((missing.code, missing.message.as_str()), (404, "the server could not find the requested resource"));
+    assert_eq!(missing.code, 404);
+    assert!(missing.message.contains("404 page not found"), "{missing:?}");
+    let request = http::Request::get("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods")
+        .body(kube::client::Body::from(Vec::new()))
+        .unwrap();
+    let response = client.send(request).await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.headers()["content-type"], "text/plain; charset=utf-8");
+    let body = response.into_body().collect_bytes().await.unwrap();
+    assert_eq!(&body[..], b"404 page not found\n");
     let groups: Vec<String> = kube::discovery::Discovery::new(client.clone())
         .run()
         .await
@@ -844,5 +854,111 @@ async fn wire_shapes_of_statuses_and_watch_errors() {
         (Some(410), Some("Expired"))
     );
     assert!(lines[0]["object"]["message"].as_str().unwrap().starts_with("too old resource version: 1 ("));
+    standin.shutdown().await;
+}
+
+/// The real server's size limits: annotations (what a client-side `kubectl apply` of a big plugin ConfigMap trips
+/// over), a ConfigMap's data, and a request body; each tested at the value just over it.
+#[tokio::test]
+async fn annotation_config_map_and_request_size_limits() {
+    let standin = StandIn::start().await.unwrap();
+    let mut config = Config::new(standin.url().parse().unwrap());
+    config.default_retry = false;
+    let client = Client::try_from(config).unwrap();
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let with = |name: &str, annotation: usize, binary: usize| -> ConfigMap {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "annotations": {"a": "x".repeat(annotation)}},
+            "binaryData": {"plugin.wasm": base64_of(&vec![7u8; binary])},
+        }))
+        .unwrap()
+    };
+    // 256 KiB of annotations, counting keys: "a" plus the value.
+    config_maps.create(&PostParams::default(), &with("fits", 262_143, 0)).await.unwrap();
+    let over = api_error(config_maps.create(&PostParams::default(), &with("over", 262_144, 0)).await.unwrap_err());
+    assert_eq!((over.code, over.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        over.message,
+        "ConfigMap \"over\" is invalid: metadata.annotations: Too long: must have at most 262144 bytes"
+    );
+    // An update over the limit is refused too, and the stored object stays.
+    let mut grown = config_maps.get("fits").await.unwrap();
+    grown.metadata.annotations.as_mut().unwrap().insert("b".into(), "y".into());
+    assert_eq!(api_error(config_maps.replace("fits", &PostParams::default(), &grown).await.unwrap_err()).code, 422);
+
+    // 1 MiB of (decoded) binary data.
+    config_maps.create(&PostParams::default(), &with("mib", 0, 1 << 20)).await.unwrap();
+    let big = api_error(config_maps.create(&PostParams::default(), &with("big", 0, (1 << 20) + 1)).await.unwrap_err());
+    assert_eq!(big.message, "ConfigMap \"big\" is invalid: []: Too long: must have at most 1048576 bytes");
+
+    // A body over 3 MiB is refused before it is decoded.
+    let body = vec![b' '; 3 * 1024 * 1024 + 1];
+    let request = http::Request::post("/api/v1/namespaces/default/configmaps")
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(body))
+        .unwrap();
+    let response = client.send(request).await.unwrap();
+    assert_eq!(response.status(), 413);
+    let bytes = response.into_body().collect_bytes().await.unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(status["message"], "Request entity too large: limit is 3145728");
+    assert_eq!(status["reason"], "RequestEntityTooLarge");
+    standin.shutdown().await;
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// events.k8s.io/v1 and core v1 Events are one storage on a real server: what a `Recorder` publishes is what
+/// `kubectl get events` (core v1) lists, converted.
+#[tokio::test]
+async fn events_k8s_io_events_are_listed_through_core_v1() {
+    let standin = StandIn::start().await.unwrap();
+    let client = client_for(&standin).await;
+    let regarding = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("ConfigMap".into()),
+        name: Some("web".into()),
+        namespace: Some("default".into()),
+        ..ObjectReference::default()
+    };
+    let reporter = Reporter { controller: "ballast.dev/controller".into(), instance: Some("host-a".into()) };
+    let event = RecorderEvent {
+        type_: EventType::Normal,
+        reason: "SuccessfulRescale".into(),
+        note: Some("New size: 4".into()),
+        action: "Scale".into(),
+        secondary: None,
+    };
+    Recorder::new(client.clone(), reporter).publish(&event, &regarding).await.unwrap();
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    let listed = core.list(&ListParams::default().fields("involvedObject.name=web")).await.unwrap().items;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let shown = &listed[0];
+    assert_eq!(shown.message.as_deref(), Some("New size: 4"));
+    assert_eq!(shown.reason.as_deref(), Some("SuccessfulRescale"));
+    assert_eq!(shown.involved_object.name.as_deref(), Some("web"));
+    assert_eq!(shown.reporting_component.as_deref(), Some("ballast.dev/controller"));
+    let one = core.get(&shown.metadata.name.clone().unwrap()).await.unwrap();
+    assert_eq!(one.message.as_deref(), Some("New size: 4"));
+    standin.shutdown().await;
+}
+
+/// Without nodes no pod is ever ready: `readyReplicas` stays absent, whatever `spec.replicas` says.
+#[tokio::test]
+async fn without_running_pods_ready_replicas_stay_absent() {
+    let standin = StandIn::start().await.unwrap();
+    standin.set_pods_run(false);
+    let deployments: Api<Deployment> = Api::namespaced(client_for(&standin).await, "default");
+    deployments.create(&PostParams::default(), &deployment("web", 3)).await.unwrap();
+    let observed = await_condition(deployments.clone(), "web", |d: Option<&Deployment>| {
+        d.and_then(|d| d.status.as_ref()).is_some_and(|s| s.replicas == Some(3))
+    });
+    tokio::time::timeout(WAIT, observed).await.unwrap().unwrap();
+    let status = deployments.get("web").await.unwrap().status.unwrap();
+    assert_eq!((status.ready_replicas, status.available_replicas), (None, None), "{status:?}");
+    assert_eq!(status.unavailable_replicas, Some(3));
     standin.shutdown().await;
 }
