@@ -379,18 +379,13 @@ pub async fn serve(
             "/readyz",
             get(move || {
                 let (ready, detail) = (readiness.is_ready(), readiness.detail());
-                let with_detail = |head: &str| {
-                    if detail.is_empty() { format!("{head}\n") } else { format!("{head}: {detail}\n") }
+                let (status, body) = match (ready, detail.is_empty()) {
+                    (true, true) => (StatusCode::OK, "ready\n".to_string()),
+                    (true, false) => (StatusCode::OK, format!("ready: {detail}\n")),
+                    (false, true) => (StatusCode::SERVICE_UNAVAILABLE, "no successful collection yet\n".to_string()),
+                    (false, false) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {detail}\n")),
                 };
-                async move {
-                    if ready {
-                        (StatusCode::OK, with_detail("ready")).into_response()
-                    } else if detail.is_empty() {
-                        (StatusCode::SERVICE_UNAVAILABLE, "no successful collection yet\n").into_response()
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, with_detail("not ready")).into_response()
-                    }
-                }
+                async move { (status, body).into_response() }
             }),
         );
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await.map_err(ExportError::Serve)

@@ -576,3 +576,50 @@ async fn an_endless_answer_is_cut_at_the_cap_with_a_clear_error() {
     let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
     assert!(sent < 64 << 20, "{sent} bytes were sent for a 1 MiB cap");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_out_of_range_never_reach_a_policy() {
+    use ballast::autoscaler::Observer;
+    use ballast::sources::live::LiveObserver;
+
+    let exporter = Exporter::start();
+    let mut server = start_prometheus(exporter.port);
+    let url = format!("http://127.0.0.1:{}", server.port);
+    wait_for_data(&PrometheusSource::new(PrometheusConfig::new(url.clone())).unwrap(), &mut server).await;
+    let spec: ballast::spec::ScalingPolicySpec = serde_json::from_value(serde_json::json!({
+        "target": {"name": "stt"}, "minReplicas": 1, "maxReplicas": 4, "plugin": {"builtin": "hpa"},
+        "metrics": {"resources": false, "prometheus": {
+            "gpu": "vector(1e308)",
+            "latencyP95": "-5 * sum(tenant_secret)",
+            "latencyP99": "sum(tenant_secret)",
+            "requestRate": "vector(2e9)",
+            "custom": {"negative": "-sum(tenant_secret)", "huge": "vector(1e300)"}
+        }}
+    }))
+    .unwrap();
+    let key = key("ai-models", "stt");
+    let metrics = Arc::new(ballast::export::Metrics::new().unwrap());
+    let source = PrometheusSource::new(PrometheusConfig::new(url)).unwrap();
+    let mut observer =
+        LiveObserver::new(None, Some(source), Duration::from_millis(100), Duration::from_secs(60), metrics);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let observed = loop {
+        let observed = observer.observe(&[(&key, &spec)], 0).await.remove(0);
+        if observed.latency_p99_ms.is_some() {
+            break observed;
+        }
+        assert!(Instant::now() < deadline, "no Prometheus values after 20 s: {observed:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(observed.latency_p99_ms, Some(7.0), "in range, as measured");
+    assert_eq!(observed.custom, [("negative".to_string(), -7.0)], "a custom metric may be negative, not 1e300");
+    for (metric, value) in [
+        ("gpuDutyCyclePercent", observed.gpu_duty_cycle_percent),
+        ("latencyP95Ms", observed.latency_p95_ms),
+        ("requestRate", observed.request_rate),
+    ] {
+        assert_eq!(value, None, "{metric}");
+        assert!(observed.unavailable[metric].contains("outside the sane range"), "{:?}", observed.unavailable);
+    }
+    assert!(observed.unavailable["custom.huge"].contains("1e300"), "{:?}", observed.unavailable);
+}

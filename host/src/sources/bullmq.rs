@@ -175,8 +175,8 @@ impl BullmqSource {
             // A connection from an earlier collection may have died with a restarted server: retry once afresh.
             Err(e) if reused && (e.is_connection_dropped() || e.is_io_error()) => {
                 *self.connection.lock().await = None;
-                let (mut fresh, _) = self.connection().await?;
-                pipeline.query_async::<Vec<Value>>(&mut fresh).await
+                connection = self.connection().await?.0;
+                pipeline.query_async::<Vec<Value>>(&mut connection).await
             }
             other => other,
         }
@@ -428,6 +428,7 @@ mod tests {
         let packed = String::from_utf8_lossy(&pipeline.get_packed_pipeline()).into_owned();
         assert_eq!(packed.matches("\r\nZCARD\r\n").count(), 10);
         assert!(packed.contains("bull:stt:waiting-children") && packed.contains("x:mt:meta"));
+        assert!(!packed.contains("LINDEX"), "no element is read before its list's size is known");
         for write in ["RPOP", "EVAL", "DEL", "SET"] {
             assert!(!packed.contains(&format!("\r\n{write}\r\n")), "the reader must not send {write}");
         }

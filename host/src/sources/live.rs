@@ -355,7 +355,8 @@ async fn refresh_redis(
         let states = source.counts(&queues).await;
         let mut shared = shared.lock().expect("redis readings poisoned");
         // Queues no longer asked for are forgotten.
-        shared.readings.retain(|queue, _| queues.contains(queue));
+        let asked: std::collections::BTreeSet<&QueueRef> = queues.iter().collect();
+        shared.readings.retain(|queue, _| asked.contains(queue));
         match states {
             Ok(states) => {
                 metrics.record_source_ok(REDIS, SystemTime::now());

@@ -339,8 +339,11 @@ impl PrometheusSource {
             let batch = &batches[index];
             let namespaces: BTreeSet<String> =
                 batch.targets.iter().map(|&t| targets[t].namespace.clone()).collect();
-            let refusal = batch.refusal.clone().map(Err).unwrap_or_else(|| confine(query, &namespaces));
-            let query = match refusal {
+            let confined = match &batch.refusal {
+                Some(refusal) => Err(refusal.clone()),
+                None => confine(query, &namespaces),
+            };
+            let query = match confined {
                 Ok(confined) => confined,
                 Err(reason) => {
                     let services: Vec<ServiceKey> = batch.targets.iter().map(|&t| targets[t].key.clone()).collect();
@@ -357,7 +360,6 @@ impl PrometheusSource {
                 }
             };
             let inner = Arc::clone(&self.inner);
-            let query = query.clone();
             let token = token.clone();
             let handle = in_flight.spawn(async move {
                 // The semaphore is never closed, so acquiring only waits.
@@ -626,14 +628,13 @@ fn templates(target: &PromTarget) -> Vec<(Slot, String, Origin, Option<ConfineEr
     let policy = || Origin::Policy(target.namespace.clone());
     let written = |slot: Slot, template: &String| (slot, template.clone(), policy(), None);
     // A name that is not a metric name is PromQL of the policy's own: it would run unconfined inside ours.
-    let from_name = |slot: Slot, field: &str, name: &str, template: String| match is_metric_name(name) {
-        true => (slot, template, Origin::Host, None),
-        false => (
-            slot,
-            template,
-            policy(),
-            Some(ConfineError::NotAMetricName { field: field.into(), name: name.into() }),
-        ),
+    let from_name = |slot: Slot, field: &str, name: &str, template: String| {
+        if is_metric_name(name) {
+            (slot, template, Origin::Host, None)
+        } else {
+            let refusal = ConfineError::NotAMetricName { field: field.into(), name: name.into() };
+            (slot, template, policy(), Some(refusal))
+        }
     };
     let mut out = vec![match &metrics.gpu {
         Some(template) => written(Slot::Gpu, template),
