@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use ballast::autoscaler::Observer;
 use ballast::export::Metrics;
-use ballast::sources::bullmq::{BullmqSource, ConnectOptions};
 use ballast::observation::Observation;
+use ballast::sources::bullmq::{BullmqSource, ConnectOptions};
 use ballast::sources::live::{LiveObserver, REDIS, REDIS_MAX_AGE};
 use ballast::sources::prometheus::{PrometheusConfig, PrometheusSource};
 use ballast::spec::{PluginRef, PrometheusMetrics, QueueRef, ScalingPolicySpec, ServiceKey, TargetRef};

@@ -495,9 +495,8 @@ async fn a_policys_promql_reads_only_its_own_namespace() {
     let custom = |namespace: &str, name: &str| -> Vec<(String, f64)> {
         collection.values[&key(namespace, name)].custom.iter().map(|(n, s)| (n.clone(), s.value)).collect()
     };
-    let own = |value: f64| {
-        ["own_placeholder", "selector_only", "subquery", "sum"].map(|n| (n.to_string(), value)).to_vec()
-    };
+    let own =
+        |value: f64| ["own_placeholder", "selector_only", "subquery", "sum"].map(|n| (n.to_string(), value)).to_vec();
     assert_eq!(custom("ai-models", "tenant-a"), own(7.0), "never 42 (kube-system) nor 1000 (no namespace)");
     assert_eq!(custom("kube-system", "tenant-b"), own(42.0));
     assert_eq!(collection.queries, 1 + 8, "the shared GPU template, and each written query once per namespace");

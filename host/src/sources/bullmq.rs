@@ -410,10 +410,7 @@ mod tests {
 
     #[test]
     fn invalid_urls_are_refused_naming_the_url_without_its_password() {
-        for url in [
-            "http://:hunter2@127.0.0.1:6379",
-            "redis://:hunter2@127.0.0.1:notaport",
-        ] {
+        for url in ["http://:hunter2@127.0.0.1:6379", "redis://:hunter2@127.0.0.1:notaport"] {
             let err = BullmqSource::new(url, ConnectOptions::default()).err().expect("must be refused").to_string();
             assert!(err.contains("invalid Redis URL"), "{err}");
             assert!(err.contains("127.0.0.1") && !err.contains("hunter2"), "{err}");

@@ -326,7 +326,8 @@ impl PrometheusSource {
             },
         };
 
-        let queries: Vec<String> = batches
+        // Each batch's query as expanded, then as confined and sent.
+        let mut queries: Vec<String> = batches
             .iter()
             .map(|batch| {
                 let group = batch.targets.iter().map(|&t| &targets[t]);
@@ -335,15 +336,14 @@ impl PrometheusSource {
             .collect();
         let mut in_flight = JoinSet::new();
         let mut batch_of_task = HashMap::new();
-        for (index, query) in queries.iter().enumerate() {
+        for (index, query) in queries.iter_mut().enumerate() {
             let batch = &batches[index];
-            let namespaces: BTreeSet<String> =
-                batch.targets.iter().map(|&t| targets[t].namespace.clone()).collect();
+            let namespaces: BTreeSet<String> = batch.targets.iter().map(|&t| targets[t].namespace.clone()).collect();
             let confined = match &batch.refusal {
                 Some(refusal) => Err(refusal.clone()),
                 None => confine(query, &namespaces),
             };
-            let query = match confined {
+            *query = match confined {
                 Ok(confined) => confined,
                 Err(reason) => {
                     let services: Vec<ServiceKey> = batch.targets.iter().map(|&t| targets[t].key.clone()).collect();
@@ -359,8 +359,7 @@ impl PrometheusSource {
                     continue;
                 }
             };
-            let inner = Arc::clone(&self.inner);
-            let token = token.clone();
+            let (inner, query, token) = (Arc::clone(&self.inner), query.clone(), token.clone());
             let handle = in_flight.spawn(async move {
                 // The semaphore is never closed, so acquiring only waits.
                 let _permit = inner.in_flight.clone().acquire_owned().await;
@@ -647,12 +646,9 @@ fn templates(target: &PromTarget) -> Vec<(Slot, String, Origin, Option<ConfineEr
     ] {
         match (explicit, &metrics.latency_histogram) {
             (Some(template), _) => out.push(written(slot, template)),
-            (None, Some(histogram)) => out.push(from_name(
-                slot,
-                "latencyHistogram",
-                histogram,
-                latency_quantile_template(histogram, quantile),
-            )),
+            (None, Some(histogram)) => {
+                out.push(from_name(slot, "latencyHistogram", histogram, latency_quantile_template(histogram, quantile)))
+            }
             (None, None) => {}
         }
     }
@@ -880,11 +876,8 @@ mod tests {
     fn written_templates_are_batched_per_namespace_and_names_must_be_metric_names() {
         let mut custom = PrometheusMetrics::default();
         custom.custom.insert("x".into(), "sum(x)".into());
-        let batches = plan(&[
-            target_with("a", "s1", &custom),
-            target_with("a", "s2", &custom),
-            target_with("b", "s3", &custom),
-        ]);
+        let batches =
+            plan(&[target_with("a", "s1", &custom), target_with("a", "s2", &custom), target_with("b", "s3", &custom)]);
         let written: Vec<Vec<usize>> =
             batches.iter().filter(|b| b.template == "sum(x)").map(|b| b.targets.clone()).collect();
         assert_eq!(written, [vec![0, 1], vec![2]], "one query per namespace: a tenant never shares another's");

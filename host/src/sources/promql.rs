@@ -118,7 +118,9 @@ fn confine_selector(
 fn selects_only(matcher: &Matcher, allowed: &BTreeSet<String>) -> bool {
     match &matcher.op {
         MatchOp::Equal => allowed.contains(&matcher.value),
-        MatchOp::Re(_) => matcher.value.split('|').all(|name| unescape_literal(name).is_some_and(|n| allowed.contains(&n))),
+        MatchOp::Re(_) => {
+            matcher.value.split('|').all(|name| unescape_literal(name).is_some_and(|n| allowed.contains(&n)))
+        }
         MatchOp::NotEqual | MatchOp::NotRe(_) => false,
     }
 }
