@@ -4,12 +4,16 @@
 //! `ballast exporter`, which serves only the queue series under the names of the Python queue exporter it replaces
 //! (`redis_queue_depth{queue_name, queue_type}`, ...), so existing HPAs and Prometheus adapters keep working.
 //! A queue whose counts are unavailable has its series removed, never set to 0.
+//!
+//! `ballast exporter`'s `/readyz` is about its source, Redis, not about each queue: 200 while the latest
+//! collection reached Redis, whatever single queues gave (a misspelt or missing queue loses only its own series,
+//! and is named in the body), 503 before the first collection and while Redis cannot be read.
 
 use crate::runtime::FailureKind;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -317,17 +321,30 @@ impl ExporterMetrics {
     }
 }
 
-/// Whether `/readyz` answers 200: set once the first collection succeeded.
+/// Whether `/readyz` answers 200, and what its body adds.
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness {
+    ready: Arc<AtomicBool>,
+    detail: Arc<Mutex<String>>,
+}
 
 impl Readiness {
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Relaxed);
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Sets readiness and a line for the body (what is degraded, or why not ready).
+    pub fn set_with_detail(&self, ready: bool, detail: String) {
+        *self.detail.lock().expect("readiness detail poisoned") = detail;
+        self.set(ready);
     }
 
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    fn detail(&self) -> String {
+        self.detail.lock().expect("readiness detail poisoned").clone()
     }
 }
 
@@ -356,42 +373,46 @@ pub async fn serve(
         .route(
             "/readyz",
             get(move || {
-                let ready = readiness.is_ready();
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ready\n").into_response()
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "no successful collection yet\n").into_response()
-                    }
-                }
+                let (ready, detail) = (readiness.is_ready(), readiness.detail());
+                let (status, body) = match (ready, detail.is_empty()) {
+                    (true, true) => (StatusCode::OK, "ready\n".to_string()),
+                    (true, false) => (StatusCode::OK, format!("ready: {detail}\n")),
+                    (false, true) => (StatusCode::SERVICE_UNAVAILABLE, "no successful collection yet\n".to_string()),
+                    (false, false) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {detail}\n")),
+                };
+                async move { (status, body).into_response() }
             }),
         );
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await.map_err(ExportError::Serve)
 }
 
-/// One collection into the exporter's series, labelled by bare queue name as the Python exporter did; returns
-/// whether it succeeded for every queue.
-pub async fn collect_queues(source: &BullmqSource, queues: &[QueueRef], metrics: &ExporterMetrics) -> bool {
+/// One collection into the exporter's series, labelled by bare queue name as the Python exporter did. `Ok` when
+/// Redis answered, with the errors of the queues that could not be read; `Err` when Redis could not be read.
+pub async fn collect_queues(
+    source: &BullmqSource,
+    queues: &[QueueRef],
+    metrics: &ExporterMetrics,
+) -> std::result::Result<Vec<String>, String> {
     const SOURCE: &str = "bullmq";
     match source.counts(queues).await {
         Ok(states) => {
-            let mut all_ok = true;
+            let mut failing = Vec::new();
             for (queue, state) in queues.iter().zip(states) {
                 match state {
                     Ok(state) => metrics.queues.record(&queue.name, &state),
                     Err(e) => {
                         tracing::warn!("{e}");
                         metrics.queues.forget(&queue.name);
-                        all_ok = false;
+                        failing.push(e.to_string());
                     }
                 }
             }
-            if all_ok {
+            if failing.is_empty() {
                 metrics.sources.record_ok(SOURCE, SystemTime::now());
             } else {
                 metrics.sources.record_error(SOURCE);
             }
-            all_ok
+            Ok(failing)
         }
         Err(e) => {
             tracing::warn!("{e}");
@@ -399,7 +420,7 @@ pub async fn collect_queues(source: &BullmqSource, queues: &[QueueRef], metrics:
                 metrics.queues.forget(&queue.name);
             }
             metrics.sources.record_error(SOURCE);
-            false
+            Err(e.to_string())
         }
     }
 }
@@ -422,11 +443,10 @@ pub async fn run_queue_exporter(
             served = &mut server => {
                 return served.map_err(|e| ExportError::Serve(std::io::Error::other(e)))?;
             }
-            _ = ticks.tick() => {
-                if collect_queues(&source, &queues, &metrics).await {
-                    readiness.set(true);
-                }
-            }
+            _ = ticks.tick() => match collect_queues(&source, &queues, &metrics).await {
+                Ok(failing) => readiness.set_with_detail(true, failing.join("; ")),
+                Err(error) => readiness.set_with_detail(false, error),
+            },
         }
     }
 }

@@ -47,9 +47,13 @@ async fn counts_equal_bullmq_get_job_counts_in_every_state() {
     let custom_prefix = fixture("populate", &url, "acme", &[], &["stt"]);
 
     let source = BullmqSource::connect(&url, options(Duration::from_secs(5))).await.expect("connect");
-    let mut actual = read(&source, "bull", &queues).await;
-    assert_eq!(actual.remove("never-used"), Some((QueueCounts::default(), false)), "an absent queue counts zero");
-    assert_eq!(actual, expected);
+    assert_eq!(read(&source, "bull", &queues[..3]).await, expected);
+    let states = source.counts(&refs("bull", &queues)).await.expect("collection");
+    let missing = states[3].as_ref().expect_err("a queue without keys is unavailable, not 0 jobs");
+    assert!(matches!(missing, BullmqError::Missing { .. }), "{missing:?}");
+    assert_eq!(missing.queue(), Some("bull:never-used"));
+    let message = missing.to_string();
+    assert!(message.contains("bull:never-used") && message.contains("database number"), "{message}");
     assert_eq!(read(&source, "acme", &["stt"]).await, custom_prefix);
 
     // The fixture really covered every state, and the paused queue really is paused (BullMQ 6 keeps its jobs in
@@ -132,7 +136,9 @@ async fn password_and_database_index_from_the_url() {
     let db3 = BullmqSource::connect(&server.url(":s3cret@", 3), options(Duration::from_secs(5))).await.expect("db 3");
     assert_eq!(read(&db3, "bull", &["stt"]).await, expected);
     let db0 = BullmqSource::connect(&server.url(":s3cret@", 0), options(Duration::from_secs(5))).await.expect("db 0");
-    assert_eq!(read(&db0, "bull", &["stt"]).await["stt"], (QueueCounts::default(), false));
+    let states = db0.counts(&refs("bull", &["stt"])).await.expect("collection");
+    let wrong_db = states[0].as_ref().expect_err("the queue is in database 3, not 0");
+    assert!(matches!(wrong_db, BullmqError::Missing { .. }) && wrong_db.to_string().contains("/0"), "{wrong_db}");
 
     let wrong = BullmqSource::connect(&server.url(":wrong@", 3), options(Duration::from_secs(5))).await;
     let err = wrong.err().expect("a wrong password is refused");
@@ -149,6 +155,64 @@ async fn password_and_database_index_from_the_url() {
     let states = no_password.counts(&refs("bull", &["stt"])).await.expect("collection");
     let err = states[0].as_ref().expect_err("the server requires a password").to_string();
     assert!(err.contains("put it in the URL"), "{err}");
+}
+
+#[tokio::test]
+async fn a_huge_element_at_the_end_of_a_wait_list_is_never_fetched() {
+    let server = RedisServer::start();
+    let url = server.url("", 0);
+    fixture("populate", &url, "bull", &[], &["big"]);
+    let huge = "j".repeat(50 << 20);
+    server.cmd(&url, &["RPUSH", "bull:big:wait", &huge]).expect("a 50 MB element at the tail");
+    drop(huge);
+    let sent = || -> u64 {
+        let info = match server.cmd(&url, &["INFO", "stats"]).expect("INFO") {
+            redis::Value::BulkString(bytes) => String::from_utf8(bytes).unwrap(),
+            redis::Value::VerbatimString { text, .. } => text,
+            other => panic!("INFO answered {other:?}"),
+        };
+        let line = info.lines().find(|l| l.starts_with("total_net_output_bytes:")).expect("total_net_output_bytes");
+        line["total_net_output_bytes:".len()..].trim().parse().unwrap()
+    };
+    let source = BullmqSource::connect(&url, options(Duration::from_secs(5))).await.expect("connect");
+    let before = sent();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(read(&source, "bull", &["big"]).await);
+    }
+    let per_collection = (sent() - before) / 5;
+    assert!(per_collection < 64 * 1024, "{per_collection} bytes sent per collection");
+    // Still counted as BullMQ counts it (the element is a job to getJobCounts too).
+    let expected = fixture("counts", &url, "bull", &[], &["big"]);
+    assert!(seen.iter().all(|counts| *counts == expected), "{seen:?} != {expected:?}");
+}
+
+#[tokio::test]
+async fn passwords_with_url_delimiters_never_appear_in_errors() {
+    let server = RedisServer::start_with(&["--requirepass", "Zq7/Kx9#Wm3?Vb5@Yt"]);
+    // Percent-encoded, as a URL needs: it works, and the source's URL hides it.
+    let encoded = server.url(":Zq7%2FKx9%23Wm3%3FVb5%40Yt@", 0);
+    server.cmd(&encoded, &["RPUSH", "bull:stt:wait", "2", "1"]).expect("seeding with the encoded password");
+    let source = BullmqSource::connect(&encoded, options(Duration::from_secs(5))).await.expect("encoded password");
+    assert_eq!(read(&source, "bull", &["stt"]).await["stt"].0.waiting, 2);
+    assert!(!source.url().contains("Zq7"), "{}", source.url());
+    // Written raw, or wrong: whatever the error, no piece of the password is shown.
+    for userinfo in
+        [":Zq7/Kx9#Wm3?Vb5@Yt@", ":Zq7/Kx9@", ":Zq7#Kx9@", ":Zq7?Kx9@", "reader:Wr0/Qz8#Hk2@", ":Zq7%2FKx9%23Nope@"]
+    {
+        let url = server.url(userinfo, 0);
+        let err = match BullmqSource::connect(&url, options(Duration::from_secs(2))).await {
+            Ok(source) => match source.counts(&refs("bull", &["stt"])).await {
+                Ok(states) => states[0].as_ref().err().map(ToString::to_string).expect("no password, no read"),
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        let secret = &userinfo[userinfo.find(':').unwrap() + 1..userinfo.rfind('@').unwrap()];
+        for piece in secret.split(['/', '#', '?', '@', '%']).filter(|p| p.len() >= 3) {
+            assert!(!err.contains(piece), "{userinfo}: `{piece}` shown in: {err}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -187,8 +251,9 @@ async fn a_stalled_or_stopped_server_is_an_error_not_a_hang_and_a_restart_recove
     assert!(err.contains(&format!("127.0.0.1:{}", server.port)), "{err}");
 
     server.spawn();
-    let empty = read(&source, "bull", &["stt"]).await;
-    assert_eq!(empty["stt"], (QueueCounts::default(), false), "the restarted server kept no data (--save \"\")");
+    let states = source.counts(&refs("bull", &["stt"])).await.expect("reads the restarted server");
+    let gone = states[0].as_ref().expect_err("the restarted server kept no data (--save \"\")");
+    assert!(matches!(gone, BullmqError::Missing { .. }), "{gone:?}");
     let refilled = fixture("populate", &url, "bull", &[], &["stt"]);
     assert_eq!(read(&source, "bull", &["stt"]).await, refilled);
 }
@@ -277,16 +342,21 @@ fn exporter_serves_the_old_exporters_series_and_drops_them_when_redis_is_gone() 
     let _exporter = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_ballast"))
             .args(["exporter", "--redis", &url, "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--interval", "100ms", "--timeout", "1s", "stt", "mt"])
+            // A misspelt queue costs only its own series, not readiness.
+            .args(["--interval", "100ms", "--timeout", "1s", "stt", "mt", "sst"])
             .stderr(Stdio::null())
             .spawn()
             .expect("starting ballast exporter"),
     );
     let deadline = Instant::now() + Duration::from_secs(20);
-    while http_get(port, "/readyz").map(|(status, _)| status) != Some(200) {
-        assert!(Instant::now() < deadline, "the exporter did not become ready within 20s");
+    let ready = loop {
+        match http_get(port, "/readyz") {
+            Some((200, body)) => break body,
+            _ => assert!(Instant::now() < deadline, "the exporter did not become ready within 20s"),
+        }
         std::thread::sleep(Duration::from_millis(50));
-    }
+    };
+    assert!(ready.starts_with("ready: ") && ready.contains("bull:sst does not exist"), "{ready}");
     assert_eq!(http_get(port, "/healthz").map(|(status, _)| status), Some(200));
     let (status, metrics) = http_get(port, "/metrics").expect("/metrics");
     assert_eq!(status, 200);
@@ -315,9 +385,14 @@ fn exporter_serves_the_old_exporters_series_and_drops_them_when_redis_is_gone() 
             promtool_check(&metrics);
             break;
         }
+        assert!(!metrics.contains("queue_name=\"sst\""), "{metrics}");
         assert!(Instant::now() < deadline, "queue series still served 20s after Redis stopped:\n{metrics}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Readiness is about the source: without Redis the exporter is not ready, and says why.
+    let (status, body) = http_get(port, "/readyz").expect("/readyz while Redis is down");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("not ready: ") && body.contains("Redis"), "{body}");
 }
 
 #[test]

@@ -95,7 +95,12 @@ async fn bullmq_queue_scales_a_deployment_up_and_back_down_and_a_bad_policy_does
     let message = zero["message"].as_str().unwrap_or_default();
     assert!(message.contains("ScalingPolicy default/zero: spec.maxReplicas is 0; it must be at least 1"), "{zero}");
 
-    redis.cmd(&url, &["FLUSHDB"]).expect("draining the queue");
+    // Drained: no job waits or runs; the queue itself (its meta and id keys) remains, as in a drained BullMQ queue.
+    let drained =
+        ["wait", "active", "prioritized", "delayed", "waiting-children", "paused"].map(|s| format!("bull:stt:{s}"));
+    let mut del = vec!["DEL"];
+    del.extend(drained.iter().map(String::as_str));
+    redis.cmd(&url, &del).expect("draining the queue");
     eventually(Duration::from_secs(30), "web to scale back down to 1", || (cluster.replicas() == 1).then_some(()))
         .await;
     // The Recorder folds repeats of one reason into a series; the Event for the scale-down may land just after the
@@ -446,6 +451,35 @@ async fn each_policy_decides_at_its_own_interval() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_does_not_slow_the_decisions() {
+    let cluster = cluster().await;
+    let redis = RedisServer::start();
+    let url = redis.url("", 0);
+    fixture("populate", &url, "bull", &[], &["stt"]);
+    let overrides = json!({
+        "config": { "mode": "echo-state" }, "metrics": { "queues": [{ "name": "stt" }], "resources": false },
+    });
+    cluster.create_hostile_policy("web", overrides).await;
+    let host = Host::start(&cluster, "host-a", Some(&url), None);
+    // The echo-state plugin counts its own calls in its state blob, which status persists.
+    let calls = || {
+        let memory = cluster.policy("web")["status"]["memory"].clone();
+        (!memory.is_null()).then(|| state_counter(&memory))
+    };
+    eventually(Duration::from_secs(30), "the policy deciding", || calls().filter(|&n| n > 0)).await;
+
+    redis.signal("-STOP");
+    let before = calls().unwrap();
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let decided = calls().unwrap() - before;
+    redis.signal("-CONT");
+    println!("in 9 s with Redis stopped (SIGSTOP), the 1 s policy decided {decided} times");
+    // Reading Redis inline (2 s timeout) allowed about 4; a decision a second is 9, less status lag at each end.
+    assert!(decided >= 6, "a stalled Redis slowed the decisions to {decided} in 9 s");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployments_are_read_from_a_watch_cache_not_polled() {
     let cluster = cluster().await;
     cluster.create_hostile_policy("web", json!({ "config": { "mode": "fixed", "replicas": 3 } })).await;
@@ -557,6 +591,9 @@ async fn min_replicas_zero_scales_to_zero_when_idle_and_back_up_on_queue_activit
     let redis = RedisServer::start();
     let url = redis.url("", 0);
     cluster.create_policy("web", queue_drain_on_stt(0)).await;
+    // An idle queue BullMQ has used: its meta hash (written by the first Queue.add) exists, no job does. A queue
+    // without any key is unavailable, never empty.
+    redis.cmd(&url, &["HSET", "bull:stt:meta", "opts.maxLenEvents", "10000"]).expect("seeding the queue's meta");
     let host = Host::start(&cluster, "host-a", Some(&url), None);
     eventually(Duration::from_secs(30), "web scaled to zero while its queue is empty", || {
         (cluster.replicas() == 0).then_some(())

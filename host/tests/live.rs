@@ -1,15 +1,16 @@
 //! The live observer: every service's queues in one pipeline against a real redis-server filled by bullmq, sums per
-//! service, and a failing source leaving only its own metrics unavailable without stalling the tick.
+//! service, and a failing or stalled source leaving only its own metrics unavailable without stalling the tick.
 
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ballast::autoscaler::Observer;
 use ballast::export::Metrics;
+use ballast::observation::Observation;
 use ballast::sources::bullmq::{BullmqSource, ConnectOptions};
-use ballast::sources::live::LiveObserver;
+use ballast::sources::live::{LiveObserver, REDIS, REDIS_MAX_AGE};
 use ballast::sources::prometheus::{PrometheusConfig, PrometheusSource};
 use ballast::spec::{PluginRef, PrometheusMetrics, QueueRef, ScalingPolicySpec, ServiceKey, TargetRef};
 use common::*;
@@ -57,7 +58,7 @@ async fn queues_are_summed_per_service_and_a_dead_source_only_blanks_its_own_met
     );
 
     // The first tick tells the Prometheus refresh task what to query; let it fail a few times.
-    observer.observe(&list, 0).await;
+    observe_until(&mut observer, &list, |o| o[0].queue.is_some()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let observed = observer.observe(&list, 0).await;
     let mut stt = expected["stt-queue"].0;
@@ -72,13 +73,119 @@ async fn queues_are_summed_per_service_and_a_dead_source_only_blanks_its_own_met
     assert!(text.contains(r#"ballast_source_errors_total{source="prometheus"}"#), "{text}");
     assert!(text.contains(r#"redis_queue_depth{queue_name="mt-queue",queue_type="waiting"}"#), "{text}");
 
-    // Redis goes away: queue metrics become unavailable (never 0) and the tick still completes.
+    // Redis goes away: the tick still completes; the last counts serve while young enough, then the queue
+    // metrics become unavailable (never 0), saying why.
     redis.stop();
     let observed = tokio::time::timeout(Duration::from_secs(5), observer.observe(&list, 1000))
         .await
         .expect("a dead Redis must not stall the tick");
-    assert!(observed.len() == 3 && observed.iter().all(|o| o.queue.is_none()), "{observed:?}");
+    assert_eq!(observed.len(), 3);
+    tokio::time::sleep(REDIS_MAX_AGE).await;
+    let observed = observer.observe(&list, 2000).await;
+    assert!(observed.iter().all(|o| o.queue.is_none()), "{observed:?}");
+    let reason = &observed[1].unavailable["queue"];
+    assert!(reason.contains("bull:mt-queue") && reason.contains("old"), "{reason}");
     let text = metrics.encode();
     assert!(!text.contains(r#"queue_name="mt-queue""#), "series of an unreadable queue are dropped: {text}");
     assert!(text.contains(r#"ballast_source_errors_total{source="redis"}"#), "{text}");
+}
+
+/// Observes until `done` holds (the first collections of a new observer may finish after a tick's deadline).
+async fn observe_until(
+    observer: &mut LiveObserver,
+    list: &[(&ServiceKey, &ScalingPolicySpec)],
+    done: impl Fn(&[Observation]) -> bool,
+) -> Vec<Observation> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let observed = observer.observe(list, 0).await;
+        if done(&observed) {
+            return observed;
+        }
+        assert!(Instant::now() < deadline, "not there after 20 s: {observed:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn observer_of(url: &str, timeout: Duration) -> LiveObserver {
+    let bullmq = BullmqSource::new(url, ConnectOptions { timeout, ca_cert_pem: None }).unwrap();
+    let metrics = Arc::new(Metrics::new().unwrap());
+    LiveObserver::new(Some(bullmq), None, Duration::from_secs(60), Duration::from_secs(60), metrics)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_never_holds_up_the_tick() {
+    let redis = RedisServer::start();
+    let url = redis.url("", 0);
+    let expected = fixture("populate", &url, "bull", &[], &["stt-queue"]);
+    let services = [service("stt", &["stt-queue"])];
+    let list: Vec<_> = services.iter().map(|(k, s)| (k, s)).collect();
+    // The collection's own bound is far longer than a tick.
+    let mut observer = observer_of(&url, Duration::from_secs(30));
+    let first = observe_until(&mut observer, &list, |o| o[0].queue.is_some()).await;
+    assert_eq!(first[0].queue, Some(expected["stt-queue"].0));
+
+    redis.signal("-STOP");
+    // A tick a second, as the controller runs them: each must come at once, on counts that age and then are
+    // unavailable. The bound per tick is generous for a loaded CI machine, and far below the 30 s timeout.
+    let stalled_since = Instant::now();
+    let mut seen: Vec<(Duration, Observation)> = Vec::new();
+    while stalled_since.elapsed() < REDIS_MAX_AGE + Duration::from_secs(3) {
+        let (started, at) = (Instant::now(), stalled_since.elapsed());
+        let observed = observer.observe(&list, 0).await.remove(0);
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "a tick waited {took:?} on a stalled Redis");
+        seen.push((at, observed));
+        tokio::time::sleep(Duration::from_secs(1).saturating_sub(took)).await;
+    }
+    redis.signal("-CONT");
+    assert!(seen.len() >= 7, "{} ticks in {:?}", seen.len(), stalled_since.elapsed());
+    let (young, old): (Vec<_>, Vec<_>) = seen.iter().partition(|(at, _)| *at < REDIS_MAX_AGE - Duration::from_secs(1));
+    for (at, obs) in &young {
+        assert_eq!(obs.queue, Some(expected["stt-queue"].0), "at {at:?}");
+        assert!(obs.sample_age_ms[REDIS] >= at.as_millis() as u64, "the age shows: {:?} at {at:?}", obs.sample_age_ms);
+    }
+    let last = &old.last().expect("ticks after the bound").1;
+    assert_eq!(last.queue, None, "counts older than {REDIS_MAX_AGE:?} are unavailable");
+    assert!(last.unavailable["queue"].contains("bull:stt-queue"), "{:?}", last.unavailable);
+
+    // Once Redis answers again, the counts are fresh again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let observed = observer.observe(&list, 0).await.remove(0);
+        if observed.queue.is_some() {
+            assert!(observed.sample_age_ms[REDIS] < 5_000, "{:?}", observed.sample_age_ms);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no fresh counts 20 s after SIGCONT: {observed:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_queue_is_unavailable_and_named_and_a_paused_queue_says_so() {
+    let redis = RedisServer::start();
+    let url = redis.url("", 0);
+    let expected = fixture("populate", &url, "bull", &["paused-queue"], &["live-queue", "paused-queue"]);
+    let services = [
+        service("typo", &["live-queue", "liev-queue"]),
+        service("paused", &["paused-queue"]),
+        service("live", &["live-queue"]),
+    ];
+    let list: Vec<_> = services.iter().map(|(k, s)| (k, s)).collect();
+    let mut observer = observer_of(&url, Duration::from_secs(5));
+    let observed = observe_until(&mut observer, &list, |o| o[2].queue.is_some()).await;
+    assert_eq!(observed[0].queue, None, "one missing queue of two: no partial sum, and never 0");
+    let reason = &observed[0].unavailable["queue"];
+    assert!(reason.contains("bull:liev-queue") && reason.contains("does not exist"), "{reason}");
+    assert_eq!(observed[1].queue, Some(expected["paused-queue"].0));
+    assert_eq!(observed[1].queue_paused, Some(true), "bullmq's queue.pause()");
+    assert!(observed[1].queue.unwrap().waiting > 0, "BullMQ 6 keeps a paused queue's jobs under wait");
+    assert_eq!(observed[2].queue, Some(expected["live-queue"].0));
+    assert_eq!(observed[2].queue_paused, Some(false));
+
+    // Another database: every queue is missing there.
+    let mut elsewhere = observer_of(&redis.url("", 4), Duration::from_secs(5));
+    let observed = observe_until(&mut elsewhere, &list, |o| !o[2].unavailable["queue"].contains("not been read")).await;
+    assert!(observed.iter().all(|o| o.queue.is_none() && o.unavailable["queue"].contains("/4")), "{observed:?}");
 }

@@ -147,6 +147,11 @@ fn exposition(state: &ExporterState) -> String {
         text += &format!("{HISTOGRAM}_sum{{{labels}}} {}\n", 40.0 * scale * elapsed);
         text += &format!("{HISTOGRAM}_count{{{labels}}} {}\n", per_second[5] * scale * elapsed);
     }
+    // One series per namespace, and one without: a tenant's query may read only its own.
+    text += "# TYPE tenant_secret gauge\n";
+    text += "tenant_secret{namespace=\"kube-system\"} 42\n";
+    text += "tenant_secret{namespace=\"ai-models\"} 7\n";
+    text += "tenant_secret{node=\"node-1\"} 1000\n";
     text += &format!("# TYPE {COUNTER} counter\n");
     for (pod, per_second) in [(STT_POD_1, 3.0), (STT_POD_2, 2.0), (MT_POD, 1.0)] {
         text += &format!("{COUNTER}{{namespace=\"ai-models\",pod=\"{pod}\"}} {}\n", per_second * elapsed);
@@ -257,11 +262,11 @@ async fn wait_for_data(source: &PrometheusSource, server: &mut PrometheusServer)
     // Samples spanning the whole rate window, or rate() reads low.
     ready.custom.insert("window".into(), format!("min(count_over_time({COUNTER}[5s])) >= 5"));
     ready.custom.insert("gpus".into(), "count(DCGM_FI_DEV_GPU_UTIL)".into());
-    let probe = [target("probe", "probe", &ready)];
+    let probe = [target("ai-models", "probe", &ready)];
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let collection = source.collect(&probe).await;
-        if collection.values[&key("probe", "probe")].custom.len() == 2 {
+        if collection.values[&key("ai-models", "probe")].custom.len() == 2 {
             return;
         }
         if let Ok(Some(status)) = server.child.try_wait() {
@@ -356,10 +361,10 @@ async fn batched_queries_against_real_prometheus() {
     let collection = source.collect(&[target("ai-models", "whisper-pyannote-stt", &broken)]).await;
     assert_eq!(collection.failures.len(), 1, "{}", failures_text(&collection));
     let failure = &collection.failures[0];
-    assert!(matches!(failure.error, PromError::Rejected { .. }), "{:?}", failure.error);
+    assert!(matches!(failure.error, PromError::Refused { .. }), "{:?}", failure.error);
     let message = failure.error.to_string();
     assert!(message.contains("sum(rate(inference_requests_total{namespace=~\"ai-models\"}[1m]"), "{message}");
-    assert!(message.contains(&format!("127.0.0.1:{}", server.port)), "{message}");
+    assert!(message.contains("ScalingPolicy ai-models/whisper-pyannote-stt") && message.contains("not valid PromQL"));
     assert_eq!(failure.services, [key("ai-models", "whisper-pyannote-stt")]);
     let stt = &collection.values[&key("ai-models", "whisper-pyannote-stt")];
     assert!(stt.custom.is_empty());
@@ -450,4 +455,170 @@ fn bad_configuration_is_refused_with_the_fix() {
     let error = PrometheusSource::new(config).err().unwrap().to_string();
     assert!(error.contains("/nonexistent/ca.pem") && error.contains("CA file"), "{error}");
     assert!(DEFAULT_GPU_TEMPLATE.contains("DCGM_FI_DEV_GPU_UTIL"));
+}
+
+/// An instant query straight to Prometheus, unconfined: what the host's identity could read.
+fn raw_query(port: u16, query: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let body = format!("query={}", query.bytes().map(|b| format!("%{b:02X}")).collect::<String>());
+    write!(
+        stream,
+        "POST /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policys_promql_reads_only_its_own_namespace() {
+    let exporter = Exporter::start();
+    let mut server = start_prometheus(exporter.port);
+    let source = PrometheusSource::new(PrometheusConfig::new(format!("http://127.0.0.1:{}", server.port))).unwrap();
+    wait_for_data(&source, &mut server).await;
+    // The data is there: unconfined, the host's identity reads every namespace's series.
+    let everything = raw_query(server.port, "sum(tenant_secret)");
+    assert!(everything.contains("\"1049\""), "{everything}");
+
+    // Confinement: the same text in two namespaces' policies gives each its own namespace's series only.
+    let mut reads = PrometheusMetrics::default();
+    reads.custom.insert("sum".into(), "sum(tenant_secret)".into());
+    reads.custom.insert("own_placeholder".into(), "sum(tenant_secret{namespace=~\"{namespace}\"})".into());
+    reads.custom.insert("subquery".into(), "max_over_time(sum by (namespace) (tenant_secret)[10s:1s])".into());
+    reads.custom.insert("selector_only".into(), "{__name__=\"tenant_secret\"}".into());
+    let targets = [target("ai-models", "tenant-a", &reads), target("kube-system", "tenant-b", &reads)];
+    let collection = source.collect(&targets).await;
+    assert!(collection.failures.is_empty(), "{}", failures_text(&collection));
+    let custom = |namespace: &str, name: &str| -> Vec<(String, f64)> {
+        collection.values[&key(namespace, name)].custom.iter().map(|(n, s)| (n.clone(), s.value)).collect()
+    };
+    let own =
+        |value: f64| ["own_placeholder", "selector_only", "subquery", "sum"].map(|n| (n.to_string(), value)).to_vec();
+    assert_eq!(custom("ai-models", "tenant-a"), own(7.0), "never 42 (kube-system) nor 1000 (no namespace)");
+    assert_eq!(custom("kube-system", "tenant-b"), own(42.0));
+    assert_eq!(collection.queries, 1 + 8, "the shared GPU template, and each written query once per namespace");
+
+    // Refusal: a selector naming another namespace, however written, is not sent, and says what to change.
+    let leaks = [
+        "sum(tenant_secret{namespace=\"kube-system\"})",
+        "sum(tenant_secret{namespace!=\"ai-models\"})",
+        "sum(tenant_secret{namespace!~\"ai-models\"})",
+        "sum(tenant_secret{namespace=~\"ai-models|kube-system\"})",
+        "sum(tenant_secret{namespace=~\".+\"})",
+        "sum(tenant_secret) + on() group_left sum(max_over_time(tenant_secret{namespace=\"kube-system\"}[1m:10s]))",
+    ];
+    let mut leaking = PrometheusMetrics::default();
+    for (i, query) in leaks.iter().enumerate() {
+        leaking.custom.insert(format!("leak{i}"), query.to_string());
+    }
+    leaking.latency_histogram = Some("x{namespace=\"kube-system\"}) or sum(tenant_secret".into());
+    let before = source.queries_issued();
+    let collection = source.collect(&[target("ai-models", "tenant-a", &leaking)]).await;
+    assert_eq!(source.queries_issued() - before, 1, "only the shared GPU template reached Prometheus");
+    assert_eq!(collection.failures.len(), leaks.len() + 3, "{}", failures_text(&collection));
+    for failure in &collection.failures {
+        let message = failure.error.to_string();
+        assert!(matches!(failure.error, PromError::Refused { .. }), "{message}");
+        assert!(message.starts_with("ScalingPolicy ai-models/tenant-a: PromQL `"), "{message}");
+        assert!(
+            message.contains("remove the namespace matcher") || message.contains("latencyHistogram `x{"),
+            "{message}"
+        );
+        assert_eq!(failure.services, [key("ai-models", "tenant-a")]);
+    }
+    let values = &collection.values[&key("ai-models", "tenant-a")];
+    assert!(values.custom.is_empty() && values.latency_p95_ms.is_none(), "{values:?}");
+}
+
+/// Answers every request with a chunked body that never ends; counts the bytes it managed to send.
+fn endless_server() -> (String, Arc<std::sync::atomic::AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = Arc::clone(&sent);
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let counter = Arc::clone(&counter);
+            std::thread::spawn(move || {
+                let mut head = [0u8; 4096];
+                let _ = stream.read(&mut head);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+                );
+                let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "[".repeat(64 * 1024));
+                while stream.write_all(chunk.as_bytes()).is_ok() {
+                    counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (url, sent)
+}
+
+#[tokio::test]
+async fn an_endless_answer_is_cut_at_the_cap_with_a_clear_error() {
+    let (url, sent) = endless_server();
+    let mut config = PrometheusConfig::new(url.clone());
+    config.timeout = Duration::from_secs(60);
+    config.max_response_bytes = 1 << 20;
+    let source = PrometheusSource::new(config).unwrap();
+    let collection = source.collect(&[target("ai-models", "xtts", &PrometheusMetrics::default())]).await;
+    assert_eq!(collection.failures.len(), 1);
+    let message = collection.failures[0].error.to_string();
+    assert!(matches!(collection.failures[0].error, PromError::TooLarge { .. }), "{message}");
+    assert!(message.contains(&url) && message.contains("more than 1048576 bytes"), "{message}");
+    // The reader stopped at the cap: what the server got out is the cap plus socket buffers, not gigabytes.
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(sent < 64 << 20, "{sent} bytes were sent for a 1 MiB cap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_out_of_range_never_reach_a_policy() {
+    use ballast::autoscaler::Observer;
+    use ballast::sources::live::LiveObserver;
+
+    let exporter = Exporter::start();
+    let mut server = start_prometheus(exporter.port);
+    let url = format!("http://127.0.0.1:{}", server.port);
+    wait_for_data(&PrometheusSource::new(PrometheusConfig::new(url.clone())).unwrap(), &mut server).await;
+    let spec: ballast::spec::ScalingPolicySpec = serde_json::from_value(serde_json::json!({
+        "target": {"name": "stt"}, "minReplicas": 1, "maxReplicas": 4, "plugin": {"builtin": "hpa"},
+        "metrics": {"resources": false, "prometheus": {
+            "gpu": "vector(1e308)",
+            "latencyP95": "-5 * sum(tenant_secret)",
+            "latencyP99": "sum(tenant_secret)",
+            "requestRate": "vector(2e9)",
+            "custom": {"negative": "-sum(tenant_secret)", "huge": "vector(1e300)"}
+        }}
+    }))
+    .unwrap();
+    let key = key("ai-models", "stt");
+    let metrics = Arc::new(ballast::export::Metrics::new().unwrap());
+    let source = PrometheusSource::new(PrometheusConfig::new(url)).unwrap();
+    let mut observer =
+        LiveObserver::new(None, Some(source), Duration::from_millis(100), Duration::from_secs(60), metrics);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let observed = loop {
+        let observed = observer.observe(&[(&key, &spec)], 0).await.remove(0);
+        if observed.latency_p99_ms.is_some() {
+            break observed;
+        }
+        assert!(Instant::now() < deadline, "no Prometheus values after 20 s: {observed:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(observed.latency_p99_ms, Some(7.0), "in range, as measured");
+    assert_eq!(observed.custom, [("negative".to_string(), -7.0)], "a custom metric may be negative, not 1e300");
+    for (metric, value) in [
+        ("gpuDutyCyclePercent", observed.gpu_duty_cycle_percent),
+        ("latencyP95Ms", observed.latency_p95_ms),
+        ("requestRate", observed.request_rate),
+    ] {
+        assert_eq!(value, None, "{metric}");
+        assert!(observed.unavailable[metric].contains("outside the sane range"), "{:?}", observed.unavailable);
+    }
+    assert!(observed.unavailable["custom.huge"].contains("1e300"), "{:?}", observed.unavailable);
 }

@@ -329,6 +329,8 @@ impl SimService {
             request_rate: Some(arrivals as f64 / window_s),
             custom: Vec::new(),
             sample_age_ms: BTreeMap::new(),
+            queue_paused: Some(false),
+            unavailable: BTreeMap::new(),
         }
     }
 

@@ -4,7 +4,11 @@
 //! The counts replicate `Queue.getJobCounts()` of BullMQ 5 and 6 (its `getCounts-1.lua` script):
 //! - `waiting` and `paused` are the lengths of the `wait` and `paused` lists, less one when the last element is a
 //!   legacy `0:`-prefixed marker (BullMQ 4 put markers in the wait list; `getCounts` discounts and pops them — we
-//!   discount without popping, since we never write);
+//!   discount without popping, since we never write). That marker check is the only reason an element is read at
+//!   all, and Redis cannot read part of one: so the last element is read (in a second round trip) only from a
+//!   list whose whole size (`MEMORY USAGE`) is at most [`MARKER_CHECK_MAX_BYTES`]. A job id is short, so any list
+//!   of fewer than about a thousand jobs is checked; a longer one may count a BullMQ 4 marker as one job, while an
+//!   element of any size at the end of a list costs nothing;
 //! - `active` is the length of the `active` list;
 //! - `prioritized`, `delayed`, `waiting-children`, `completed` and `failed` are sorted-set cardinalities (BullMQ 5+
 //!   keeps its delay marker in the separate `marker` key, so `delayed` needs no discount).
@@ -12,6 +16,10 @@
 //! Pausing differs between majors: BullMQ 5 renames `wait` to `paused`, so a paused queue's jobs show as
 //! `paused`; BullMQ 6 leaves them in `wait` (reported as `waiting`) and only sets the `meta` hash's `paused` field.
 //! That field is reported as [`QueueState::is_paused`] for both.
+//!
+//! A queue none of whose keys exist (`meta` and `id` are written by the first `Queue.add`, and a used queue keeps
+//! them) is a [`BullmqError::Missing`] rather than zero jobs: a misspelt name, prefix or database would otherwise
+//! read as an idle queue and invite a scale-down.
 
 use std::time::Duration;
 
@@ -27,9 +35,9 @@ pub const DEFAULT_PREFIX: &str = "bull";
 
 /// Commands sent per queue, in this order.
 const LLEN_WAIT: usize = 0;
-const LAST_WAIT: usize = 1;
+const SIZE_WAIT: usize = 1;
 const LLEN_PAUSED: usize = 2;
-const LAST_PAUSED: usize = 3;
+const SIZE_PAUSED: usize = 3;
 const LLEN_ACTIVE: usize = 4;
 const ZCARD_PRIORITIZED: usize = 5;
 const ZCARD_DELAYED: usize = 6;
@@ -37,7 +45,12 @@ const ZCARD_WAITING_CHILDREN: usize = 7;
 const ZCARD_COMPLETED: usize = 8;
 const ZCARD_FAILED: usize = 9;
 const META_PAUSED: usize = 10;
-const COMMANDS_PER_QUEUE: usize = 11;
+const EXISTS_META_ID: usize = 11;
+const COMMANDS_PER_QUEUE: usize = 12;
+
+/// Largest list whose last element is read to check for a legacy marker (see the module docs): the most bytes
+/// one queue can cost a collection beyond its counts.
+pub const MARKER_CHECK_MAX_BYTES: u64 = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BullmqError {
@@ -58,6 +71,21 @@ pub enum BullmqError {
     Read { url: String, source: RedisError },
     #[error("BullMQ queue {queue} at {url}: {reason}")]
     Queue { url: String, queue: String, reason: String },
+    #[error(
+        "BullMQ queue {queue} does not exist at {url} (no {queue}:* keys): check the queue name, its prefix and the \
+         database number in the URL; its counts are unavailable until a job is added"
+    )]
+    Missing { url: String, queue: String },
+}
+
+impl BullmqError {
+    /// The queue this error concerns alone, as `prefix:name`; `None` when the whole collection failed.
+    pub fn queue(&self) -> Option<&str> {
+        match self {
+            BullmqError::Queue { queue, .. } | BullmqError::Missing { queue, .. } => Some(queue),
+            _ => None,
+        }
+    }
 }
 
 pub type Result<T, E = BullmqError> = std::result::Result<T, E>;
@@ -147,22 +175,55 @@ impl BullmqSource {
             // A connection from an earlier collection may have died with a restarted server: retry once afresh.
             Err(e) if reused && (e.is_connection_dropped() || e.is_io_error()) => {
                 *self.connection.lock().await = None;
-                let (mut fresh, _) = self.connection().await?;
-                pipeline.query_async::<Vec<Value>>(&mut fresh).await
+                connection = self.connection().await?.0;
+                pipeline.query_async::<Vec<Value>>(&mut connection).await
             }
             other => other,
         }
         .map_err(|source| BullmqError::Read { url: self.url.clone(), source })?;
+        let wrong_count = || BullmqError::Read {
+            url: self.url.clone(),
+            source: RedisError::from((ErrorKind::UnexpectedReturnType, "pipeline answered a wrong reply count")),
+        };
         if replies.len() != queues.len() * COMMANDS_PER_QUEUE {
-            return Err(BullmqError::Read {
-                url: self.url.clone(),
-                source: RedisError::from((ErrorKind::UnexpectedReturnType, "pipeline answered a wrong reply count")),
-            });
+            return Err(wrong_count());
+        }
+        // The lists small enough for their last element to be read: (reply index of their LLEN, key).
+        let mut checked = Vec::new();
+        for (index, (queue, answers)) in queues.iter().zip(replies.chunks_exact(COMMANDS_PER_QUEUE)).enumerate() {
+            for (len, size, list) in [(LLEN_WAIT, SIZE_WAIT, "wait"), (LLEN_PAUSED, SIZE_PAUSED, "paused")] {
+                let small = matches!(answers[size], Value::Int(bytes)
+                    if u64::try_from(bytes).is_ok_and(|bytes| bytes <= MARKER_CHECK_MAX_BYTES));
+                if small && matches!(answers[len], Value::Int(n) if n > 0) {
+                    let key = format!("{}:{}:{list}", prefix_of(queue), queue.name);
+                    checked.push((index * COMMANDS_PER_QUEUE + len, key));
+                }
+            }
+        }
+        let mut last_elements = std::collections::HashMap::new();
+        if !checked.is_empty() {
+            let mut lasts = redis::pipe();
+            lasts.ignore_errors();
+            for (_, key) in &checked {
+                lasts.cmd("LINDEX").arg(key).arg(-1);
+            }
+            let answers = lasts
+                .query_async::<Vec<Value>>(&mut connection)
+                .await
+                .map_err(|source| BullmqError::Read { url: self.url.clone(), source })?;
+            if answers.len() != checked.len() {
+                return Err(wrong_count());
+            }
+            last_elements.extend(checked.into_iter().map(|(index, _)| index).zip(answers));
         }
         Ok(queues
             .iter()
             .zip(replies.chunks_exact(COMMANDS_PER_QUEUE))
-            .map(|(queue, replies)| self.queue_state(queue, replies))
+            .enumerate()
+            .map(|(index, (queue, replies))| {
+                let last = |len: usize| last_elements.get(&(index * COMMANDS_PER_QUEUE + len));
+                self.queue_state(queue, replies, last(LLEN_WAIT), last(LLEN_PAUSED))
+            })
             .collect())
     }
 
@@ -190,34 +251,44 @@ impl BullmqSource {
         Ok((connection, false))
     }
 
-    fn queue_state(&self, queue: &QueueRef, replies: &[Value]) -> Result<QueueState> {
-        let queue_error = |reason: String| BullmqError::Queue {
-            url: self.url.clone(),
-            queue: format!("{}:{}", prefix_of(queue), queue.name),
-            reason,
-        };
+    /// `last_wait` and `last_paused`: the lists' last elements, when they were small enough to be read.
+    fn queue_state(
+        &self,
+        queue: &QueueRef,
+        replies: &[Value],
+        last_wait: Option<&Value>,
+        last_paused: Option<&Value>,
+    ) -> Result<QueueState> {
+        let name = format!("{}:{}", prefix_of(queue), queue.name);
+        let queue_error = |reason: String| BullmqError::Queue { url: self.url.clone(), queue: name.clone(), reason };
         let int = |index: usize| -> Result<u64> {
             match &replies[index] {
                 Value::Int(n) => u64::try_from(*n).map_err(|_| queue_error(format!("negative count {n}"))),
                 other => Err(queue_error(reply_problem(index, other))),
             }
         };
-        let ends_with_marker = |index: usize| -> Result<bool> {
-            match &replies[index] {
-                Value::Nil => Ok(false),
-                Value::BulkString(last) => Ok(last.starts_with(b"0:")),
-                other => Err(queue_error(reply_problem(index, other))),
+        let ends_with_marker = |list: &str, last: Option<&Value>| -> Result<bool> {
+            match last {
+                None | Some(Value::Nil) => Ok(false),
+                Some(Value::BulkString(last)) => Ok(last.starts_with(b"0:")),
+                Some(other) => Err(queue_error(format!("LINDEX {list} -1 answered an unexpected {other:?}"))),
             }
         };
-        let list_len = |len: usize, last: usize| -> Result<u64> {
+        // MEMORY USAGE answers nil for an absent key; only its errors matter here.
+        for size in [SIZE_WAIT, SIZE_PAUSED] {
+            if !matches!(replies[size], Value::Int(_) | Value::Nil) {
+                return Err(queue_error(reply_problem(size, &replies[size])));
+            }
+        }
+        let list_len = |len: usize, list: &str, last: Option<&Value>| -> Result<u64> {
             let n = int(len)?;
-            Ok(if ends_with_marker(last)? { n.saturating_sub(1) } else { n })
+            Ok(if ends_with_marker(list, last)? { n.saturating_sub(1) } else { n })
         };
-        Ok(QueueState {
+        let state = QueueState {
             counts: QueueCounts {
-                waiting: list_len(LLEN_WAIT, LAST_WAIT)?,
+                waiting: list_len(LLEN_WAIT, "wait", last_wait)?,
                 prioritized: int(ZCARD_PRIORITIZED)?,
-                paused: list_len(LLEN_PAUSED, LAST_PAUSED)?,
+                paused: list_len(LLEN_PAUSED, "paused", last_paused)?,
                 active: int(LLEN_ACTIVE)?,
                 delayed: int(ZCARD_DELAYED)?,
                 failed: int(ZCARD_FAILED)?,
@@ -225,7 +296,16 @@ impl BullmqSource {
                 completed: int(ZCARD_COMPLETED)?,
             },
             is_paused: int(META_PAUSED)? == 1,
-        })
+        };
+        // The lengths come first: a list holding only a legacy marker still shows the queue exists.
+        let any_key = [LLEN_WAIT, LLEN_PAUSED, LLEN_ACTIVE, ZCARD_PRIORITIZED, ZCARD_DELAYED, ZCARD_WAITING_CHILDREN]
+            .into_iter()
+            .chain([ZCARD_COMPLETED, ZCARD_FAILED, EXISTS_META_ID])
+            .any(|index| matches!(replies[index], Value::Int(n) if n > 0));
+        if !any_key {
+            return Err(BullmqError::Missing { url: self.url.clone(), queue: name });
+        }
+        Ok(state)
     }
 
     fn timeout_error(&self) -> BullmqError {
@@ -244,16 +324,17 @@ fn pipeline_for(queues: &[QueueRef]) -> redis::Pipeline {
     pipeline.ignore_errors();
     for queue in queues {
         let key = |suffix: &str| format!("{}:{}:{suffix}", prefix_of(queue), queue.name);
-        let (wait, paused) = (key("wait"), key("paused"));
-        pipeline.cmd("LLEN").arg(&wait);
-        pipeline.cmd("LINDEX").arg(&wait).arg(-1);
-        pipeline.cmd("LLEN").arg(&paused);
-        pipeline.cmd("LINDEX").arg(&paused).arg(-1);
+        for list in [key("wait"), key("paused")] {
+            pipeline.cmd("LLEN").arg(&list);
+            // Every node counted (SAMPLES 0): an estimate could miss one huge element.
+            pipeline.cmd("MEMORY").arg("USAGE").arg(&list).arg("SAMPLES").arg(0);
+        }
         pipeline.cmd("LLEN").arg(key("active"));
         for set in ["prioritized", "delayed", "waiting-children", "completed", "failed"] {
             pipeline.cmd("ZCARD").arg(key(set));
         }
         pipeline.cmd("HEXISTS").arg(key("meta")).arg("paused");
+        pipeline.cmd("EXISTS").arg(key("meta")).arg(key("id"));
     }
     pipeline
 }
@@ -261,16 +342,17 @@ fn pipeline_for(queues: &[QueueRef]) -> redis::Pipeline {
 fn reply_problem(index: usize, reply: &Value) -> String {
     let command = match index {
         LLEN_WAIT => "LLEN wait",
-        LAST_WAIT => "LINDEX wait -1",
+        SIZE_WAIT => "MEMORY USAGE wait",
         LLEN_PAUSED => "LLEN paused",
-        LAST_PAUSED => "LINDEX paused -1",
+        SIZE_PAUSED => "MEMORY USAGE paused",
         LLEN_ACTIVE => "LLEN active",
         ZCARD_PRIORITIZED => "ZCARD prioritized",
         ZCARD_DELAYED => "ZCARD delayed",
         ZCARD_WAITING_CHILDREN => "ZCARD waiting-children",
         ZCARD_COMPLETED => "ZCARD completed",
         ZCARD_FAILED => "ZCARD failed",
-        _ => "HEXISTS meta paused",
+        META_PAUSED => "HEXISTS meta paused",
+        _ => "EXISTS meta id",
     };
     match reply {
         Value::ServerError(e) if e.code() == "NOPERM" => {
@@ -288,12 +370,15 @@ fn reply_problem(index: usize, reply: &Value) -> String {
 }
 
 /// The URL with the password replaced by `***`, so it can go into messages and logs.
+///
+/// The userinfo is taken to end at the LAST `@` of the whole URL, not at the first `/`, `?` or `#`: a password
+/// written without percent-encoding may hold those, and leaking it matters more than a tidy message for the rare
+/// URL with an `@` after its host.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_string();
     };
-    let authority_end = url[scheme_end..].find(['/', '?', '#']).map_or(url.len(), |i| scheme_end + i);
-    let Some(at) = url[scheme_end..authority_end].rfind('@').map(|i| scheme_end + i) else {
+    let Some(at) = url[scheme_end..].rfind('@').map(|i| scheme_end + i) else {
         return url.to_string();
     };
     // A user alone (redis://reader@host) is no secret; only what follows the first colon is.
@@ -313,6 +398,14 @@ mod tests {
         assert_eq!(redact_url("redis://:s3cret@127.0.0.1:6379/0"), "redis://:***@127.0.0.1:6379/0");
         assert_eq!(redact_url("rediss://reader:p@ss:w@127.0.0.1/1"), "rediss://reader:***@127.0.0.1/1");
         assert_eq!(redact_url("redis://reader@127.0.0.1"), "redis://reader@127.0.0.1");
+        for (url, redacted) in [
+            ("redis://:pa/ss@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+            ("redis://:pa#ss@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+            ("redis://u:p?a@ss@127.0.0.1/1", "redis://u:***@127.0.0.1/1"),
+            ("rediss://u:%2F%23x@host:6380", "rediss://u:***@host:6380"),
+        ] {
+            assert_eq!(redact_url(url), redacted, "{url}");
+        }
     }
 
     #[test]
@@ -332,6 +425,7 @@ mod tests {
         let packed = String::from_utf8_lossy(&pipeline.get_packed_pipeline()).into_owned();
         assert_eq!(packed.matches("\r\nZCARD\r\n").count(), 10);
         assert!(packed.contains("bull:stt:waiting-children") && packed.contains("x:mt:meta"));
+        assert!(!packed.contains("LINDEX"), "no element is read before its list's size is known");
         for write in ["RPOP", "EVAL", "DEL", "SET"] {
             assert!(!packed.contains(&format!("\r\n{write}\r\n")), "the reader must not send {write}");
         }

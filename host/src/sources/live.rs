@@ -1,20 +1,26 @@
-//! The live [`Observer`]: every source batched across services, each on its own schedule.
+//! The live [`Observer`]: every source batched across services, each on its own schedule, none read by the tick
+//! itself.
 //!
-//! Redis is read inline every tick (one pipeline for every queue of every service, bounded by its timeout).
+//! Redis is read once per tick (one pipeline for every queue of every service) by a background task: each tick
+//! asks for a collection and waits for it at most [`REDIS_DEADLINE`], then decides on the freshest counts there
+//! are, their age in `sample_age_ms["redis"]`. A stalled Redis thus costs a tick at most that deadline; its counts
+//! age, and past [`REDIS_MAX_AGE`] they are unavailable, the reason in `unavailable["queue"]`. A queue that cannot
+//! be read (missing, denied, wrong type) is unavailable at once, the error naming it.
 //! Prometheus is slower and rate-limited by design, so it refreshes in a background task every
 //! `prometheus_interval` and the tick reads the latest snapshot: a slow or failing Prometheus never stalls a tick.
 //! metrics.k8s.io (CPU and memory, see [`super::resources`]) works the same way with its own task and interval;
 //! its task also wakes at once when the set of observed services changes.
 //! A failing source leaves only its own metrics unavailable (and counts the error); a snapshot older than
-//! `max_age` is not used at all. Each observation records the age of the samples it carries.
+//! `max_age` is not used at all. Each observation records the age of the samples it carries, and values outside
+//! their metric's sane range are dropped ([`Observation::drop_out_of_range`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
-use super::bullmq::BullmqSource;
+use super::bullmq::{BullmqSource, QueueState};
 use super::prometheus::{PromTarget, PromValues, PrometheusSource, Sample};
 use super::resources::{self, Resource, ResourceError, ResourceSource, ResourceTarget, ResourceValues};
 use crate::autoscaler::Observer;
@@ -27,8 +33,13 @@ pub const REDIS: &str = "redis";
 pub const PROMETHEUS: &str = "prometheus";
 pub const RESOURCES: &str = "metrics.k8s.io";
 
+/// How long a tick waits for the Redis collection it asked for before deciding on older counts.
+pub const REDIS_DEADLINE: Duration = Duration::from_millis(250);
+/// Queue counts older than this are unavailable.
+pub const REDIS_MAX_AGE: Duration = Duration::from_secs(5);
+
 pub struct LiveObserver {
-    bullmq: Option<BullmqSource>,
+    bullmq: Option<RedisRefresher>,
     prometheus: Option<PromRefresher>,
     resources: Option<ResourceRefresher>,
     metrics: Arc<Metrics>,
@@ -74,6 +85,38 @@ impl Drop for ResourceRefresher {
     }
 }
 
+/// What the Redis task knows of one queue.
+#[derive(Default)]
+struct QueueReading {
+    /// The last counts read, and when their collection started.
+    last: Option<(QueueState, Instant)>,
+    /// Why the latest collection did not read it.
+    error: Option<String>,
+    /// The latest error concerned this queue alone (missing, denied): its older counts are not to be used.
+    queue_error: bool,
+}
+
+#[derive(Default)]
+struct RedisShared {
+    /// The queues the latest tick asked for.
+    queues: Vec<QueueRef>,
+    readings: BTreeMap<QueueRef, QueueReading>,
+}
+
+struct RedisRefresher {
+    shared: Arc<Mutex<RedisShared>>,
+    wake: Arc<Notify>,
+    /// When the latest finished collection started.
+    collected: watch::Receiver<Option<Instant>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RedisRefresher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl LiveObserver {
     /// `prometheus_interval` is how often Prometheus is queried; `max_age` how old a snapshot may be and still count.
     /// Must be called inside a tokio runtime (it starts the Prometheus refresh task).
@@ -88,6 +131,13 @@ impl LiveObserver {
             let shared = Arc::new(Mutex::new(PromSnapshot::default()));
             let task = tokio::spawn(refresh_prometheus(source, shared.clone(), prometheus_interval, metrics.clone()));
             PromRefresher { shared, task }
+        });
+        let bullmq = bullmq.map(|source| {
+            let shared = Arc::new(Mutex::new(RedisShared::default()));
+            let wake = Arc::new(Notify::new());
+            let (done, collected) = watch::channel(None);
+            let task = tokio::spawn(refresh_redis(source, shared.clone(), wake.clone(), done, metrics.clone()));
+            RedisRefresher { shared, wake, collected, task }
         });
         LiveObserver { bullmq, prometheus, resources: None, metrics, max_age }
     }
@@ -109,70 +159,92 @@ impl LiveObserver {
         self
     }
 
-    /// Queue counts per service: one pipelined read for every queue of every service, summed per service.
-    async fn queue_counts(
-        &self,
-        services: &[(&ServiceKey, &ScalingPolicySpec)],
-    ) -> BTreeMap<ServiceKey, Option<QueueCounts>> {
+    /// Queue counts per service, summed over its queues, from the freshest collection within the deadline; a
+    /// service with any queue unavailable gets a reason instead (a partial sum would look like a shorter queue).
+    async fn queue_counts(&self, services: &[(&ServiceKey, &ScalingPolicySpec)]) -> BTreeMap<ServiceKey, QueueView> {
         let mut out = BTreeMap::new();
-        let Some(source) = &self.bullmq else { return out };
+        let Some(refresher) = &self.bullmq else { return out };
         let mut queues: Vec<QueueRef> = services.iter().flat_map(|(_, s)| s.metrics.queues.iter().cloned()).collect();
         queues.sort_by(|a, b| (&a.prefix, &a.name).cmp(&(&b.prefix, &b.name)));
         queues.dedup();
         if queues.is_empty() {
             return out;
         }
-        let states = match source.counts(&queues).await {
-            Ok(states) => {
-                self.metrics.record_source_ok(REDIS, SystemTime::now());
-                states
-            }
-            Err(e) => {
-                tracing::warn!("{e}");
-                self.metrics.record_source_error(REDIS);
-                queues.iter().for_each(|q| self.metrics.forget_queue(&q.name));
-                return services.iter().map(|(k, _)| ((*k).clone(), None)).collect();
-            }
-        };
-        let mut by_queue = BTreeMap::new();
-        for (queue, state) in queues.iter().zip(states) {
-            match state {
-                Ok(state) => {
-                    self.metrics.record_queue(&queue.name, &state);
-                    by_queue.insert(queue.clone(), state.counts);
+        let asked = Instant::now();
+        refresher.shared.lock().expect("redis readings poisoned").queues = queues;
+        refresher.wake.notify_one();
+        let mut collected = refresher.collected.clone();
+        // Past the deadline (a stalled Redis) the tick goes on with what there is.
+        let _ = tokio::time::timeout(REDIS_DEADLINE, collected.wait_for(|started| started.is_some_and(|s| s >= asked)))
+            .await;
+        let shared = refresher.shared.lock().expect("redis readings poisoned");
+        for (key, spec) in services.iter().filter(|(_, spec)| !spec.metrics.queues.is_empty()) {
+            let mut view = QueueView { counts: Some(QueueCounts::default()), ..QueueView::default() };
+            for queue in &spec.metrics.queues {
+                let reading = shared.readings.get(queue);
+                let usable = reading.filter(|r| !r.queue_error).and_then(|r| r.last.as_ref());
+                let fresh = usable.filter(|(_, taken)| taken.elapsed() <= REDIS_MAX_AGE);
+                match fresh {
+                    Some((state, taken)) => {
+                        if let Some(counts) = &mut view.counts {
+                            counts.add(&state.counts);
+                        }
+                        view.paused |= state.is_paused;
+                        view.age = view.age.max(taken.elapsed());
+                    }
+                    None => {
+                        view.counts = None;
+                        let error = reading.and_then(|r| r.error.clone());
+                        view.reasons.push(match (usable, error) {
+                            (Some((_, taken)), error) => format!(
+                                "counts of queue {} are {:.1} s old, older than the {} s bound{}",
+                                queue_name(queue),
+                                taken.elapsed().as_secs_f64(),
+                                REDIS_MAX_AGE.as_secs(),
+                                error.map(|e| format!(": {e}")).unwrap_or_default()
+                            ),
+                            (None, Some(error)) => error,
+                            (None, None) => format!("queue {} has not been read yet", queue_name(queue)),
+                        });
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!("{e}");
-                    self.metrics.record_source_error(REDIS);
-                    self.metrics.forget_queue(&queue.name);
-                }
             }
-        }
-        for (key, spec) in services {
-            // A service whose queue could not be read has no queue metric at all: a partial sum would look like a
-            // shorter queue and invite a scale-down.
-            let counts = spec.metrics.queues.iter().try_fold(QueueCounts::default(), |mut sum, queue| {
-                by_queue.get(queue).map(|counts| {
-                    sum.add(counts);
-                    sum
-                })
-            });
-            if !spec.metrics.queues.is_empty() {
-                out.insert((*key).clone(), counts);
-            }
+            out.insert((*key).clone(), view);
         }
         out
     }
+}
+
+/// What a tick sees of one service's queues.
+#[derive(Default)]
+struct QueueView {
+    counts: Option<QueueCounts>,
+    paused: bool,
+    /// The oldest queue's age.
+    age: Duration,
+    /// Why the counts are unavailable, one per queue that is.
+    reasons: Vec<String>,
+}
+
+fn queue_name(queue: &QueueRef) -> String {
+    format!("{}:{}", queue.prefix.as_deref().unwrap_or(super::bullmq::DEFAULT_PREFIX), queue.name)
 }
 
 impl Observer for LiveObserver {
     async fn observe(&mut self, services: &[(&ServiceKey, &ScalingPolicySpec)], _now_ms: u64) -> Vec<Observation> {
         let mut observations: BTreeMap<ServiceKey, Observation> =
             services.iter().map(|(k, _)| ((*k).clone(), Observation::default())).collect();
-        for (key, counts) in self.queue_counts(services).await {
-            if let (Some(obs), Some(counts)) = (observations.get_mut(&key), counts) {
-                obs.queue = Some(counts);
-                obs.sample_age_ms.insert(REDIS.into(), 0);
+        for (key, view) in self.queue_counts(services).await {
+            let Some(obs) = observations.get_mut(&key) else { continue };
+            match view.counts {
+                Some(counts) => {
+                    obs.queue = Some(counts);
+                    obs.queue_paused = Some(view.paused);
+                    obs.sample_age_ms.insert(REDIS.into(), view.age.as_millis() as u64);
+                }
+                None => {
+                    obs.unavailable.insert("queue".into(), view.reasons.join("; "));
+                }
             }
         }
         if let Some(prometheus) = &self.prometheus {
@@ -218,7 +290,14 @@ impl Observer for LiveObserver {
                 }
             }
         }
-        services.iter().map(|(key, _)| observations.remove(*key).unwrap_or_default()).collect()
+        services
+            .iter()
+            .map(|(key, _)| {
+                let mut obs = observations.remove(*key).unwrap_or_default();
+                obs.drop_out_of_range();
+                obs
+            })
+            .collect()
     }
 }
 
@@ -258,6 +337,60 @@ fn apply_resources(obs: &mut Observation, values: &ResourceValues, snapshot_age:
     }
     if let Some(age) = oldest {
         obs.sample_age_ms.insert(RESOURCES.into(), (age + snapshot_age).as_millis() as u64);
+    }
+}
+
+/// Reads the queues the latest tick asked for, once per wake-up (wake-ups during a collection fold into one).
+async fn refresh_redis(
+    source: BullmqSource,
+    shared: Arc<Mutex<RedisShared>>,
+    wake: Arc<Notify>,
+    done: watch::Sender<Option<Instant>>,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        wake.notified().await;
+        let queues = shared.lock().expect("redis readings poisoned").queues.clone();
+        let started = Instant::now();
+        let states = source.counts(&queues).await;
+        let mut shared = shared.lock().expect("redis readings poisoned");
+        // Queues no longer asked for are forgotten.
+        let asked: std::collections::BTreeSet<&QueueRef> = queues.iter().collect();
+        shared.readings.retain(|queue, _| asked.contains(queue));
+        match states {
+            Ok(states) => {
+                metrics.record_source_ok(REDIS, SystemTime::now());
+                for (queue, state) in queues.iter().zip(states) {
+                    let reading = shared.readings.entry(queue.clone()).or_default();
+                    match state {
+                        Ok(state) => {
+                            metrics.record_queue(&queue.name, &state);
+                            *reading = QueueReading { last: Some((state, started)), error: None, queue_error: false };
+                        }
+                        Err(e) => {
+                            tracing::warn!("{e}");
+                            metrics.record_source_error(REDIS);
+                            metrics.forget_queue(&queue.name);
+                            reading.error = Some(e.to_string());
+                            reading.queue_error = true;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                metrics.record_source_error(REDIS);
+                for queue in &queues {
+                    metrics.forget_queue(&queue.name);
+                    let reading = shared.readings.entry(queue.clone()).or_default();
+                    // The counts read before stay usable until they are too old: the queue itself is fine.
+                    reading.error = Some(e.to_string());
+                    reading.queue_error = false;
+                }
+            }
+        }
+        drop(shared);
+        done.send_replace(Some(started));
     }
 }
 

@@ -3,4 +3,5 @@
 pub mod bullmq;
 pub mod live;
 pub mod prometheus;
+pub mod promql;
 pub mod resources;

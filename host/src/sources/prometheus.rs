@@ -2,10 +2,20 @@
 //! PromQL, for many services at once.
 //!
 //! # Batching
-//! Each refresh issues ONE instant query per distinct template, whatever the number of services: every service
-//! whose template text is identical joins the same query, and the placeholders are filled with the whole group.
-//! The answer holds series for every service of the group; each series is then attributed to its service by its
-//! labels and the series of one service are aggregated.
+//! Each refresh issues ONE instant query per distinct built-in template (the default GPU template, and the
+//! latency and request-rate templates made from `latencyHistogram` and `requestCounter`), whatever the number of
+//! services, and one per distinct template written in a policy and namespace: every service whose template text
+//! is identical (and, for written templates, whose namespace is the same) joins the same query, and the
+//! placeholders are filled with the whole group. The answer holds series for every service of the group; each
+//! series is then attributed to its service by its labels and the series of one service are aggregated.
+//!
+//! # Confinement to the policy's namespace
+//! Whoever may write a ScalingPolicy in a namespace may write PromQL, which runs with the host's Prometheus
+//! access. Every query is therefore confined before it is sent ([`super::promql::confine`], as prom-label-proxy
+//! does): each selector gets a `namespace` matcher for the group's namespaces — the policy's own for a written
+//! template, whose group never spans namespaces — and a selector that names any other namespace is refused with
+//! [`PromError::Refused`], naming the policies. Series without a `namespace` label (node-level metrics) are thus
+//! out of a policy's reach. `latencyHistogram` and `requestCounter` must be plain metric names.
 //!
 //! # Template language
 //! A template is a PromQL expression in which these placeholders are replaced (anything else in braces, such as a
@@ -51,6 +61,7 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::promql::{ConfineError, confine};
 use crate::spec::{PrometheusMetrics, ServiceKey};
 
 /// GPU utilization per pod from dcgm-exporter, keeping only GPUs whose newest sample is fresh. Assumes the scrape
@@ -102,10 +113,16 @@ pub struct PrometheusConfig {
     /// The `rate()` window of the default templates (`{rate_window}`). `rate()` divides by the whole window, so
     /// a series younger than the window reads low; a window of at least 4 scrape intervals keeps it smooth.
     pub rate_window: Duration,
+    /// Largest answer read for one query; a longer one is a [`PromError::TooLarge`] and is not kept in memory.
+    pub max_response_bytes: usize,
 }
 
+/// 16 MiB: about 50,000 series of the shape the templates return, far more than any batch of services needs.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 << 20;
+
 impl PrometheusConfig {
-    /// A config with defaults: 5 s timeout, 4 queries in flight, 60 s maximum sample age, 1 minute rate window.
+    /// A config with defaults: 5 s timeout, 4 queries in flight, 60 s maximum sample age, 1 minute rate window,
+    /// answers up to [`DEFAULT_MAX_RESPONSE_BYTES`].
     pub fn new(url: impl Into<String>) -> Self {
         PrometheusConfig {
             url: url.into(),
@@ -116,6 +133,7 @@ impl PrometheusConfig {
             max_concurrency: 4,
             max_sample_age: Duration::from_secs(60),
             rate_window: Duration::from_secs(60),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -198,6 +216,13 @@ pub enum PromError {
          instant vector"
     )]
     BadAnswer { url: String, query: String, detail: String },
+    #[error(
+        "Prometheus at {url} answered query `{query}` with more than {limit} bytes; the answer was dropped: make the \
+         query return fewer series (aggregate with sum/avg by the labels the policy needs)"
+    )]
+    TooLarge { url: String, query: String, limit: usize },
+    #[error("{policies}: PromQL `{query}` was not sent: {reason}")]
+    Refused { policies: String, query: String, reason: String },
 }
 
 /// Issues batched instant queries against one Prometheus server.
@@ -214,6 +239,7 @@ struct Inner {
     timeout: Duration,
     max_sample_age: Duration,
     rate_window: Duration,
+    max_response_bytes: usize,
     in_flight: Arc<Semaphore>,
     queries_issued: AtomicU64,
 }
@@ -263,6 +289,7 @@ impl PrometheusSource {
                 timeout: config.timeout,
                 max_sample_age: config.max_sample_age,
                 rate_window: config.rate_window,
+                max_response_bytes: config.max_response_bytes,
                 in_flight: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
                 queries_issued: AtomicU64::new(0),
             }),
@@ -299,7 +326,8 @@ impl PrometheusSource {
             },
         };
 
-        let queries: Vec<String> = batches
+        // Each batch's query as expanded, then as confined and sent.
+        let mut queries: Vec<String> = batches
             .iter()
             .map(|batch| {
                 let group = batch.targets.iter().map(|&t| &targets[t]);
@@ -308,10 +336,30 @@ impl PrometheusSource {
             .collect();
         let mut in_flight = JoinSet::new();
         let mut batch_of_task = HashMap::new();
-        for (index, query) in queries.iter().enumerate() {
-            let inner = Arc::clone(&self.inner);
-            let query = query.clone();
-            let token = token.clone();
+        for (index, query) in queries.iter_mut().enumerate() {
+            let batch = &batches[index];
+            let namespaces: BTreeSet<String> = batch.targets.iter().map(|&t| targets[t].namespace.clone()).collect();
+            let confined = match &batch.refusal {
+                Some(refusal) => Err(refusal.clone()),
+                None => confine(query, &namespaces),
+            };
+            *query = match confined {
+                Ok(confined) => confined,
+                Err(reason) => {
+                    let services: Vec<ServiceKey> = batch.targets.iter().map(|&t| targets[t].key.clone()).collect();
+                    collection.failures.push(QueryFailure {
+                        query: query.clone(),
+                        error: PromError::Refused {
+                            policies: policies_named(&services),
+                            query: query.clone(),
+                            reason: reason.to_string(),
+                        },
+                        services,
+                    });
+                    continue;
+                }
+            };
+            let (inner, query, token) = (Arc::clone(&self.inner), query.clone(), token.clone());
             let handle = in_flight.spawn(async move {
                 // The semaphore is never closed, so acquiring only waits.
                 let _permit = inner.in_flight.clone().acquire_owned().await;
@@ -320,7 +368,7 @@ impl PrometheusSource {
             });
             batch_of_task.insert(handle.id(), index);
         }
-        collection.queries = queries.len();
+        collection.queries = batch_of_task.len();
 
         let now = unix_now();
         while let Some(joined) = in_flight.join_next_with_id().await {
@@ -414,9 +462,21 @@ impl Inner {
                 PromError::Unreachable { url: url(), query: query_text(), detail: error_chain(&e) }
             }
         };
-        let response = request.send().await.map_err(transport)?;
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
-        let body = response.bytes().await.map_err(transport)?;
+        // Read chunk by chunk up to the cap: a server streaming without end must not fill the host's memory.
+        let limit = self.max_response_bytes;
+        let too_large = || PromError::TooLarge { url: url(), query: query_text(), limit };
+        if response.content_length().is_some_and(|length| length > limit as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
         let parsed = serde_json::from_slice::<ApiResponse>(&body);
         match parsed {
             Ok(api) if api.status == "error" => Err(PromError::Rejected {
@@ -547,42 +607,87 @@ struct Batch {
     template: String,
     targets: Vec<usize>,
     uses: Vec<(usize, Slot)>,
+    /// Why the query must not be sent at all.
+    refusal: Option<ConfineError>,
+}
+
+/// Where a template's text comes from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Origin {
+    /// Written by the host (a name given in the policy at most, checked to be a metric name): one query serves
+    /// every namespace.
+    Host,
+    /// Written in the policy of this namespace: queried for this namespace alone.
+    Policy(String),
 }
 
 /// The templates a service asks for, defaults filled in.
-fn templates(metrics: &PrometheusMetrics) -> Vec<(Slot, String)> {
-    let mut out = vec![(Slot::Gpu, metrics.gpu.clone().unwrap_or_else(|| DEFAULT_GPU_TEMPLATE.to_string()))];
-    let latency = |explicit: &Option<String>, quantile: f64| {
-        explicit
-            .clone()
-            .or_else(|| metrics.latency_histogram.as_deref().map(|h| latency_quantile_template(h, quantile)))
+fn templates(target: &PromTarget) -> Vec<(Slot, String, Origin, Option<ConfineError>)> {
+    let metrics = &target.metrics;
+    let policy = || Origin::Policy(target.namespace.clone());
+    let written = |slot: Slot, template: &String| (slot, template.clone(), policy(), None);
+    // A name that is not a metric name is PromQL of the policy's own: it would run unconfined inside ours.
+    let from_name = |slot: Slot, field: &str, name: &str, template: String| {
+        if is_metric_name(name) {
+            (slot, template, Origin::Host, None)
+        } else {
+            let refusal = ConfineError::NotAMetricName { field: field.into(), name: name.into() };
+            (slot, template, policy(), Some(refusal))
+        }
     };
-    for (slot, template) in [
-        (Slot::LatencyP50, latency(&metrics.latency_p50, 0.5)),
-        (Slot::LatencyP95, latency(&metrics.latency_p95, 0.95)),
-        (Slot::LatencyP99, latency(&metrics.latency_p99, 0.99)),
-        (
-            Slot::RequestRate,
-            metrics.request_rate.clone().or_else(|| metrics.request_counter.as_deref().map(request_rate_template)),
-        ),
+    let mut out = vec![match &metrics.gpu {
+        Some(template) => written(Slot::Gpu, template),
+        None => (Slot::Gpu, DEFAULT_GPU_TEMPLATE.to_string(), Origin::Host, None),
+    }];
+    for (slot, explicit, quantile) in [
+        (Slot::LatencyP50, &metrics.latency_p50, 0.5),
+        (Slot::LatencyP95, &metrics.latency_p95, 0.95),
+        (Slot::LatencyP99, &metrics.latency_p99, 0.99),
     ] {
-        if let Some(template) = template {
-            out.push((slot, template));
+        match (explicit, &metrics.latency_histogram) {
+            (Some(template), _) => out.push(written(slot, template)),
+            (None, Some(histogram)) => {
+                out.push(from_name(slot, "latencyHistogram", histogram, latency_quantile_template(histogram, quantile)))
+            }
+            (None, None) => {}
         }
     }
-    out.extend(metrics.custom.iter().map(|(name, template)| (Slot::Custom(name.clone()), template.clone())));
+    match (&metrics.request_rate, &metrics.request_counter) {
+        (Some(template), _) => out.push(written(Slot::RequestRate, template)),
+        (None, Some(counter)) => {
+            out.push(from_name(Slot::RequestRate, "requestCounter", counter, request_rate_template(counter)))
+        }
+        (None, None) => {}
+    }
+    out.extend(metrics.custom.iter().map(|(name, template)| written(Slot::Custom(name.clone()), template)));
     out
 }
 
+/// `[a-zA-Z_:][a-zA-Z0-9_:]*`, Prometheus's metric name syntax.
+fn is_metric_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b':')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+}
+
+/// `ScalingPolicy ns/a` or `ScalingPolicies ns/a, ns/b`, for messages.
+fn policies_named(services: &[ServiceKey]) -> String {
+    let names: Vec<String> = services.iter().map(|k| format!("{}/{}", k.namespace, k.name)).collect();
+    let noun = if names.len() == 1 { "ScalingPolicy" } else { "ScalingPolicies" };
+    format!("{noun} {}", names.join(", "))
+}
+
 fn plan(targets: &[PromTarget]) -> Vec<Batch> {
-    let mut by_template: BTreeMap<String, Batch> = BTreeMap::new();
+    let mut by_template: BTreeMap<(String, Origin), Batch> = BTreeMap::new();
     for (index, target) in targets.iter().enumerate() {
-        for (slot, template) in templates(&target.metrics) {
-            let batch = by_template.entry(template.clone()).or_insert_with(|| Batch {
+        for (slot, template, origin, refusal) in templates(target) {
+            let batch = by_template.entry((template.clone(), origin)).or_insert_with(|| Batch {
                 template,
                 targets: Vec::new(),
                 uses: Vec::new(),
+                refusal: None,
             });
+            batch.refusal = batch.refusal.take().or(refusal);
             if batch.targets.last() != Some(&index) {
                 batch.targets.push(index);
             }
@@ -701,11 +806,15 @@ mod tests {
     use super::*;
 
     fn target(namespace: &str, deployment: &str) -> PromTarget {
+        target_with(namespace, deployment, &PrometheusMetrics::default())
+    }
+
+    fn target_with(namespace: &str, deployment: &str, metrics: &PrometheusMetrics) -> PromTarget {
         PromTarget {
             key: ServiceKey { namespace: namespace.into(), name: deployment.into() },
             namespace: namespace.into(),
             deployment: deployment.into(),
-            metrics: PrometheusMetrics::default(),
+            metrics: metrics.clone(),
         }
     }
 
@@ -764,6 +873,27 @@ mod tests {
     }
 
     #[test]
+    fn written_templates_are_batched_per_namespace_and_names_must_be_metric_names() {
+        let mut custom = PrometheusMetrics::default();
+        custom.custom.insert("x".into(), "sum(x)".into());
+        let batches =
+            plan(&[target_with("a", "s1", &custom), target_with("a", "s2", &custom), target_with("b", "s3", &custom)]);
+        let written: Vec<Vec<usize>> =
+            batches.iter().filter(|b| b.template == "sum(x)").map(|b| b.targets.clone()).collect();
+        assert_eq!(written, [vec![0, 1], vec![2]], "one query per namespace: a tenant never shares another's");
+
+        let injected = PrometheusMetrics {
+            latency_histogram: Some("h{namespace=\"kube-system\"} or secret".into()),
+            request_counter: Some("requests_total".into()),
+            ..PrometheusMetrics::default()
+        };
+        let batches = plan(&[target_with("a", "s1", &injected)]);
+        let refused = batches.iter().filter(|b| b.refusal.is_some()).count();
+        assert_eq!(refused, 3, "p50, p95, p99; the request counter is a metric name");
+        assert!(is_metric_name("job:requests_total:rate5m") && !is_metric_name("1x") && !is_metric_name(""));
+    }
+
+    #[test]
     fn identical_templates_share_one_batch() {
         let mut a = target("n", "a");
         a.metrics.latency_histogram = Some("h_seconds".into());
@@ -771,10 +901,12 @@ mod tests {
         b.metrics.latency_histogram = Some("h_seconds".into());
         b.metrics.custom.insert("gpu_again".into(), DEFAULT_GPU_TEMPLATE.into());
         let batches = plan(&[a, b, target("m", "c")]);
-        // GPU (shared by all, and b's custom), p50, p95, p99.
-        assert_eq!(batches.len(), 4);
-        let gpu = batches.iter().find(|b| b.template == DEFAULT_GPU_TEMPLATE).unwrap();
-        assert_eq!(gpu.targets, vec![0, 1, 2]);
-        assert_eq!(gpu.uses.len(), 4);
+        // GPU (shared by all), p50, p95, p99, and b's custom: written in a policy, it is queried on its own.
+        assert_eq!(batches.len(), 5);
+        let gpu: Vec<&Batch> = batches.iter().filter(|b| b.template == DEFAULT_GPU_TEMPLATE).collect();
+        assert_eq!(gpu[0].targets, vec![0, 1, 2]);
+        assert_eq!(gpu[0].uses.len(), 3);
+        assert_eq!(gpu[1].targets, vec![1]);
+        assert_eq!(gpu[1].uses, [(1, Slot::Custom("gpu_again".into()))]);
     }
 }
