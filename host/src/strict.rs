@@ -468,7 +468,7 @@ mod tests {
     #[derive(Debug, PartialEq, Deserialize)]
     #[serde(rename_all = "camelCase")]
     enum Shape {
-        Square { side_length: u32 },
+        Square { side: u32 },
         Wrapped(Inner),
     }
 
@@ -479,11 +479,11 @@ mod tests {
     #[test]
     fn declared_fields_and_free_form_values_pass() {
         let text = "inner: {periodSeconds: 1}\nlist: [{periodSeconds: 2}]\nfree: {anything: {goes: [here]}}\n\
-                    shape: {square: {sideLength: 3}}\n";
+                    shape: !square {side: 3}\n";
         let outer: Outer = from_yaml_str(text).unwrap();
         assert_eq!(outer.list, [Inner { period_seconds: 2 }]);
         assert_eq!(outer.free["anything"]["goes"][0], "here");
-        assert_eq!(outer.shape, Some(Shape::Square { side_length: 3 }));
+        assert_eq!(outer.shape, Some(Shape::Square { side: 3 }));
         assert_eq!(serde_yaml_ng::from_str::<Outer>(text).unwrap(), outer, "strictness changes no value");
     }
 
@@ -499,11 +499,11 @@ mod tests {
             "inner: unknown field `PeriodSeconds` (did you mean `periodSeconds`?) at line 2 column 3"
         );
         assert_eq!(
-            error("shape: {square: {sideLength: 3, colour: red}}\n"),
-            "shape.square: unknown field `colour` (known fields here: `sideLength`) at line 1 column 34"
+            error("shape: !square {side: 3, colour: red}\n"),
+            "shape: unknown field `colour` (known fields here: `side`) at line 1 column 26"
         );
-        let err = error("shape: {wrapped: {periodSeconds: 1, extra: 2}}\n");
-        assert!(err.starts_with("shape.wrapped: unknown field `extra` (known fields here: `periodSeconds`)"), "{err}");
+        let err = error("shape: !wrapped {periodSeconds: 1, extra: 2}\n");
+        assert!(err.starts_with("shape: unknown field `extra` (known fields here: `periodSeconds`)"), "{err}");
         let err = error("nonsense: 1\n");
         assert!(err.starts_with("unknown field `nonsense` (known fields here: `inner`, `list`, `free`, `shape`)"), "{err}");
     }

@@ -101,7 +101,7 @@ fn simulate_refuses_unknown_fields_with_the_line_the_path_and_the_closest_field(
                  fallback:",
             ),
             "spec.behavior.scaleDown.policies[0]: unknown field `periodSecond` (did you mean `periodSeconds`?) at \
-             line 12 column 36",
+             line 12 column 34",
         ),
         (
             POLICY.replace("serviceSeconds: 1", "serviceSecond: 1"),
@@ -109,7 +109,7 @@ fn simulate_refuses_unknown_fields_with_the_line_the_path_and_the_closest_field(
         ),
         (
             POLICY.replace("namespace: t}", "namespace: t, lables: {a: b}}"),
-            "metadata: unknown field `lables` (did you mean `labels`?) at line 3 column 35",
+            "metadata: unknown field `lables` (did you mean `labels`?) at line 3 column 37",
         ),
         (
             POLICY.replace("plugin: {builtin: hpa}", "plugin: {bultin: hpa}"),
@@ -121,7 +121,7 @@ fn simulate_refuses_unknown_fields_with_the_line_the_path_and_the_closest_field(
         ),
         (
             POLICY.replace("{mode: hold}", "{mode: fixed, replicas: 2, replica: 3}"),
-            "spec.fallback: unknown field `replica` (did you mean `replicas`?) at line 9 column 41",
+            "spec.fallback: unknown field `replica` (did you mean `replicas`?) at line 9 column 40",
         ),
         (format!("{POLICY}specs: {{}}\n"), "unknown field `specs` (did you mean `spec`?) at line 11 column 1"),
     ];
