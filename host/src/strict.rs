@@ -86,11 +86,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Strict<D> {
         self.0.deserialize_unit_struct(name, Checked::free(visitor))
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, D::Error> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, name: &'static str, visitor: V) -> Result<V::Value, D::Error> {
         self.0.deserialize_newtype_struct(name, Checked::free(visitor))
     }
 
@@ -287,11 +283,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for FieldDeserializer<D> {
         self.deserializer.deserialize_unit_struct(name, FieldVisitor { visitor, fields: self.fields })
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, D::Error> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, name: &'static str, visitor: V) -> Result<V::Value, D::Error> {
         self.deserializer.deserialize_newtype_struct(name, FieldVisitor { visitor, fields: self.fields })
     }
 
@@ -489,7 +481,10 @@ mod tests {
 
     #[test]
     fn unknown_fields_at_any_depth_name_the_path_the_line_and_the_closest_field() {
-        assert_eq!(error("inner: {periodSeconds: 1}\nlists: []\n"), "unknown field `lists` (did you mean `list`?) at line 2 column 1");
+        assert_eq!(
+            error("inner: {periodSeconds: 1}\nlists: []\n"),
+            "unknown field `lists` (did you mean `list`?) at line 2 column 1"
+        );
         assert_eq!(
             error("list:\n  - periodSeconds: 1\n  - periodSeconds: 2\n    periodSecond: 3\n"),
             "list[1]: unknown field `periodSecond` (did you mean `periodSeconds`?) at line 4 column 5"
@@ -505,7 +500,10 @@ mod tests {
         let err = error("shape: !wrapped {periodSeconds: 1, extra: 2}\n");
         assert!(err.starts_with("shape: unknown field `extra` (known fields here: `periodSeconds`)"), "{err}");
         let err = error("nonsense: 1\n");
-        assert!(err.starts_with("unknown field `nonsense` (known fields here: `inner`, `list`, `free`, `shape`)"), "{err}");
+        assert!(
+            err.starts_with("unknown field `nonsense` (known fields here: `inner`, `list`, `free`, `shape`)"),
+            "{err}"
+        );
     }
 
     #[test]

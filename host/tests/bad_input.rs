@@ -231,7 +231,10 @@ fn simulate_refuses_absurd_trace_rows_with_the_line_and_the_bound() {
     let files = Files::new();
     let policies = files.write("policies.yaml", POLICY);
     let cases = [
-        ("0,svc,10000000000\n", "line 1: 10000000000 arrivals for `svc` in second 0; at most 10000 per second per service"),
+        (
+            "0,svc,10000000000\n",
+            "line 1: 10000000000 arrivals for `svc` in second 0; at most 10000 per second per service",
+        ),
         ("0,svc,10001\n", "line 1: 10001 arrivals for `svc` in second 0; at most 10000 per second per service"),
         ("0,svc,6000\n0,svc,4001\n", "line 2: 10001 arrivals for `svc` in second 0; at most 10000"),
         ("0,svc,18446744073709551615\n0,svc,1\n", "line 1: 18446744073709551615 arrivals for `svc`"),
@@ -255,23 +258,67 @@ fn simulate_refuses_absurd_trace_rows_with_the_line_and_the_bound() {
 fn simulate_refuses_absurd_rates_and_times_in_simulation_sections() {
     let section = "simulation: {serviceSeconds: 1, startupSeconds: 10, baseRate: 2}";
     let cases = [
-        ("baseRate: 2", "baseRate: 1e9", "simulation.baseRate 1000000000 is out of range: use 0 to 1000 jobs per second"),
+        (
+            "baseRate: 2",
+            "baseRate: 1e9",
+            "simulation.baseRate 1000000000 is out of range: use 0 to 1000 jobs per second",
+        ),
         ("baseRate: 2", "baseRate: 1000.5", "simulation.baseRate 1000.5 is out of range: use 0 to 1000"),
         ("baseRate: 2", "baseRate: -1", "simulation.baseRate -1 is out of range"),
         ("baseRate: 2", "baseRate: .nan", "simulation.baseRate NaN is out of range"),
         ("baseRate: 2", "baseRate: .inf", "simulation.baseRate inf is out of range"),
-        ("serviceSeconds: 1", "serviceSeconds: 1e300", "simulation.serviceSeconds 1e300 is out of range: use more than 0 up to 86400 seconds"),
-        ("startupSeconds: 10", "startupSeconds: 86401", "simulation.startupSeconds 86401 is out of range: use 0 to 86400 seconds"),
-        ("baseRate: 2", "baseRate: 2, retryBackoffSeconds: 1e300", "simulation.retryBackoffSeconds 1e300 is out of range"),
+        (
+            "serviceSeconds: 1",
+            "serviceSeconds: 1e300",
+            "simulation.serviceSeconds 1e300 is out of range: use more than 0 up to 86400 seconds",
+        ),
+        (
+            "startupSeconds: 10",
+            "startupSeconds: 86401",
+            "simulation.startupSeconds 86401 is out of range: use 0 to 86400 seconds",
+        ),
+        (
+            "baseRate: 2",
+            "baseRate: 2, retryBackoffSeconds: 1e300",
+            "simulation.retryBackoffSeconds 1e300 is out of range",
+        ),
         ("baseRate: 2", "baseRate: 2, retryBackoffSeconds: -5", "simulation.retryBackoffSeconds -5 is out of range"),
-        ("baseRate: 2", "baseRate: 2, metricsDelaySeconds: 18446744073709551615", "simulation.metricsDelaySeconds 18446744073709551615 is out of range: use 0 to 86400"),
-        ("baseRate: 2", "baseRate: 2, decisionIntervalSeconds: 86401", "simulation.decisionIntervalSeconds 86401 is out of range: use 1 to 86400"),
+        (
+            "baseRate: 2",
+            "baseRate: 2, metricsDelaySeconds: 18446744073709551615",
+            "simulation.metricsDelaySeconds 18446744073709551615 is out of range: use 0 to 86400",
+        ),
+        (
+            "baseRate: 2",
+            "baseRate: 2, decisionIntervalSeconds: 86401",
+            "simulation.decisionIntervalSeconds 86401 is out of range: use 1 to 86400",
+        ),
         ("baseRate: 2", "baseRate: 2, waitSloSeconds: .nan", "simulation.waitSloSeconds NaN is out of range"),
-        ("baseRate: 2", "baseRate: 2, gpuPercentBusy: 1e308", "simulation.gpuPercentBusy 1e308 is out of range: use 0 to 100"),
-        ("baseRate: 2", "baseRate: 2, cpuPercentIdle: -1", "simulation.cpuPercentIdle -1 is out of range: use 0 to 1000"),
-        ("baseRate: 2", "baseRate: 2, concurrency: 4294967295", "spec.maxReplicas (4) x simulation.concurrency (4294967295) is 17179869180 worker slots; at most 2000"),
-        ("baseRate: 2", "baseRate: 2, concurrency: 501", "spec.maxReplicas (4) x simulation.concurrency (501) is 2004 worker slots; at most 2000"),
-        ("baseRate: 2", "baseRate: 2, initialReplicas: 4294967295", "simulation.initialReplicas (4294967295) is above spec.maxReplicas (4)"),
+        (
+            "baseRate: 2",
+            "baseRate: 2, gpuPercentBusy: 1e308",
+            "simulation.gpuPercentBusy 1e308 is out of range: use 0 to 100",
+        ),
+        (
+            "baseRate: 2",
+            "baseRate: 2, cpuPercentIdle: -1",
+            "simulation.cpuPercentIdle -1 is out of range: use 0 to 1000",
+        ),
+        (
+            "baseRate: 2",
+            "baseRate: 2, concurrency: 4294967295",
+            "spec.maxReplicas (4) x simulation.concurrency (4294967295) is 17179869180 worker slots; at most 2000",
+        ),
+        (
+            "baseRate: 2",
+            "baseRate: 2, concurrency: 501",
+            "spec.maxReplicas (4) x simulation.concurrency (501) is 2004 worker slots; at most 2000",
+        ),
+        (
+            "baseRate: 2",
+            "baseRate: 2, initialReplicas: 4294967295",
+            "simulation.initialReplicas (4294967295) is above spec.maxReplicas (4)",
+        ),
     ];
     for (from, to, expected) in cases {
         let policies = POLICY.replace(section, &section.replace(from, to));
@@ -282,7 +329,10 @@ fn simulate_refuses_absurd_rates_and_times_in_simulation_sections() {
     }
     let huge = POLICY.replace("maxReplicas: 4", "maxReplicas: 4294967295");
     let stderr = simulate_refused(&huge, &[]);
-    assert!(stderr.contains("maxReplicas (4294967295) x simulation.concurrency (1) is 4294967295 worker slots"), "{stderr}");
+    assert!(
+        stderr.contains("maxReplicas (4294967295) x simulation.concurrency (1) is 4294967295 worker slots"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -290,7 +340,8 @@ fn simulate_refuses_runs_that_would_bring_more_jobs_or_rows_than_it_keeps() {
     let policies = POLICY.replace("baseRate: 2", "baseRate: 1000");
     let stderr = simulate_refused(&policies, &["--duration", "31d"]);
     assert!(
-        stderr.contains("builtin:day brings about 1") && stderr.contains("jobs over 2678400 s; a run may bring at most 30000000"),
+        stderr.contains("builtin:day brings about 1")
+            && stderr.contains("jobs over 2678400 s; a run may bring at most 30000000"),
         "{stderr}"
     );
     let stderr = simulate_refused(POLICY, &["--duration", "31d", "--sample", "1s"]);

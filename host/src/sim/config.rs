@@ -103,7 +103,12 @@ impl SimulationSpec {
         let times = [
             ("serviceSeconds", self.service_seconds, self.service_seconds > 0.0, "more than 0 up to 86400 seconds"),
             ("startupSeconds", self.startup_seconds, self.startup_seconds >= 0.0, "0 to 86400 seconds"),
-            ("retryBackoffSeconds", self.retry_backoff_seconds, self.retry_backoff_seconds >= 0.0, "0 to 86400 seconds"),
+            (
+                "retryBackoffSeconds",
+                self.retry_backoff_seconds,
+                self.retry_backoff_seconds >= 0.0,
+                "0 to 86400 seconds",
+            ),
         ];
         for (field, value, above_floor, range) in times {
             if !(above_floor && value <= day) {

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::config::ServiceSetup;
-use super::{MAX_ARRIVALS_PER_SECOND, MAX_DURATION_S, MAX_RUN_ARRIVALS, SimError};
 use super::rng::SplitMix64;
+use super::{MAX_ARRIVALS_PER_SECOND, MAX_DURATION_S, MAX_RUN_ARRIVALS, SimError};
 
 /// The built-in trace shapes, with what each models.
 pub const BUILTIN_TRACES: &[(&str, &str)] = &[
