@@ -70,7 +70,7 @@ fn tick(engine: &Arc<PolicyEngine>) {
             load_plugin(engine, &setup.key, &setup.spec, |ns, name| set.config_map(ns, name)).expect("hpa plugin");
         fleet.services.insert(setup.key.clone(), ManagedService::new(setup.spec.clone(), plugin));
     }
-    let arrivals: Vec<Vec<u64>> = set.services.iter().map(|s| steady.arrivals(s, 3600, 1)).collect();
+    let arrivals: Vec<Vec<u64>> = set.services.iter().map(|s| steady.arrivals(s, 3600, 1).collect()).collect();
     let step = |now_s: u64| {
         let mut c = cluster.borrow_mut();
         for ((_, service), arrivals) in c.services.iter_mut().zip(&arrivals) {

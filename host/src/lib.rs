@@ -16,5 +16,6 @@ pub mod runtime;
 pub mod sim;
 pub mod sources;
 pub mod spec;
+pub mod strict;
 
 pub use error::{Error, Result};

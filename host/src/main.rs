@@ -38,8 +38,8 @@ enum Command {
         /// Address to serve /metrics, /healthz and /readyz on.
         #[arg(long, default_value = "0.0.0.0:9090")]
         listen: SocketAddr,
-        /// Time between collections, e.g. 5s, 500ms, 1m.
-        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        /// Time between collections, e.g. 5s, 500ms, 1m (100ms to 60m).
+        #[arg(long, default_value = "5s", value_parser = duration_flag(TIMER_MIN, TIMER_MAX))]
         interval: Duration,
     },
     /// Run the controller: watch ScalingPolicies (or read them from --config), decide every tick, write /scale.
@@ -251,8 +251,8 @@ struct RedisArgs {
     /// PEM file of the CA that signed the server's TLS certificate, when not a system root.
     #[arg(long)]
     ca_cert: Option<std::path::PathBuf>,
-    /// Give up on a collection after this long.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    /// Give up on a collection after this long (10ms to 5m).
+    #[arg(long, default_value = "5s", value_parser = duration_flag(TIMEOUT_MIN, TIMEOUT_MAX))]
     timeout: Duration,
     /// BullMQ queue names.
     #[arg(required = true)]
@@ -312,14 +312,15 @@ struct RunArgs {
     /// Prometheus base URL (GPU, latency and custom metrics are unavailable without it).
     #[arg(long, env = "BALLAST_PROMETHEUS_URL")]
     prometheus: Option<String>,
-    /// Time between decisions.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    /// Time between decisions (100ms to 60m).
+    #[arg(long, default_value = "1s", value_parser = duration_flag(TIMER_MIN, TIMER_MAX))]
     tick: Duration,
-    /// How often CPU and memory are read from metrics.k8s.io (the HPA's sync period is 15 s).
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    /// How often CPU and memory are read from metrics.k8s.io (the HPA's sync period is 15 s; 1s to 60m).
+    #[arg(long, default_value = "15s", value_parser = duration_flag(REFRESH_MIN, TIMER_MAX))]
     resources_every: Duration,
-    /// Write each policy's status at least this often (and after every decision that changed something).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// Write each policy's status at least this often (and after every decision that changed something; 1s to
+    /// 60m).
+    #[arg(long, default_value = "10s", value_parser = duration_flag(REFRESH_MIN, TIMER_MAX))]
     status_every: Duration,
     /// Address to serve /metrics, /healthz and /readyz on.
     #[arg(long, default_value = "0.0.0.0:8080")]
@@ -354,15 +355,46 @@ struct RunArgs {
     plugin_dirs: Vec<std::path::PathBuf>,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+/// The shortest and longest period of a timer flag (a zero period panics the timer that takes it, and an absurd one
+/// overflows it), the shortest period of a refresh from the API server, and the range of a Redis timeout.
+const TIMER_MIN: Duration = Duration::from_millis(100);
+const TIMER_MAX: Duration = Duration::from_secs(3600);
+const REFRESH_MIN: Duration = Duration::from_secs(1);
+const TIMEOUT_MIN: Duration = Duration::from_millis(10);
+const TIMEOUT_MAX: Duration = Duration::from_secs(300);
+
+/// The parser of a duration flag (`500ms`, `5s`, `1m`) that refuses a duration outside `min..=max`, naming the
+/// range.
+fn duration_flag(min: Duration, max: Duration) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync {
+    move |text| match parse_duration(text)? {
+        Some(duration) if (min..=max).contains(&duration) => Ok(duration),
+        _ => Err(format!("must be from {} to {}", show_duration(min), show_duration(max))),
+    }
+}
+
+/// `500ms`, `5s` or `1m`; `None` when too long for a `Duration` of milliseconds.
+fn parse_duration(text: &str) -> Result<Option<Duration>, String> {
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 5s, 500ms or 1m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{text:?}: unknown unit {unit:?}; use ms, s or m (e.g. 5s)")),
+    let millis_per_unit: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use ms, s or m (e.g. 5s)")),
+    };
+    if number.is_empty() {
+        return Err(format!("{text:?} is not a duration like 5s, 500ms or 1m"));
+    }
+    // `number` is all digits: it fails to parse only when it is beyond u64.
+    Ok(number.parse::<u64>().ok().and_then(|n| n.checked_mul(millis_per_unit)).map(Duration::from_millis))
+}
+
+/// A duration as the flags take it: `100ms`, `5s`, `60m`.
+fn show_duration(duration: Duration) -> String {
+    match duration.as_millis() {
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
     }
 }
 
@@ -388,7 +420,8 @@ struct SimulateArgs {
     /// Seed of the load noise and service-time jitter.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Simulated time to run (e.g. 90s, 30m, 6h, 1d). Default: the trace's length (a day for built-ins).
+    /// Simulated time to run (e.g. 90s, 30m, 6h, 1d; at most 31d). Default: the trace's length (a day for
+    /// built-ins).
     #[arg(long, value_parser = parse_duration_s)]
     duration: Option<u64>,
     /// Simulation step (whole seconds).
@@ -407,20 +440,31 @@ struct SimulateArgs {
     plugin_limits: PluginLimitArgs,
 }
 
-/// `90`, `90s`, `15m`, `6h` or `1d`, in seconds.
+/// `90`, `90s`, `15m`, `6h` or `1d`, in seconds: at least a second, at most the 31 days a simulation may last.
 fn parse_duration_s(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration such as 90s, 15m, 6h or 1d"))?;
-    let factor = match unit {
+    let factor: u64 = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
         _ => return Err(format!("unknown unit `{unit}` in `{text}`: use s, m, h or d")),
     };
-    Ok(number * factor)
+    if number.is_empty() {
+        return Err(format!("`{text}` is not a duration such as 90s, 15m, 6h or 1d"));
+    }
+    // Digits beyond u64 are too long, as are those that overflow with their unit.
+    let seconds = number.parse::<u64>().ok().and_then(|n| n.checked_mul(factor)).unwrap_or(u64::MAX);
+    match seconds {
+        0 => Err("must be at least 1s".into()),
+        s if s > ballast::sim::MAX_DURATION_S => Err(format!(
+            "must be at most 31d ({} s): a simulation keeps every job and timeline row",
+            ballast::sim::MAX_DURATION_S
+        )),
+        s => Ok(s),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -868,5 +912,35 @@ fn plugin(command: PluginCommand) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duration_flags_take_their_bounds_and_refuse_just_past_them() {
+        let parse = duration_flag(TIMER_MIN, TIMER_MAX);
+        assert_eq!(parse("100ms"), Ok(TIMER_MIN));
+        assert_eq!(parse("60m"), Ok(TIMER_MAX));
+        assert_eq!(parse("3600s"), Ok(TIMER_MAX));
+        for text in ["99ms", "0s", "3600001ms", "61m", "18446744073709551615m", "99999999999999999999999s"] {
+            assert_eq!(parse(text), Err("must be from 100ms to 60m".into()), "{text}");
+        }
+        assert!(parse("5h").unwrap_err().contains("unknown unit \"h\""));
+        assert!(parse("s").unwrap_err().contains("is not a duration"));
+    }
+
+    #[test]
+    fn simulated_durations_are_one_second_to_31_days() {
+        assert_eq!(parse_duration_s("1"), Ok(1));
+        assert_eq!(parse_duration_s("31d"), Ok(2_678_400));
+        assert_eq!(parse_duration_s("2678400s"), Ok(2_678_400));
+        for text in ["2678401", "745h", "18446744073709551615d", "99999999999999999999999"] {
+            assert!(parse_duration_s(text).unwrap_err().starts_with("must be at most 31d"), "{text}");
+        }
+        assert_eq!(parse_duration_s("0s"), Err("must be at least 1s".into()));
+        assert!(parse_duration_s("1w").unwrap_err().contains("unknown unit `w`"));
     }
 }

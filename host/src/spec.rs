@@ -301,7 +301,7 @@ pub struct PrometheusMetrics {
 
 /// What to do when the plugin fails.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", tag = "mode")]
+#[serde(rename_all = "camelCase", tag = "mode", try_from = "FallbackFields")]
 #[schemars(schema_with = "schema::fallback")]
 pub enum Fallback {
     /// Keep the current replica count.
@@ -311,6 +311,35 @@ pub enum Fallback {
     Fixed { replicas: u32 },
 }
 
+/// `fallback` as written: a plain object, so that strict reading ([`crate::strict`]) sees its fields (serde reads
+/// an internally tagged enum through a buffer that hides them). `replicas` beside `mode: hold` is ignored, as
+/// before and as the CRD's schema allows.
+#[derive(Deserialize)]
+struct FallbackFields {
+    mode: FallbackMode,
+    #[serde(default)]
+    replicas: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum FallbackMode {
+    Hold,
+    Fixed,
+}
+
+impl TryFrom<FallbackFields> for Fallback {
+    type Error = &'static str;
+
+    fn try_from(fields: FallbackFields) -> Result<Self, Self::Error> {
+        match (fields.mode, fields.replicas) {
+            (FallbackMode::Hold, _) => Ok(Fallback::Hold),
+            (FallbackMode::Fixed, Some(replicas)) => Ok(Fallback::Fixed { replicas }),
+            (FallbackMode::Fixed, None) => Err("missing field `replicas` (mode fixed goes to that many replicas)"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ShadowSpec {
@@ -318,4 +347,25 @@ pub struct ShadowSpec {
     #[serde(default)]
     #[schemars(schema_with = "schema::free_form")]
     pub config: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_reads_as_it_is_written_and_refuses_a_fixed_count_without_replicas() {
+        let read = |text: &str| crate::strict::from_yaml_str::<Fallback>(text).map_err(|e| e.to_string());
+        assert_eq!(read("{mode: fixed, replicas: 3}"), Ok(Fallback::Fixed { replicas: 3 }));
+        assert_eq!(read("{mode: hold}"), Ok(Fallback::Hold));
+        assert_eq!(read("{mode: hold, replicas: 3}"), Ok(Fallback::Hold), "the CRD's schema allows it");
+        let err = read("{mode: fixed}").unwrap_err();
+        assert!(err.starts_with("missing field `replicas` (mode fixed goes to that many replicas)"), "{err}");
+        let err = read("{mode: fixed, replicas: 3, replica: 4}").unwrap_err();
+        assert!(err.starts_with("unknown field `replica` (did you mean `replicas`?)"), "{err}");
+        assert!(read("{mode: fixd}").unwrap_err().contains("unknown variant `fixd`"));
+        let written = serde_json::to_value(Fallback::Fixed { replicas: 3 }).unwrap();
+        assert_eq!(written, serde_json::json!({"mode": "fixed", "replicas": 3}));
+        assert_eq!(serde_json::from_value::<Fallback>(written).unwrap(), Fallback::Fixed { replicas: 3 });
+    }
 }

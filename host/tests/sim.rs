@@ -161,7 +161,7 @@ fn bad_documents_get_errors_naming_document_and_field() {
     assert!(err.contains("apiVersion is `ballast.dev/v1`; use `ballast.dev/v1alpha1`"), "{err}");
 
     let err = parse(&good.replace("serviceSeconds: 1", "serviceSeconds: -1"));
-    assert!(err.contains("simulation.serviceSeconds must be a positive number"), "{err}");
+    assert!(err.contains("simulation.serviceSeconds -1 is out of range"), "{err}");
 
     let err = parse(&good.replace("simulation: {serviceSeconds: 1, startupSeconds: 1}\n", ""));
     assert!(err.contains("no simulation parameters for default/a"), "{err}");

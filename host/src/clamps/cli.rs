@@ -148,7 +148,8 @@ fn timed_entries(fields: &Map<String, Value>, name: &str, count_name: &str) -> R
 }
 
 fn parse_behavior(value: &Value) -> Result<Behavior, ClampError> {
-    serde_json::from_value::<Behavior>(value.clone())
+    // Strictly, for the closest field's name in the message ([`crate::strict`]).
+    crate::strict::deserialize::<Behavior, _>(value.clone())
         .map_err(|error| ClampError::invalid(locate_behavior_error(value), error.to_string()))
 }
 

@@ -115,8 +115,10 @@ pub fn read_manifests<S: DeserializeOwned>(path: &Path) -> Result<Documents<S>, 
 }
 
 /// ScalingPolicy and plugin ConfigMap documents from `---`-separated YAML text; `what` names the text in errors.
-/// Each document is checked as far as it can be without a cluster: its apiVersion and kind, its name, a
-/// ScalingPolicy's spec (bounds, `behavior`, one plugin source), a ConfigMap's plugin label. Messages name the
+/// Each document is read strictly, as the API server's strict field validation reads it (an unknown or misspelt
+/// field is refused with its line and the closest known field; `simulation:` sections are read as `S` says), and
+/// checked as far as it can be without a cluster: its apiVersion and kind, its name, a ScalingPolicy's spec (bounds,
+/// `behavior`, one plugin source), a ConfigMap's plugin label. Messages name the
 /// document by number, name and first line, and YAML errors give lines of the whole text. Relative plugin paths are resolved against
 /// `base`; ConfigMaps without a namespace get `default`, as `kubectl apply` without `-n` would place them.
 pub fn parse_documents<S: DeserializeOwned>(
@@ -209,12 +211,13 @@ struct Document<'a> {
 }
 
 impl Document<'_> {
-    /// Parses the document as `T`, its error locations counted in lines of the whole stream (as an editor shows
-    /// them): the document is parsed behind as many empty lines as precede it.
+    /// Parses the document as `T`, refusing unknown fields at any depth ([`crate::strict`]), its error locations
+    /// counted in lines of the whole stream (as an editor shows them): the document is parsed behind as many empty
+    /// lines as precede it.
     fn parse<T: DeserializeOwned>(&self) -> Result<T, serde_yaml_ng::Error> {
         let mut placed = "\n".repeat(self.first_line - 1);
         placed.push_str(self.text);
-        serde_yaml_ng::from_str(&placed)
+        crate::strict::from_yaml_str(&placed)
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Deserialize;
 
-use super::SimError;
+use super::{MAX_BASE_RATE, MAX_DURATION_S, MAX_SECONDS, MAX_WORKER_SLOTS, SimError};
 use crate::controller::crd::{self, Documents};
 use crate::spec::{ScalingPolicySpec, ServiceKey};
 
@@ -92,34 +92,90 @@ fn cpu_idle() -> f64 {
 }
 
 impl SimulationSpec {
+    /// Refuses values that mean nothing (NaN, negative times) or that the simulator cannot hold (see the bounds in
+    /// [`super`]), naming the field and its range.
     fn validate(&self, what: &str) -> Result<(), SimError> {
-        let bad = |field: &str, why: &str| Err(SimError::Invalid(format!("{what}: simulation.{field} {why}")));
-        if !(self.service_seconds > 0.0 && self.service_seconds.is_finite()) {
-            return bad("serviceSeconds", "must be a positive number of seconds");
+        let out_of_range = |field: &str, value: String, range: &str| {
+            Err(SimError::Invalid(format!("{what}: simulation.{field} {value} is out of range: use {range}")))
+        };
+        let day = MAX_SECONDS as f64;
+        // Each check is written so that NaN fails it.
+        let times = [
+            ("serviceSeconds", self.service_seconds, self.service_seconds > 0.0, "more than 0 up to 86400 seconds"),
+            ("startupSeconds", self.startup_seconds, self.startup_seconds >= 0.0, "0 to 86400 seconds"),
+            (
+                "retryBackoffSeconds",
+                self.retry_backoff_seconds,
+                self.retry_backoff_seconds >= 0.0,
+                "0 to 86400 seconds",
+            ),
+        ];
+        for (field, value, above_floor, range) in times {
+            if !(above_floor && value <= day) {
+                return out_of_range(field, number(value), range);
+            }
         }
         if !(0.0..1.0).contains(&self.jitter) {
-            return bad("jitter", "must be in [0, 1) (0.2 means +-20%)");
-        }
-        if !(self.startup_seconds >= 0.0 && self.startup_seconds.is_finite()) {
-            return bad("startupSeconds", "must be 0 or more seconds");
+            return out_of_range("jitter", number(self.jitter), "0 up to (not including) 1; 0.2 means +-20%");
         }
         if self.concurrency == 0 {
-            return bad("concurrency", "must be at least 1");
+            return out_of_range("concurrency", "0".into(), "at least 1");
         }
-        if !(self.base_rate >= 0.0 && self.base_rate.is_finite()) {
-            return bad("baseRate", "must be 0 or more jobs per second");
+        if !(0.0..=MAX_BASE_RATE).contains(&self.base_rate) {
+            return out_of_range("baseRate", number(self.base_rate), "0 to 1000 jobs per second");
         }
-        if self.decision_interval_seconds == 0 {
-            return bad("decisionIntervalSeconds", "must be at least 1");
+        if !(1..=MAX_SECONDS).contains(&self.decision_interval_seconds) {
+            return out_of_range("decisionIntervalSeconds", self.decision_interval_seconds.to_string(), "1 to 86400");
+        }
+        if self.metrics_delay_seconds > MAX_SECONDS {
+            return out_of_range("metricsDelaySeconds", self.metrics_delay_seconds.to_string(), "0 to 86400");
+        }
+        if !(self.wait_slo_seconds > 0.0 && self.wait_slo_seconds <= MAX_DURATION_S as f64) {
+            return out_of_range("waitSloSeconds", number(self.wait_slo_seconds), "more than 0 up to 2678400 seconds");
+        }
+        if !(0.0..=100.0).contains(&self.gpu_percent_busy) {
+            return out_of_range("gpuPercentBusy", number(self.gpu_percent_busy), "0 to 100");
+        }
+        for (field, value) in [("cpuPercentBusy", self.cpu_percent_busy), ("cpuPercentIdle", self.cpu_percent_idle)] {
+            if !(0.0..=1000.0).contains(&value) {
+                return out_of_range(field, number(value), "0 to 1000 (percent of the pod's request)");
+            }
         }
         if !(0.0..=1.0).contains(&self.failure_rate) {
-            return bad("failureRate", "must be a probability in [0, 1]");
+            return out_of_range("failureRate", number(self.failure_rate), "a probability from 0 to 1");
         }
         if self.max_attempts == 0 {
-            return bad("maxAttempts", "must be at least 1");
+            return out_of_range("maxAttempts", "0".into(), "at least 1");
         }
         Ok(())
     }
+
+    /// Refuses physics the service's spec cannot have: more slots than the simulator keeps, or more pods at the
+    /// start than `maxReplicas`.
+    fn check_against(&self, spec: &ScalingPolicySpec, what: &str) -> Result<(), SimError> {
+        let slots = u64::from(spec.max_replicas) * u64::from(self.concurrency);
+        if slots > MAX_WORKER_SLOTS {
+            return Err(SimError::Invalid(format!(
+                "{what}: spec.maxReplicas ({}) x simulation.concurrency ({}) is {slots} worker slots; at most \
+                 {MAX_WORKER_SLOTS} are simulated per service",
+                spec.max_replicas, self.concurrency
+            )));
+        }
+        if let Some(initial) = self.initial_replicas
+            && initial > spec.max_replicas
+        {
+            return Err(SimError::Invalid(format!(
+                "{what}: simulation.initialReplicas ({initial}) is above spec.maxReplicas ({})",
+                spec.max_replicas
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A number as a message shows it: `1e300` rather than its 301 digits.
+fn number(value: f64) -> String {
+    if value.is_finite() && value.abs() >= 1e15 { format!("{value:e}") } else { format!("{value}") }
 }
 
 /// A simulation file: `kind: Simulation`, `services:` keyed by `name` or `namespace/name`.
@@ -134,7 +190,7 @@ pub struct SimulationFile {
 impl SimulationFile {
     pub fn parse(what: &str, text: &str) -> Result<Self, SimError> {
         let file: SimulationFile =
-            serde_yaml_ng::from_str(text).map_err(|e| SimError::Yaml { what: what.into(), source: e })?;
+            crate::strict::from_yaml_str(text).map_err(|e| SimError::Yaml { what: what.into(), source: e })?;
         check_header(what, &file.api_version, &file.kind, "Simulation")?;
         for (name, spec) in &file.services {
             spec.validate(&format!("{what}: services.{name}"))?;
@@ -247,6 +303,7 @@ impl PolicySet {
                 }
             };
             sim.validate(doc_what)?;
+            sim.check_against(&document.policy.spec, doc_what)?;
             if services.iter().any(|s| s.key == key) {
                 return Err(SimError::Invalid(format!("{doc_what}: {key} is described twice; names must be unique")));
             }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use super::SimError;
 use super::cluster::{SimCluster, SimHandle, Totals, percentile_ms};
 use super::config::PolicySet;
-use super::trace::Trace;
+use super::trace::{Arrivals, Trace};
+use super::{MAX_DURATION_S, MAX_TIMELINE_ROWS};
 use crate::autoscaler::{Fleet, ManagedService, load_plugin};
 use crate::runtime::{PolicyEngine, RuntimeLimits};
 use crate::spec::ServiceKey;
@@ -26,6 +27,32 @@ pub struct RunOptions {
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions { seed: 1, duration_s: 86_400, step_s: 1, sample_s: 60 }
+    }
+}
+
+impl RunOptions {
+    /// Refuses a run of `services` services that the simulator cannot do or hold: no time or more than
+    /// [`MAX_DURATION_S`], a step that does not divide the sample interval, more than [`MAX_TIMELINE_ROWS`] rows.
+    pub fn check(&self, services: usize) -> Result<(), SimError> {
+        let RunOptions { duration_s, step_s, sample_s, .. } = *self;
+        if !(1..=MAX_DURATION_S).contains(&duration_s) {
+            return Err(SimError::Invalid(format!(
+                "{duration_s} s of simulated time; at most {MAX_DURATION_S} s (31 days), and at least 1 s"
+            )));
+        }
+        if step_s == 0 || sample_s == 0 || !sample_s.is_multiple_of(step_s) {
+            return Err(SimError::Invalid(format!(
+                "the step ({step_s} s) must be at least 1 s and divide the sample interval ({sample_s} s)"
+            )));
+        }
+        let rows = (services as u64).saturating_mul(duration_s.div_ceil(sample_s));
+        if rows > MAX_TIMELINE_ROWS {
+            return Err(SimError::Invalid(format!(
+                "{rows} timeline rows ({services} services over {duration_s} s, a row every {sample_s} s); at most \
+                 {MAX_TIMELINE_ROWS}: sample less often (--sample) or simulate less time"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -102,13 +129,9 @@ pub fn run(
     options: RunOptions,
     hook: &mut impl StepHook,
 ) -> Result<RunResult, SimError> {
-    if options.step_s == 0 || options.sample_s == 0 || !options.sample_s.is_multiple_of(options.step_s) {
-        return Err(SimError::Invalid(format!(
-            "the step ({} s) must be at least 1 s and divide the sample interval ({} s)",
-            options.step_s, options.sample_s
-        )));
-    }
+    options.check(set.services.len())?;
     trace.check_services(&set.services)?;
+    trace.check_load(&set.services, options.duration_s)?;
     // Services that decide at the same interval share one fleet, ticked together.
     let mut fleets: BTreeMap<u64, Fleet> = BTreeMap::new();
     for setup in &set.services {
@@ -128,7 +151,7 @@ pub fn run(
             .services
             .insert(setup.key.clone(), ManagedService::new(setup.spec.clone(), plugin).with_shadow(shadow));
     }
-    let arrivals: BTreeMap<ServiceKey, Vec<u64>> =
+    let mut arrivals: BTreeMap<ServiceKey, Arrivals> =
         set.services.iter().map(|s| (s.key.clone(), trace.arrivals(s, options.duration_s, options.seed))).collect();
     let cluster = RefCell::new(SimCluster::new(&set.services, options.seed));
     let mut plugin_failures: BTreeMap<ServiceKey, u64> = BTreeMap::new();
@@ -159,7 +182,7 @@ pub fn run(
             {
                 let mut cluster = cluster.borrow_mut();
                 for (key, service) in &mut cluster.services {
-                    let count: u64 = arrivals[key][now_s as usize..(now_s + step_s) as usize].iter().sum();
+                    let count = arrivals.get_mut(key).map_or(0, |arrivals| arrivals.take(step_s as usize).sum());
                     service.step(now_ms, step_s * 1000, count);
                 }
                 cluster.now_ms = (now_s + step_s) * 1000;

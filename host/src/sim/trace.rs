@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::SimError;
 use super::config::ServiceSetup;
 use super::rng::SplitMix64;
+use super::{MAX_ARRIVALS_PER_SECOND, MAX_DURATION_S, MAX_RUN_ARRIVALS, SimError};
 
 /// The built-in trace shapes, with what each models.
 pub const BUILTIN_TRACES: &[(&str, &str)] = &[
@@ -45,7 +45,9 @@ impl Trace {
         Self::parse_csv(arg, &text)
     }
 
-    /// Parses `time_s,service,arrivals` rows (a header line is optional; `#` starts a comment line).
+    /// Parses `time_s,service,arrivals` rows (a header line is optional; `#` starts a comment line). Times are
+    /// seconds from the trace's start, below [`MAX_DURATION_S`]; one service's arrivals in one second (its rows for
+    /// that second summed) are at most [`MAX_ARRIVALS_PER_SECOND`].
     pub fn parse_csv(what: &str, text: &str) -> Result<Self, SimError> {
         let mut arrivals: BTreeMap<String, BTreeMap<u64, u64>> = BTreeMap::new();
         let mut length_s = 0;
@@ -63,11 +65,26 @@ impl Trace {
             let fields: Vec<&str> = line.split(',').map(str::trim).collect();
             let [time, service, count] = fields[..] else { return Err(bad("expected three fields")) };
             let time: u64 = time.parse().map_err(|_| bad(&format!("time_s `{time}` is not whole seconds")))?;
-            let count: u64 = count.parse().map_err(|_| bad(&format!("arrivals `{count}` is not a whole number")))?;
+            let count: u64 = count.parse().map_err(|_| {
+                bad(&format!("arrivals `{count}` is not a whole number from 0 to {MAX_ARRIVALS_PER_SECOND}"))
+            })?;
             if service.is_empty() {
                 return Err(bad("the service is empty"));
             }
-            *arrivals.entry(service.into()).or_default().entry(time).or_default() += count;
+            if time >= MAX_DURATION_S {
+                return Err(bad(&format!(
+                    "time_s {time} is past the 31 days ({MAX_DURATION_S} s) a run may last; times are seconds from \
+                     the trace's start, not Unix timestamps (subtract the first row's time)"
+                )));
+            }
+            let second = arrivals.entry(service.into()).or_default().entry(time).or_default();
+            *second = second.saturating_add(count);
+            if *second > MAX_ARRIVALS_PER_SECOND {
+                return Err(bad(&format!(
+                    "{second} arrivals for `{service}` in second {time}; at most {MAX_ARRIVALS_PER_SECOND} per second \
+                     per service"
+                )));
+            }
             length_s = length_s.max(time + 1);
         }
         Ok(Trace::Csv { what: what.into(), arrivals, length_s })
@@ -95,25 +112,79 @@ impl Trace {
         Ok(())
     }
 
-    /// Arrivals in each second `0..duration_s` for one service. The same seed gives the same arrivals whatever the
-    /// policy, so policies are compared on identical load.
-    pub fn arrivals(&self, service: &ServiceSetup, duration_s: u64, seed: u64) -> Vec<u64> {
-        match self {
-            Trace::Csv { arrivals, .. } => {
-                let rows = arrivals.get(&service.key.to_string()).or_else(|| arrivals.get(&service.key.name));
-                let mut out = vec![0; duration_s as usize];
-                for (time, count) in rows.into_iter().flatten() {
-                    if let Some(slot) = out.get_mut(*time as usize) {
-                        *slot += count;
-                    }
-                }
-                out
+    /// Refuses a run of `duration_s` that would bring the `services` more than [`MAX_RUN_ARRIVALS`] jobs: the
+    /// CSV rows within the run, or the built-in shape's expected count (its Poisson noise is a few hundredths of
+    /// that).
+    pub fn check_load(&self, services: &[ServiceSetup], duration_s: u64) -> Result<(), SimError> {
+        let (what, jobs, over) = match self {
+            Trace::Csv { what, arrivals, .. } => {
+                let simulated =
+                    |name: &String| services.iter().any(|s| &s.key.name == name || &s.key.to_string() == name);
+                let jobs = arrivals
+                    .iter()
+                    .filter(|(name, _)| simulated(name))
+                    .flat_map(|(_, seconds)| seconds.range(..duration_s).map(|(_, count)| *count))
+                    .fold(0u64, u64::saturating_add);
+                (what.clone(), jobs.to_string(), jobs > MAX_RUN_ARRIVALS)
             }
             Trace::Builtin(name) => {
-                let mut rng = SplitMix64::stream(seed, &service.key.to_string(), "arrivals");
-                (0..duration_s).map(|t| rng.poisson(service.sim.base_rate * level(name, t, duration_s))).collect()
+                let rate: f64 = services.iter().map(|s| s.sim.base_rate).sum();
+                let jobs = rate * (0..duration_s).map(|t| level(name, t, duration_s)).sum::<f64>();
+                (format!("builtin:{name}"), format!("about {jobs:.0}"), jobs > MAX_RUN_ARRIVALS as f64)
             }
+        };
+        if !over {
+            return Ok(());
         }
+        Err(SimError::Invalid(format!(
+            "{what} brings {jobs} jobs over {duration_s} s; a run may bring at most {MAX_RUN_ARRIVALS} (the simulator \
+             keeps every job): shorten --duration or lower the load"
+        )))
+    }
+
+    /// One service's arrivals in each second `0..duration_s`, made as the run advances (a month of seconds for
+    /// every service would not fit in memory up front). The same seed gives the same arrivals whatever the
+    /// policy, so policies are compared on identical load.
+    pub fn arrivals<'a>(&'a self, service: &ServiceSetup, duration_s: u64, seed: u64) -> Arrivals<'a> {
+        let source = match self {
+            Trace::Csv { arrivals, .. } => {
+                Source::Csv(arrivals.get(&service.key.to_string()).or_else(|| arrivals.get(&service.key.name)))
+            }
+            Trace::Builtin(name) => Source::Builtin {
+                shape: name,
+                rng: SplitMix64::stream(seed, &service.key.to_string(), "arrivals"),
+                base_rate: service.sim.base_rate,
+            },
+        };
+        Arrivals { source, second: 0, duration_s }
+    }
+}
+
+/// One service's arrivals per second ([`Trace::arrivals`]).
+pub struct Arrivals<'a> {
+    source: Source<'a>,
+    second: u64,
+    duration_s: u64,
+}
+
+enum Source<'a> {
+    Csv(Option<&'a BTreeMap<u64, u64>>),
+    Builtin { shape: &'a str, rng: SplitMix64, base_rate: f64 },
+}
+
+impl Iterator for Arrivals<'_> {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
+        let t = self.second;
+        if t >= self.duration_s {
+            return None;
+        }
+        self.second += 1;
+        Some(match &mut self.source {
+            Source::Csv(rows) => rows.and_then(|rows| rows.get(&t)).copied().unwrap_or(0),
+            Source::Builtin { shape, rng, base_rate } => rng.poisson(*base_rate * level(shape, t, self.duration_s)),
+        })
     }
 }
 
