@@ -150,7 +150,7 @@ fn thousand_services() -> PolicySet {
             setup
         })
         .collect();
-    PolicySet { label: "hpa x1000".into(), services, config_maps: base.config_maps }
+    PolicySet { label: "hpa x1000".into(), services, config_maps: base.config_maps, pipeline: base.pipeline }
 }
 
 /// One tick as `Fleet::tick` does it, but deciding with the natively compiled `hpa` policy.

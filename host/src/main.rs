@@ -105,17 +105,17 @@ enum Command {
 /// Limits on plugins (see README, "Plugin limits"); each defaults to the host's built-in value.
 #[derive(Args, Clone, Default)]
 struct PluginLimitArgs {
-    /// Wall-clock budget of one plugin call, e.g. 10ms (default 10ms).
-    #[arg(long, value_parser = parse_duration)]
+    /// Wall-clock budget of one plugin call, e.g. 10ms (default 10ms; 1ms to 60s).
+    #[arg(long, value_parser = duration_flag(Duration::from_millis(1), Duration::from_secs(60)))]
     plugin_deadline: Option<Duration>,
-    /// Linear memory one plugin instance may hold, all its memories together, in MiB (default 64).
-    #[arg(long, value_name = "MIB")]
-    plugin_memory_mib: Option<usize>,
-    /// Memory a plugin's compilation may take (in a child process), in MiB (default 2048).
-    #[arg(long, value_name = "MIB")]
-    plugin_compile_memory_mib: Option<usize>,
-    /// Time a plugin's compilation may take, e.g. 2m (default 120s).
-    #[arg(long, value_parser = parse_duration)]
+    /// Linear memory one plugin instance may hold, all its memories together, in MiB (default 64; 1 to 4096).
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    plugin_memory_mib: Option<u64>,
+    /// Memory a plugin's compilation may take (in a child process), in MiB (default 2048; 64 to 65536).
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(64..=65536))]
+    plugin_compile_memory_mib: Option<u64>,
+    /// Time a plugin's compilation may take, e.g. 2m (default 120s; 1s to 60m).
+    #[arg(long, value_parser = duration_flag(REFRESH_MIN, TIMER_MAX))]
     plugin_compile_timeout: Option<Duration>,
     /// Run every plugin call on a fresh instance, so that a decision depends only on its recorded input (costs an
     /// instantiation per call; see BENCHMARKS.md).
@@ -126,21 +126,12 @@ struct PluginLimitArgs {
 impl PluginLimitArgs {
     /// The runtime limits these flags give, compiling plugins in a child process of this executable.
     fn limits(&self, base: ballast::runtime::RuntimeLimits) -> anyhow::Result<ballast::runtime::RuntimeLimits> {
-        let mib = |value: Option<usize>, default: usize, flag: &str| -> anyhow::Result<usize> {
-            match value {
-                None => Ok(default),
-                Some(0) => anyhow::bail!("--{flag} must be at least 1"),
-                Some(n) => n.checked_mul(1 << 20).with_context(|| format!("--{flag} {n} is too large")),
-            }
-        };
+        // The flags' ranges keep these products far below usize::MAX.
+        let mib = |value: Option<u64>, default: usize| value.map_or(default, |n| (n as usize) << 20);
         Ok(ballast::runtime::RuntimeLimits {
             deadline: self.plugin_deadline.unwrap_or(base.deadline),
-            memory_bytes: mib(self.plugin_memory_mib, base.memory_bytes, "plugin-memory-mib")?,
-            compile_memory_bytes: mib(
-                self.plugin_compile_memory_mib,
-                base.compile_memory_bytes,
-                "plugin-compile-memory-mib",
-            )?,
+            memory_bytes: mib(self.plugin_memory_mib, base.memory_bytes),
+            compile_memory_bytes: mib(self.plugin_compile_memory_mib, base.compile_memory_bytes),
             compile_deadline: self.plugin_compile_timeout.unwrap_or(base.compile_deadline),
             compiler: Some(std::env::current_exe().context("locating the ballast executable (the plugin compiler)")?),
             fresh_instance_per_call: self.fresh_instance_per_call || base.fresh_instance_per_call,
@@ -331,15 +322,16 @@ struct RunArgs {
     /// Namespace of the lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
-    /// How long after the leader's last renewal another host may take over (client-go's leaseDuration).
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    /// How long after the leader's last renewal another host may take over (client-go's leaseDuration; 1s to 60m).
+    #[arg(long, default_value = "15s", value_parser = duration_flag(REFRESH_MIN, TIMER_MAX))]
     lease_duration: Duration,
     /// How long the leader keeps scaling while its renewals fail (client-go's renewDeadline); shorter than
-    /// --lease-duration, so it has stopped before another host takes over.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// --lease-duration, so it has stopped before another host takes over (1s to 60m).
+    #[arg(long, default_value = "10s", value_parser = duration_flag(REFRESH_MIN, TIMER_MAX))]
     renew_deadline: Duration,
-    /// How often the leader renews and the other hosts try to acquire the lease (client-go's retryPeriod).
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    /// How often the leader renews and the other hosts try to acquire the lease (client-go's retryPeriod; 100ms to
+    /// 60m).
+    #[arg(long, default_value = "2s", value_parser = duration_flag(TIMER_MIN, TIMER_MAX))]
     retry_period: Duration,
     /// This host's identity in the lease and in Events.
     #[arg(long, env = "POD_NAME")]
@@ -408,6 +400,11 @@ struct SimulateArgs {
     /// Another policy set to run on the same trace and seed, printed side by side (same as repeating --policies).
     #[arg(long, value_name = "FILE|DIR")]
     compare: Vec<PathBuf>,
+    /// The metrics pipeline each set's decisions are modelled behind: `direct` (Ballast: each policy's
+    /// decisionIntervalSeconds, metrics as old as metricsDelaySeconds) or `original` (the HPA's 15 s sync on
+    /// metrics 60 s old). Once for every set, or once per set in the order of --policies then --compare.
+    #[arg(long, value_enum, default_values_t = [ballast::sim::Pipeline::Direct])]
+    pipeline: Vec<ballast::sim::Pipeline>,
     /// Simulation parameters per service (kind: Simulation; serviceSeconds, startupSeconds, concurrency, jitter,
     /// baseRate, ...). Default: the built-in parameters of the five model services. A `simulation:` section in a
     /// policy document takes precedence.
@@ -727,12 +724,23 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         Some(path) => SimulationFile::read(path)?,
         None => ballast::sim::demo::simulation()?,
     };
-    let mut sets = args
+    let sets = args
         .policies
         .iter()
         .chain(&args.compare)
         .map(|path| PolicySet::read(path, Some(&simulation)))
         .collect::<Result<Vec<_>, _>>()?;
+    anyhow::ensure!(
+        args.pipeline.len() == 1 || args.pipeline.len() == sets.len(),
+        "{} --pipeline values for {} policy sets: give one for all of them or one per set",
+        args.pipeline.len(),
+        sets.len()
+    );
+    let mut sets: Vec<PolicySet> = sets
+        .into_iter()
+        .enumerate()
+        .map(|(i, set)| set.with_pipeline(args.pipeline[i.min(args.pipeline.len() - 1)]))
+        .collect();
     pull_oci_plugins(&mut sets, &args.registry)?;
     let trace = Trace::from_arg(&args.trace)?;
     let duration_s = args.duration.unwrap_or_else(|| trace.length_s());
@@ -918,6 +926,40 @@ fn plugin(command: PluginCommand) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every flag's parser agrees with its field's type (clap checks that only when the flag is given) and takes
+    /// its bounds; one past them is refused.
+    #[test]
+    fn run_and_simulate_take_every_bounded_flag() {
+        let limits = [
+            "--plugin-deadline=5ms",
+            "--plugin-memory-mib=4096",
+            "--plugin-compile-memory-mib=64",
+            "--plugin-compile-timeout=60m",
+            "--fresh-instance-per-call",
+        ];
+        let lease = ["--lease-duration=15s", "--renew-deadline=10s", "--retry-period=100ms"];
+        let run = ["ballast", "run"].into_iter().chain(limits).chain(lease);
+        let cli = Cli::try_parse_from(run).unwrap_or_else(|e| panic!("{e}"));
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.retry_period, TIMER_MIN);
+        assert_eq!(args.plugin_limits.plugin_memory_mib, Some(4096));
+        let limits_now = args.plugin_limits.limits(ballast::runtime::RuntimeLimits::default()).unwrap();
+        assert_eq!((limits_now.memory_bytes, limits_now.compile_memory_bytes), (4096 << 20, 64 << 20));
+        let simulate = ["ballast", "simulate", "--policies", "p.yaml"].into_iter().chain(limits);
+        Cli::try_parse_from(simulate).unwrap_or_else(|e| panic!("{e}"));
+        for over in [
+            "--plugin-deadline=61s",
+            "--plugin-memory-mib=4097",
+            "--plugin-memory-mib=0",
+            "--plugin-compile-memory-mib=63",
+            "--plugin-compile-timeout=61m",
+            "--lease-duration=0s",
+            "--retry-period=99ms",
+        ] {
+            assert!(Cli::try_parse_from(["ballast", "run", over]).is_err(), "{over} was taken");
+        }
+    }
 
     #[test]
     fn duration_flags_take_their_bounds_and_refuse_just_past_them() {

@@ -171,10 +171,11 @@ fn bad_documents_get_errors_naming_document_and_field() {
 }
 
 /// The demo's verdict: against the original HPAs (15 s sync, metrics 60 s behind), queue-drain run by Ballast (1 s
-/// decisions on fresh queue counts, the same bounds and behavior) uses fewer pod-hours at an equal or lower p95 job
-/// wait for at least four of the five services.
+/// decisions on fresh queue counts, the same bounds and behavior) uses fewer pod-hours on every service and spends
+/// fewer seconds over the wait objectives in all. (Its p95 waits are about the same: issue 15 measures how little
+/// there is to win on steady daily load.)
 #[test]
-fn demo_queue_drain_uses_fewer_pod_hours_at_no_worse_p95_wait() {
+fn demo_queue_drain_uses_fewer_pod_hours_and_less_time_over_the_objective() {
     let engine = sim::run::engine(sim::run::limits()).unwrap();
     let sets = sim::demo::policy_sets().unwrap();
     let trace = Trace::from_arg(sim::demo::TRACE).unwrap();
@@ -183,12 +184,47 @@ fn demo_queue_drain_uses_fewer_pod_hours_at_no_worse_p95_wait() {
     let table = sim::report::table(&results);
     let (hpa, drain) = (&results[0], &results[2]);
     assert_eq!((hpa.label.as_str(), drain.label.as_str()), ("hpa-original", "queue-drain"));
-    let better = hpa
-        .summaries
-        .iter()
-        .zip(&drain.summaries)
-        .filter(|(h, d)| d.pod_hours < h.pod_hours && d.wait_p95_s <= h.wait_p95_s)
-        .count();
-    assert!(better >= 4, "queue-drain wins on {better} of 5 services:\n{table}");
+    assert!(hpa.summaries.iter().zip(&drain.summaries).all(|(h, d)| d.pod_hours < h.pod_hours), "{table}");
+    let over = |r: &sim::RunResult| r.summaries.iter().map(|s| s.seconds_over_slo).sum::<u64>();
+    assert!(over(drain) < over(hpa), "{table}");
     assert!(results.iter().all(|r| r.summaries.iter().all(|s| s.plugin_failures == 0)), "{table}");
+}
+
+/// A policy whose every call fails (queue-drain without its required config), so each decision is counted.
+const FAILING: &str = "{builtin: queue-drain}\n  config: {}\n  decisionIntervalSeconds: 30";
+
+#[test]
+fn policies_decide_at_their_own_interval_unless_the_pipeline_is_the_original() {
+    let engine = sim::run::engine(sim::run::limits()).unwrap();
+    let physics = "{serviceSeconds: 2, startupSeconds: 10, baseRate: 1}";
+    let trace = Trace::from_arg("builtin:steady").unwrap();
+    let direct = set(&[("svc", 1, 4, FAILING, physics)]);
+    let result = sim::run(&engine, &direct, &trace, options(600, 1), &mut ()).unwrap();
+    let summary = &result.summaries[0];
+    assert_eq!(summary.plugin_failures, 20, "600 s at the spec's 30 s: {summary:?}");
+    assert_eq!(result.pipeline, sim::Pipeline::Direct);
+    // The failures say what and why, in the summary and in the printed table.
+    assert_eq!(summary.failure_kinds, vec![("error", 20)], "{summary:?}");
+    let first = summary.first_failure.as_deref().unwrap_or_default();
+    assert!(!first.is_empty(), "{summary:?}");
+    let table = sim::report::table(std::slice::from_ref(&result));
+    assert!(table.starts_with("policy sets: test (direct pipeline)"), "{table}");
+    assert!(table.contains("plugin failures, svc (test): 20 (20 error); the first: "), "{table}");
+
+    let original = set(&[("svc", 1, 4, FAILING, physics)]).with_pipeline(sim::Pipeline::Original);
+    let result = sim::run(&engine, &original, &trace, options(600, 1), &mut ()).unwrap();
+    assert_eq!(result.summaries[0].plugin_failures, 40, "the original pipeline syncs every 15 s");
+    assert!(sim::report::table(std::slice::from_ref(&result)).starts_with("policy sets: test (original pipeline)"));
+}
+
+#[test]
+fn results_do_not_depend_on_the_namespace() {
+    let engine = sim::run::engine(sim::run::limits()).unwrap();
+    let one = set(&[("svc", 1, 6, HPA, "{serviceSeconds: 3, jitter: 0.4, startupSeconds: 30, baseRate: 2}")]);
+    let mut other = one.clone();
+    other.services[0].key.namespace = "elsewhere".into();
+    let trace = Trace::from_arg("builtin:burst").unwrap();
+    let a = sim::run(&engine, &one, &trace, options(3600, 7), &mut ()).unwrap();
+    let b = sim::run(&engine, &other, &trace, options(3600, 7), &mut ()).unwrap();
+    assert_eq!(format!("{:?}", a.summaries), format!("{:?}", b.summaries));
 }

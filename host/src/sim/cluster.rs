@@ -106,7 +106,7 @@ impl SimService {
             waiting: VecDeque::new(),
             delayed: Vec::new(),
             totals: Totals::default(),
-            rng: SplitMix64::stream(seed, &setup.key.to_string(), "service"),
+            rng: SplitMix64::stream(seed, &setup.key.name, "service"),
             recent_latencies: LatencyWindow::default(),
             recent_arrivals: VecDeque::new(),
             waits_ms: Vec::new(),

@@ -39,9 +39,10 @@ pub struct SimulationSpec {
     /// Replicas at the start; `minReplicas` when unset.
     #[serde(default)]
     pub initial_replicas: Option<u32>,
-    /// How often the policy decides (the HPA's sync period is 15 s).
-    #[serde(default = "fifteen")]
-    pub decision_interval_seconds: u64,
+    /// How often the policy decides, overriding its `decisionIntervalSeconds` (to model another pipeline; the
+    /// HPA's sync period is 15 s). Unset: the policy's own interval, as `ballast run` uses it.
+    #[serde(default)]
+    pub decision_interval_seconds: Option<u64>,
     /// Age of the metrics the policy sees (a scrape-and-adapter pipeline lags by tens of seconds).
     #[serde(default)]
     pub metrics_delay_seconds: u64,
@@ -74,9 +75,6 @@ fn three() -> u32 {
 }
 fn five() -> f64 {
     5.0
-}
-fn fifteen() -> u64 {
-    15
 }
 fn sixty() -> f64 {
     60.0
@@ -124,8 +122,10 @@ impl SimulationSpec {
         if !(0.0..=MAX_BASE_RATE).contains(&self.base_rate) {
             return out_of_range("baseRate", number(self.base_rate), "0 to 1000 jobs per second");
         }
-        if !(1..=MAX_SECONDS).contains(&self.decision_interval_seconds) {
-            return out_of_range("decisionIntervalSeconds", self.decision_interval_seconds.to_string(), "1 to 86400");
+        if let Some(interval) = self.decision_interval_seconds
+            && !(1..=MAX_SECONDS).contains(&interval)
+        {
+            return out_of_range("decisionIntervalSeconds", interval.to_string(), "1 to 86400");
         }
         if self.metrics_delay_seconds > MAX_SECONDS {
             return out_of_range("metricsDelaySeconds", self.metrics_delay_seconds.to_string(), "0 to 86400");
@@ -203,11 +203,10 @@ impl SimulationFile {
         Self::parse(&path.display().to_string(), &text)
     }
 
-    /// The same services behind another metrics pipeline: how often the policy decides and how old its metrics are.
-    pub fn with_pipeline(mut self, decision_interval_seconds: u64, metrics_delay_seconds: u64) -> Self {
+    /// The same services behind another metrics pipeline.
+    pub fn with_pipeline(mut self, pipeline: Pipeline) -> Self {
         for spec in self.services.values_mut() {
-            spec.decision_interval_seconds = decision_interval_seconds;
-            spec.metrics_delay_seconds = metrics_delay_seconds;
+            pipeline.apply(spec);
         }
         self
     }
@@ -227,6 +226,38 @@ fn check_header(what: &str, api_version: &str, kind: &str, expected: &str) -> Re
     Ok(())
 }
 
+/// The path from a service's load to its policy's decision that a simulation models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Pipeline {
+    /// Ballast's: each policy decides every `decisionIntervalSeconds` of its spec, on metrics as old as the
+    /// simulation parameters' `metricsDelaySeconds` (0 unless set: queue counts read straight from Redis).
+    #[default]
+    Direct,
+    /// The original design's: the HPA syncs every 15 s on metrics that went through the queue exporter,
+    /// Prometheus and the Prometheus Adapter (30-90 s behind; 60 s here), whatever the spec says.
+    Original,
+}
+
+impl Pipeline {
+    /// The original pipeline's decision interval and metrics age, in seconds.
+    pub const ORIGINAL: (u64, u64) = (15, 60);
+
+    fn apply(self, spec: &mut SimulationSpec) {
+        if self == Pipeline::Original {
+            spec.decision_interval_seconds = Some(Self::ORIGINAL.0);
+            spec.metrics_delay_seconds = Self::ORIGINAL.1;
+        }
+    }
+
+    /// The name printed in the header of every table and chart.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pipeline::Direct => "direct",
+            Pipeline::Original => "original",
+        }
+    }
+}
+
 /// One service as the simulator runs it: its policy and its physics.
 #[derive(Debug, Clone)]
 pub struct ServiceSetup {
@@ -243,6 +274,8 @@ pub struct PolicySet {
     /// Plugin ConfigMaps given beside the policies, by namespace and name: what `configMap` plugin references
     /// resolve to, as the controller resolves them from its watch cache.
     pub config_maps: BTreeMap<(String, String), Arc<ConfigMap>>,
+    /// The pipeline its services' decisions are modelled behind.
+    pub pipeline: Pipeline,
 }
 
 /// One YAML text of a policy set: where it came from (for messages) and its text.
@@ -251,7 +284,23 @@ pub struct PolicySource {
     pub text: String,
 }
 
+impl ServiceSetup {
+    /// How often this service decides in the simulation: the simulation parameters' override, else the spec's.
+    pub fn decision_interval_s(&self) -> u64 {
+        self.sim.decision_interval_seconds.unwrap_or(self.spec.decision_interval_ms() / 1000)
+    }
+}
+
 impl PolicySet {
+    /// The same set behind another pipeline.
+    pub fn with_pipeline(mut self, pipeline: Pipeline) -> Self {
+        for service in &mut self.services {
+            pipeline.apply(&mut service.sim);
+        }
+        self.pipeline = pipeline;
+        self
+    }
+
     /// Reads a multi-document YAML file of `ScalingPolicy` (and plugin `ConfigMap`) documents, or every `*.yaml`
     /// file of a directory laid out for `kubectl apply -k` (its `kustomization.yaml` is skipped), as the controller
     /// reads them ([`crd::read_manifests`]). Relative plugin paths are resolved against the file's directory.
@@ -321,7 +370,7 @@ impl PolicySet {
                 (at, cm)
             })
             .collect();
-        let set = PolicySet { label: label.into(), services, config_maps };
+        let set = PolicySet { label: label.into(), services, config_maps, pipeline: Pipeline::Direct };
         for service in &set.services {
             for plugin in std::iter::once(&service.spec.plugin).chain(service.spec.shadow.as_ref().map(|s| &s.plugin)) {
                 if let Some(cm) = &plugin.config_map

@@ -3,7 +3,7 @@
 //! no files.
 
 use super::SimError;
-use super::config::{PolicySet, PolicySource, SimulationFile};
+use super::config::{Pipeline, PolicySet, PolicySource, SimulationFile};
 
 /// A policy set of `deploy/policies/` as `kubectl apply -k` ships it: the policies and the plugin ConfigMap.
 struct ShippedSet {
@@ -34,22 +34,14 @@ pub fn simulation() -> Result<SimulationFile, SimError> {
     SimulationFile::parse("built-in demo simulation (host/src/sim/demo.yaml)", SIMULATION)
 }
 
-/// The original design's pipeline: the HPA syncs every 15 s on metrics that went through the queue exporter,
-/// Prometheus and the Prometheus Adapter (30-90 s behind; 60 s here).
-pub const ORIGINAL_PIPELINE: (u64, u64) = (15, 60);
-/// Ballast's pipeline: a decision every second on queue counts read straight from Redis.
-pub const BALLAST_PIPELINE: (u64, u64) = (1, 0);
-
 /// The demo's policy sets: the original HPAs behind the original pipeline (the baseline), the same `hpa` policies
 /// run by Ballast, and `queue-drain` run by Ballast.
 pub fn policy_sets() -> Result<Vec<PolicySet>, SimError> {
     let physics = simulation()?;
-    let original = physics.clone().with_pipeline(ORIGINAL_PIPELINE.0, ORIGINAL_PIPELINE.1);
-    let ballast = physics.with_pipeline(BALLAST_PIPELINE.0, BALLAST_PIPELINE.1);
     Ok(vec![
-        HPA.parse("hpa-original", &original)?,
-        HPA.parse("hpa-ballast", &ballast)?,
-        QUEUE_DRAIN.parse("queue-drain", &ballast)?,
+        HPA.parse("hpa-original", &physics)?.with_pipeline(Pipeline::Original),
+        HPA.parse("hpa-ballast", &physics)?,
+        QUEUE_DRAIN.parse("queue-drain", &physics)?,
     ])
 }
 

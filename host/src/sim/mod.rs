@@ -17,7 +17,7 @@ pub mod trace;
 use std::path::PathBuf;
 
 pub use cluster::{SimCluster, SimHandle, SimService};
-pub use config::{PolicySet, ServiceSetup, SimulationFile, SimulationSpec};
+pub use config::{Pipeline, PolicySet, ServiceSetup, SimulationFile, SimulationSpec};
 pub use run::{RunOptions, RunResult, Sample, ServiceSummary, StepHook, run};
 pub use trace::Trace;
 

@@ -10,7 +10,7 @@ use super::run::{RunResult, Sample};
 
 /// The per-service summary of one or more runs, the runs of each service side by side.
 pub fn table(results: &[RunResult]) -> String {
-    let mut out = String::new();
+    let mut out = header(results);
     let label_width = results.iter().map(|r| r.label.len()).max().unwrap_or(6).max(6);
     let service_width =
         results.iter().flat_map(|r| r.summaries.iter().map(|s| s.service.len())).max().unwrap_or(7).max(7);
@@ -57,7 +57,30 @@ pub fn table(results: &[RunResult]) -> String {
         let totals: Vec<String> = results.iter().map(|r| format!("{} {:.1}", r.label, total(r))).collect();
         let _ = writeln!(out, "total pod-hours: {}", totals.join(", "));
     }
+    for result in results {
+        for s in result.summaries.iter().filter(|s| s.plugin_failures > 0) {
+            let kinds: Vec<String> = s.failure_kinds.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
+            let _ = writeln!(
+                out,
+                "plugin failures, {} ({}): {} ({}); the first: {}",
+                s.service,
+                result.label,
+                s.plugin_failures,
+                kinds.join(", "),
+                s.first_failure.as_deref().map_or_else(String::new, |m| crate::runtime::text::escaped(m, 512))
+            );
+        }
+    }
     out
+}
+
+/// Which pipeline each set's decisions were modelled behind, so that no comparison hides it.
+fn header(results: &[RunResult]) -> String {
+    let sets: Vec<String> = results.iter().map(|r| format!("{} ({} pipeline)", r.label, r.pipeline.name())).collect();
+    format!(
+        "policy sets: {}; direct = each policy's decisionIntervalSeconds, original = 15 s sync on metrics 60 s old\n",
+        sets.join(", ")
+    )
 }
 
 /// The timeline of every run as CSV: fixed column order and number formats, so equal runs give equal bytes.
@@ -105,7 +128,8 @@ pub fn chart_svg(results: &[RunResult], path: &Path) -> Result<(), SimError> {
     for (row, service) in services.iter().enumerate() {
         for (column, result) in results.iter().enumerate() {
             let samples: Vec<&Sample> = result.timeline.iter().filter(|s| &s.service == service).collect();
-            panel(&panels[row * columns + column], service, &result.label, &samples).map_err(|e| fail(&e))?;
+            let label = format!("{} ({} pipeline)", result.label, result.pipeline.name());
+            panel(&panels[row * columns + column], service, &label, &samples).map_err(|e| fail(&e))?;
         }
     }
     root.present().map_err(|e| fail(&e))

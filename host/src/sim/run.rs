@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use super::SimError;
 use super::cluster::{SimCluster, SimHandle, Totals, percentile_ms};
-use super::config::PolicySet;
+use super::config::{Pipeline, PolicySet};
 use super::trace::{Arrivals, Trace};
 use super::{MAX_DURATION_S, MAX_TIMELINE_ROWS};
 use crate::autoscaler::{Fleet, ManagedService, load_plugin};
-use crate::runtime::{PolicyEngine, RuntimeLimits};
+use crate::decision::PluginVerdict;
+use crate::runtime::{FailureKind, PolicyEngine, RuntimeLimits};
 use crate::spec::ServiceKey;
 
 /// How to run.
@@ -100,14 +101,26 @@ pub struct ServiceSummary {
     pub seconds_over_slo: u64,
     pub scale_events: u64,
     pub plugin_failures: u64,
+    /// The failures by kind (label, count), and the first one's message: a policy that fails in simulation says
+    /// why.
+    pub failure_kinds: Vec<(&'static str, u64)>,
+    pub first_failure: Option<String>,
     /// Jobs still queued or running at the end.
     pub left_in_system: u64,
+}
+
+/// One service's plugin failures in a run.
+#[derive(Default)]
+struct Failures {
+    by_kind: BTreeMap<FailureKind, u64>,
+    first: Option<String>,
 }
 
 /// The outcome of one policy set on one trace.
 #[derive(Debug, Clone)]
 pub struct RunResult {
     pub label: String,
+    pub pipeline: Pipeline,
     pub summaries: Vec<ServiceSummary>,
     pub timeline: Vec<Sample>,
 }
@@ -144,17 +157,20 @@ pub fn run(
             ),
             None => None,
         };
-        let interval = setup.sim.decision_interval_seconds;
+        let interval = setup.decision_interval_s();
+        // The fleet decides a service when its spec says it is due: the spec carries the interval simulated.
+        let mut spec = setup.spec.clone();
+        spec.decision_interval_seconds = u32::try_from(interval).unwrap_or(u32::MAX);
         fleets
             .entry(interval)
             .or_default()
             .services
-            .insert(setup.key.clone(), ManagedService::new(setup.spec.clone(), plugin).with_shadow(shadow));
+            .insert(setup.key.clone(), ManagedService::new(spec, plugin).with_shadow(shadow));
     }
     let mut arrivals: BTreeMap<ServiceKey, Arrivals> =
         set.services.iter().map(|s| (s.key.clone(), trace.arrivals(s, options.duration_s, options.seed))).collect();
     let cluster = RefCell::new(SimCluster::new(&set.services, options.seed));
-    let mut plugin_failures: BTreeMap<ServiceKey, u64> = BTreeMap::new();
+    let mut plugin_failures: BTreeMap<ServiceKey, Failures> = BTreeMap::new();
     let mut timeline = Vec::new();
     let mut sampled: BTreeMap<ServiceKey, Totals> = BTreeMap::new();
 
@@ -170,11 +186,11 @@ pub fn run(
                     continue;
                 }
                 let results = fleet.tick(&mut SimHandle(&cluster), &mut SimHandle(&cluster), now_ms).await;
-                for result in results {
-                    if let Ok(tick) = result
-                        && tick.record.failure().is_some()
-                    {
-                        *plugin_failures.entry(tick.record.service.clone()).or_default() += 1;
+                for tick in results.into_iter().flatten() {
+                    if let PluginVerdict::Failed { kind, message } = &tick.record.plugin {
+                        let failures = plugin_failures.entry(tick.record.service.clone()).or_default();
+                        *failures.by_kind.entry(*kind).or_default() += 1;
+                        failures.first.get_or_insert_with(|| message.clone());
                     }
                 }
             }
@@ -222,6 +238,7 @@ pub fn run(
         .iter()
         .map(|setup| {
             let service = &cluster.services[&setup.key];
+            let failures = plugin_failures.get(&setup.key);
             let mut waits = service.waits_ms.clone();
             waits.sort_unstable();
             let wait = |q: f64| percentile_ms(&waits, q).map_or(0.0, |ms| f64::from(ms) / 1000.0);
@@ -236,10 +253,14 @@ pub fn run(
                 wait_slo_s: setup.sim.wait_slo_seconds,
                 seconds_over_slo: service.totals.over_slo_ms / 1000,
                 scale_events: service.totals.scale_events,
-                plugin_failures: plugin_failures.get(&setup.key).copied().unwrap_or(0),
+                plugin_failures: failures.map_or(0, |f| f.by_kind.values().sum()),
+                failure_kinds: failures
+                    .map(|f| f.by_kind.iter().map(|(kind, n)| (kind.label(), *n)).collect())
+                    .unwrap_or_default(),
+                first_failure: failures.and_then(|f| f.first.clone()),
                 left_in_system: service.in_system(),
             }
         })
         .collect();
-    Ok(RunResult { label: set.label.clone(), summaries, timeline })
+    Ok(RunResult { label: set.label.clone(), pipeline: set.pipeline, summaries, timeline })
 }

@@ -152,7 +152,7 @@ impl Trace {
             }
             Trace::Builtin(name) => Source::Builtin {
                 shape: name,
-                rng: SplitMix64::stream(seed, &service.key.to_string(), "arrivals"),
+                rng: SplitMix64::stream(seed, &service.key.name, "arrivals"),
                 base_rate: service.sim.base_rate,
             },
         };
