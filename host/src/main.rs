@@ -405,6 +405,10 @@ struct SimulateArgs {
     /// metrics 60 s old). Once for every set, or once per set in the order of --policies then --compare.
     #[arg(long, value_enum, default_values_t = [ballast::sim::Pipeline::Direct])]
     pipeline: Vec<ballast::sim::Pipeline>,
+    /// A name for a policy set in tables, CSV and charts (default: its file's name); once per set, in the order of
+    /// --policies then --compare. Two sets may not be named alike.
+    #[arg(long)]
+    label: Vec<String>,
     /// Simulation parameters per service (kind: Simulation; serviceSeconds, startupSeconds, concurrency, jitter,
     /// baseRate, ...). Default: the built-in parameters of the five model services. A `simulation:` section in a
     /// policy document takes precedence.
@@ -741,6 +745,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         .enumerate()
         .map(|(i, set)| set.with_pipeline(args.pipeline[i.min(args.pipeline.len() - 1)]))
         .collect();
+    ballast::sim::config::label_sets(&mut sets, &args.label)?;
     pull_oci_plugins(&mut sets, &args.registry)?;
     let trace = Trace::from_arg(&args.trace)?;
     let duration_s = args.duration.unwrap_or_else(|| trace.length_s());

@@ -393,9 +393,50 @@ impl PolicySet {
     }
 }
 
+/// Names the sets `labels` in order (`--label`; the rest keep their file names) and refuses two sets named alike:
+/// a table or chart with two rows called the same could not be read.
+pub fn label_sets(sets: &mut [PolicySet], labels: &[String]) -> Result<(), SimError> {
+    if labels.len() > sets.len() {
+        return Err(SimError::Invalid(format!(
+            "{} labels for {} policy sets: give at most one per set",
+            labels.len(),
+            sets.len()
+        )));
+    }
+    for (set, label) in sets.iter_mut().zip(labels) {
+        set.label.clone_from(label);
+    }
+    for (i, set) in sets.iter().enumerate() {
+        if sets[..i].iter().any(|other| other.label == set.label) {
+            return Err(SimError::Invalid(format!(
+                "two policy sets are named `{}`: name them apart with --label (one per set, in the order of --policies \
+                 then --compare)",
+                set.label
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sets_are_labelled_in_order_and_never_named_alike() {
+        let text = "apiVersion: ballast.dev/v1alpha1\nkind: ScalingPolicy\nmetadata: {name: a, namespace: t}\nspec:\n  \
+                    target: {name: a}\n  maxReplicas: 2\n  plugin: {builtin: hpa}\nsimulation: {serviceSeconds: 1, \
+                    startupSeconds: 1}\n";
+        let set = PolicySet::parse("policies", "p.yaml", text, None).unwrap();
+        let mut sets = vec![set.clone(), set.clone()];
+        let err = label_sets(&mut sets, &[]).unwrap_err().to_string();
+        assert!(err.contains("two policy sets are named `policies`") && err.contains("--label"), "{err}");
+        label_sets(&mut sets, &["before".into(), "after".into()]).unwrap();
+        assert_eq!((sets[0].label.as_str(), sets[1].label.as_str()), ("before", "after"));
+        let mut three = vec![set.clone(), set];
+        let err = label_sets(&mut three, &["x".into(), "y".into(), "z".into()]).unwrap_err().to_string();
+        assert!(err.contains("3 labels for 2 policy sets"), "{err}");
+    }
 
     const SIM: &str = "simulation: {serviceSeconds: 2, startupSeconds: 30, baseRate: 1}";
 
