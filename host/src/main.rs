@@ -166,7 +166,7 @@ enum PluginCommand {
     /// gzipped size), imports, exports, compile and instantiate times, and a canary decision on a sample
     /// observation. Exits non-zero for a wrong world, a non-component, or a canary that traps.
     Check {
-        /// The component (.wasm).
+        /// The component (.wasm), or builtin:NAME (hpa, queue-drain).
         file: PathBuf,
         /// The plugin config (JSON) for the canary decision.
         #[arg(long, default_value = "{}")]
@@ -177,7 +177,7 @@ enum PluginCommand {
     /// Run table tests: each case's input through the plugin, its replicas (or policy error) and reason compared
     /// with what the case expects. Exits non-zero when a case fails.
     Test {
-        /// The component (.wasm).
+        /// The component (.wasm), or builtin:NAME (hpa, queue-drain).
         file: PathBuf,
         /// The cases file (YAML; see policies-wit/README.md).
         #[arg(long, value_name = "FILE")]
@@ -831,6 +831,18 @@ fn plugin(command: PluginCommand) -> anyhow::Result<()> {
         Ok(ballast::runtime::PolicyEngine::new(limits.limits(ballast::runtime::RuntimeLimits::default())?)?)
     };
     let read = |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    // A component file, or `builtin:NAME` for a plugin compiled into the host (what `plugin: {builtin: NAME}` runs).
+    let component = |path: &Path| -> anyhow::Result<Vec<u8>> {
+        match path.to_str().and_then(|p| p.strip_prefix("builtin:")) {
+            Some(name) => ballast::runtime::builtin(name).map(<[u8]>::to_vec).with_context(|| {
+                format!(
+                    "no built-in plugin `{name}`: the built-ins are {}",
+                    ballast::runtime::BUILTINS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                )
+            }),
+            None => read(path),
+        }
+    };
     match command {
         PluginCommand::New { lang, name, dir } => {
             let project = scaffold::scaffold(lang, &name, &dir)?;
@@ -859,7 +871,7 @@ fn plugin(command: PluginCommand) -> anyhow::Result<()> {
             let config: serde_json::Value =
                 serde_json::from_str(&config).with_context(|| format!("--config is not JSON: {config}"))?;
             let what = file.display().to_string();
-            let report = check::check(&engine(&limits)?, &what, &read(&file)?, &config)?;
+            let report = check::check(&engine(&limits)?, &what, &component(&file)?, &config)?;
             print!("{}", report.render());
             anyhow::ensure!(report.passed(), "{what}: the canary decision failed");
             Ok(())
@@ -867,7 +879,7 @@ fn plugin(command: PluginCommand) -> anyhow::Result<()> {
         PluginCommand::Test { file, cases: cases_path, limits } => {
             let what = file.display().to_string();
             let engine = engine(&limits)?;
-            let compiled = engine.load(&what, &read(&file)?)?;
+            let compiled = engine.load(&what, &component(&file)?)?;
             let text = std::fs::read_to_string(&cases_path)
                 .with_context(|| format!("reading --cases {}", cases_path.display()))?;
             let table = cases::parse(&cases_path.display().to_string(), &text)?;

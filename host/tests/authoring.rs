@@ -100,6 +100,25 @@ fn check_reports_a_plugin_and_refuses_what_the_host_would_refuse() {
 }
 
 #[test]
+fn check_and_test_take_the_built_in_plugins_by_name() {
+    let output = ballast(&["plugin", "check", "builtin:hpa", "--config", r#"{"gpuUtilization": 60}"#]);
+    let out = text(&output);
+    assert!(output.status.success() && out.contains("canary      2 -> 4 replicas"), "{out}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases = dir.path().join("cases.yaml");
+    std::fs::write(
+        &cases,
+        "cases:\n  - name: idle\n    input: {currentReplicas: 2, observation: {}}\n    expect: {replicas: 2}\n",
+    )
+    .expect("writing cases");
+    let output = ballast(&["plugin", "test", "builtin:hpa", "--cases", path(&cases)]);
+    assert!(text(&output).contains("on builtin:hpa"), "{}", text(&output));
+    let output = ballast(&["plugin", "check", "builtin:nope"]);
+    let out = text(&output);
+    assert!(!output.status.success() && out.contains("no built-in plugin `nope`: the built-ins are hpa"), "{out}");
+}
+
+#[test]
 fn pack_prints_a_config_map_the_controller_reads() {
     let output = ballast(&[
         "plugin",
