@@ -24,6 +24,8 @@ use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
+use crate::runtime::MAX_COMPONENT_BYTES;
+
 /// The config media type pushed (CNCF TAG Runtime Wasm artifact, v0).
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
 /// The layer media type pushed: the component's bytes, uncompressed.
@@ -36,8 +38,6 @@ pub const ACCEPTED_LAYER_MEDIA_TYPES: &[&str] = &[
 ];
 const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 const DOCKER_MANIFEST_MEDIA_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
-/// Largest component pulled; the same bound as a decompressed ConfigMap component.
-pub const MAX_COMPONENT_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {

@@ -667,7 +667,7 @@ async fn plugin_paths_are_confined_to_the_plugin_dirs_and_refused_files_are_neve
     std::os::unix::fs::symlink("/etc/passwd", dir.path().join("passwd.wasm")).expect("symlink");
     // One byte over the bound (a sparse file: nothing is written).
     let big = std::fs::File::create(dir.path().join("big.wasm")).expect("big file");
-    big.set_len(ballast::oci::MAX_COMPONENT_BYTES + 1).expect("sparse file");
+    big.set_len(ballast::runtime::MAX_COMPONENT_BYTES + 1).expect("sparse file");
     let passwd = std::fs::read("/etc/passwd").expect("/etc/passwd");
     let passwd_digest = ballast::runtime::digest(&passwd);
     let first_line = String::from_utf8_lossy(&passwd).lines().next().unwrap_or_default().to_owned();

@@ -18,8 +18,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use crate::autoscaler::config_text;
 use crate::decision::{self, Moment, ServiceMemory};
 use crate::observation::Observation;
-use crate::oci::{MAX_COMPONENT_BYTES, OciError, OciStore, PinnedReference, RegistryAccess};
-use crate::runtime::{self, FailureKind, Plugin, PolicyEngine};
+use crate::oci::{OciError, OciStore, PinnedReference, RegistryAccess};
+use crate::runtime::{self, FailureKind, MAX_COMPONENT_BYTES, Plugin, PolicyEngine};
 use crate::spec::{OciPluginRef, ScalingPolicySpec, ServiceKey};
 
 /// The label a ConfigMap carries to be watched for plugins.

@@ -3,6 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The largest component any source hands over (a file, a ConfigMap's bytes after gunzip, an OCI layer) and the
+/// default of [`RuntimeLimits::max_component_bytes`]: one bound, so no source reads what the engine would refuse.
+pub const MAX_COMPONENT_BYTES: u64 = 64 << 20;
+
 #[derive(Debug, Clone)]
 pub struct RuntimeLimits {
     /// Wall-clock budget of one `decide` call; past it the call is interrupted (epoch deadline).
@@ -58,7 +62,7 @@ impl Default for RuntimeLimits {
             max_reason_bytes: 1024,
             max_proposals: 32,
             max_proposal_name_bytes: 64,
-            max_component_bytes: 64 << 20,
+            max_component_bytes: MAX_COMPONENT_BYTES as usize,
             max_memories: 4,
             max_tables: 8,
             max_core_instances: 32,

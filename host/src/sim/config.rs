@@ -203,14 +203,6 @@ impl SimulationFile {
         Self::parse(&path.display().to_string(), &text)
     }
 
-    /// The same services behind another metrics pipeline.
-    pub fn with_pipeline(mut self, pipeline: Pipeline) -> Self {
-        for spec in self.services.values_mut() {
-            pipeline.apply(spec);
-        }
-        self
-    }
-
     fn lookup(&self, key: &ServiceKey) -> Option<&SimulationSpec> {
         self.services.get(&key.to_string()).or_else(|| self.services.get(&key.name))
     }
