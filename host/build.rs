@@ -7,7 +7,7 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "plugin";
-const PACKAGES: &[&str] = &["hpa", "queue-drain", "hostile", "wrong-world"];
+const PACKAGES: &[&str] = &["hpa", "queue-drain", "hostile", "wrong-world", "world-0-1"];
 /// What those packages are built from: their sources, and the workspace manifest and lock (a feature of a shared
 /// dependency, a profile setting or a version changes a plugin's bytes too). Not all of plugins/: the JavaScript and
 /// Python plugins there are built by `ballast plugin build`, and their node_modules and __pycache__ must not trigger
@@ -17,6 +17,7 @@ const SOURCES: &[&str] = &[
     "plugins/queue-drain",
     "tests/plugins/hostile",
     "tests/plugins/wrong-world",
+    "tests/plugins/world-0-1",
     "policies-wit",
     "Cargo.toml",
     "Cargo.lock",

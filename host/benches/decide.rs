@@ -36,6 +36,7 @@ fn wasm_input() -> PolicyInput {
                 failed: 0,
                 waiting_children: 0,
                 completed_since_last: Some(2),
+                is_paused: false,
             }),
             latency_p50_ms: Some(800.0),
             latency_p95_ms: Some(2400.0),

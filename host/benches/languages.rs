@@ -50,6 +50,7 @@ fn input() -> PolicyInput {
                 failed: 0,
                 waiting_children: 0,
                 completed_since_last: Some(2),
+                is_paused: false,
             }),
             latency_p50_ms: Some(800.0),
             latency_p95_ms: Some(2400.0),

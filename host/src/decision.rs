@@ -305,6 +305,7 @@ fn fill_policy_input(
         failed: q.failed,
         waiting_children: q.waiting_children,
         completed_since_last: obs.completed_since_last,
+        is_paused: obs.queue_paused.unwrap_or(false),
     });
     o.latency_p50_ms = obs.latency_p50_ms;
     o.latency_p95_ms = obs.latency_p95_ms;

@@ -904,7 +904,8 @@ fn plugin(command: PluginCommand) -> anyhow::Result<()> {
             match &args.oci {
                 Some(target) => {
                     let (imports, exports) = engine.interface(&compiled);
-                    let world = ballast::oci::ComponentWorld { imports, exports };
+                    let world =
+                        ballast::oci::ComponentWorld { target: compiled.world().name().into(), imports, exports };
                     let registry = ballast::oci::registry_of(target).unwrap_or_default();
                     let access = args.registry.access(&registry, false)?;
                     let runtime =

@@ -439,6 +439,8 @@ fn write_disk(dir: &Path, manifest_bytes: &[u8], artifact: &Artifact) -> std::io
 /// What a component imports and exports, recorded in the pushed artifact's config.
 #[derive(Debug, Clone, Default)]
 pub struct ComponentWorld {
+    /// The `ballast:policy` world the component implements.
+    pub target: String,
     pub imports: Vec<String>,
     pub exports: Vec<String>,
 }
@@ -464,7 +466,7 @@ pub fn artifact_documents(component: &[u8], world: &ComponentWorld) -> (Vec<u8>,
         "os": "wasip2",
         "layerDigests": [layer_digest],
         "component": {
-            "target": crate::runtime::WORLD,
+            "target": world.target,
             "imports": world.imports,
             "exports": world.exports,
         },
@@ -574,7 +576,11 @@ mod tests {
 
     #[test]
     fn artifact_documents_are_deterministic_and_name_the_layer() {
-        let world = ComponentWorld { imports: vec!["ballast:policy/host@0.1.0".into()], exports: vec![] };
+        let world = ComponentWorld {
+            target: crate::runtime::World::CURRENT.name().into(),
+            imports: vec!["ballast:policy/host@0.2.0".into()],
+            exports: vec![],
+        };
         let (manifest, config) = artifact_documents(b"\0asm component", &world);
         assert_eq!(artifact_documents(b"\0asm component", &world), (manifest.clone(), config.clone()));
         let parsed = parse_manifest(&manifest).unwrap();
@@ -583,7 +589,7 @@ mod tests {
         assert_eq!(layer.media_type, LAYER_MEDIA_TYPE);
         assert_eq!(layer.digest, format!("sha256:{}", crate::runtime::digest(b"\0asm component")));
         let config: serde_json::Value = serde_json::from_slice(&config).unwrap();
-        assert_eq!(config["component"]["target"], crate::runtime::WORLD);
+        assert_eq!(config["component"]["target"], crate::runtime::World::CURRENT.name());
     }
 
     #[test]

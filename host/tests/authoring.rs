@@ -75,7 +75,7 @@ fn check_reports_a_plugin_and_refuses_what_the_host_would_refuse() {
     let out = text(&output);
     assert!(output.status.success(), "{out}");
     for line in
-        ["world       ballast:policy/scaling-policy@0.1.0", "gzipped", "imports", "exports", "compile", "instantiate"]
+        ["world       ballast:policy/scaling-policy@0.2.0", "gzipped", "imports", "exports", "compile", "instantiate"]
     {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
@@ -84,7 +84,14 @@ fn check_reports_a_plugin_and_refuses_what_the_host_would_refuse() {
     let output = ballast(&["plugin", "check", path(&plugin_file("wrong_world.wasm"))]);
     let out = text(&output);
     assert!(!output.status.success(), "{out}");
-    assert!(out.contains("does not export `ballast:policy/policy@0.1.0`"), "{out}");
+    assert!(out.contains("does not export `ballast:policy/policy@0.2.0` or `ballast:policy/policy@0.1.0`"), "{out}");
+
+    // A plugin of the older world passes, and says which world it is.
+    let output = ballast(&["plugin", "check", path(&plugin_file("world_0_1.wasm"))]);
+    let out = text(&output);
+    assert!(output.status.success(), "{out}");
+    assert!(out.contains("world       ballast:policy/scaling-policy@0.1.0 (ok)"), "{out}");
+    assert!(out.contains("log       [info] 0.1 plugin saw"), "{out}");
 
     let output = ballast(&["plugin", "check", path(&plugin_file("hostile.wasm")), "--config", r#"{"mode": "trap"}"#]);
     let out = text(&output);

@@ -204,6 +204,7 @@ fn random_input(r: &mut Random) -> PolicyInput {
             failed: count(),
             waiting_children: count(),
             completed_since_last: None,
+            is_paused: false,
         }
     });
     let custom = (0..r.below(3))

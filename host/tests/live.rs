@@ -184,6 +184,29 @@ async fn a_missing_queue_is_unavailable_and_named_and_a_paused_queue_says_so() {
     assert_eq!(observed[2].queue, Some(expected["live-queue"].0));
     assert_eq!(observed[2].queue_paused, Some(false));
 
+    // What the built-in hpa (a 0.2 plugin) makes of it: the paused queue's jobs hold the fleet, the live one's
+    // count as backlog.
+    let engine = ballast::runtime::PolicyEngine::new(ballast::runtime::RuntimeLimits {
+        deadline: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .unwrap();
+    let hpa = engine.load("hpa", ballast::runtime::builtin("hpa").unwrap()).unwrap();
+    let config = r#"{"jobsPerPod": 1}"#;
+    let at = ballast::decision::Moment { now_ms: 0, current: 1, ready: 1 };
+    let reasons: Vec<String> = [1, 2]
+        .map(|i| {
+            let (key, spec) = &services[i];
+            let memory = ballast::decision::ServiceMemory::default();
+            let input = ballast::decision::policy_input(key, spec, config, &memory, &observed[i], at);
+            assert_eq!(input.observations.queue.unwrap().is_paused, i == 1);
+            let mut plugin = ballast::runtime::Plugin::new(engine.clone(), hpa.clone());
+            plugin.decide(&input).result.unwrap().reason
+        })
+        .into();
+    assert!(reasons[0].starts_with("queue-paused proposes 1"), "{reasons:?}");
+    assert!(reasons[1].starts_with("queue proposes"), "{reasons:?}");
+
     // Another database: every queue is missing there.
     let mut elsewhere = observer_of(&redis.url("", 4), Duration::from_secs(5));
     let observed = observe_until(&mut elsewhere, &list, |o| !o[2].unavailable["queue"].contains("not been read")).await;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ballast::runtime::{
-    Observations, Plugin, PluginFailure, PolicyEngine, PolicyInput, QueueCounts, RuntimeLimits, ServiceId,
+    Observations, Plugin, PluginFailure, PolicyEngine, PolicyInput, QueueCounts, RuntimeLimits, ServiceId, World,
 };
 
 fn plugin_bytes(file: &str) -> Vec<u8> {
@@ -42,6 +42,7 @@ fn input(config: &str) -> PolicyInput {
                 failed: 0,
                 waiting_children: 0,
                 completed_since_last: Some(5),
+                is_paused: false,
             }),
             latency_p50_ms: None,
             latency_p95_ms: None,
@@ -71,6 +72,43 @@ fn hpa_plugin_decides_like_the_native_code() {
     assert_eq!(names, [("gpu", 4), ("cpu", 2), ("queue", 7)]);
     // The reused instance gives the same answer again.
     assert_eq!(plugin.decide(&input(cfg)).result.unwrap(), decision);
+}
+
+#[test]
+fn a_paused_queue_reaches_a_0_2_plugin_and_a_0_1_plugin_still_loads_and_runs() {
+    let engine = engine();
+    let hpa = engine.load("hpa.wasm", &plugin_bytes("hpa.wasm")).unwrap();
+    assert_eq!(hpa.world(), World::V0_2);
+    let mut paused = input(r#"{"gpuUtilization": 80, "jobsPerPod": 5}"#);
+    paused.observations.gpu_duty_cycle_percent = Some(10.0);
+    if let Some(queue) = &mut paused.observations.queue {
+        queue.is_paused = true;
+    }
+    // 33 jobs would ask for 7 pods, and an idle GPU for 1; the paused queue's jobs hold the 3 there are.
+    let decision = Plugin::new(engine.clone(), hpa.clone()).decide(&paused).result.unwrap();
+    assert_eq!(decision.replicas, 3, "{}", decision.reason);
+    assert!(decision.reason.starts_with("queue-paused proposes 3"), "{}", decision.reason);
+
+    // A plugin built against the frozen 0.1 world: the same input, less what 0.2 added; its log() arrives too.
+    let old = engine.load("world_0_1.wasm", &plugin_bytes("world_0_1.wasm")).unwrap();
+    assert_eq!(old.world(), World::V0_1);
+    let (imports, exports) = engine.interface(&old);
+    assert!(exports.contains(&"ballast:policy/policy@0.1.0".to_owned()), "{exports:?}");
+    assert!(imports.contains(&"ballast:policy/host@0.1.0".to_owned()), "{imports:?}");
+    let mut plugin = Plugin::new(engine.clone(), old);
+    paused.state = Some(b"kept".to_vec());
+    for _ in 0..2 {
+        let outcome = plugin.decide(&paused);
+        let decision = outcome.result.unwrap();
+        assert_eq!(decision.replicas, 7, "ceil(33 / 5): {}", decision.reason);
+        assert_eq!(decision.reason, "world 0.1: 33 jobs (waiting 30) at 5 per pod");
+        assert_eq!(decision.state.as_deref(), Some(&b"kept"[..]), "the state goes through both ways");
+        assert_eq!(outcome.logs.len(), 1, "{:?}", outcome.logs);
+        assert_eq!((outcome.logs[0].level, outcome.logs[0].message.as_str()), ("info", "0.1 plugin saw 33 jobs"));
+    }
+    paused.observations.queue = None;
+    let Err(PluginFailure::Error(said)) = plugin.decide(&paused).result else { panic!("a 0.1 policy error") };
+    assert_eq!(said, "insufficient data: no queue counts");
 }
 
 #[test]
@@ -219,7 +257,7 @@ fn wrong_world_is_refused_naming_the_missing_export() {
     let engine = engine();
     let err = engine.load("wrong_world.wasm", &plugin_bytes("wrong_world.wasm")).unwrap_err().to_string();
     assert!(err.contains("wrong_world.wasm"), "{err}");
-    assert!(err.contains("ballast:policy/policy@0.1.0"), "{err}");
+    assert!(err.contains("ballast:policy/policy@0.2.0") && err.contains("ballast:policy/policy@0.1.0"), "{err}");
     assert!(err.contains("test:wrong/policy@0.1.0"), "names what it does export: {err}");
 }
 

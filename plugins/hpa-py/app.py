@@ -88,9 +88,13 @@ def decide(input: PolicyInput) -> Decision:
     consider("cpu", cfg.cpu_utilization, utilization(obs.cpu_percent_of_request, cfg.cpu_utilization))
     consider("memory", cfg.memory_utilization, utilization(obs.memory_percent_of_request, cfg.memory_utilization))
     q = obs.queue
-    # Summed as u64 and converted once, as the Rust SDK's `backlog() as f64`.
-    backlog = None if q is None else float((q.waiting + q.prioritized + q.active + q.delayed) & 0xFFFF_FFFF_FFFF_FFFF)
-    consider("queue", cfg.jobs_per_pod, per_pod(backlog, cfg.jobs_per_pod))
+    if q is not None and q.is_paused:
+        # A paused queue's jobs wait for the resume: hold for them (as the Rust `hpa` does).
+        consider("queue-paused", cfg.jobs_per_pod, current)
+    else:
+        # Summed as u64 and converted once, as the Rust SDK's `backlog() as f64`.
+        backlog = None if q is None else float((q.waiting + q.prioritized + q.active + q.delayed) & 0xFFFF_FFFF_FFFF_FFFF)
+        consider("queue", cfg.jobs_per_pod, per_pod(backlog, cfg.jobs_per_pod))
     consider("latency-p95", cfg.latency_p95_ms, utilization(obs.latency_p95_ms, cfg.latency_p95_ms))
     consider("request-rate", cfg.requests_per_pod, per_pod(obs.request_rate, cfg.requests_per_pod))
     for name, target in cfg.custom:

@@ -28,6 +28,7 @@ pub fn to_sdk(input: &PolicyInput) -> sdk::PolicyInput {
                 failed: q.failed,
                 waiting_children: q.waiting_children,
                 completed_since_last: q.completed_since_last,
+                is_paused: q.is_paused,
             }),
             latency_p50_ms: o.latency_p50_ms,
             latency_p95_ms: o.latency_p95_ms,

@@ -73,6 +73,8 @@ pub struct CheckReport {
     pub gzip_size: usize,
     pub imports: Vec<String>,
     pub exports: Vec<String>,
+    /// The version of the world the component implements.
+    pub world: runtime::World,
     pub compile_time: Duration,
     pub instantiate_time: Duration,
     pub sample: SampleInput,
@@ -126,7 +128,7 @@ impl CheckReport {
         };
         let mut out = String::new();
         out.push_str(&format!("plugin      {}\n", self.what));
-        out.push_str(&format!("world       {} (ok)\n", runtime::WORLD));
+        out.push_str(&format!("world       {} (ok)\n", self.world.name()));
         out.push_str(&format!("sha256      {}\n", self.digest));
         out.push_str(&format!("size        {} ({} gzipped; {fits})\n", kib(self.size), kib(self.gzip_size)));
         out.push_str(&format!("imports     {}\n", list(&self.imports)));
@@ -179,6 +181,7 @@ pub fn check(
         gzip_size: super::pack::gzip(bytes).len(),
         imports,
         exports,
+        world: compiled.world(),
         compile_time: compiled.compile_time,
         instantiate_time,
         sample,
@@ -221,7 +224,7 @@ mod tests {
         assert!(report.passed(), "{}", report.render());
         // gpu 92% against a 60% target on 2 pods: ceil(2 * 92 / 60) = 4.
         assert_eq!(report.canary.as_ref().unwrap().replicas, 4, "{}", report.render());
-        assert!(report.exports.iter().any(|e| e == runtime::POLICY_EXPORT), "{:?}", report.exports);
+        assert!(report.exports.iter().any(|e| e == runtime::World::CURRENT.policy_export()), "{:?}", report.exports);
         assert!(report.gzip_size < report.size);
         let text = report.render();
         assert!(text.contains("canary      2 -> 4 replicas") && text.contains("fits a ConfigMap"), "{text}");
@@ -245,7 +248,7 @@ mod tests {
         let text = check(&engine(), "wrong_world.wasm", &test_plugin("wrong_world.wasm"), &serde_json::Value::Null)
             .unwrap_err()
             .to_string();
-        assert!(text.contains("wrong_world.wasm") && text.contains(runtime::POLICY_EXPORT), "{text}");
+        assert!(text.contains("wrong_world.wasm") && text.contains(runtime::World::CURRENT.policy_export()), "{text}");
     }
 
     #[test]

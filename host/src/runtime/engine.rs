@@ -5,11 +5,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtxView, WasiView};
 
-use super::bindings::{POLICY_EXPORT, ScalingPolicy, ScalingPolicyPre};
+use super::bindings::{PolicyPre, World};
 use super::instance::{HostState, MemoryCap, SharedStore};
 use super::limits::{EPOCH_TICK, RuntimeLimits};
 use super::log::CallLog;
@@ -37,12 +37,17 @@ pub struct CompiledPolicy {
     pub size: usize,
     /// Time spent compiling (zero when it came from a cache).
     pub compile_time: Duration,
-    pub(crate) pre: ScalingPolicyPre<HostState>,
+    pub(crate) pre: PolicyPre,
     /// The store every service's instance of this component lives in.
     pub(crate) store: Mutex<SharedStore>,
 }
 
 impl CompiledPolicy {
+    /// The version of the world the plugin implements.
+    pub fn world(&self) -> World {
+        self.pre.world()
+    }
+
     pub(crate) fn shared_store(&self) -> MutexGuard<'_, SharedStore> {
         // Every use of the store is under this lock and leaves it consistent, even if it panics.
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
@@ -97,7 +102,7 @@ impl PolicyEngine {
         // Toolchains whose std imports WASI (Rust's wasm32-wasip2, componentize-py) get an empty WASI whose every
         // call returns at once (see `wasi`).
         super::wasi::add_to_linker(&mut linker)
-            .and_then(|()| ScalingPolicy::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s))
+            .and_then(|()| super::bindings::add_to_linker(&mut linker))
             .map_err(|e| Error::Runtime(format!("linking host functions: {e:#}")))?;
         let this = Arc::new(PolicyEngine { engine, linker, limits, compiled: Mutex::new(HashMap::new()) });
         spawn_epoch_ticker(Arc::downgrade(&this));
@@ -197,27 +202,30 @@ impl PolicyEngine {
         Ok((component, false))
     }
 
-    fn validate(&self, what: &str, component: &Component) -> Result<ScalingPolicyPre<HostState>> {
+    fn validate(&self, what: &str, component: &Component) -> Result<PolicyPre> {
         let refuse = |why: String| Error::PluginRefused { what: what.into(), why };
         let exports: Vec<String> =
             component.component_type().exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
-        if !exports.iter().any(|e| e == POLICY_EXPORT) {
+        let Some(world) = World::of_exports(&exports) else {
+            let wanted: Vec<String> = World::ALL.iter().map(|w| format!("`{}`", w.policy_export())).collect();
             return Err(refuse(format!(
-                "it does not export `{POLICY_EXPORT}` (it exports: [{}]); this host serves world \
-                 ballast:policy/scaling-policy@0.1.0 — build the plugin against policies-wit/wit",
-                exports.join(", ")
+                "it does not export {} (it exports: [{}]); build the plugin against policies-wit/wit (world {})",
+                wanted.join(" or "),
+                exports.join(", "),
+                World::CURRENT.name()
             )));
-        }
+        };
         let instance_pre = self.linker.instantiate_pre(component).map_err(|e| {
             refuse(format!(
                 "it imports something this host does not provide: {e:#}; plugins may import only \
-                 ballast:policy/host@0.1.0 and WASI 0.2"
+                 `ballast:policy/host` of their world and WASI 0.2"
             ))
         })?;
-        ScalingPolicyPre::new(instance_pre).map_err(|e| {
+        PolicyPre::new(world, instance_pre).map_err(|e| {
             refuse(format!(
-                "its `{POLICY_EXPORT}` export does not match the world: {e:#}; rebuild it against \
-                 policies-wit/wit"
+                "its `{}` export does not match the world {}: {e:#}; rebuild it against policies-wit/wit",
+                world.policy_export(),
+                world.name()
             ))
         })
     }

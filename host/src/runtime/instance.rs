@@ -7,7 +7,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::WasiCtx;
 
-use super::bindings::{Decision, LogLevel, Observations, PolicyInput, ScalingPolicy, ServiceId, ballast};
+use super::bindings::{Decision, Observations, PolicyInput, PolicyInstance, ServiceId};
 use super::engine::{CompiledPolicy, PolicyEngine};
 use super::limits::RuntimeLimits;
 use super::log::{CallLog, PluginLog};
@@ -26,17 +26,10 @@ impl HostState {
     fn take_log(&mut self) -> Vec<PluginLog> {
         self.log.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
-}
 
-impl ballast::policy::host::Host for HostState {
-    fn log(&mut self, level: LogLevel, message: String) {
-        let level = match level {
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warn => "warn",
-            LogLevel::Error => "error",
-        };
-        self.log.lock().unwrap_or_else(PoisonError::into_inner).push(level, &message);
+    /// A plugin's `log()` call.
+    pub(crate) fn log_line(&mut self, level: &'static str, message: &str) {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner).push(level, message);
     }
 }
 
@@ -283,7 +276,7 @@ pub struct CallOutcome {
 
 /// An instance and the linear memory it holds (for the memory cap, which counts all its memories).
 struct Live {
-    bindings: ScalingPolicy,
+    bindings: PolicyInstance,
     memory_bytes: usize,
 }
 
@@ -469,7 +462,7 @@ impl Plugin {
         limiter.used = live.memory_bytes;
         limiter.max_bytes = self.memory_bytes;
         store.set_epoch_deadline(super::limits::ticks(self.deadline));
-        let called = live.bindings.ballast_policy_policy().call_decide(&mut *store, input);
+        let called = live.bindings.call_decide(&mut *store, input);
         live.memory_bytes = store.data().limiter.used;
         // Kept whatever happened: what a plugin printed before it trapped is what explains the trap.
         let logs = store.data_mut().take_log();

@@ -1,7 +1,7 @@
 //! The policy runtime: the synchronous wasm world, kept apart from the async one.
 //!
 //! Components are compiled once per sha256 (cached in memory and on disk), pre-linked into an `InstancePre` and
-//! type-checked against the `ballast:policy@0.1.0` world before anything runs them (compiled in a child process
+//! type-checked against the `ballast:policy` world they export (0.2, or 0.1 for older plugins) before anything runs them (compiled in a child process
 //! held to a memory and time budget, when the host names one). Each call runs under an epoch deadline and a memory
 //! cap in a pooled instance, with a WASI whose every call returns at once; whatever a plugin does wrong comes back
 //! as a [`PluginFailure`] value, never as a host error or crash, and its output is capped and escaped. All limits
@@ -18,8 +18,7 @@ pub mod text;
 mod wasi;
 
 pub use bindings::{
-    CustomMetric, Decision, LogLevel, MetricProposal, Observations, POLICY_EXPORT, PolicyError, PolicyInput,
-    QueueCounts, ServiceId, WORLD,
+    CustomMetric, Decision, MetricProposal, Observations, PolicyError, PolicyInput, QueueCounts, ServiceId, World,
 };
 pub use builtin::{BUILTINS, builtin};
 pub use compiler::{COMPILE_COMMAND, serve_compile};

@@ -10,7 +10,8 @@
 
 /**
  * @typedef {{ waiting: number, prioritized: number, paused: number, active: number, delayed: number,
- *   failed: number, waitingChildren: number, completedSinceLast: number | null }} QueueCounts
+ *   failed: number, waitingChildren: number, completedSinceLast: number | null,
+ *   isPaused: boolean }} QueueCounts
  * @typedef {{ gpuDutyCyclePercent: number | null, cpuPercentOfRequest: number | null,
  *   memoryPercentOfRequest: number | null, queue: QueueCounts | null, latencyP50Ms: number | null,
  *   latencyP95Ms: number | null, latencyP99Ms: number | null, requestRate: number | null,
@@ -102,9 +103,14 @@ function decide(input) {
   consider("cpu", cfg.cpuUtilization, utilization(obs.cpuPercentOfRequest, cfg.cpuUtilization));
   consider("memory", cfg.memoryUtilization, utilization(obs.memoryPercentOfRequest, cfg.memoryUtilization));
   const q = obs.queue;
-  const backlog =
-    q === null ? null : fromU64(q.waiting) + fromU64(q.prioritized) + fromU64(q.active) + fromU64(q.delayed);
-  consider("queue", cfg.jobsPerPod, perPod(backlog, cfg.jobsPerPod));
+  if (q !== null && q.isPaused) {
+    // A paused queue's jobs wait for the resume: hold for them (as the Rust `hpa` does).
+    consider("queue-paused", cfg.jobsPerPod, current);
+  } else {
+    const backlog =
+      q === null ? null : fromU64(q.waiting) + fromU64(q.prioritized) + fromU64(q.active) + fromU64(q.delayed);
+    consider("queue", cfg.jobsPerPod, perPod(backlog, cfg.jobsPerPod));
+  }
   consider("latency-p95", cfg.latencyP95Ms, utilization(obs.latencyP95Ms, cfg.latencyP95Ms));
   consider("request-rate", cfg.requestsPerPod, perPod(obs.requestRate, cfg.requestsPerPod));
   for (const [name, target] of cfg.custom) {

@@ -80,8 +80,12 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
     consider("cpu", cfg.cpu_utilization, resource(Resource::Cpu, obs.cpu_percent_of_request, cfg.cpu_utilization));
     let memory = resource(Resource::Memory, obs.memory_percent_of_request, cfg.memory_utilization);
     consider("memory", cfg.memory_utilization, memory);
-    let backlog = obs.queue.as_ref().map(|q| q.backlog() as f64);
-    consider("queue", cfg.jobs_per_pod, per_pod(backlog, cfg.jobs_per_pod));
+    match obs.queue.as_ref() {
+        // A paused queue's jobs (BullMQ 6 keeps them under `waiting`) are work no pod can take until the resume:
+        // hold for them, neither adding pods they cannot use nor removing the ones that will drain them.
+        Some(q) if q.is_paused => consider("queue-paused", cfg.jobs_per_pod, Some(current)),
+        queue => consider("queue", cfg.jobs_per_pod, per_pod(queue.map(|q| q.backlog() as f64), cfg.jobs_per_pod)),
+    }
     consider("latency-p95", cfg.latency_p95_ms, utilization(obs.latency_p95_ms, cfg.latency_p95_ms));
     consider("request-rate", cfg.requests_per_pod, per_pod(obs.request_rate, cfg.requests_per_pod));
     for (name, target) in &cfg.custom {
@@ -165,6 +169,7 @@ mod tests {
             failed: 0,
             waiting_children: 0,
             completed_since_last: None,
+            is_paused: false,
         }
     }
 
@@ -180,6 +185,19 @@ mod tests {
         assert_eq!(d.replicas, 8);
         assert_eq!(d.proposals.len(), 3);
         assert!(d.reason.starts_with("queue proposes 8"), "{}", d.reason);
+    }
+
+    #[test]
+    fn a_paused_queue_holds_for_its_jobs_instead_of_scaling_for_them() {
+        let mut obs = Observations::none();
+        obs.gpu_duty_cycle_percent = Some(10.0); // would propose 1
+        obs.cpu_percent_of_request = Some(10.0);
+        obs.queue = Some(QueueCounts { is_paused: true, ..queue(40) }); // running, 40 jobs would propose 8
+        let d = decide(&input(STT, 3, obs.clone())).unwrap();
+        assert_eq!(d.replicas, 3, "{}", d.reason);
+        assert!(d.reason.starts_with("queue-paused proposes 3"), "{}", d.reason);
+        obs.queue = Some(queue(40));
+        assert_eq!(decide(&input(STT, 3, obs)).unwrap().replicas, 8, "resumed: the backlog counts again");
     }
 
     #[test]

@@ -280,6 +280,13 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
     let Some(queue) = input.observations.queue.as_ref() else {
         return Ok(Decision::hold(input, "queue counts unavailable"));
     };
+    if queue.is_paused {
+        // Nothing arrives at the pods while the queue is paused: hold, and learn nothing (the state goes back as
+        // it came, so the first call after the resume measures arrivals over the whole pause).
+        let mut hold = Decision::hold(input, "the queue is paused; its jobs wait for Queue.resume()");
+        hold.state = input.state.clone();
+        return Ok(hold);
+    }
     let backlog = queue.waiting + queue.prioritized + queue.delayed;
     let in_flight = backlog + queue.active;
     let ready = input.ready_replicas;
@@ -396,6 +403,7 @@ mod tests {
             failed: 0,
             waiting_children: 0,
             completed_since_last: done,
+            is_paused: false,
         });
         PolicyInput {
             service: ServiceId { namespace: "ai-models".into(), name: "stt".into() },
@@ -592,6 +600,19 @@ mod tests {
         let mut i = input(0, 3, 0, 0, None, None);
         i.observations.queue = None;
         assert_eq!(decide(&i).unwrap().replicas, 3);
+    }
+
+    #[test]
+    fn a_paused_queue_holds_and_keeps_what_was_learned() {
+        let mut i = input(0, 3, 40, 0, None, None);
+        i.state = Some(b"learned".to_vec());
+        if let Some(q) = &mut i.observations.queue {
+            q.is_paused = true;
+        }
+        let d = decide(&i).unwrap();
+        assert_eq!(d.replicas, 3, "{}", d.reason);
+        assert!(d.reason.contains("paused"), "{}", d.reason);
+        assert_eq!(d.state, i.state, "the state goes back as it came");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Rust guest SDK for Ballast scaling policies (`ballast:policy@0.1.0`).
+//! Rust guest SDK for Ballast scaling policies (`ballast:policy@0.2.0`).
 //!
 //! A policy is a type implementing [`Guest`] plus one line, `ballast_policy_sdk::export_policy!(MyPolicy);`:
 //!

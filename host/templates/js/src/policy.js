@@ -9,7 +9,7 @@
 // componentize-qjs 0.4.5 passes u32 through an i32: read u32 arguments as `x >>> 0` and return u32 results as
 // `x | 0`, or values of 2^31 and more come out wrong.
 
-import { log } from "ballast:policy/host@0.1.0";
+import { log } from "ballast:policy/host@0.2.0";
 
 const TOLERANCE = 0.1;
 const U32_MAX = 4294967295;

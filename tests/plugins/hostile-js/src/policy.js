@@ -1,7 +1,7 @@
 // A JavaScript plugin that misbehaves on purpose, for the host's isolation tests (the JavaScript counterpart of
 // tests/plugins/hostile). The config's `mode` picks the misdeed.
 
-import { log } from "ballast:policy/host@0.1.0";
+import { log } from "ballast:policy/host@0.2.0";
 
 let calls = 0;
 
