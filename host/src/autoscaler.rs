@@ -60,6 +60,9 @@ pub struct ManagedService {
     pub shadow: Option<ShadowPlugin>,
     last_decided_ms: Option<u64>,
     backoff: Backoff,
+    /// Why the service sits out every tick (e.g. another autoscaler scales its target): neither decided nor
+    /// written while set.
+    pub hold: Option<String>,
 }
 
 /// A shadow plugin with the spec it decides with (see [`ScalingPolicySpec::shadow_spec`]).
@@ -114,6 +117,7 @@ impl ManagedService {
             shadow: None,
             last_decided_ms: None,
             backoff: Backoff::default(),
+            hold: None,
         }
     }
 
@@ -234,7 +238,7 @@ impl Fleet {
             .services
             .values_mut()
             .map(|service| {
-                if !service.is_due(now_ms) {
+                if service.hold.is_some() || !service.is_due(now_ms) {
                     return false;
                 }
                 if service.backoff.sits_out() {
@@ -362,5 +366,11 @@ mod tests {
             })
             .collect();
         assert_eq!(waiting, [("b", Some(10)), ("d", None), ("f", Some(40))]);
+
+        // A held service (another autoscaler scales its target) is neither decided nor written.
+        fleet.services.get_mut(&key("d")).unwrap().hold = Some("an HPA scales it".into());
+        let results = futures::executor::block_on(fleet.tick(&mut Given(BTreeMap::new()), &mut Steady, 2000));
+        let decided: Vec<_> = results.iter().map(|r| r.as_ref().unwrap().record.service.name.clone()).collect();
+        assert_eq!(decided, ["b", "f"]);
     }
 }

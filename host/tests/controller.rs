@@ -926,3 +926,82 @@ async fn a_big_packed_plugin_is_applied_server_side_as_pack_says() {
     api.patch("big", &PatchParams::apply("kubectl").force(), &Patch::Apply(&packed)).await.expect("server-side apply");
     assert!(api.get("big").await.expect("the ConfigMap").binary_data.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_an_hpa_or_keda_scales_is_held_with_a_condition_and_an_event_until_the_other_is_gone() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
+
+    let cluster = cluster().await;
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(cluster.client.clone(), "default");
+    let hpa = serde_json::from_value(json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": { "name": "web-hpa", "namespace": "default" },
+        "spec": { "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "web" },
+                  "minReplicas": 1, "maxReplicas": 4 },
+    }))
+    .unwrap();
+    hpas.create(&PostParams::default(), &hpa).await.unwrap();
+    cluster.create_hostile_policy("web", json!({ "config": { "mode": "fixed", "replicas": 3 } })).await;
+    let host = Host::start(&cluster, "host-a", None, None);
+
+    let held = eventually(Duration::from_secs(30), "ScalingActive=False, ConflictingAutoscaler", || {
+        condition(&cluster.policy("web"), "ScalingActive").filter(|c| c["reason"] == "ConflictingAutoscaler")
+    })
+    .await;
+    let message = held["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("Deployment/web is also scaled by HorizontalPodAutoscaler default/web-hpa"), "{held}");
+    assert!(message.contains("kubectl -n default delete hpa web-hpa"), "{held}");
+    assert_eq!(held["status"], "False");
+    cluster.await_events("ConflictingAutoscaler", 1, Duration::from_secs(10), "an Event naming the HPA").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(cluster.replicas(), 1, "nothing written while the HPA scales web");
+    assert_eq!(cluster.standin.request_count("PATCH", SCALE), 0);
+
+    // The HPA goes: Ballast scales web again.
+    hpas.delete("web-hpa", &DeleteParams::default()).await.unwrap();
+    eventually(Duration::from_secs(30), "3 replicas once the HPA is gone", || (cluster.replicas() == 3).then_some(()))
+        .await;
+    cluster.await_events("ConflictResolved", 1, Duration::from_secs(10), "an Event saying it scales again").await;
+
+    // KEDA is installed and a ScaledObject claims web: held again, naming the ScaledObject.
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
+    let keda = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": { "name": "scaledobjects.keda.sh" },
+        "spec": {
+            "group": "keda.sh", "scope": "Namespaced",
+            "names": { "plural": "scaledobjects", "singular": "scaledobject", "kind": "ScaledObject",
+                       "listKind": "ScaledObjectList" },
+            "versions": [{ "name": "v1alpha1", "served": true, "storage": true,
+                           "schema": { "openAPIV3Schema": { "type": "object",
+                                                            "x-kubernetes-preserve-unknown-fields": true } } }],
+        },
+    }))
+    .unwrap();
+    crds.create(&PostParams::default(), &keda).await.unwrap();
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledObject"));
+    let scaled_objects: Api<DynamicObject> = Api::namespaced_with(cluster.client.clone(), "default", &resource);
+    let scaled_object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+        "metadata": { "name": "web-queue", "namespace": "default" },
+        "spec": { "scaleTargetRef": { "name": "web" }, "triggers": [] },
+    }))
+    .unwrap();
+    scaled_objects.create(&PostParams::default(), &scaled_object).await.unwrap();
+    let held = eventually(Duration::from_secs(30), "held by the ScaledObject", || {
+        condition(&cluster.policy("web"), "ScalingActive").filter(|c| c["reason"] == "ConflictingAutoscaler")
+    })
+    .await;
+    assert!(held["message"].as_str().unwrap_or_default().contains("KEDA ScaledObject default/web-queue"), "{held}");
+    // KEDA scales web down; Ballast, whose plugin still asks for 3, leaves it there.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(cluster.client.clone(), "default");
+    deployments
+        .patch_scale("web", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "replicas": 1 } })))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(cluster.replicas(), 1, "KEDA's change of web is left alone");
+    host.stop().await;
+}

@@ -3,9 +3,10 @@
 //! One module per concern: [`crd`] (the resource and its schema), [`status`] (what the controller reports and
 //! persists), [`scale`] (the `/scale` actuator), [`plugins`] (plugins in ConfigMaps, validated and hot-swapped),
 //! [`events`] (Events, one per distinct note), [`lease`] (leader election), [`metrics_api`] (is metrics-server
-//! there), [`reconcile`] (the loop that drives [`crate::autoscaler::Fleet`]) and [`report`] (`ballast status` / `ballast explain`). Decisions are made only by
+//! there), [`conflicts`] (other autoscalers of a policy's workload), [`reconcile`] (the loop that drives [`crate::autoscaler::Fleet`]) and [`report`] (`ballast status` / `ballast explain`). Decisions are made only by
 //! [`crate::decision::decide`] through the fleet.
 
+pub mod conflicts;
 pub mod crd;
 mod error;
 pub mod events;

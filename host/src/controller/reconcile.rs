@@ -19,6 +19,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::ControllerError;
+use super::conflicts::Claims;
 use super::crd::{PolicyDocuments, ScalingPolicy, service_key};
 use super::events::EventRecorder;
 use super::lease::Leadership;
@@ -42,6 +43,11 @@ use crate::spec::{ScalingPolicySpec, ServiceKey};
 pub const CONTROLLER_NAME: &str = "ballast.dev/controller";
 /// How often discovery is asked whether metrics.k8s.io is served.
 const METRICS_API_EVERY: Duration = Duration::from_secs(30);
+/// How often HPAs and KEDA ScaledObjects are listed: a new one stops Ballast's writes within this, sooner than
+/// the HPA's own first sync (15 s).
+const CONFLICTS_EVERY: Duration = Duration::from_secs(5);
+/// How long the first tick waits for the first list of other autoscalers.
+const CONFLICTS_FIRST_WAIT: Duration = Duration::from_secs(10);
 
 /// Where the policies come from.
 pub enum PolicySource {
@@ -143,6 +149,8 @@ struct ServiceState {
     plugin_failing: bool,
     metrics_missing: bool,
     invalid: Option<String>,
+    /// Why another autoscaler's claim on the target keeps this policy from scaling it.
+    conflict: Option<String>,
     /// The plugin's log lines, on their way to the host's log.
     log_relay: LogRelay,
 }
@@ -165,6 +173,8 @@ pub struct Controller<O> {
     plugin_files: PluginFiles,
     /// Whether metrics.k8s.io is served, once known.
     metrics_api: Option<MetricsApi>,
+    /// Other autoscalers' workloads, once listed.
+    claims: Claims,
     loads: (mpsc::UnboundedSender<LoadDone>, mpsc::UnboundedReceiver<LoadDone>),
     was_leader: bool,
 }
@@ -196,6 +206,7 @@ impl<O: Observer> Controller<O> {
             oci,
             plugin_files: PluginFiles::Within(Vec::new()),
             metrics_api: None,
+            claims: Claims::default(),
             loads: mpsc::unbounded_channel(),
             was_leader: false,
         }
@@ -229,10 +240,18 @@ impl<O: Observer> Controller<O> {
         watches.push(task);
         let (mut metrics_api, task) = MetricsApi::watch(self.client.clone(), METRICS_API_EVERY);
         watches.push(task);
+        let (mut claims, task) = Claims::watch(self.client.clone(), CONFLICTS_EVERY);
+        watches.push(task);
         if let Some(store) = &self.policies {
             let _ = store.wait_until_ready().await;
         }
         let _ = self.config_maps.wait_until_ready().await;
+        // Nothing is written before it is known which workloads other autoscalers scale (unless listing them
+        // fails for longer than this: then the warning says why, and Ballast scales as if there were none).
+        if tokio::time::timeout(CONFLICTS_FIRST_WAIT, claims.wait_for(Option::is_some)).await.is_err() {
+            tracing::warn!("no list of HPAs and ScaledObjects after {CONFLICTS_FIRST_WAIT:?}; scaling without it");
+        }
+        self.claims = claims.borrow_and_update().clone().unwrap_or_default();
         readiness.set(true);
         self.sync();
 
@@ -246,6 +265,10 @@ impl<O: Observer> Controller<O> {
                 Ok(()) = metrics_api.changed() => {
                     self.metrics_api = metrics_api.borrow_and_update().clone();
                     self.report_metrics_api();
+                }
+                Ok(()) = claims.changed() => {
+                    self.claims = claims.borrow_and_update().clone().unwrap_or_default();
+                    self.report_conflicts();
                 }
                 Some(done) = self.loads.1.recv() => tick_now = self.apply_load(done).await,
                 _ = ticker.tick() => {
@@ -323,6 +346,7 @@ impl<O: Observer> Controller<O> {
                     plugin_failing: false,
                     metrics_missing: false,
                     invalid: None,
+                    conflict: None,
                     log_relay: LogRelay::default(),
                 }
             });
@@ -365,6 +389,43 @@ impl<O: Observer> Controller<O> {
             self.fleet.services.remove(&key);
         }
         self.report_metrics_api();
+        self.report_conflicts();
+    }
+
+    /// Holds every policy whose target another autoscaler (an HPA, a KEDA ScaledObject) scales, with a condition
+    /// and an Event naming it and the fix, and lets it go on once the other is gone.
+    fn report_conflicts(&mut self) {
+        let mut events = Vec::new();
+        for (key, state) in &mut self.states {
+            let conflict = self.claims.conflict(key, &state.spec.target);
+            if conflict != state.conflict {
+                let object = state.object.clone();
+                match &conflict {
+                    Some(why) => {
+                        tracing::warn!(policy = %key, "{why}");
+                        state.status.set_condition(SCALING_ACTIVE, false, "ConflictingAutoscaler", why);
+                        events.push((object, EventType::Warning, "ConflictingAutoscaler", why.clone()));
+                    }
+                    None => {
+                        let note = format!(
+                            "no other autoscaler scales {}/{} any more; Ballast scales it again",
+                            state.spec.target.kind, state.spec.target.name
+                        );
+                        tracing::info!(policy = %key, "{note}");
+                        state.status.set_condition(SCALING_ACTIVE, true, "ConflictResolved", &note);
+                        events.push((object, EventType::Normal, "ConflictResolved", note));
+                    }
+                }
+                state.dirty = true;
+                state.conflict = conflict;
+            }
+            if let Some(service) = self.fleet.services.get_mut(key) {
+                service.hold.clone_from(&state.conflict);
+            }
+        }
+        for (object, kind, reason, note) in events {
+            self.publish(object, kind, reason, note);
+        }
     }
 
     /// Tells each policy that reads CPU and memory when metrics.k8s.io cannot give them (and when it can again).
@@ -558,6 +619,7 @@ impl<O: Observer> Controller<O> {
                 };
                 let mut service = ManagedService::new(state.spec.clone(), loaded.plugin).with_shadow(shadow);
                 service.memory = memory;
+                service.hold.clone_from(&state.conflict);
                 self.fleet.services.insert(done.key.clone(), service);
                 tracing::info!(policy = %done.key, "{message}");
                 state.status.plugin_name = Some(loaded.source_name);

@@ -190,6 +190,11 @@ pub fn builtin_types() -> Vec<ResourceType> {
     statefulsets.generation = true;
     statefulsets.scale = Some(apps_scale());
     let leases = ResourceType::builtin("coordination.k8s.io", "v1", "leases", "Lease", true);
+    let mut hpas =
+        ResourceType::builtin("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", true);
+    hpas.short_names = vec!["hpa".into()];
+    hpas.status_subresource = true;
+    hpas.generation = true;
     let mut events = ResourceType::builtin("events.k8s.io", "v1", "events", "Event", true);
     events.short_names = vec!["ev".into()];
     events.extra_field_labels = &[
@@ -226,6 +231,7 @@ pub fn builtin_types() -> Vec<ResourceType> {
         deployments,
         statefulsets,
         leases,
+        hpas,
         events,
         crds,
         pod_metrics,
