@@ -102,6 +102,50 @@ enum Command {
     },
 }
 
+/// Where Prometheus is and how to authenticate to it. Secrets come from files (a mounted Secret), read at every
+/// refresh so a rotated one is picked up.
+#[derive(Args, Clone, Default)]
+struct PrometheusArgs {
+    /// Prometheus base URL (GPU, latency and custom metrics are unavailable without it).
+    #[arg(long, env = "BALLAST_PROMETHEUS_URL")]
+    prometheus: Option<String>,
+    /// File holding a bearer token sent to Prometheus (`Authorization: Bearer`).
+    #[arg(long, value_name = "FILE", conflicts_with = "prometheus_basic_auth_user")]
+    prometheus_bearer_token_file: Option<PathBuf>,
+    /// User for HTTP basic auth to Prometheus (its --web.config.file `basic_auth_users`); needs
+    /// --prometheus-basic-auth-password-file.
+    #[arg(long, value_name = "USER", requires = "prometheus_basic_auth_password_file")]
+    prometheus_basic_auth_user: Option<String>,
+    /// File holding the basic-auth password; needs --prometheus-basic-auth-user.
+    #[arg(long, value_name = "FILE", requires = "prometheus_basic_auth_user")]
+    prometheus_basic_auth_password_file: Option<PathBuf>,
+    /// PEM file of CA certificates to trust for an https Prometheus URL (besides the system's).
+    #[arg(long, value_name = "FILE")]
+    prometheus_ca_file: Option<PathBuf>,
+    /// Accept any certificate from an https Prometheus (for testing only: anyone in the path can answer).
+    #[arg(long)]
+    prometheus_insecure_skip_verify: bool,
+}
+
+impl PrometheusArgs {
+    fn source(&self) -> anyhow::Result<Option<ballast::sources::prometheus::PrometheusSource>> {
+        use ballast::sources::prometheus::{Credential, PrometheusAuth, PrometheusConfig, PrometheusSource};
+        let Some(url) = &self.prometheus else { return Ok(None) };
+        let mut config = PrometheusConfig::new(url.clone());
+        config.auth = match (&self.prometheus_bearer_token_file, &self.prometheus_basic_auth_user) {
+            (Some(token), _) => PrometheusAuth::Bearer(Credential::File(token.clone())),
+            (None, Some(user)) => PrometheusAuth::Basic {
+                user: user.clone(),
+                password: Credential::File(self.prometheus_basic_auth_password_file.clone().unwrap_or_default()),
+            },
+            (None, None) => PrometheusAuth::None,
+        };
+        config.ca_file.clone_from(&self.prometheus_ca_file);
+        config.insecure = self.prometheus_insecure_skip_verify;
+        Ok(Some(PrometheusSource::new(config)?))
+    }
+}
+
 /// Limits on plugins (see README, "Plugin limits"); each defaults to the host's built-in value.
 #[derive(Args, Clone, Default)]
 struct PluginLimitArgs {
@@ -300,9 +344,8 @@ struct RunArgs {
     /// Redis URL of the BullMQ queues (queue metrics are unavailable without it).
     #[arg(long, env = "BALLAST_REDIS_URL")]
     redis: Option<String>,
-    /// Prometheus base URL (GPU, latency and custom metrics are unavailable without it).
-    #[arg(long, env = "BALLAST_PROMETHEUS_URL")]
-    prometheus: Option<String>,
+    #[command(flatten)]
+    prometheus: PrometheusArgs,
     /// Time between decisions (100ms to 60m).
     #[arg(long, default_value = "1s", value_parser = duration_flag(TIMER_MIN, TIMER_MAX))]
     tick: Duration,
@@ -600,7 +643,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     use ballast::controller::lease::{self, Leadership, LeaseConfig};
     use ballast::controller::reconcile::{Controller, PolicySource, RunOptions};
     use ballast::sources::live::LiveObserver;
-    use ballast::sources::prometheus::{PrometheusConfig, PrometheusSource};
     use ballast::sources::resources::{ResourceConfig, ResourceSource};
 
     let client = args.kube.client().await?;
@@ -617,10 +659,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let prometheus = match &args.prometheus {
-        Some(url) => Some(PrometheusSource::new(PrometheusConfig::new(url.clone()))?),
-        None => None,
-    };
+    let prometheus = args.prometheus.source()?;
     let resources = ResourceSource::new(client.clone(), ResourceConfig::default());
     let observer =
         LiveObserver::new(bullmq, prometheus, Duration::from_secs(5), Duration::from_secs(60), metrics.clone())
@@ -966,6 +1005,22 @@ mod tests {
         assert_eq!((limits_now.memory_bytes, limits_now.compile_memory_bytes), (4096 << 20, 64 << 20));
         let simulate = ["ballast", "simulate", "--policies", "p.yaml"].into_iter().chain(limits);
         Cli::try_parse_from(simulate).unwrap_or_else(|e| panic!("{e}"));
+        let auth = [
+            "--prometheus=https://prometheus.monitoring:9090",
+            "--prometheus-basic-auth-user=ballast",
+            "--prometheus-basic-auth-password-file=/run/secrets/password",
+            "--prometheus-ca-file=/run/secrets/ca.pem",
+        ];
+        let Command::Run(args) = Cli::try_parse_from(["ballast", "run"].into_iter().chain(auth)).unwrap().command else {
+            panic!("not run")
+        };
+        let error = args.prometheus.source().err().expect("the password file does not exist").to_string();
+        assert!(error.contains("/run/secrets/password") || error.contains("/run/secrets/ca.pem"), "{error}");
+        for alone in ["--prometheus-basic-auth-user=ballast", "--prometheus-basic-auth-password-file=/p"] {
+            assert!(Cli::try_parse_from(["ballast", "run", alone]).is_err(), "{alone} without its pair was taken");
+        }
+        let both = ["ballast", "run", "--prometheus-bearer-token-file=/t", "--prometheus-basic-auth-user=u"];
+        assert!(Cli::try_parse_from(both.into_iter().chain(["--prometheus-basic-auth-password-file=/p"])).is_err());
         for over in [
             "--plugin-deadline=61s",
             "--plugin-memory-mib=4097",

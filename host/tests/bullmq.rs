@@ -444,17 +444,8 @@ fn autoscaler_metrics_pass_promtool() {
 
 #[tokio::test]
 async fn rediss_urls_speak_tls_with_a_given_ca() {
-    require("openssl", "apt-get install -y openssl");
     let certs = tempfile::tempdir().expect("temp dir");
-    // webpki refuses a self-signed certificate as the server's: make a CA and a server certificate it signs.
-    let script = "set -e
-        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=ballast-test-ca -keyout ca.key -out ca.pem
-        openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out server.csr
-        echo subjectAltName=IP:127.0.0.1 > san.ext
-        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext -out cert.pem";
-    let output = Command::new("sh").args(["-c", script]).current_dir(certs.path()).output().expect("running openssl");
-    assert!(output.status.success(), "openssl failed: {}", String::from_utf8_lossy(&output.stderr));
-    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let (ca, cert, key) = test_certificates(certs.path());
     let (cert_arg, key_arg) = (cert.to_str().expect("utf-8 path"), key.to_str().expect("utf-8 path"));
     let server = RedisServer::start_with(&[
         "--port",
@@ -469,7 +460,7 @@ async fn rediss_urls_speak_tls_with_a_given_ca() {
         "no",
     ]);
     let url = format!("rediss://127.0.0.1:{}/0", server.port);
-    let ca_cert_pem = std::fs::read(certs.path().join("ca.pem")).expect("CA certificate");
+    let ca_cert_pem = std::fs::read(ca).expect("CA certificate");
     let tls = ConnectOptions { timeout: Duration::from_secs(5), ca_cert_pem: Some(ca_cert_pem.clone()) };
     let source = BullmqSource::connect(&url, tls).await.expect("TLS connect with the CA");
 

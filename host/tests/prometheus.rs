@@ -1,15 +1,18 @@
 //! The Prometheus source against a real `prometheus` server (Debian package `prometheus`) scraping an in-process
 //! endpoint that serves dcgm-exporter series, a latency histogram and a request counter for several services.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ballast::sources::prometheus::{
-    BearerToken, DEFAULT_GPU_TEMPLATE, PromCollection, PromError, PromTarget, PrometheusConfig, PrometheusSource,
+    Credential, DEFAULT_GPU_TEMPLATE, PromCollection, PromError, PromTarget, PrometheusAuth, PrometheusConfig,
+    PrometheusSource,
 };
 use ballast::spec::{PrometheusMetrics, ServiceKey};
 
@@ -174,21 +177,13 @@ impl Drop for PrometheusServer {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn on_path(binary: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| Path::new(&dir).join(binary).is_file()))
-}
-
 fn start_prometheus(scrape_port: u16) -> PrometheusServer {
-    assert!(
-        on_path("prometheus"),
-        "`prometheus` is not on PATH: install the Debian package `prometheus` \
-         (`apt-get install -y prometheus`, or `source .ci/prometheus.sh && install_prometheus`)"
-    );
+    start_prometheus_with(scrape_port, None)
+}
+
+/// Prometheus with a `--web.config.file` of this text (TLS, basic auth), when given.
+fn start_prometheus_with(scrape_port: u16, web_config: Option<&str>) -> PrometheusServer {
+    common::require("prometheus", "apt-get install -y prometheus, or source .ci/prometheus.sh && install_prometheus");
     let dir = std::env::temp_dir().join(format!("ballast-prometheus-test-{}-{scrape_port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("prometheus.yml");
@@ -201,9 +196,15 @@ fn start_prometheus(scrape_port: u16) -> PrometheusServer {
         ),
     )
     .unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-    let child = Command::new("prometheus")
+    let mut command = Command::new("prometheus");
+    if let Some(web_config) = web_config {
+        let path = dir.join("web.yml");
+        std::fs::write(&path, web_config).unwrap();
+        command.arg(format!("--web.config.file={}", path.display()));
+    }
+    let child = command
         .arg(format!("--config.file={}", config.display()))
         .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -387,7 +388,7 @@ async fn batched_queries_against_real_prometheus() {
 
 #[tokio::test]
 async fn unreachable_prometheus_is_an_error_naming_the_url() {
-    let url = format!("http://127.0.0.1:{}", free_port());
+    let url = format!("http://127.0.0.1:{}", common::free_port());
     let source = PrometheusSource::new(PrometheusConfig::new(url.clone())).unwrap();
     let collection = source.collect(&[target("ai-models", "marian-mt", &inference_metrics())]).await;
     assert_eq!(collection.failures.len(), 5, "GPU, three quantiles, request rate");
@@ -430,7 +431,7 @@ async fn http_errors_name_the_url_and_the_bearer_token_file_is_reread() {
     let token_file = std::env::temp_dir().join(format!("ballast-prometheus-token-{}", std::process::id()));
     std::fs::write(&token_file, "first-token\n").unwrap();
     let mut config = PrometheusConfig::new(exporter.url());
-    config.bearer_token = Some(BearerToken::File(token_file.clone()));
+    config.auth = PrometheusAuth::Bearer(Credential::File(token_file.clone()));
     let source = PrometheusSource::new(config).unwrap();
     let only_gpu = [target("ai-models", "xtts", &PrometheusMetrics::default())];
     assert!(source.collect(&only_gpu).await.failures.is_empty());
@@ -444,6 +445,53 @@ async fn http_errors_name_the_url_and_the_bearer_token_file_is_reread() {
         exporter.state.lock().unwrap().authorizations,
         [Some("Bearer first-token".to_string()), Some("Bearer rotated-token".to_string())]
     );
+}
+
+/// bcrypt (cost 4) of "queue-secret", as Prometheus's web config wants its basic-auth passwords.
+const BASIC_AUTH_HASH: &str = "$2b$04$3fcDfAtg5DVsbC/wH1.nEeu6xjAuMjYx1Dib3LezNVguDh1sGFKoS";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_and_a_private_ca_reach_a_prometheus_that_requires_them() {
+    let exporter = Exporter::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, private_key) = common::test_certificates(dir.path());
+    let web = format!(
+        "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  ballast: {BASIC_AUTH_HASH}\n",
+        cert.display(),
+        private_key.display()
+    );
+    let mut server = start_prometheus_with(exporter.port, Some(&web));
+    let url = format!("https://127.0.0.1:{}", server.port);
+    let password = dir.path().join("password");
+    std::fs::write(&password, "queue-secret\n").unwrap();
+    let config = |user: &str, ca_file: Option<&PathBuf>| {
+        let mut config = PrometheusConfig::new(url.clone());
+        config.auth = PrometheusAuth::Basic { user: user.into(), password: Credential::File(password.clone()) };
+        config.ca_file = ca_file.cloned();
+        config.max_sample_age = Duration::from_secs(30);
+        config.rate_window = Duration::from_secs(4);
+        config
+    };
+    let source = PrometheusSource::new(config("ballast", Some(&ca))).unwrap();
+    wait_for_data(&source, &mut server).await;
+    let gpu = [target("ai-models", "whisper-pyannote-stt", &PrometheusMetrics::default())];
+    let collection = source.collect(&gpu).await;
+    assert!(collection.failures.is_empty(), "{}", failures_text(&collection));
+    assert!(collection.values[&key("ai-models", "whisper-pyannote-stt")].gpu_duty_cycle_percent.is_some());
+
+    // A wrong user is a 401 that names the flags to fix; a server certificate from an unknown CA is refused.
+    let wrong = PrometheusSource::new(config("someone", Some(&ca))).unwrap().collect(&gpu).await;
+    let message = wrong.failures[0].error.to_string();
+    assert!(matches!(wrong.failures[0].error, PromError::Http { status: 401, .. }), "{message}");
+    assert!(message.contains("--prometheus-basic-auth-password-file"), "{message}");
+    let untrusted = PrometheusSource::new(config("ballast", None)).unwrap().collect(&gpu).await;
+    let message = untrusted.failures[0].error.to_string();
+    assert!(matches!(untrusted.failures[0].error, PromError::Unreachable { .. }), "{message}");
+    assert!(message.to_lowercase().contains("certificate"), "{message}");
+    // An empty password file is refused when the source is made, naming it.
+    std::fs::write(&password, "\n").unwrap();
+    let error = PrometheusSource::new(config("ballast", Some(&ca))).err().unwrap().to_string();
+    assert!(error.contains("basic-auth password file") && error.contains("empty"), "{error}");
 }
 
 #[test]

@@ -88,18 +88,66 @@ pub fn request_rate_template(counter: &str) -> String {
     )
 }
 
-/// Where the bearer token comes from. A file is read at every refresh, so a rotated token is picked up.
+/// A secret (bearer token, password): given, or in a file that is read at every refresh, so a rotated secret (a
+/// mounted Secret's new contents) is picked up.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BearerToken {
+pub enum Credential {
     Value(String),
     File(PathBuf),
+}
+
+/// How requests to Prometheus authenticate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PrometheusAuth {
+    #[default]
+    None,
+    /// `Authorization: Bearer TOKEN` (a proxy in front of Prometheus, or a managed Prometheus).
+    Bearer(Credential),
+    /// HTTP basic auth, as Prometheus's own `--web.config.file` `basic_auth_users` checks it.
+    Basic { user: String, password: Credential },
+}
+
+/// The credentials of one refresh, read from their files.
+#[derive(Debug, Clone)]
+enum Authorization {
+    Bearer(String),
+    Basic { user: String, password: String },
+}
+
+impl PrometheusAuth {
+    fn read(&self) -> Result<Option<Authorization>, PromError> {
+        Ok(match self {
+            PrometheusAuth::None => None,
+            PrometheusAuth::Bearer(token) => Some(Authorization::Bearer(token.read("Prometheus bearer token file")?)),
+            PrometheusAuth::Basic { user, password } => Some(Authorization::Basic {
+                user: user.clone(),
+                password: password.read("Prometheus basic-auth password file")?,
+            }),
+        })
+    }
+}
+
+impl Credential {
+    fn read(&self, what: &'static str) -> Result<String, PromError> {
+        let path = match self {
+            Credential::Value(value) => return Ok(value.clone()),
+            Credential::File(path) => path,
+        };
+        let file_error = |detail: String| PromError::File { what, path: path.clone(), detail };
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(file_error("it is empty".into()));
+        }
+        Ok(text.to_string())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrometheusConfig {
     /// Base URL, e.g. `http://prometheus.monitoring:9090` or `https://host/prometheus/`.
     pub url: String,
-    pub bearer_token: Option<BearerToken>,
+    pub auth: PrometheusAuth,
     /// PEM bundle of extra CA certificates trusted for an https URL.
     pub ca_file: Option<PathBuf>,
     /// Accept any server certificate (insecure-skip-verify).
@@ -126,7 +174,7 @@ impl PrometheusConfig {
     pub fn new(url: impl Into<String>) -> Self {
         PrometheusConfig {
             url: url.into(),
-            bearer_token: None,
+            auth: PrometheusAuth::None,
             ca_file: None,
             insecure: false,
             timeout: Duration::from_secs(5),
@@ -206,7 +254,8 @@ pub enum PromError {
     Timeout { url: String, query: String, timeout: Duration },
     #[error(
         "Prometheus at {url} answered query `{query}` with HTTP {status}: {body}; check the URL (it must be the \
-         Prometheus base URL) and, for 401/403, the bearer token"
+         Prometheus base URL) and, for 401/403, the credentials (--prometheus-bearer-token-file, \
+         --prometheus-basic-auth-user and --prometheus-basic-auth-password-file)"
     )]
     Http { url: String, query: String, status: u16, body: String },
     #[error("Prometheus at {url} rejected query `{query}`: {error_type}: {error}; fix the PromQL template")]
@@ -235,7 +284,7 @@ struct Inner {
     client: reqwest::Client,
     url: String,
     endpoint: reqwest::Url,
-    bearer_token: Option<BearerToken>,
+    auth: PrometheusAuth,
     timeout: Duration,
     max_sample_age: Duration,
     rate_window: Duration,
@@ -277,15 +326,14 @@ impl PrometheusSource {
         }
         let client =
             builder.build().map_err(|e| PromError::Client { url: config.url.clone(), detail: e.to_string() })?;
-        if let Some(BearerToken::File(path)) = &config.bearer_token {
-            read_token_file(path)?;
-        }
+        // A missing or empty secret file is refused now, with its path, rather than at every refresh.
+        config.auth.read()?;
         Ok(PrometheusSource {
             inner: Arc::new(Inner {
                 client,
                 url: config.url,
                 endpoint,
-                bearer_token: config.bearer_token,
+                auth: config.auth,
                 timeout: config.timeout,
                 max_sample_age: config.max_sample_age,
                 rate_window: config.rate_window,
@@ -307,23 +355,19 @@ impl PrometheusSource {
         let batches = plan(targets);
         let mut values: Vec<PromValues> = vec![PromValues::default(); targets.len()];
         let mut collection = PromCollection::default();
-        let token = match &self.inner.bearer_token {
-            None => None,
-            Some(BearerToken::Value(token)) => Some(token.clone()),
-            Some(BearerToken::File(path)) => match read_token_file(path) {
-                Ok(token) => Some(token),
-                Err(error) => {
-                    for batch in &batches {
-                        collection.failures.push(QueryFailure {
-                            query: batch.template.clone(),
-                            services: batch.targets.iter().map(|&t| targets[t].key.clone()).collect(),
-                            error: error.clone(),
-                        });
-                    }
-                    collection.values = targets.iter().map(|t| (t.key.clone(), PromValues::default())).collect();
-                    return collection;
+        let authorization = match self.inner.auth.read() {
+            Ok(authorization) => authorization,
+            Err(error) => {
+                for batch in &batches {
+                    collection.failures.push(QueryFailure {
+                        query: batch.template.clone(),
+                        services: batch.targets.iter().map(|&t| targets[t].key.clone()).collect(),
+                        error: error.clone(),
+                    });
                 }
-            },
+                collection.values = targets.iter().map(|t| (t.key.clone(), PromValues::default())).collect();
+                return collection;
+            }
         };
 
         // Each batch's query as expanded, then as confined and sent.
@@ -359,12 +403,12 @@ impl PrometheusSource {
                     continue;
                 }
             };
-            let (inner, query, token) = (Arc::clone(&self.inner), query.clone(), token.clone());
+            let (inner, query, authorization) = (Arc::clone(&self.inner), query.clone(), authorization.clone());
             let handle = in_flight.spawn(async move {
                 // The semaphore is never closed, so acquiring only waits.
                 let _permit = inner.in_flight.clone().acquire_owned().await;
                 inner.queries_issued.fetch_add(1, Ordering::Relaxed);
-                inner.query(&query, token.as_deref()).await
+                inner.query(&query, authorization.as_ref()).await
             });
             batch_of_task.insert(handle.id(), index);
         }
@@ -447,14 +491,16 @@ impl PrometheusSource {
 }
 
 impl Inner {
-    async fn query(&self, query: &str, token: Option<&str>) -> Result<Vec<Series>, PromError> {
+    async fn query(&self, query: &str, authorization: Option<&Authorization>) -> Result<Vec<Series>, PromError> {
         let url = || self.url.clone();
         let query_text = || query.to_string();
         let timeout = format!("{}", self.timeout.as_secs_f64());
         let mut request = self.client.post(self.endpoint.clone()).form(&[("query", query), ("timeout", &timeout)]);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
+        request = match authorization {
+            None => request,
+            Some(Authorization::Bearer(token)) => request.bearer_auth(token),
+            Some(Authorization::Basic { user, password }) => request.basic_auth(user, Some(password)),
+        };
         let transport = |e: reqwest::Error| {
             if e.is_timeout() {
                 PromError::Timeout { url: url(), query: query_text(), timeout: self.timeout }
@@ -523,17 +569,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-fn read_token_file(path: &PathBuf) -> Result<String, PromError> {
-    let file_error =
-        |detail: String| PromError::File { what: "Prometheus bearer token file", path: path.clone(), detail };
-    let token = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-    let token = token.trim();
-    if token.is_empty() {
-        return Err(file_error("it is empty".into()));
-    }
-    Ok(token.to_string())
 }
 
 /// Prometheus writes NaN and infinities as strings; they parse here and are dropped by [`aggregate`].

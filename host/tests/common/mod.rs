@@ -19,6 +19,25 @@ pub fn require(binary: &str, install: &str) {
     assert!(found, "`{binary}` is not on PATH; install it ({install}) or run .ci/services.sh");
 }
 
+/// A test CA and a certificate it signs for 127.0.0.1 (webpki refuses a self-signed certificate as a server's),
+/// written into `dir`: (ca.pem, cert.pem, key.pem).
+pub fn test_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    require("openssl", "apt-get install -y openssl");
+    let script = "set -e
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=ballast-test-ca -keyout ca.key -out ca.pem
+        openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out server.csr
+        echo subjectAltName=IP:127.0.0.1 > san.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext -out cert.pem";
+    let output = Command::new("sh").args(["-c", script]).current_dir(dir).output().expect("running openssl");
+    assert!(output.status.success(), "openssl failed: {}", String::from_utf8_lossy(&output.stderr));
+    // Readable by a server that drops privileges.
+    for file in ["ca.pem", "cert.pem", "key.pem"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join(file), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"))
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port").port()
 }
