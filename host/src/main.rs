@@ -14,10 +14,34 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
-#[command(name = "ballast", version, about = "Autoscaler for GPU inference services with WebAssembly scaling policies")]
+#[command(
+    name = "ballast",
+    version,
+    about = "Autoscaler for GPU inference services with WebAssembly scaling policies",
+    after_help = "Environment: BALLAST_LOG sets the log filter (e.g. info, ballast=debug; default info). \
+                  NO_COLOR (any value) turns colour off; the log is coloured only when standard error is a terminal."
+)]
 struct Cli {
+    /// Log format on standard error: text, or json (one object per line, for log pipelines).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How `status` and `explain` print.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    /// For people (a table, or the explanation).
+    Text,
+    Json,
+    Yaml,
 }
 
 #[derive(Subcommand)]
@@ -53,13 +77,22 @@ enum Command {
         /// Only this namespace (all namespaces when absent).
         #[arg(long, short)]
         namespace: Option<String>,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
     },
     /// Explain a policy's last decision (inputs, plugin proposals, each clamp step, the final count).
     Explain {
         #[command(flatten)]
         kube: KubeArgs,
-        /// The policy, as NAMESPACE/NAME (or NAME in `default`).
+        /// The policy: NAME (in --namespace, or `default`), or NAMESPACE/NAME.
         policy: String,
+        /// The policy's namespace.
+        #[arg(long, short)]
+        namespace: Option<String>,
+        /// Output format: the explanation as text, or the policy's last decision record as JSON or YAML.
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
     },
     /// Print BullMQ job counts per queue, as a table or JSON.
     Queues {
@@ -95,8 +128,10 @@ enum Command {
     /// budget: the child process the host compiles untrusted plugins in.
     #[command(name = ballast::runtime::COMPILE_COMMAND, hide = true)]
     CompilePlugin {
+        /// Address-space limit of this process (RLIMIT_AS), in bytes.
         #[arg(long)]
         memory_bytes: u64,
+        /// CPU-time limit of this process (RLIMIT_CPU), in seconds.
         #[arg(long)]
         cpu_seconds: u64,
     },
@@ -189,6 +224,7 @@ enum PluginCommand {
     /// Create a plugin project NAME/ (Rust, JavaScript or Python) with the WIT world, a small GPU-target policy,
     /// a cases.yaml of table tests and a README.
     New {
+        /// The plugin's language.
         #[arg(long, value_enum)]
         lang: ballast::authoring::build::Language,
         /// The project's name, also its directory's.
@@ -200,6 +236,7 @@ enum PluginCommand {
     /// Build the plugin project in DIR (its language detected from Cargo.toml, package.json or app.py) into a
     /// component, installing what the language needs; prints the component's path and size.
     Build {
+        /// The project directory.
         #[arg(default_value = ".")]
         dir: PathBuf,
         /// Where to write the component (default: DIR/dist/NAME.wasm).
@@ -211,6 +248,7 @@ enum PluginCommand {
     /// observation. Exits non-zero for a wrong world, a non-component, or a canary that traps.
     Check {
         /// The component (.wasm), or builtin:NAME (hpa, queue-drain).
+        #[arg(value_name = "COMPONENT")]
         file: PathBuf,
         /// The plugin config (JSON) for the canary decision.
         #[arg(long, default_value = "{}")]
@@ -222,9 +260,10 @@ enum PluginCommand {
     /// with what the case expects. Exits non-zero when a case fails.
     Test {
         /// The component (.wasm), or builtin:NAME (hpa, queue-drain).
+        #[arg(value_name = "COMPONENT")]
         file: PathBuf,
         /// The cases file (YAML; see policies-wit/README.md).
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "CASES")]
         cases: PathBuf,
         #[command(flatten)]
         limits: PluginLimitArgs,
@@ -237,6 +276,7 @@ enum PluginCommand {
 #[derive(Args)]
 struct PackArgs {
     /// The component (.wasm).
+    #[arg(value_name = "COMPONENT")]
     file: PathBuf,
     /// Name of the ConfigMap.
     #[arg(long, required_unless_present = "oci")]
@@ -313,19 +353,26 @@ struct KubeArgs {
     /// Kubeconfig file; in-cluster configuration or ~/.kube/config when absent.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<std::path::PathBuf>,
+    /// The kubeconfig context to use (its current context when absent).
+    #[arg(long)]
+    context: Option<String>,
 }
 
 impl KubeArgs {
     async fn client(&self) -> anyhow::Result<kube::Client> {
-        let config = match &self.kubeconfig {
-            Some(path) => {
+        let options = kube::config::KubeConfigOptions { context: self.context.clone(), ..Default::default() };
+        let config = match (&self.kubeconfig, &self.context) {
+            (Some(path), _) => {
                 let kubeconfig = kube::config::Kubeconfig::read_from(path)
                     .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-                kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+                kube::Config::from_custom_kubeconfig(kubeconfig, &options)
                     .await
                     .with_context(|| format!("kubeconfig {}", path.display()))?
             }
-            None => kube::Config::infer().await.context(
+            (None, Some(context)) => kube::Config::from_kubeconfig(&options)
+                .await
+                .with_context(|| format!("context {context} of ~/.kube/config"))?,
+            (None, None) => kube::Config::infer().await.context(
                 "no Kubernetes configuration: not in a cluster and no kubeconfig; pass --kubeconfig or set KUBECONFIG",
             )?,
         };
@@ -514,11 +561,8 @@ fn parse_duration_s(text: &str) -> Result<u64, String> {
 fn main() -> anyhow::Result<()> {
     // kube's TLS needs a process-wide crypto provider; a second install (none here) would be harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BALLAST_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio");
     match cli.command {
         Command::Behavior { input } => behavior(&input),
@@ -529,8 +573,10 @@ fn main() -> anyhow::Result<()> {
             print!("{}", ballast::controller::crd::crd_yaml()?);
             Ok(())
         }
-        Command::Status { kube, namespace } => runtime()?.block_on(status(kube, namespace)),
-        Command::Explain { kube, policy } => runtime()?.block_on(explain(kube, &policy)),
+        Command::Status { kube, namespace, output } => runtime()?.block_on(status(kube, namespace, output)),
+        Command::Explain { kube, policy, namespace, output } => {
+            runtime()?.block_on(explain(kube, &policy, namespace.as_deref(), output))
+        }
         Command::Simulate(args) => simulate(args),
         Command::Demo { out, seed } => demo(&out, seed),
         Command::Plugin(command) => plugin(command),
@@ -731,20 +777,53 @@ async fn list_policies(
     Ok(list.items)
 }
 
-async fn status(kube: KubeArgs, namespace: Option<String>) -> anyhow::Result<()> {
+async fn status(kube: KubeArgs, namespace: Option<String>, output: OutputFormat) -> anyhow::Result<()> {
+    use ballast::controller::report;
     let policies = list_policies(&kube, namespace.as_deref()).await?;
-    print!("{}", ballast::controller::report::status_table(&policies, k8s_openapi::jiff::Timestamp::now()));
+    let now = k8s_openapi::jiff::Timestamp::now();
+    match output {
+        OutputFormat::Text => print!("{}", report::status_table(&policies, now)),
+        structured => {
+            let rows: Vec<report::StatusRow> = policies.iter().map(|p| report::StatusRow::of(p, now)).collect();
+            print_structured(&serde_json::json!({ "items": rows }), structured)?;
+        }
+    }
     Ok(())
 }
 
-async fn explain(kube: KubeArgs, policy: &str) -> anyhow::Result<()> {
+async fn explain(kube: KubeArgs, policy: &str, namespace: Option<&str>, output: OutputFormat) -> anyhow::Result<()> {
     use ballast::controller::report;
-    let (namespace, name) = report::parse_policy_name(policy);
+    let (namespace, name) = report::parse_policy_name(policy, namespace).map_err(anyhow::Error::msg)?;
     let policies = list_policies(&kube, Some(&namespace)).await?;
     let found = policies.iter().find(|p| report::is_named(p, &namespace, &name));
     let found = found.with_context(|| format!("no ScalingPolicy {namespace}/{name}"))?;
-    print!("{}", report::explain(found));
+    match output {
+        OutputFormat::Text => print!("{}", report::explain(found)),
+        structured => print_structured(&report::explain_document(found), structured)?,
+    }
     Ok(())
+}
+
+/// JSON or YAML on standard output. Both escape control characters in strings, so nothing a plugin wrote into a
+/// status can reach the terminal raw.
+fn print_structured(value: &serde_json::Value, format: OutputFormat) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Yaml => print!("{}", serde_yaml_ng::to_string(value)?),
+        _ => println!("{}", serde_json::to_string_pretty(value)?),
+    }
+    Ok(())
+}
+
+/// The host's log on standard error: `BALLAST_LOG` filters it; colour only on a terminal and without `NO_COLOR`.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BALLAST_LOG").unwrap_or_else(|_| "info".into());
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => log.with_ansi(colour).init(),
+        LogFormat::Json => log.json().with_ansi(false).init(),
+    }
 }
 
 fn demo(out: &Path, seed: u64) -> anyhow::Result<()> {
@@ -1011,7 +1090,8 @@ mod tests {
             "--prometheus-basic-auth-password-file=/run/secrets/password",
             "--prometheus-ca-file=/run/secrets/ca.pem",
         ];
-        let Command::Run(args) = Cli::try_parse_from(["ballast", "run"].into_iter().chain(auth)).unwrap().command else {
+        let Command::Run(args) = Cli::try_parse_from(["ballast", "run"].into_iter().chain(auth)).unwrap().command
+        else {
             panic!("not run")
         };
         let error = args.prometheus.source().err().expect("the password file does not exist").to_string();
@@ -1032,6 +1112,37 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(["ballast", "run", over]).is_err(), "{over} was taken");
         }
+    }
+
+    #[test]
+    fn status_and_explain_take_kubectl_habits() {
+        let cli = Cli::try_parse_from(["ballast", "explain", "web", "-n", "ai", "-o", "yaml", "--context", "prod"]);
+        let Command::Explain { kube, policy, namespace, output } = cli.unwrap().command else { panic!("not explain") };
+        assert_eq!((policy.as_str(), namespace.as_deref()), ("web", Some("ai")));
+        assert!(output == OutputFormat::Yaml && kube.context.as_deref() == Some("prod"));
+        let cli = Cli::try_parse_from(["ballast", "status", "-o", "json", "--log-format", "json"]).unwrap();
+        assert!(cli.log_format == LogFormat::Json);
+        assert!(matches!(cli.command, Command::Status { output: OutputFormat::Json, .. }));
+        assert!(Cli::try_parse_from(["ballast", "status", "-o", "wide"]).is_err());
+    }
+
+    /// Every option of every command says what it is for (`--help` lists no bare flag).
+    #[test]
+    fn every_option_and_argument_is_described() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.get_help().is_none() && !matches!(id, "help" | "version") {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&<Cli as clap::CommandFactory>::command(), "ballast", &mut missing);
+        assert!(missing.is_empty(), "undescribed: {missing:?}");
     }
 
     #[test]

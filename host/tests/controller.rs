@@ -121,6 +121,30 @@ async fn bullmq_queue_scales_a_deployment_up_and_back_down_and_a_bad_policy_does
     );
     let table = report::status_table(&[policy], k8s_openapi::jiff::Timestamp::now());
     assert!(table.contains("default/web") && table.contains("Deployment/web"), "{table}");
+
+    // The same through the CLI, with kubectl's habits: a kubeconfig and a context, -o json|yaml, -n.
+    let kubeconfig = cluster.standin.kubeconfig().expect("kubeconfig");
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--context", "kube-standin"])
+            .output()
+            .expect("running ballast");
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).expect("utf-8")
+    };
+    let rows: Value = serde_json::from_str(&cli(&["status", "-o", "json"])).expect("JSON");
+    let items = rows["items"].as_array().expect("items");
+    let web = items.iter().find(|row| row["name"] == "web").expect("web's row");
+    assert_eq!((web["target"].as_str(), web["currentReplicas"].as_u64()), (Some("Deployment/web"), Some(1)), "{web}");
+    let zero = items.iter().find(|row| row["name"] == "zero").expect("zero's row");
+    assert_eq!(zero["conditions"][0]["reason"], "InvalidSpec", "{zero}");
+    let explained: Value =
+        serde_yaml_ng::from_str(&cli(&["explain", "web", "-n", "default", "-o", "yaml"])).expect("YAML");
+    assert_eq!(explained["lastDecision"]["replicas"], 1, "{explained}");
+    assert!(explained["lastDecision"]["record"]["clamp"]["steps"].is_array(), "{explained}");
     host.stop().await;
 }
 

@@ -13,31 +13,79 @@ fn printable(text: &str) -> String {
     escaped(text, usize::MAX)
 }
 
+/// One policy as `ballast status` shows it; the table's row, and the item of `-o json|yaml`.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusRow {
+    pub namespace: String,
+    pub name: String,
+    /// `Kind/name` of the workload.
+    pub target: String,
+    pub current_replicas: Option<u32>,
+    pub desired_replicas: Option<u32>,
+    pub plugin_digest: Option<String>,
+    pub last_reason: Option<String>,
+    /// Seconds since the policy was created.
+    pub age_seconds: Option<i64>,
+    pub conditions: Vec<super::status::Condition>,
+}
+
+impl StatusRow {
+    pub fn of(policy: &ScalingPolicy, now: k8s_openapi::jiff::Timestamp) -> Self {
+        let status = policy.status.clone().unwrap_or_default();
+        let key = service_key(policy);
+        StatusRow {
+            namespace: key.namespace,
+            name: key.name,
+            target: format!("{}/{}", policy.spec.target.kind, policy.spec.target.name),
+            current_replicas: status.current_replicas,
+            desired_replicas: status.desired_replicas,
+            plugin_digest: status.plugin_digest,
+            last_reason: status.last_decision.map(|d| d.summary),
+            age_seconds: policy.creation_timestamp().map(|t| (now.as_second() - t.0.as_second()).max(0)),
+            conditions: status.conditions,
+        }
+    }
+}
+
 /// A table of policies: target, current, desired, last reason, plugin digest, age.
 pub fn status_table(policies: &[ScalingPolicy], now: k8s_openapi::jiff::Timestamp) -> String {
     let mut out = format!(
         "{:<32} {:<32} {:>7} {:>7} {:<14} {:<60} {:>6}\n",
         "POLICY", "TARGET", "CURRENT", "DESIRED", "PLUGIN", "LAST REASON", "AGE"
     );
-    for policy in policies {
-        let status = policy.status.clone().unwrap_or_default();
+    for row in policies.iter().map(|p| StatusRow::of(p, now)) {
         let count = |n: Option<u32>| n.map_or("-".to_owned(), |n| n.to_string());
-        let digest = status.plugin_digest.as_deref().map_or("-".to_owned(), |d| d.chars().take(12).collect());
-        let reason = status.last_decision.as_ref().map_or("-".to_owned(), |d| printable(&d.summary));
-        let age = policy.creation_timestamp().map_or("-".to_owned(), |t| age(now.as_second() - t.0.as_second()));
+        let digest = row.plugin_digest.as_deref().map_or("-".to_owned(), |d| d.chars().take(12).collect());
         let _ = writeln!(
             out,
             "{:<32} {:<32} {:>7} {:>7} {:<14} {:<60} {:>6}",
-            printable(&service_key(policy).to_string()),
-            printable(&format!("{}/{}", policy.spec.target.kind, policy.spec.target.name)),
-            count(status.current_replicas),
-            count(status.desired_replicas),
+            printable(&format!("{}/{}", row.namespace, row.name)),
+            printable(&row.target),
+            count(row.current_replicas),
+            count(row.desired_replicas),
             printable(&digest),
-            reason,
-            age
+            row.last_reason.as_deref().map_or("-".to_owned(), printable),
+            row.age_seconds.map_or("-".to_owned(), age)
         );
     }
     out
+}
+
+/// The last decision of one policy as data (`ballast explain -o json|yaml`): the policy, its target and plugin, the
+/// whole recorded decision and the conditions.
+pub fn explain_document(policy: &ScalingPolicy) -> serde_json::Value {
+    let key = service_key(policy);
+    let status = policy.status.clone().unwrap_or_default();
+    serde_json::json!({
+        "namespace": key.namespace,
+        "name": key.name,
+        "target": format!("{}/{}", policy.spec.target.kind, policy.spec.target.name),
+        "plugin": status.plugin_name,
+        "pluginDigest": status.plugin_digest,
+        "lastDecision": status.last_decision,
+        "conditions": status.conditions,
+    })
 }
 
 fn age(seconds: i64) -> String {
@@ -135,15 +183,65 @@ pub fn explain(policy: &ScalingPolicy) -> String {
     out
 }
 
-/// The policy's name in `NS/NAME` form, `default` when no namespace is given.
-pub fn parse_policy_name(text: &str) -> (String, String) {
-    match text.split_once('/') {
-        Some((namespace, name)) => (namespace.to_owned(), name.to_owned()),
-        None => ("default".to_owned(), text.to_owned()),
+/// The policy's namespace and name from `NS/NAME`, or `NAME` in `namespace` (`default` when none is given). A
+/// `NS/NAME` whose namespace disagrees with `namespace` is refused.
+pub fn parse_policy_name(text: &str, namespace: Option<&str>) -> Result<(String, String), String> {
+    match (text.split_once('/'), namespace) {
+        (Some((ns, _)), Some(given)) if ns != given => {
+            Err(format!("{text} names namespace {ns}, but --namespace says {given}; give one of them"))
+        }
+        (Some((ns, name)), _) => Ok((ns.to_owned(), name.to_owned())),
+        (None, given) => Ok((given.unwrap_or("default").to_owned(), text.to_owned())),
     }
 }
 
 /// Whether `policy` is the one named `NS/NAME`.
 pub fn is_named(policy: &ScalingPolicy, namespace: &str, name: &str) -> bool {
     policy.namespace().as_deref() == Some(namespace) && policy.name_any() == name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_is_named_with_its_namespace_or_in_the_given_one() {
+        let parse = |text, namespace| parse_policy_name(text, namespace);
+        assert_eq!(parse("web", None), Ok(("default".into(), "web".into())));
+        assert_eq!(parse("web", Some("ai")), Ok(("ai".into(), "web".into())));
+        assert_eq!(parse("ai/web", None), Ok(("ai".into(), "web".into())));
+        assert_eq!(parse("ai/web", Some("ai")), Ok(("ai".into(), "web".into())));
+        let refused = parse("ai/web", Some("other")).unwrap_err();
+        assert!(refused.contains("ai/web") && refused.contains("other"), "{refused}");
+    }
+
+    #[test]
+    fn structured_output_is_the_rows_and_keeps_plugin_text_escaped() {
+        let mut policy: ScalingPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ballast.dev/v1alpha1", "kind": "ScalingPolicy",
+            "metadata": {"name": "web", "namespace": "ai"},
+            "spec": {"target": {"name": "web"}, "maxReplicas": 4, "plugin": {"builtin": "hpa"}},
+        }))
+        .unwrap();
+        let mut status = super::super::status::ScalingPolicyStatus {
+            current_replicas: Some(2),
+            desired_replicas: Some(3),
+            ..Default::default()
+        };
+        status.last_decision = Some(super::super::status::LastDecision {
+            summary: "2 -> 3 (\u{1b}[2Jforged\nrow)".into(),
+            ..Default::default()
+        });
+        policy.status = Some(status);
+        let row = StatusRow::of(&policy, k8s_openapi::jiff::Timestamp::now());
+        assert_eq!((row.namespace.as_str(), row.target.as_str()), ("ai", "Deployment/web"));
+        assert_eq!((row.current_replicas, row.desired_replicas), (Some(2), Some(3)));
+        let yaml = serde_yaml_ng::to_string(&explain_document(&policy)).unwrap();
+        let json = serde_json::to_string(&serde_json::json!({ "items": [row] })).unwrap();
+        for text in [&yaml, &json] {
+            assert!(!text.contains('\u{1b}'), "an escape sequence reached the output: {text}");
+            assert!(!text.contains("\nrow"), "a newline in plugin text forged a line: {text}");
+        }
+        assert!(yaml.contains("lastDecision:") && yaml.contains("forged"), "{yaml}");
+    }
 }
