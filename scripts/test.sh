@@ -14,12 +14,15 @@ install_prometheus
 install_docker_registry
 install_node_fixtures
 install_plugin_toolchains
+# Go renders the Helm chart in its test (tests/helm-render: text/template, Helm's engine; helm itself is not installable).
+command -v go >/dev/null || _ballast_apt_install golang-go
 rustup target add wasm32-wasip2 >/dev/null
 rustup component add clippy rustfmt >/dev/null 2>&1 || true
 
 echo "== manifests"
 python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate jsonschema pyyaml
 python3 scripts/validate_manifests.py
+python3 scripts/check_helm_chart.py
 
 echo "== format and lint"
 cargo fmt --all -- --check

@@ -1,0 +1,3 @@
+module ballast.dev/helm-render
+
+go 1.19
