@@ -5,7 +5,10 @@ the oldest and newest Kubernetes versions Ballast supports, and every ScalingPol
 
 import json
 import pathlib
+import shutil
+import subprocess
 import sys
+import tempfile
 
 import jsonschema
 import kubernetes_validate
@@ -70,8 +73,35 @@ def main():
         except ValueError as error:
             failed += 1
             print(f"FAIL {path.relative_to(ROOT)}: {error}")
+    ok, bad = check_alerts()
+    passed, failed = passed + ok, failed + bad
     print(f"manifests: {passed} passed, {failed} failed")
     return 1 if failed else 0
+
+
+def check_alerts():
+    """The PrometheusRule's groups through `promtool check rules` (PromQL parses, templates render) and the unit tests
+    of tests/alerts/ (each alert fires on the series it is for, and only then). Returns (passed, failed)."""
+    if shutil.which("promtool") is None:
+        print("FAIL alerts: promtool is not on PATH (it comes with the Debian package prometheus)")
+        return 0, 1
+    rule = yaml.safe_load((DEPLOY / "components" / "monitoring" / "prometheusrule.yaml").read_text())
+    passed, failed = 0, 0
+    with tempfile.TemporaryDirectory() as work:
+        work = pathlib.Path(work)
+        (work / "rules.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+        for test in sorted((ROOT / "tests" / "alerts").glob("*.test.yaml")):
+            shutil.copy(test, work / test.name)
+        checks = [["promtool", "check", "rules", "rules.yaml"]]
+        checks += [["promtool", "test", "rules", test.name] for test in sorted(work.glob("*.test.yaml"))]
+        for command in checks:
+            result = subprocess.run(command, cwd=work, capture_output=True, text=True)
+            if result.returncode == 0:
+                passed += 1
+            else:
+                failed += 1
+                print(f"FAIL {' '.join(command)}:\n{result.stdout}{result.stderr}")
+    return passed, failed
 
 
 if __name__ == "__main__":

@@ -172,6 +172,9 @@ pub struct Metrics {
     plugin_call_duration: HistogramVec,
     plugin_failures: IntCounterVec,
     pod_seconds: CounterVec,
+    leader: prometheus::IntGauge,
+    plugin_not_ready: IntGaugeVec,
+    autoscaler_conflict: IntGaugeVec,
 }
 
 impl Metrics {
@@ -229,8 +232,51 @@ impl Metrics {
                     &service,
                 )?,
             )?,
+            leader: register(
+                &registry,
+                prometheus::IntGauge::new(
+                    "ballast_leader",
+                    "1 while this host holds the leader lease (only it scales)",
+                )?,
+            )?,
+            plugin_not_ready: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "ballast_plugin_not_ready",
+                        "1 while a policy's plugin (role live or shadow) is not the one its spec names: refused, \
+                         not pulled, not read (reason as in the PluginReady condition)",
+                    ),
+                    &["namespace", "service", "role", "reason"],
+                )?,
+            )?,
+            autoscaler_conflict: gauge(
+                "ballast_autoscaler_conflict",
+                "1 while another autoscaler (an HPA, a KEDA ScaledObject) scales the policy's target, so Ballast holds it",
+            )?,
             registry,
         })
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// Replaces the per-policy problem series with these: each policy whose plugin is not ready (namespace, service,
+    /// role, reason), and each policy held by another autoscaler.
+    pub fn set_policy_problems<'a>(
+        &self,
+        not_ready: impl IntoIterator<Item = (&'a str, &'a str, &'a str, &'a str)>,
+        conflicts: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) {
+        self.plugin_not_ready.reset();
+        for (namespace, service, role, reason) in not_ready {
+            self.plugin_not_ready.with_label_values(&[namespace, service, role, reason]).set(1);
+        }
+        self.autoscaler_conflict.reset();
+        for (namespace, service) in conflicts {
+            self.autoscaler_conflict.with_label_values(&[namespace, service]).set(1);
+        }
     }
 
     pub fn registry(&self) -> &Registry {
@@ -447,6 +493,63 @@ pub async fn run_queue_exporter(
                 Ok(failing) => readiness.set_with_detail(true, failing.join("; ")),
                 Err(error) => readiness.set_with_detail(false, error),
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Every series the shipped dashboard and alerts read is one the host exports: a renamed metric would leave a
+    /// panel blank or an alert silent, and nobody would notice until the day it mattered.
+    #[test]
+    fn the_dashboard_and_the_alerts_read_only_series_the_host_exports() {
+        let metrics = Metrics::new().unwrap();
+        // One sample in every family (families without samples are not gathered).
+        let state = QueueState { counts: Default::default(), is_paused: false };
+        metrics.record_queue("q", &state);
+        metrics.record_bounds("ns", "svc", 1, 2);
+        metrics.record_decision("ns", "svc", 1, 2, "plugin");
+        metrics.record_shadow("ns", "svc", 2, Some(FailureKind::Trap));
+        metrics.record_plugin_call("ns", "svc", Duration::from_millis(1), Some(FailureKind::Timeout));
+        metrics.record_source_error("redis");
+        metrics.record_source_ok("redis", SystemTime::now());
+        metrics.add_pod_seconds("ns", "svc", 1.0);
+        metrics.set_leader(true);
+        metrics.set_policy_problems([("ns", "svc", "live", "PluginRejected")], [("ns", "svc")]);
+        let mut exported = BTreeSet::new();
+        for family in metrics.registry().gather() {
+            let name = family.name().to_owned();
+            if family.get_field_type() == prometheus::proto::MetricType::HISTOGRAM {
+                exported.extend(["_bucket", "_sum", "_count"].map(|suffix| format!("{name}{suffix}")));
+            }
+            exported.insert(name);
+        }
+        let shipped = [
+            ("deploy/base/ballast-dashboard.json", include_str!("../../deploy/base/ballast-dashboard.json")),
+            (
+                "deploy/components/monitoring/prometheusrule.yaml",
+                include_str!("../../deploy/components/monitoring/prometheusrule.yaml"),
+            ),
+        ];
+        for (file, text) in shipped {
+            let mut read = BTreeSet::new();
+            for start in text.match_indices("ballast_").chain(text.match_indices("redis_")).map(|(at, _)| at) {
+                let preceded = text[..start].chars().next_back().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+                let name: String = text[start..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                if !preceded {
+                    read.insert(name);
+                }
+            }
+            assert!(read.len() >= 5, "{file}: found only {read:?}");
+            let unknown: Vec<_> = read.difference(&exported).collect();
+            assert!(unknown.is_empty(), "{file} reads series the host does not export: {unknown:?}");
         }
     }
 }

@@ -201,7 +201,17 @@ async fn configmap_update_swaps_the_plugin_and_a_broken_update_is_refused() {
     })
     .await;
     assert_eq!(digest_of_last_decision(&cluster).as_deref(), Some(v2_digest.as_str()));
+    // What the PluginRejected alert reads: the leader's gauge of the refused live plugin.
+    let metrics = host.metrics.encode();
+    let rejected = metric_line(&metrics, "ballast_plugin_not_ready", &["reason=\"PluginRejected\"", "role=\"live\""]);
+    assert!(rejected.is_some_and(|l| l.ends_with(" 1")), "{metrics}");
+    assert!(metrics.contains("ballast_leader 1"), "{metrics}");
     host.stop().await;
+}
+
+/// The line of `name` in Prometheus text whose labels include every one of `labels`.
+fn metric_line<'a>(text: &'a str, name: &str, labels: &[&str]) -> Option<&'a str> {
+    text.lines().find(|line| line.starts_with(&format!("{name}{{")) && labels.iter().all(|l| line.contains(l)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -982,12 +992,18 @@ async fn a_workload_an_hpa_or_keda_scales_is_held_with_a_condition_and_an_event_
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(cluster.replicas(), 1, "nothing written while the HPA scales web");
     assert_eq!(cluster.standin.request_count("PATCH", SCALE), 0);
+    let held = |host: &Host| {
+        let metrics = host.metrics.encode();
+        metric_line(&metrics, "ballast_autoscaler_conflict", &["service=\"web\""]).map(str::to_owned)
+    };
+    assert!(held(&host).is_some_and(|l| l.ends_with(" 1")), "{}", host.metrics.encode());
 
     // The HPA goes: Ballast scales web again.
     hpas.delete("web-hpa", &DeleteParams::default()).await.unwrap();
     eventually(Duration::from_secs(30), "3 replicas once the HPA is gone", || (cluster.replicas() == 3).then_some(()))
         .await;
     cluster.await_events("ConflictResolved", 1, Duration::from_secs(10), "an Event saying it scales again").await;
+    assert_eq!(held(&host), None, "the conflict series is gone with the conflict");
 
     // KEDA is installed and a ScaledObject claims web: held again, naming the ScaledObject.
     let crds: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());

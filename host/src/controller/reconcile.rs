@@ -279,6 +279,7 @@ impl<O: Observer> Controller<O> {
                 }
             }
             let leader = self.leadership.is_leader();
+            self.metrics.set_leader(leader);
             if leader && !self.was_leader {
                 self.restore_memory();
                 // The status restored from the previous leader does not know what this host found out.
@@ -390,6 +391,19 @@ impl<O: Observer> Controller<O> {
         }
         self.report_metrics_api();
         self.report_conflicts();
+    }
+
+    /// The policies' problems as metrics, for alerts: a plugin that is not the one the spec names (its condition's
+    /// reason), and a target another autoscaler scales.
+    fn export_problems(&self) {
+        let not_ready = self.states.iter().flat_map(|(key, state)| {
+            [(PLUGIN_READY, "live"), (SHADOW_READY, "shadow")].into_iter().filter_map(move |(type_, role)| {
+                let condition = state.status.condition(type_).filter(|c| c.status == "False")?;
+                Some((key.namespace.as_str(), key.name.as_str(), role, condition.reason.as_str()))
+            })
+        });
+        let conflicts = self.states.iter().filter(|(_, state)| state.conflict.is_some());
+        self.metrics.set_policy_problems(not_ready, conflicts.map(|(k, _)| (k.namespace.as_str(), k.name.as_str())));
     }
 
     /// Holds every policy whose target another autoscaler (an HPA, a KEDA ScaledObject) scales, with a condition
@@ -730,6 +744,7 @@ impl<O: Observer> Controller<O> {
                 }
             }
         }
+        self.export_problems();
         let keys: Vec<ServiceKey> = self.states.keys().cloned().collect();
         for key in keys {
             let Some(state) = self.states.get(&key) else { continue };

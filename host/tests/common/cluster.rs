@@ -263,6 +263,8 @@ impl<'a> HostConfig<'a> {
 }
 
 pub struct Host {
+    /// What the host exports on /metrics.
+    pub metrics: Arc<Metrics>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     lease_task: Option<tokio::task::JoinHandle<()>>,
@@ -307,11 +309,11 @@ impl Host {
             instance: identity.into(),
         };
         let files = PluginFiles::within(&plugin_dirs).expect("plugin dirs");
-        let controller =
-            Controller::new(client.clone(), engine, observer, leadership, metrics, options).with_plugin_files(files);
+        let controller = Controller::new(client.clone(), engine, observer, leadership, metrics.clone(), options)
+            .with_plugin_files(files);
         let task =
             tokio::spawn(async move { controller.run(Readiness::default(), stop).await.expect("controller run") });
-        Host { shutdown, task, lease_task }
+        Host { metrics, shutdown, task, lease_task }
     }
 
     /// A clean stop: the last status is written and the lease released.
