@@ -94,6 +94,10 @@ enum Command {
         #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
+    /// Check what the cluster lacks for Ballast to scale: the CRD, the host (its leader Lease), RBAC, metrics-server,
+    /// other autoscalers on the same workloads, and with --redis / --prometheus every policy's queues and queries.
+    /// One line per check, each failure with its fix; exits non-zero when a check fails.
+    Doctor(Box<DoctorArgs>),
     /// Print BullMQ job counts per queue, as a table or JSON.
     Queues {
         #[command(flatten)]
@@ -135,6 +139,23 @@ enum Command {
         #[arg(long)]
         cpu_seconds: u64,
     },
+}
+
+#[derive(Args)]
+struct DoctorArgs {
+    #[command(flatten)]
+    kube: KubeArgs,
+    /// Only the policies of this namespace (all namespaces when absent).
+    #[arg(long, short)]
+    namespace: Option<String>,
+    /// Redis URL of the BullMQ queues, to check every policy's queues.
+    #[arg(long, env = "BALLAST_REDIS_URL")]
+    redis: Option<String>,
+    #[command(flatten)]
+    prometheus: PrometheusArgs,
+    /// Namespace of the host's leader Lease (`ballast run --lease-namespace`).
+    #[arg(long, default_value = "ballast-system")]
+    lease_namespace: String,
 }
 
 /// Where Prometheus is and how to authenticate to it. Secrets come from files (a mounted Secret), read at every
@@ -568,6 +589,7 @@ fn main() -> anyhow::Result<()> {
         Command::Behavior { input } => behavior(&input),
         Command::Exporter { redis, listen, interval } => runtime()?.block_on(exporter(redis, listen, interval)),
         Command::Queues { redis, json } => runtime()?.block_on(queues(redis, json)),
+        Command::Doctor(args) => runtime()?.block_on(doctor(*args)),
         Command::Run(args) => runtime()?.block_on(run(*args)),
         Command::Crd => {
             print!("{}", ballast::controller::crd::crd_yaml()?);
@@ -621,6 +643,29 @@ async fn exporter(redis: RedisArgs, listen: SocketAddr, interval: Duration) -> a
         let _ = tokio::signal::ctrl_c().await;
     };
     export::run_queue_exporter(source, redis.queue_refs(), listener, interval, shutdown).await?;
+    Ok(())
+}
+
+async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
+    use ballast::controller::doctor::{self, Level, Sources};
+    let client = args.kube.client().await?;
+    let redis = match &args.redis {
+        Some(url) => {
+            Some(BullmqSource::new(url, ConnectOptions { timeout: Duration::from_secs(5), ca_cert_pem: None })?)
+        }
+        None => None,
+    };
+    let prometheus = args.prometheus.source()?;
+    let sources = Sources {
+        redis: redis.as_ref(),
+        prometheus: prometheus.as_ref(),
+        lease_namespace: &args.lease_namespace,
+        namespace: args.namespace.as_deref(),
+    };
+    let findings = doctor::diagnose(&client, &sources).await;
+    print!("{}", doctor::render(&findings));
+    let failed = findings.iter().filter(|f| f.level == Level::Fail).count();
+    anyhow::ensure!(failed == 0, "{failed} checks failed");
     Ok(())
 }
 

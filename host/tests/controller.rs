@@ -1045,3 +1045,93 @@ async fn a_workload_an_hpa_or_keda_scales_is_held_with_a_condition_and_an_event_
     assert_eq!(cluster.replicas(), 1, "KEDA's change of web is left alone");
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_what_the_cluster_lacks_each_with_its_fix() {
+    let cluster = cluster().await;
+    cluster.standin.set_metrics_api(kube_standin::MetricsApi::NotRegistered);
+    let redis = RedisServer::start();
+    let url = redis.url("", 0);
+    fixture("populate", &url, "bull", &[], &["stt"]);
+    let mut spec = json!({
+        "target": { "name": "web" }, "maxReplicas": 4, "plugin": { "builtin": "hpa" },
+        "config": { "jobsPerPod": 5 },
+        "metrics": { "queues": [{ "name": "stt" }, { "name": "stt-typo" }], "resources": true, "prometheus": {} },
+    });
+    cluster.create_policy("web", spec.clone()).await;
+    cluster
+        .standin
+        .insert(json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": { "name": "web", "namespace": "default" },
+            "spec": { "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "web" },
+                      "maxReplicas": 3 },
+        }))
+        .unwrap();
+    let kubeconfig = cluster.standin.kubeconfig().expect("kubeconfig");
+    let nobody = format!("http://127.0.0.1:{}", common::free_port());
+    let doctor = || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
+            .args(["doctor", "--redis", &url, "--prometheus", &nobody, "--kubeconfig"])
+            .arg(&kubeconfig)
+            .output()
+            .expect("running ballast doctor");
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let (passed, report) = doctor();
+    println!("ballast doctor on a cluster lacking most things:\n{report}");
+    assert!(!passed, "{report}");
+    let line = |check: &str| {
+        report.lines().find(|l| l.split_whitespace().nth(1) == Some(check)).unwrap_or_default().to_owned()
+    };
+    assert!(line("api").starts_with("ok") && line("crd").starts_with("ok"), "{report}");
+    for (check, says) in [
+        ("host", "no Lease ballast-system/ballast-leader"),
+        ("rbac", "no ClusterRole `ballast`"),
+        ("metrics-server", "metrics-server is not installed"),
+        ("conflicts", "HorizontalPodAutoscaler default/web"),
+        ("redis", "bull:stt-typo"),
+        ("prometheus", &nobody),
+    ] {
+        let found = line(check);
+        assert!(
+            found.starts_with("FAIL") && found.contains(says),
+            "{check}: expected FAIL naming {says:?} in\n{report}"
+        );
+    }
+
+    // Fixed: the RBAC applied, the HPA and the typo gone, a host running (its Lease renewed).
+    for document in serde_yaml_ng::Deserializer::from_str(include_str!("../../deploy/base/rbac.yaml")) {
+        let object: Value = serde::Deserialize::deserialize(document).unwrap();
+        if object["kind"] == "ClusterRole" {
+            cluster.standin.insert(object).unwrap();
+        }
+    }
+    let hpas: Api<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler> =
+        Api::namespaced(cluster.client.clone(), "default");
+    hpas.delete("web", &Default::default()).await.unwrap();
+    spec["metrics"]["queues"] = json!([{ "name": "stt" }]);
+    let policy: ScalingPolicy = serde_json::from_value(json!({
+        "apiVersion": "ballast.dev/v1alpha1", "kind": "ScalingPolicy",
+        "metadata": { "name": "web", "namespace": "default" }, "spec": spec,
+    }))
+    .unwrap();
+    cluster.apply(&policy).await;
+    let lease = LeaseConfig::new(DEFAULT_LEASE_NAME, "ballast-system", "host-a");
+    let host = Host::start(&cluster, "host-a", Some(&url), Some(lease));
+    let lease_path = format!("/apis/coordination.k8s.io/v1/namespaces/ballast-system/leases/{DEFAULT_LEASE_NAME}");
+    eventually(Duration::from_secs(30), "host-a leading", || {
+        cluster.standin.get(&lease_path).filter(|l| l["spec"]["holderIdentity"] == "host-a")
+    })
+    .await;
+    let (_, report) = doctor();
+    println!("ballast doctor once fixed:\n{report}");
+    let line = |check: &str| {
+        report.lines().find(|l| l.split_whitespace().nth(1) == Some(check)).unwrap_or_default().to_owned()
+    };
+    for check in ["host", "rbac", "conflicts", "redis"] {
+        assert!(line(check).starts_with("ok"), "{check} still failing:\n{report}");
+    }
+    assert!(line("host").contains("host-a leads"), "{report}");
+    host.stop().await;
+}

@@ -3,11 +3,12 @@
 //! One module per concern: [`crd`] (the resource and its schema), [`status`] (what the controller reports and
 //! persists), [`scale`] (the `/scale` actuator), [`plugins`] (plugins in ConfigMaps, validated and hot-swapped),
 //! [`events`] (Events, one per distinct note), [`lease`] (leader election), [`metrics_api`] (is metrics-server
-//! there), [`conflicts`] (other autoscalers of a policy's workload), [`reconcile`] (the loop that drives [`crate::autoscaler::Fleet`]) and [`report`] (`ballast status` / `ballast explain`). Decisions are made only by
+//! there), [`conflicts`] (other autoscalers of a policy's workload), [`doctor`] (what a cluster lacks), [`reconcile`] (the loop that drives [`crate::autoscaler::Fleet`]) and [`report`] (`ballast status` / `ballast explain`). Decisions are made only by
 //! [`crate::decision::decide`] through the fleet.
 
 pub mod conflicts;
 pub mod crd;
+pub mod doctor;
 mod error;
 pub mod events;
 pub mod lease;

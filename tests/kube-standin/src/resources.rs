@@ -190,6 +190,7 @@ pub fn builtin_types() -> Vec<ResourceType> {
     statefulsets.generation = true;
     statefulsets.scale = Some(apps_scale());
     let leases = ResourceType::builtin("coordination.k8s.io", "v1", "leases", "Lease", true);
+    let cluster_roles = ResourceType::builtin("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", false);
     let mut hpas =
         ResourceType::builtin("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", true);
     hpas.short_names = vec!["hpa".into()];
@@ -231,6 +232,7 @@ pub fn builtin_types() -> Vec<ResourceType> {
         deployments,
         statefulsets,
         leases,
+        cluster_roles,
         hpas,
         events,
         crds,
