@@ -754,7 +754,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let resources = ResourceSource::new(client.clone(), ResourceConfig::default());
     let observer =
         LiveObserver::new(bullmq, prometheus, Duration::from_secs(5), Duration::from_secs(60), metrics.clone())
-            .with_resources(resources, args.resources_every);
+            .with_resources(resources, args.resources_every)
+            .with_secret_connections(client.clone());
     let limits = args
         .plugin_limits
         .limits(ballast::runtime::RuntimeLimits { cache_dir: args.cache_dir.clone(), ..Default::default() })?;

@@ -245,6 +245,10 @@ pub struct MetricsSpec {
     /// BullMQ queues feeding the service; their counts are summed.
     #[serde(default)]
     pub queues: Vec<QueueRef>,
+    /// Where the queues live, when not in the host's Redis (`--redis`): a connection from a Secret in the policy's
+    /// own namespace, as KEDA's TriggerAuthentication gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisConnectionRef>,
     /// PromQL templates; placeholders `{namespace}`, `{deployment}` and `{pod_regex}` are filled in per service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<PrometheusMetrics>,
@@ -255,6 +259,17 @@ pub struct MetricsSpec {
 
 fn yes() -> bool {
     true
+}
+
+/// A Redis connection described by a Secret of the policy's namespace. Its keys: `url` (`redis://` or `rediss://`,
+/// may carry user, password and database) or `host` and `port`; `username`, `password`, `database` (override the
+/// URL's); `tls: "true"` and `ca.crt` (PEM) for TLS with a private CA; `sentinelMaster` and `sentinelAddresses`
+/// (`host:port,host:port`) to find the master through Redis Sentinel, with `sentinelPassword` if the sentinels
+/// need one. The Secret is re-read every 30 s, so a rotated password is picked up.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisConnectionRef {
+    pub secret_name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]

@@ -479,3 +479,148 @@ async fn rediss_urls_speak_tls_with_a_given_ca() {
         "a self-signed server without its CA: {untrusted:?}"
     );
 }
+
+/// Secret data as Kubernetes holds it.
+fn secret(pairs: &[(&str, &[u8])]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect()
+}
+
+#[tokio::test]
+async fn a_connection_from_secret_data_speaks_tls_with_a_password_user_and_database() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    let (ca, cert, key) = test_certificates(certs.path());
+    let (cert_arg, key_arg) = (cert.to_str().expect("utf-8 path"), key.to_str().expect("utf-8 path"));
+    // An ACL user with a password containing URL specials, allowed only what Ballast sends.
+    let server = RedisServer::start_with(&[
+        "--port",
+        "0",
+        "--tls-port",
+        "{port}",
+        "--tls-cert-file",
+        cert_arg,
+        "--tls-key-file",
+        key_arg,
+        "--tls-auth-clients",
+        "no",
+        // Each word its own argument: redis-server joins them into one config line.
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "ballast",
+        "on",
+        ">p@ss/w#rd",
+        "~*",
+        "+@read",
+        "+ping",
+        "+select",
+        "+client",
+        "+hello",
+        "--user",
+        "seeder",
+        "on",
+        ">seed",
+        "~*",
+        "+@all",
+    ]);
+    let ca_pem = std::fs::read(&ca).expect("CA");
+    let seeding = redis::Client::build_with_tls(
+        format!("rediss://seeder:seed@127.0.0.1:{}/3", server.port).as_str(),
+        redis::TlsCertificates { client_tls: None, root_cert: Some(ca_pem.clone()) },
+    )
+    .expect("TLS client");
+    let mut connection = seeding.get_connection().expect("TLS connection");
+    redis::cmd("RPUSH").arg("bull:stt:wait").arg("1").arg("2").arg("3").exec(&mut connection).expect("seeding");
+    redis::cmd("HSET").arg("bull:stt:meta").arg("opts.maxLenEvents").arg("10000").exec(&mut connection).unwrap();
+
+    let port = server.port.to_string();
+    let data = secret(&[
+        ("host", b"127.0.0.1"),
+        ("port", port.as_bytes()),
+        ("tls", b"true"),
+        ("ca.crt", &ca_pem),
+        ("username", b"ballast"),
+        ("password", b"p@ss/w#rd"),
+        ("database", b"3"),
+    ]);
+    let source = BullmqSource::from_secret("Secret ai/redis", &data, Duration::from_secs(5)).expect("valid data");
+    assert_eq!(read(&source, "bull", &["stt"]).await["stt"].0.waiting, 3);
+    assert!(source.url().contains("Secret ai/redis") && !source.url().contains("p@ss"), "{}", source.url());
+
+    // A wrong password says so, naming the Secret; data without an address is refused before any connection.
+    let mut wrong = data.clone();
+    wrong.insert("password".into(), b"nope".to_vec());
+    let source = BullmqSource::from_secret("Secret ai/redis", &wrong, Duration::from_secs(5)).unwrap();
+    let error = source.counts(&[QueueRef { name: "stt".into(), prefix: None }]).await.expect_err("refused");
+    assert!(matches!(error, BullmqError::Auth { .. }) && error.to_string().contains("Secret ai/redis"), "{error}");
+    let error = BullmqSource::from_secret("Secret ai/empty", &secret(&[("password", b"x")]), Duration::from_secs(1));
+    let error = error.err().expect("no address").to_string();
+    assert!(error.contains("Secret ai/empty") && error.contains("neither `url` nor `host`"), "{error}");
+}
+
+/// `redis-server CONFIG --sentinel` watching `master_port`, on a port of its own.
+struct Sentinel {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_sentinel(master_port: u16) -> Sentinel {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor queues 127.0.0.1 {master_port} 1\n\
+             sentinel down-after-milliseconds queues 60000\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("redis-server")
+        .arg(&config)
+        .arg("--sentinel")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starting redis-server --sentinel");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "sentinel did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Sentinel { child, port, _dir: dir }
+}
+
+#[tokio::test]
+async fn a_sentinel_connection_reads_the_master_it_names() {
+    let master = RedisServer::start_with(&["--requirepass", "queue-secret"]);
+    let url = format!("redis://:queue-secret@127.0.0.1:{}/0", master.port);
+    fixture("populate", &url, "bull", &[], &["stt"]);
+    let expected = read(&BullmqSource::connect(&url, options(Duration::from_secs(5))).await.unwrap(), "bull", &["stt"])
+        .await["stt"]
+        .0;
+    let sentinel = start_sentinel(master.port);
+    let addresses = format!("127.0.0.1:{}", free_port()) + &format!(",127.0.0.1:{}", sentinel.port);
+    let data = secret(&[
+        ("sentinelMaster", b"queues"),
+        ("sentinelAddresses", addresses.as_bytes()),
+        ("password", b"queue-secret"),
+    ]);
+    let source = BullmqSource::from_secret("Secret ai/sentinel", &data, Duration::from_secs(5)).expect("valid data");
+    assert_eq!(read(&source, "bull", &["stt"]).await["stt"].0, expected, "the master's counts, via the sentinel");
+    assert!(source.url().contains("sentinel master queues"), "{}", source.url());
+
+    let mut unknown = data.clone();
+    unknown.insert("sentinelMaster".into(), b"nobody".to_vec());
+    let source = BullmqSource::from_secret("Secret ai/sentinel", &unknown, Duration::from_secs(5)).unwrap();
+    let error = source.counts(&[QueueRef { name: "stt".into(), prefix: None }]).await.expect_err("no such master");
+    assert!(error.to_string().contains("sentinel master nobody"), "{error}");
+}

@@ -1135,3 +1135,58 @@ async fn doctor_names_what_the_cluster_lacks_each_with_its_fix() {
     assert!(line("host").contains("host-a leads"), "{report}");
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_reads_its_queues_through_the_redis_connection_in_its_namespaces_secret() {
+    use base64::Engine as _;
+    let cluster = cluster().await;
+    let redis = RedisServer::start_with(&["--requirepass", "tenant/secret#1"]);
+    let url = redis.url(":tenant%2Fsecret%231@", 2);
+    let jobs: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
+    let mut push = vec!["RPUSH", "bull:stt:wait"];
+    push.extend(jobs.iter().map(String::as_str));
+    redis.cmd(&url, &push).expect("seeding");
+    redis.cmd(&url, &["HSET", "bull:stt:meta", "opts.maxLenEvents", "10000"]).expect("seeding");
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let port = redis.port.to_string();
+    cluster
+        .standin
+        .insert(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "queues", "namespace": "default" },
+            "data": { "host": b64("127.0.0.1"), "port": b64(&port), "password": b64("tenant/secret#1"),
+                      "database": b64("2") },
+        }))
+        .unwrap();
+    let spec = |target: &str| {
+        json!({
+            "target": { "name": target }, "minReplicas": 1, "maxReplicas": 6, "plugin": { "builtin": "hpa" },
+            "config": { "jobsPerPod": 5 }, "behavior": fast_behavior(),
+            "metrics": { "queues": [{ "name": "stt" }], "redis": { "secretName": "queues" }, "resources": false },
+        })
+    };
+    cluster.create_policy("web", spec("web")).await;
+    // A policy of another namespace naming the same Secret: it reads only its own namespace's, which is missing.
+    cluster.insert_deployment("other", "web", 1);
+    let policy: ScalingPolicy = serde_json::from_value(json!({
+        "apiVersion": "ballast.dev/v1alpha1", "kind": "ScalingPolicy",
+        "metadata": { "name": "web", "namespace": "other" }, "spec": spec("web"),
+    }))
+    .unwrap();
+    cluster.apply(&policy).await;
+    let host = Host::start(&cluster, "host-a", None, None);
+
+    eventually(Duration::from_secs(30), "web at ceil(20 / 5) = 4 replicas", || (cluster.replicas() == 4).then_some(()))
+        .await;
+    let other = "/apis/ballast.dev/v1alpha1/namespaces/other/scalingpolicies/web";
+    let unavailable = eventually(Duration::from_secs(30), "other/web's queue unavailable", || {
+        let policy = cluster.standin.get(other)?;
+        let reason = policy["status"]["lastDecision"]["record"]["observation"]["unavailable"]["queue"].as_str()?;
+        // At first the Secret is being read; then its absence is the reason.
+        reason.contains("does not exist").then(|| reason.to_owned())
+    })
+    .await;
+    assert!(unavailable.contains("Secret other/queues") && unavailable.contains("does not exist"), "{unavailable}");
+    let other_deployment = cluster.standin.get("/apis/apps/v1/namespaces/other/deployments/web").unwrap();
+    assert_eq!(other_deployment["spec"]["replicas"], 1, "no queue, no scaling");
+    host.stop().await;
+}

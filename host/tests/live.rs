@@ -23,6 +23,7 @@ fn service(name: &str, queues: &[&str]) -> (ServiceKey, ScalingPolicySpec) {
         plugin: PluginRef { builtin: Some("hpa".into()), config_map: None, path: None, sha256: None, oci: None },
         config: serde_json::Value::Null,
         metrics: ballast::spec::MetricsSpec {
+            redis: None,
             queues: queues.iter().map(|q| QueueRef { name: q.to_string(), prefix: None }).collect(),
             prometheus: Some(PrometheusMetrics::default()),
             resources: false,

@@ -138,6 +138,7 @@ fn spec(name: &str, config: Value, queues: &[&str], resources: bool) -> ScalingP
         plugin: PluginRef { builtin: Some("hpa".into()), ..PluginRef::default() },
         config,
         metrics: MetricsSpec {
+            redis: None,
             queues: queues.iter().map(|q| QueueRef { name: q.to_string(), prefix: None }).collect(),
             prometheus: None,
             resources,

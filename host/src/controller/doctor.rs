@@ -109,7 +109,7 @@ pub async fn diagnose(client: &kube::Client, sources: &Sources<'_>) -> Vec<Findi
         }
         Err(why) => note(Level::Warn, "conflicts", why),
     }
-    for finding in redis(sources.redis, &policies).await {
+    for finding in redis(client, sources.redis, &policies).await {
         findings.push(finding);
     }
     for finding in prometheus(sources.prometheus, &policies).await {
@@ -206,39 +206,70 @@ fn allows(rule: &PolicyRule, group: &str, resource: &str, verb: &str) -> bool {
         && rule.resource_names.as_ref().is_none_or(Vec::is_empty)
 }
 
-/// Every policy's queues, read from Redis as the host reads them.
-async fn redis(redis: Option<&BullmqSource>, policies: &[ScalingPolicy]) -> Vec<Finding> {
-    let with_queues: Vec<&ScalingPolicy> = policies.iter().filter(|p| !p.spec.metrics.queues.is_empty()).collect();
+/// Every policy's queues, read from Redis as the host reads them: through the policy's Secret connection when it
+/// names one, else through `--redis`.
+async fn redis(client: &kube::Client, redis: Option<&BullmqSource>, policies: &[ScalingPolicy]) -> Vec<Finding> {
+    use k8s_openapi::api::core::v1::Secret;
     let finding = |level, message| Finding { level, check: "redis", message };
-    let Some(redis) = redis else {
-        if with_queues.is_empty() {
-            return Vec::new();
-        }
-        return vec![finding(
-            Level::Warn,
-            format!("{} policies read BullMQ queues; pass --redis to check them", with_queues.len()),
-        )];
-    };
     let mut findings = Vec::new();
     let mut read = 0;
-    for policy in with_queues {
-        match redis.counts(&policy.spec.metrics.queues).await {
+    let mut without_redis = 0;
+    for policy in policies.iter().filter(|p| !p.spec.metrics.queues.is_empty()) {
+        let key = service_key(policy);
+        let own;
+        let source = match &policy.spec.metrics.redis {
+            Some(connection) => {
+                let what = format!("Secret {}/{}", key.namespace, connection.secret_name);
+                let api: Api<Secret> = Api::namespaced(client.clone(), &key.namespace);
+                let data = match api.get_opt(&connection.secret_name).await {
+                    Ok(Some(secret)) => secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect(),
+                    Ok(None) => {
+                        findings.push(finding(Level::Fail, format!("{key}: {what} does not exist")));
+                        continue;
+                    }
+                    Err(e) => {
+                        findings.push(finding(Level::Warn, format!("{key}: cannot read {what} ({e})")));
+                        continue;
+                    }
+                };
+                match BullmqSource::from_secret(&what, &data, std::time::Duration::from_secs(5)) {
+                    Ok(source) => {
+                        own = source;
+                        &own
+                    }
+                    Err(e) => {
+                        findings.push(finding(Level::Fail, format!("{key}: {e}")));
+                        continue;
+                    }
+                }
+            }
+            None => match redis {
+                Some(source) => source,
+                None => {
+                    without_redis += 1;
+                    continue;
+                }
+            },
+        };
+        match source.counts(&policy.spec.metrics.queues).await {
             Ok(states) => {
                 for state in states {
                     match state {
                         Ok(_) => read += 1,
-                        Err(e) => findings.push(finding(Level::Fail, format!("{}: {e}", service_key(policy)))),
+                        Err(e) => findings.push(finding(Level::Fail, format!("{key}: {e}"))),
                     }
                 }
             }
-            Err(e) => {
-                findings.push(finding(Level::Fail, format!("Redis at {}: {e}", redis.url())));
-                return findings;
-            }
+            Err(e) => findings.push(finding(Level::Fail, format!("{key}: {e}"))),
         }
     }
-    if findings.is_empty() {
-        findings.push(finding(Level::Ok, format!("Redis at {} answers; {read} queues read", redis.url())));
+    if without_redis > 0 {
+        let message =
+            format!("{without_redis} policies read BullMQ queues from the host's Redis; pass --redis to check them");
+        findings.push(finding(Level::Warn, message));
+    }
+    if read > 0 && findings.iter().all(|f| f.level != Level::Fail) {
+        findings.insert(0, finding(Level::Ok, format!("{read} queues read, every one of them")));
     }
     findings
 }

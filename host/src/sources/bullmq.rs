@@ -21,6 +21,7 @@
 //! them) is a [`BullmqError::Missing`] rather than zero jobs: a misspelt name, prefix or database would otherwise
 //! read as an idle queue and invite a scale-down.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -111,10 +112,27 @@ pub struct QueueState {
     pub is_paused: bool,
 }
 
+/// How connections are made: to one server, or to the master Redis Sentinel names (asked again for every new
+/// connection, so a fail-over is followed).
+enum Connector {
+    Direct(Client),
+    Sentinel(Mutex<redis::sentinel::SentinelClient>),
+}
+
+/// Percent-encodes what may not stand in a URL's userinfo.
+fn url_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A Redis holding BullMQ queues. Cheap to share (`&self` methods); the connection is opened on first use and
 /// opened again after it breaks, so a restarted server is picked up by the next collection.
 pub struct BullmqSource {
-    client: Client,
+    connector: Connector,
     /// The URL with its password hidden, for messages.
     url: String,
     timeout: Duration,
@@ -139,7 +157,115 @@ impl BullmqSource {
             Client::open(url)
         }
         .map_err(|e| invalid(e.to_string()))?;
-        Ok(BullmqSource { client, url: redacted, timeout: options.timeout, connection: Mutex::new(None) })
+        Ok(BullmqSource {
+            connector: Connector::Direct(client),
+            url: redacted,
+            timeout: options.timeout,
+            connection: Mutex::new(None),
+        })
+    }
+
+    /// The master Redis Sentinel names `master`, asked of the sentinels at `addresses` (`host:port`) whenever a
+    /// connection is made, so a fail-over is followed by the next collection. `node` carries the user, password and
+    /// database of the master; `sentinel_password` is the sentinels' own, if they need one.
+    pub fn sentinel(
+        addresses: &[String],
+        master: &str,
+        node: redis::RedisConnectionInfo,
+        sentinel_password: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let url = format!("sentinel master {master} via {}", addresses.join(","));
+        let invalid = |reason: String| BullmqError::InvalidUrl { url: url.clone(), reason };
+        if addresses.is_empty() || master.is_empty() {
+            return Err(invalid("sentinelMaster and at least one sentinelAddresses entry are needed".into()));
+        }
+        let auth = sentinel_password.map(|p| format!(":{}@", url_escape(p))).unwrap_or_default();
+        let sentinels: Vec<String> = addresses.iter().map(|a| format!("redis://{auth}{}", a.trim())).collect();
+        let info = redis::sentinel::SentinelNodeConnectionInfo::default().set_redis_connection_info(node);
+        let client = redis::sentinel::SentinelClient::build(
+            sentinels,
+            master,
+            Some(info),
+            redis::sentinel::SentinelServerType::Master,
+        )
+        .map_err(|e| invalid(e.to_string()))?;
+        Ok(BullmqSource {
+            connector: Connector::Sentinel(Mutex::new(client)),
+            url,
+            timeout,
+            connection: Mutex::new(None),
+        })
+    }
+
+    /// A source from a Kubernetes Secret's data (see [`crate::spec::RedisConnectionRef`] for its keys); `what`
+    /// names the Secret in messages. Nothing is connected yet.
+    pub fn from_secret(what: &str, data: &BTreeMap<String, Vec<u8>>, timeout: Duration) -> Result<Self> {
+        let text = |key: &str| -> Result<Option<String>> {
+            data.get(key)
+                .map(|bytes| {
+                    String::from_utf8(bytes.clone()).map(|t| t.trim().to_owned()).map_err(|_| BullmqError::InvalidUrl {
+                        url: what.into(),
+                        reason: format!("key `{key}` is not UTF-8 text"),
+                    })
+                })
+                .transpose()
+        };
+        let invalid = |reason: String| BullmqError::InvalidUrl { url: what.into(), reason };
+        let (username, password) = (text("username")?, text("password")?);
+        let database = match text("database")? {
+            Some(db) => Some(db.parse::<i64>().map_err(|_| invalid(format!("`database` is {db:?}, not a number")))?),
+            None => None,
+        };
+        if let Some(master) = text("sentinelMaster")? {
+            let addresses: Vec<String> = text("sentinelAddresses")?
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let mut node = redis::RedisConnectionInfo::default().set_db(database.unwrap_or(0));
+            if let Some(user) = &username {
+                node = node.set_username(user);
+            }
+            if let Some(password) = &password {
+                node = node.set_password(password);
+            }
+            let source = Self::sentinel(&addresses, &master, node, text("sentinelPassword")?.as_deref(), timeout)?;
+            return Ok(source.named(what));
+        }
+        let tls = text("tls")?.is_some_and(|t| matches!(t.as_str(), "true" | "enable" | "yes"));
+        let base = match (text("url")?, text("host")?) {
+            (Some(url), _) => url,
+            (None, Some(host)) => {
+                let port = text("port")?.unwrap_or_else(|| "6379".into());
+                format!("{}://{host}:{port}", if tls { "rediss" } else { "redis" })
+            }
+            (None, None) => return Err(invalid("it has neither `url` nor `host`".into())),
+        };
+        let mut url = reqwest::Url::parse(&base).map_err(|e| invalid(format!("`url` does not parse: {e}")))?;
+        if tls && url.scheme() == "redis" {
+            // Only redis:// and rediss:// are taken below, and both are "special" enough for set_scheme.
+            let _ = url.set_scheme("rediss");
+        }
+        if let Some(user) = &username {
+            url.set_username(user).map_err(|()| invalid("`username` cannot go into the URL".into()))?;
+        }
+        if let Some(password) = &password {
+            url.set_password(Some(password)).map_err(|()| invalid("`password` cannot go into the URL".into()))?;
+        }
+        if let Some(db) = database {
+            url.set_path(&db.to_string());
+        }
+        let options = ConnectOptions { timeout, ca_cert_pem: data.get("ca.crt").cloned() };
+        Ok(Self::new(url.as_str(), options)?.named(what))
+    }
+
+    /// Messages name the connection's origin too (e.g. the Secret), beside the redacted URL.
+    fn named(mut self, what: &str) -> Self {
+        self.url = format!("{} ({what})", self.url);
+        self
     }
 
     /// Like [`new`](Self::new), and connects at once so that a wrong host or password is reported now.
@@ -236,7 +362,16 @@ impl BullmqSource {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout));
-        let connection = self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(|source| {
+        let client = match &self.connector {
+            Connector::Direct(client) => client.clone(),
+            Connector::Sentinel(sentinel) => sentinel
+                .lock()
+                .await
+                .async_get_client()
+                .await
+                .map_err(|source| BullmqError::Connect { url: self.url.clone(), source })?,
+        };
+        let connection = client.get_multiplexed_async_connection_with_config(&config).await.map_err(|source| {
             // A password-less connection to a server that wants one fails at SELECT with "Authentication required".
             if source.kind() == ErrorKind::AuthenticationFailed
                 || source.code().is_some_and(|code| code == "WRONGPASS" || code == "NOAUTH")

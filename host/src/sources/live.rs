@@ -39,7 +39,9 @@ pub const REDIS_DEADLINE: Duration = Duration::from_millis(250);
 pub const REDIS_MAX_AGE: Duration = Duration::from_secs(5);
 
 pub struct LiveObserver {
-    bullmq: Option<RedisRefresher>,
+    bullmq: Option<Arc<RedisRefresher>>,
+    /// Redis connections of policies that name a Secret (`metrics.redis`), when the observer may read Secrets.
+    secret_connections: Option<SecretConnections>,
     prometheus: Option<PromRefresher>,
     resources: Option<ResourceRefresher>,
     metrics: Arc<Metrics>,
@@ -117,6 +119,50 @@ impl Drop for RedisRefresher {
     }
 }
 
+impl RedisRefresher {
+    fn start(source: BullmqSource, metrics: Arc<Metrics>) -> Self {
+        let shared = Arc::new(Mutex::new(RedisShared::default()));
+        let wake = Arc::new(Notify::new());
+        let (done, collected) = watch::channel(None);
+        let task = tokio::spawn(refresh_redis(source, shared.clone(), wake.clone(), done, metrics));
+        RedisRefresher { shared, wake, collected, task }
+    }
+}
+
+/// How often a connection Secret is read again.
+pub const SECRET_REFRESH: Duration = Duration::from_secs(30);
+
+/// A Secret naming a Redis connection: (namespace, name).
+type SecretKey = (String, String);
+
+/// What the Secret task knows: which Secrets ticks wanted, and when last (a tick lists only the services due then,
+/// so one tick's set is not all of them), and the connection (or the error) of each.
+#[derive(Default)]
+struct SecretShared {
+    wanted: BTreeMap<SecretKey, Instant>,
+    connections: BTreeMap<SecretKey, SecretConnection>,
+}
+
+struct SecretConnection {
+    /// The connection built from the Secret's current data, or why there is none.
+    refresher: Result<Arc<RedisRefresher>, String>,
+    /// The data it was built from (a change rebuilds it), and when the Secret was last read.
+    data: BTreeMap<String, Vec<u8>>,
+    read: Instant,
+}
+
+struct SecretConnections {
+    shared: Arc<Mutex<SecretShared>>,
+    wake: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SecretConnections {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl LiveObserver {
     /// `prometheus_interval` is how often Prometheus is queried; `max_age` how old a snapshot may be and still count.
     /// Must be called inside a tokio runtime (it starts the Prometheus refresh task).
@@ -132,14 +178,19 @@ impl LiveObserver {
             let task = tokio::spawn(refresh_prometheus(source, shared.clone(), prometheus_interval, metrics.clone()));
             PromRefresher { shared, task }
         });
-        let bullmq = bullmq.map(|source| {
-            let shared = Arc::new(Mutex::new(RedisShared::default()));
-            let wake = Arc::new(Notify::new());
-            let (done, collected) = watch::channel(None);
-            let task = tokio::spawn(refresh_redis(source, shared.clone(), wake.clone(), done, metrics.clone()));
-            RedisRefresher { shared, wake, collected, task }
-        });
-        LiveObserver { bullmq, prometheus, resources: None, metrics, max_age }
+        let bullmq = bullmq.map(|source| Arc::new(RedisRefresher::start(source, metrics.clone())));
+        LiveObserver { bullmq, secret_connections: None, prometheus, resources: None, metrics, max_age }
+    }
+
+    /// Lets policies name their Redis connection in a Secret of their namespace (`metrics.redis.secretName`): each
+    /// such Secret is read in the background (again every [`SECRET_REFRESH`], so a rotated password is picked up)
+    /// and gets a connection of its own. Must be called inside a tokio runtime.
+    pub fn with_secret_connections(mut self, client: kube::Client) -> Self {
+        let shared = Arc::new(Mutex::new(SecretShared::default()));
+        let wake = Arc::new(Notify::new());
+        let task = tokio::spawn(refresh_secret_connections(client, shared.clone(), wake.clone(), self.metrics.clone()));
+        self.secret_connections = Some(SecretConnections { shared, wake, task });
+        self
     }
 
     /// Adds CPU and memory from metrics.k8s.io for the services whose spec has `metrics.resources`, collected every
@@ -161,58 +212,116 @@ impl LiveObserver {
 
     /// Queue counts per service, summed over its queues, from the freshest collection within the deadline; a
     /// service with any queue unavailable gets a reason instead (a partial sum would look like a shorter queue).
+    /// Each connection (the host's Redis, each policy Secret's) is read by its own task, all at once.
     async fn queue_counts(&self, services: &[(&ServiceKey, &ScalingPolicySpec)]) -> BTreeMap<ServiceKey, QueueView> {
         let mut out = BTreeMap::new();
-        let Some(refresher) = &self.bullmq else { return out };
-        let mut queues: Vec<QueueRef> = services.iter().flat_map(|(_, s)| s.metrics.queues.iter().cloned()).collect();
-        queues.sort_by(|a, b| (&a.prefix, &a.name).cmp(&(&b.prefix, &b.name)));
-        queues.dedup();
-        if queues.is_empty() {
+        // The services of each connection: `None` is the host's Redis.
+        let mut groups: BTreeMap<Option<SecretKey>, Vec<(&ServiceKey, &ScalingPolicySpec)>> = BTreeMap::new();
+        for (key, spec) in services.iter().filter(|(_, spec)| !spec.metrics.queues.is_empty()) {
+            let connection = spec.metrics.redis.as_ref().map(|r| (key.namespace.clone(), r.secret_name.clone()));
+            groups.entry(connection).or_default().push((key, spec));
+        }
+        if groups.is_empty() {
             return out;
         }
-        let asked = Instant::now();
-        refresher.shared.lock().expect("redis readings poisoned").queues = queues;
-        refresher.wake.notify_one();
-        let mut collected = refresher.collected.clone();
-        // Past the deadline (a stalled Redis) the tick goes on with what there is.
-        let _ = tokio::time::timeout(REDIS_DEADLINE, collected.wait_for(|started| started.is_some_and(|s| s >= asked)))
-            .await;
-        let shared = refresher.shared.lock().expect("redis readings poisoned");
-        for (key, spec) in services.iter().filter(|(_, spec)| !spec.metrics.queues.is_empty()) {
-            let mut view = QueueView { counts: Some(QueueCounts::default()), ..QueueView::default() };
-            for queue in &spec.metrics.queues {
-                let reading = shared.readings.get(queue);
-                let usable = reading.filter(|r| !r.queue_error).and_then(|r| r.last.as_ref());
-                let fresh = usable.filter(|(_, taken)| taken.elapsed() <= REDIS_MAX_AGE);
-                match fresh {
-                    Some((state, taken)) => {
-                        if let Some(counts) = &mut view.counts {
-                            counts.add(&state.counts);
+        let mut resolved = Vec::new();
+        if let Some(secrets) = &self.secret_connections {
+            let mut shared = secrets.shared.lock().expect("secret connections poisoned");
+            let now = Instant::now();
+            let mut new = false;
+            for key in groups.keys().flatten() {
+                new |= shared.wanted.insert(key.clone(), now).is_none();
+            }
+            if new {
+                secrets.wake.notify_one();
+            }
+        }
+        for (connection, members) in groups {
+            let refresher = match &connection {
+                // Without a host Redis such services simply have no queue metrics, as ever.
+                None => match self.bullmq.clone() {
+                    Some(refresher) => Ok(refresher),
+                    None => continue,
+                },
+                Some((namespace, name)) => match &self.secret_connections {
+                    None => Err(format!("Redis connection from Secret {namespace}/{name}: this host reads no Secrets")),
+                    Some(secrets) => {
+                        let shared = secrets.shared.lock().expect("secret connections poisoned");
+                        match shared.connections.get(&(namespace.clone(), name.clone())) {
+                            Some(connection) => connection.refresher.clone(),
+                            None => Err(format!("Secret {namespace}/{name} with the Redis connection is being read")),
                         }
-                        view.paused |= state.is_paused;
-                        view.age = view.age.max(taken.elapsed());
                     }
-                    None => {
-                        view.counts = None;
-                        let error = reading.and_then(|r| r.error.clone());
-                        view.reasons.push(match (usable, error) {
-                            (Some((_, taken)), error) => format!(
-                                "counts of queue {} are {:.1} s old, older than the {} s bound{}",
-                                queue_name(queue),
-                                taken.elapsed().as_secs_f64(),
-                                REDIS_MAX_AGE.as_secs(),
-                                error.map(|e| format!(": {e}")).unwrap_or_default()
-                            ),
-                            (None, Some(error)) => error,
-                            (None, None) => format!("queue {} has not been read yet", queue_name(queue)),
-                        });
+                },
+            };
+            match refresher {
+                Ok(refresher) => resolved.push((refresher, members)),
+                Err(reason) => {
+                    for (key, _) in members {
+                        out.insert(key.clone(), QueueView { reasons: vec![reason.clone()], ..QueueView::default() });
                     }
                 }
             }
-            out.insert((*key).clone(), view);
+        }
+        let asked = Instant::now();
+        let waits = resolved.iter().map(|(refresher, members)| {
+            let mut queues: Vec<QueueRef> =
+                members.iter().flat_map(|(_, s)| s.metrics.queues.iter().cloned()).collect();
+            queues.sort_by(|a, b| (&a.prefix, &a.name).cmp(&(&b.prefix, &b.name)));
+            queues.dedup();
+            refresher.shared.lock().expect("redis readings poisoned").queues = queues;
+            refresher.wake.notify_one();
+            let mut collected = refresher.collected.clone();
+            // Past the deadline (a stalled Redis) the tick goes on with what there is.
+            async move {
+                let fresh = collected.wait_for(|started| started.is_some_and(|s| s >= asked));
+                let _ = tokio::time::timeout(REDIS_DEADLINE, fresh).await;
+            }
+        });
+        futures::future::join_all(waits).await;
+        for (refresher, members) in &resolved {
+            let shared = refresher.shared.lock().expect("redis readings poisoned");
+            for (key, spec) in members {
+                out.insert((*key).clone(), queue_view(&shared, spec));
+            }
         }
         out
     }
+}
+
+/// One service's queues from its connection's readings.
+fn queue_view(shared: &RedisShared, spec: &ScalingPolicySpec) -> QueueView {
+    let mut view = QueueView { counts: Some(QueueCounts::default()), ..QueueView::default() };
+    for queue in &spec.metrics.queues {
+        let reading = shared.readings.get(queue);
+        let usable = reading.filter(|r| !r.queue_error).and_then(|r| r.last.as_ref());
+        let fresh = usable.filter(|(_, taken)| taken.elapsed() <= REDIS_MAX_AGE);
+        match fresh {
+            Some((state, taken)) => {
+                if let Some(counts) = &mut view.counts {
+                    counts.add(&state.counts);
+                }
+                view.paused |= state.is_paused;
+                view.age = view.age.max(taken.elapsed());
+            }
+            None => {
+                view.counts = None;
+                let error = reading.and_then(|r| r.error.clone());
+                view.reasons.push(match (usable, error) {
+                    (Some((_, taken)), error) => format!(
+                        "counts of queue {} are {:.1} s old, older than the {} s bound{}",
+                        queue_name(queue),
+                        taken.elapsed().as_secs_f64(),
+                        REDIS_MAX_AGE.as_secs(),
+                        error.map(|e| format!(": {e}")).unwrap_or_default()
+                    ),
+                    (None, Some(error)) => error,
+                    (None, None) => format!("queue {} has not been read yet", queue_name(queue)),
+                });
+            }
+        }
+    }
+    view
 }
 
 /// What a tick sees of one service's queues.
@@ -391,6 +500,69 @@ async fn refresh_redis(
         }
         drop(shared);
         done.send_replace(Some(started));
+    }
+}
+
+/// Reads the Secrets the latest tick wanted (each again every [`SECRET_REFRESH`]) and keeps one Redis connection
+/// per Secret, rebuilt when its data changes; connections no longer wanted are dropped. Only `get` on the named
+/// Secret of the policy's own namespace is ever asked for.
+async fn refresh_secret_connections(
+    client: kube::Client,
+    shared: Arc<Mutex<SecretShared>>,
+    wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
+) {
+    use k8s_openapi::api::core::v1::Secret;
+    loop {
+        let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+        let due: Vec<SecretKey> = {
+            let mut shared = shared.lock().expect("secret connections poisoned");
+            // A Secret no policy has asked for in two refresh periods (the policy went, or names another) is let go.
+            shared.wanted.retain(|_, asked| asked.elapsed() < 2 * SECRET_REFRESH);
+            let SecretShared { wanted, connections } = &mut *shared;
+            connections.retain(|key, _| wanted.contains_key(key));
+            let fresh = |key: &SecretKey| connections.get(key).is_some_and(|c| c.read.elapsed() < SECRET_REFRESH);
+            wanted.keys().filter(|key| !fresh(key)).cloned().collect()
+        };
+        for (namespace, name) in due {
+            let what = format!("Secret {namespace}/{name}");
+            let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), &namespace);
+            let read = match api.get_opt(&name).await {
+                Ok(Some(secret)) => {
+                    Ok(secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect::<BTreeMap<_, _>>())
+                }
+                Ok(None) => Err(format!(
+                    "{what}, named by metrics.redis.secretName, does not exist; create it with the Redis \
+                     connection (keys url or host, password, ...) in the policy's namespace"
+                )),
+                Err(e) => Err(format!("{what} with the Redis connection cannot be read: {e}")),
+            };
+            let mut shared = shared.lock().expect("secret connections poisoned");
+            let key = (namespace, name);
+            let connection = match read {
+                Ok(data) => match shared.connections.remove(&key) {
+                    // Unchanged: keep the connection (and its readings).
+                    Some(mut same) if same.data == data && same.refresher.is_ok() => {
+                        same.read = Instant::now();
+                        same
+                    }
+                    _ => {
+                        let refresher = BullmqSource::from_secret(&what, &data, Duration::from_secs(2))
+                            .map(|source| Arc::new(RedisRefresher::start(source, metrics.clone())))
+                            .map_err(|e| e.to_string());
+                        if let Err(e) = &refresher {
+                            tracing::warn!("{e}");
+                        }
+                        SecretConnection { refresher, data, read: Instant::now() }
+                    }
+                },
+                Err(why) => {
+                    tracing::warn!("{why}");
+                    SecretConnection { refresher: Err(why), data: BTreeMap::new(), read: Instant::now() }
+                }
+            };
+            shared.connections.insert(key, connection);
+        }
     }
 }
 

@@ -285,7 +285,8 @@ impl Host {
                 .expect("redis url")
         });
         let observer =
-            LiveObserver::new(bullmq, None, Duration::from_secs(5), Duration::from_secs(60), metrics.clone());
+            LiveObserver::new(bullmq, None, Duration::from_secs(5), Duration::from_secs(60), metrics.clone())
+                .with_secret_connections(client.clone());
         // Plugins compile in the `ballast` binary's compile child, as in production.
         let limits = RuntimeLimits {
             cache_dir: cache_dir.map(Path::to_path_buf),
