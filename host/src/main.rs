@@ -520,6 +520,10 @@ struct SimulateArgs {
     /// --policies then --compare. Two sets may not be named alike.
     #[arg(long)]
     label: Vec<String>,
+    /// Compare sets even when they simulate a service under different physics (service time, start-up, load):
+    /// refused by default, since the figures would then compare the clusters rather than the policies.
+    #[arg(long)]
+    allow_different_physics: bool,
     /// Simulation parameters per service (kind: Simulation; serviceSeconds, startupSeconds, concurrency, jitter,
     /// baseRate, ...). Default: the built-in parameters of the five model services. A `simulation:` section in a
     /// policy document takes precedence.
@@ -910,6 +914,9 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         .map(|(i, set)| set.with_pipeline(args.pipeline[i.min(args.pipeline.len() - 1)]))
         .collect();
     ballast::sim::config::label_sets(&mut sets, &args.label)?;
+    if !args.allow_different_physics {
+        ballast::sim::config::check_same_physics(&sets)?;
+    }
     pull_oci_plugins(&mut sets, &args.registry)?;
     let trace = Trace::from_arg(&args.trace)?;
     let duration_s = args.duration.unwrap_or_else(|| trace.length_s());

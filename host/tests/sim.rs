@@ -228,3 +228,17 @@ fn results_do_not_depend_on_the_namespace() {
     let b = sim::run(&engine, &other, &trace, options(3600, 7), &mut ()).unwrap();
     assert_eq!(format!("{:?}", a.summaries), format!("{:?}", b.summaries));
 }
+
+#[test]
+fn a_service_the_trace_sends_nothing_is_warned_about_under_the_table() {
+    let engine = sim::run::engine(sim::run::limits()).unwrap();
+    let trace = Trace::from_arg("builtin:steady").unwrap();
+    let both = set(&[
+        ("busy", 1, 4, HPA, "{serviceSeconds: 2, startupSeconds: 10, baseRate: 1}"),
+        ("idle", 1, 4, HPA, "{serviceSeconds: 2, startupSeconds: 10, baseRate: 0}"),
+    ]);
+    let result = sim::run(&engine, &both, &trace, options(300, 1), &mut ()).unwrap();
+    let table = sim::report::table(std::slice::from_ref(&result));
+    assert!(table.contains("warning: no job arrived for idle (test)") && table.contains("baseRate 0"), "{table}");
+    assert!(!table.contains("no job arrived for busy"), "{table}");
+}

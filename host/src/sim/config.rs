@@ -385,6 +385,38 @@ impl PolicySet {
     }
 }
 
+/// Refuses sets that simulate a service under different physics (service time, start-up, concurrency, load, ...):
+/// their figures would compare the clusters, not the policies. The pipeline (decision interval, metrics delay) may
+/// differ: modelling it is what `--pipeline` is for.
+pub fn check_same_physics(sets: &[PolicySet]) -> Result<(), SimError> {
+    let physics = |sim: &SimulationSpec| SimulationSpec {
+        decision_interval_seconds: None,
+        metrics_delay_seconds: 0,
+        queue: None,
+        ..sim.clone()
+    };
+    for (i, set) in sets.iter().enumerate() {
+        for other in &sets[..i] {
+            for service in &set.services {
+                let Some(same) = other.services.iter().find(|s| s.key == service.key) else { continue };
+                if physics(&service.sim) != physics(&same.sim) {
+                    return Err(SimError::Invalid(format!(
+                        "{} is simulated with other physics in `{}` than in `{}` ({:?} against {:?}): the comparison \
+                         would measure the clusters, not the policies. Give both sets the same `simulation:` \
+                         parameters (or one --sim file), or pass --allow-different-physics",
+                        service.key,
+                        set.label,
+                        other.label,
+                        physics(&service.sim),
+                        physics(&same.sim)
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Names the sets `labels` in order (`--label`; the rest keep their file names) and refuses two sets named alike:
 /// a table or chart with two rows called the same could not be read.
 pub fn label_sets(sets: &mut [PolicySet], labels: &[String]) -> Result<(), SimError> {
@@ -413,6 +445,25 @@ pub fn label_sets(sets: &mut [PolicySet], labels: &[String]) -> Result<(), SimEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sets_whose_physics_differ_are_refused_but_their_pipelines_may() {
+        let set = |label: &str, startup: u32| {
+            let text = format!(
+                "apiVersion: ballast.dev/v1alpha1\nkind: ScalingPolicy\nmetadata: {{name: a, namespace: t}}\nspec:\n  \
+                 target: {{name: a}}\n  maxReplicas: 2\n  plugin: {{builtin: hpa}}\nsimulation: {{serviceSeconds: 1, \
+                 startupSeconds: {startup}, baseRate: 1}}\n"
+            );
+            PolicySet::parse(label, label, &text, None).unwrap()
+        };
+        let same = [set("a", 60), set("b", 60).with_pipeline(Pipeline::Original)];
+        check_same_physics(&same).unwrap();
+        let error = check_same_physics(&[set("a", 60), set("b", 90)]).unwrap_err().to_string();
+        assert!(
+            error.contains("t/a") && error.contains("`b`") && error.contains("--allow-different-physics"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn sets_are_labelled_in_order_and_never_named_alike() {

@@ -70,6 +70,14 @@ pub fn table(results: &[RunResult]) -> String {
                 s.first_failure.as_deref().map_or_else(String::new, |m| crate::runtime::text::escaped(m, 512))
             );
         }
+        for s in result.summaries.iter().filter(|s| s.completed + s.failed + s.left_in_system == 0) {
+            let _ = writeln!(
+                out,
+                "warning: no job arrived for {} ({}): the trace sends it nothing (a built-in trace with baseRate 0, or \
+                 a CSV trace without rows for it), so its figures say nothing about how the policy scales",
+                s.service, result.label
+            );
+        }
     }
     out
 }
