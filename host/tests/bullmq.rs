@@ -442,23 +442,20 @@ fn autoscaler_metrics_pass_promtool() {
     assert_eq!(sample(&text, "ballast_pod_seconds_total{namespace=\"ai-models\",service=\"whisper\"}"), Some(12.5));
 }
 
+/// A redis-server speaking only TLS, with a certificate of a test CA (whose PEM path comes back), and `extra` args.
+fn tls_redis(certs: &std::path::Path, extra: &[&str]) -> (std::path::PathBuf, RedisServer) {
+    let (ca, cert, key) = test_certificates(certs);
+    let (cert, key) = (cert.to_str().expect("utf-8 path"), key.to_str().expect("utf-8 path"));
+    let mut args = vec!["--port", "0", "--tls-port", "{port}", "--tls-cert-file", cert, "--tls-key-file", key];
+    args.extend(["--tls-auth-clients", "no"]);
+    args.extend(extra);
+    (ca, RedisServer::start_with(&args))
+}
+
 #[tokio::test]
 async fn rediss_urls_speak_tls_with_a_given_ca() {
     let certs = tempfile::tempdir().expect("temp dir");
-    let (ca, cert, key) = test_certificates(certs.path());
-    let (cert_arg, key_arg) = (cert.to_str().expect("utf-8 path"), key.to_str().expect("utf-8 path"));
-    let server = RedisServer::start_with(&[
-        "--port",
-        "0",
-        "--tls-port",
-        "{port}",
-        "--tls-cert-file",
-        cert_arg,
-        "--tls-key-file",
-        key_arg,
-        "--tls-auth-clients",
-        "no",
-    ]);
+    let (ca, server) = tls_redis(certs.path(), &[]);
     let url = format!("rediss://127.0.0.1:{}/0", server.port);
     let ca_cert_pem = std::fs::read(ca).expect("CA certificate");
     let tls = ConnectOptions { timeout: Duration::from_secs(5), ca_cert_pem: Some(ca_cert_pem.clone()) };
@@ -488,41 +485,32 @@ fn secret(pairs: &[(&str, &[u8])]) -> std::collections::BTreeMap<String, Vec<u8>
 #[tokio::test]
 async fn a_connection_from_secret_data_speaks_tls_with_a_password_user_and_database() {
     let certs = tempfile::tempdir().expect("temp dir");
-    let (ca, cert, key) = test_certificates(certs.path());
-    let (cert_arg, key_arg) = (cert.to_str().expect("utf-8 path"), key.to_str().expect("utf-8 path"));
     // An ACL user with a password containing URL specials, allowed only what Ballast sends.
-    let server = RedisServer::start_with(&[
-        "--port",
-        "0",
-        "--tls-port",
-        "{port}",
-        "--tls-cert-file",
-        cert_arg,
-        "--tls-key-file",
-        key_arg,
-        "--tls-auth-clients",
-        "no",
-        // Each word its own argument: redis-server joins them into one config line.
-        "--user",
-        "default",
-        "off",
-        "--user",
-        "ballast",
-        "on",
-        ">p@ss/w#rd",
-        "~*",
-        "+@read",
-        "+ping",
-        "+select",
-        "+client",
-        "+hello",
-        "--user",
-        "seeder",
-        "on",
-        ">seed",
-        "~*",
-        "+@all",
-    ]);
+    let (ca, server) = tls_redis(
+        certs.path(),
+        &[
+            // Each word its own argument: redis-server joins them into one config line.
+            "--user",
+            "default",
+            "off",
+            "--user",
+            "ballast",
+            "on",
+            ">p@ss/w#rd",
+            "~*",
+            "+@read",
+            "+ping",
+            "+select",
+            "+client",
+            "+hello",
+            "--user",
+            "seeder",
+            "on",
+            ">seed",
+            "~*",
+            "+@all",
+        ],
+    );
     let ca_pem = std::fs::read(&ca).expect("CA");
     let seeding = redis::Client::build_with_tls(
         format!("rediss://seeder:seed@127.0.0.1:{}/3", server.port).as_str(),
