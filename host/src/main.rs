@@ -420,6 +420,9 @@ struct RunArgs {
     /// How often CPU and memory are read from metrics.k8s.io (the HPA's sync period is 15 s; 1s to 60m).
     #[arg(long, default_value = "15s", value_parser = duration_flag(REFRESH_MIN, TIMER_MAX))]
     resources_every: Duration,
+    /// How often Prometheus is queried (one query per distinct template, every policy together; 1s to 60m).
+    #[arg(long, default_value = "5s", value_parser = duration_flag(REFRESH_MIN, TIMER_MAX))]
+    prometheus_every: Duration,
     /// Write each policy's status at least this often (and after every decision that changed something; 1s to
     /// 60m).
     #[arg(long, default_value = "10s", value_parser = duration_flag(REFRESH_MIN, TIMER_MAX))]
@@ -757,7 +760,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let prometheus = args.prometheus.source()?;
     let resources = ResourceSource::new(client.clone(), ResourceConfig::default());
     let observer =
-        LiveObserver::new(bullmq, prometheus, Duration::from_secs(5), Duration::from_secs(60), metrics.clone())
+        LiveObserver::new(bullmq, prometheus, args.prometheus_every, Duration::from_secs(60), metrics.clone())
             .with_resources(resources, args.resources_every)
             .with_secret_connections(client.clone());
     let limits = args
@@ -1127,7 +1130,7 @@ mod tests {
             "--plugin-compile-timeout=60m",
             "--fresh-instance-per-call",
         ];
-        let lease = ["--lease-duration=15s", "--renew-deadline=10s", "--retry-period=100ms"];
+        let lease = ["--lease-duration=15s", "--renew-deadline=10s", "--retry-period=100ms", "--prometheus-every=1s"];
         let run = ["ballast", "run"].into_iter().chain(limits).chain(lease);
         let cli = Cli::try_parse_from(run).unwrap_or_else(|e| panic!("{e}"));
         let Command::Run(args) = cli.command else { panic!("not run") };
