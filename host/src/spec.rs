@@ -265,7 +265,8 @@ fn yes() -> bool {
 /// may carry user, password and database) or `host` and `port`; `username`, `password`, `database` (override the
 /// URL's); `tls: "true"` and `ca.crt` (PEM) for TLS with a private CA; `sentinelMaster` and `sentinelAddresses`
 /// (`host:port,host:port`) to find the master through Redis Sentinel, with `sentinelPassword` if the sentinels
-/// need one. The Secret is re-read every 30 s, so a rotated password is picked up.
+/// need one; `cluster: "true"` and `addresses` for Redis Cluster (queues with a hash-tagged prefix such as `{bull}`).
+/// The Secret is re-read every 30 s, so a rotated password is picked up.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisConnectionRef {

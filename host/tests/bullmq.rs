@@ -612,3 +612,48 @@ async fn a_sentinel_connection_reads_the_master_it_names() {
     let error = source.counts(&[QueueRef { name: "stt".into(), prefix: None }]).await.expect_err("no such master");
     assert!(error.to_string().contains("sentinel master nobody"), "{error}");
 }
+
+#[tokio::test]
+async fn a_cluster_connection_reads_hash_tagged_queues_and_names_the_fix_for_the_others() {
+    require("redis-cli", "apt-get install -y redis-tools");
+    let cluster_args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"];
+    let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_with(&cluster_args)).collect();
+    let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli --cluster create");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stdout));
+    let cli = |args: &[&str]| {
+        let output = Command::new("redis-cli").args(["-c", "-p", &nodes[0].port.to_string()]).args(args).output();
+        String::from_utf8_lossy(&output.expect("redis-cli").stdout).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+        assert!(Instant::now() < deadline, "the cluster did not become ok: {}", cli(&["CLUSTER", "INFO"]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Two queues under BullMQ's cluster prefix `{bull}`, in one slot; one under a plain prefix.
+    for (queue, jobs) in [("stt", 3), ("mt", 2)] {
+        let mut push = vec!["RPUSH".to_owned(), format!("{{bull}}:{queue}:wait")];
+        push.extend((1..=jobs).map(|j| j.to_string()));
+        cli(&push.iter().map(String::as_str).collect::<Vec<_>>());
+        cli(&["HSET", &format!("{{bull}}:{queue}:meta"), "opts.maxLenEvents", "10000"]);
+    }
+    cli(&["RPUSH", "bull:plain:wait", "1"]);
+
+    let joined = addresses.join(",");
+    let data = secret(&[("cluster", b"true"), ("addresses", joined.as_bytes())]);
+    let source = BullmqSource::from_secret("Secret ai/cluster", &data, Duration::from_secs(5)).expect("valid data");
+    assert_eq!(read(&source, "{bull}", &["stt", "mt"]).await, {
+        let mut expected = BullmqCounts::new();
+        expected.insert("stt".into(), (QueueCounts { waiting: 3, ..QueueCounts::default() }, false));
+        expected.insert("mt".into(), (QueueCounts { waiting: 2, ..QueueCounts::default() }, false));
+        expected
+    });
+    let states = source.counts(&refs("bull", &["plain"])).await.expect("the collection itself works");
+    let error = states[0].as_ref().expect_err("keys in several slots").to_string();
+    assert!(error.contains("bull:plain") && error.contains("{bull}"), "{error}");
+}

@@ -117,6 +117,52 @@ pub struct QueueState {
 enum Connector {
     Direct(Client),
     Sentinel(Mutex<redis::sentinel::SentinelClient>),
+    /// Redis Cluster: each collection sends one pipeline per hash tag, since a pipeline must stay in one slot
+    /// (BullMQ on a cluster needs a hash-tagged prefix such as `{bull}` for the same reason).
+    Cluster(redis::cluster::ClusterClient),
+}
+
+/// A connection to one server, or to a cluster (which routes each pipeline to the node of its slot).
+#[derive(Clone)]
+enum Connection {
+    Single(MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The hash tag of a key (the text between its first `{` and the next `}`, if not empty): keys with one tag share a
+/// cluster slot.
+fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let close = key[open + 1..].find('}')?;
+    Some(&key[open + 1..open + 1 + close]).filter(|tag| !tag.is_empty())
 }
 
 /// Percent-encodes what may not stand in a URL's userinfo.
@@ -136,7 +182,7 @@ pub struct BullmqSource {
     /// The URL with its password hidden, for messages.
     url: String,
     timeout: Duration,
-    connection: Mutex<Option<MultiplexedConnection>>,
+    connection: Mutex<Option<Connection>>,
 }
 
 impl BullmqSource {
@@ -198,6 +244,30 @@ impl BullmqSource {
         })
     }
 
+    /// A Redis Cluster reached through any of `addresses` (`host:port`), with the user and password given.
+    pub fn cluster(
+        addresses: &[String],
+        username: Option<&str>,
+        password: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let url = format!("redis cluster via {}", addresses.join(","));
+        let invalid = |reason: String| BullmqError::InvalidUrl { url: url.clone(), reason };
+        if addresses.is_empty() {
+            return Err(invalid("at least one `addresses` entry (host:port) is needed".into()));
+        }
+        let nodes: Vec<String> = addresses.iter().map(|a| format!("redis://{}", a.trim())).collect();
+        let mut builder = redis::cluster::ClusterClientBuilder::new(nodes);
+        if let Some(user) = username {
+            builder = builder.username(user);
+        }
+        if let Some(password) = password {
+            builder = builder.password(password);
+        }
+        let client = builder.build().map_err(|e| invalid(e.to_string()))?;
+        Ok(BullmqSource { connector: Connector::Cluster(client), url, timeout, connection: Mutex::new(None) })
+    }
+
     /// A source from a Kubernetes Secret's data (see [`crate::spec::RedisConnectionRef`] for its keys); `what`
     /// names the Secret in messages. Nothing is connected yet.
     pub fn from_secret(what: &str, data: &BTreeMap<String, Vec<u8>>, timeout: Duration) -> Result<Self> {
@@ -235,7 +305,19 @@ impl BullmqSource {
             let source = Self::sentinel(&addresses, &master, node, text("sentinelPassword")?.as_deref(), timeout)?;
             return Ok(source.named(what));
         }
-        let tls = text("tls")?.is_some_and(|t| matches!(t.as_str(), "true" | "enable" | "yes"));
+        let yes = |value: Option<String>| value.is_some_and(|t| matches!(t.as_str(), "true" | "enable" | "yes"));
+        if yes(text("cluster")?) {
+            let addresses: Vec<String> = text("addresses")?
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let source = Self::cluster(&addresses, username.as_deref(), password.as_deref(), timeout)?;
+            return Ok(source.named(what));
+        }
+        let tls = yes(text("tls")?);
         let base = match (text("url")?, text("host")?) {
             (Some(url), _) => url,
             (None, Some(host)) => {
@@ -291,7 +373,39 @@ impl BullmqSource {
         outcome.map_err(|_| self.timeout_error())?
     }
 
+    /// One pipeline for every queue; on a cluster, one per hash tag, and a queue whose keys have none is an error
+    /// of its own (its keys would lie in several slots).
     async fn read(&self, queues: &[QueueRef]) -> Result<Vec<Result<QueueState>>> {
+        if !matches!(self.connector, Connector::Cluster(_)) {
+            return self.read_together(queues).await;
+        }
+        let mut out: Vec<Option<Result<QueueState>>> = queues.iter().map(|_| None).collect();
+        let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (index, queue) in queues.iter().enumerate() {
+            let base = format!("{}:{}:", prefix_of(queue), queue.name);
+            match hash_tag(&base) {
+                Some(tag) => groups.entry(tag.to_owned()).or_default().push(index),
+                None => {
+                    out[index] = Some(Err(BullmqError::Queue {
+                        url: self.url.clone(),
+                        queue: base.trim_end_matches(':').to_owned(),
+                        reason: "on Redis Cluster a queue's keys must share a slot: give it a hash-tagged prefix \
+                                 such as `{bull}` (as BullMQ itself requires there) and set it as the queue's prefix"
+                            .into(),
+                    }));
+                }
+            }
+        }
+        for indices in groups.into_values() {
+            let group: Vec<QueueRef> = indices.iter().map(|&i| queues[i].clone()).collect();
+            for (index, state) in indices.into_iter().zip(self.read_together(&group).await?) {
+                out[index] = Some(state);
+            }
+        }
+        Ok(out.into_iter().map(|state| state.expect("every queue is read or refused")).collect())
+    }
+
+    async fn read_together(&self, queues: &[QueueRef]) -> Result<Vec<Result<QueueState>>> {
         if queues.is_empty() {
             return Ok(Vec::new());
         }
@@ -354,7 +468,7 @@ impl BullmqSource {
     }
 
     /// The cached connection, or a new one; `true` when it was cached.
-    async fn connection(&self) -> Result<(MultiplexedConnection, bool)> {
+    async fn connection(&self) -> Result<(Connection, bool)> {
         let mut cached = self.connection.lock().await;
         if let Some(connection) = cached.as_ref() {
             return Ok((connection.clone(), true));
@@ -370,20 +484,37 @@ impl BullmqSource {
                 .async_get_client()
                 .await
                 .map_err(|source| BullmqError::Connect { url: self.url.clone(), source })?,
-        };
-        let connection = client.get_multiplexed_async_connection_with_config(&config).await.map_err(|source| {
-            // A password-less connection to a server that wants one fails at SELECT with "Authentication required".
-            if source.kind() == ErrorKind::AuthenticationFailed
-                || source.code().is_some_and(|code| code == "WRONGPASS" || code == "NOAUTH")
-                || source.to_string().contains("Authentication required")
-            {
-                BullmqError::Auth { url: self.url.clone(), source }
-            } else {
-                BullmqError::Connect { url: self.url.clone(), source }
+            Connector::Cluster(cluster) => {
+                let config = redis::cluster::ClusterConfig::new()
+                    .set_connection_timeout(self.timeout)
+                    .set_response_timeout(self.timeout);
+                let connection = cluster
+                    .get_async_connection_with_config(config)
+                    .await
+                    .map_err(|source| self.connect_error(source))?;
+                *cached = Some(Connection::Cluster(connection.clone()));
+                return Ok((Connection::Cluster(connection), false));
             }
-        })?;
-        *cached = Some(connection.clone());
-        Ok((connection, false))
+        };
+        let connection = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|source| self.connect_error(source))?;
+        *cached = Some(Connection::Single(connection.clone()));
+        Ok((Connection::Single(connection), false))
+    }
+
+    /// A failed connection: refused credentials, or an unreachable server.
+    fn connect_error(&self, source: RedisError) -> BullmqError {
+        // A password-less connection to a server that wants one fails at SELECT with "Authentication required".
+        if source.kind() == ErrorKind::AuthenticationFailed
+            || source.code().is_some_and(|code| code == "WRONGPASS" || code == "NOAUTH")
+            || source.to_string().contains("Authentication required")
+        {
+            BullmqError::Auth { url: self.url.clone(), source }
+        } else {
+            BullmqError::Connect { url: self.url.clone(), source }
+        }
     }
 
     /// `last_wait` and `last_paused`: the lists' last elements, when they were small enough to be read.
