@@ -875,7 +875,9 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
 /// The cache of the commands run on a workstation (`simulate`'s OCI pulls, `plugin check|test|pack`'s compiled
 /// components): BALLAST_CACHE_DIR, or `ballast-cache` under the system temp dir.
 fn local_cache_dir() -> PathBuf {
-    std::env::var_os("BALLAST_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("ballast-cache"))
+    std::env::var_os("BALLAST_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("ballast-cache"))
 }
 
 /// [`local_cache_dir`] for compiled components, which are native code run as they are read: only when the
@@ -893,7 +895,8 @@ fn private_compile_cache() -> Option<PathBuf> {
     if !private {
         tracing::warn!(
             dir = %dir.display(),
-            "not caching compiled plugins: the directory is missing, not ours, or writable by others (set BALLAST_CACHE_DIR)"
+            "not caching compiled plugins: the directory is missing, not ours, or writable by others \
+             (set BALLAST_CACHE_DIR)"
         );
     }
     private.then_some(dir)

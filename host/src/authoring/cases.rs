@@ -448,6 +448,41 @@ mod tests {
         assert!(err.contains("exactly one of `replicas` or `error`"), "{err}");
     }
 
+    const STEPS: &str = "cases:\n  - name: two\n    steps:\n      - input: {currentReplicas: 2, nowMs: 500, config: {a: 1}}\n        \
+                         expect: {replicas: 2}\n      - input: {currentReplicas: 3}\n        expect: {replicas: 3}\n      \
+                         - afterMs: 10000\n        input: {currentReplicas: 3, config: {a: 2}}\n        \
+                         expect: {replicas: 3}\n";
+
+    #[test]
+    fn steps_move_the_clock_keep_the_config_and_refuse_what_is_carried() {
+        let steps = &parse("t.yaml", STEPS).unwrap()[0].steps;
+        assert_eq!(steps.iter().map(|s| s.input.now_ms).collect::<Vec<_>>(), [500, 1500, 11500]);
+        assert_eq!(steps[1].input.config, serde_json::json!({"a": 1}));
+        assert_eq!(steps[2].input.config, serde_json::json!({"a": 2}));
+        let refused = [
+            (
+                STEPS.replace("{currentReplicas: 3}", "{currentReplicas: 3, state: AAAA}"),
+                "step 2: input.state is given only",
+            ),
+            (
+                STEPS.replace("{currentReplicas: 3}", "{currentReplicas: 3, nowMs: 9}"),
+                "step 2: input.nowMs is given only",
+            ),
+            (
+                STEPS.replace("- input: {currentReplicas: 2,", "- afterMs: 5\n        input: {currentReplicas: 2,"),
+                "step 1: the step: unknown field `afterMs`",
+            ),
+            (
+                STEPS.replace("    steps:", "    input: {currentReplicas: 1}\n    steps:"),
+                "has both `steps` and `input`",
+            ),
+        ];
+        for (text, expected) in refused {
+            let err = parse("t.yaml", &text).unwrap_err().to_string();
+            assert!(err.starts_with("t.yaml: case 1 (two): ") && err.contains(expected), "{err}");
+        }
+    }
+
     #[test]
     fn a_failing_case_shows_a_diff() {
         let engine = PolicyEngine::new(crate::runtime::RuntimeLimits::default()).unwrap();

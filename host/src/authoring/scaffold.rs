@@ -133,6 +133,18 @@ mod tests {
         }
     }
 
+    /// README.md's "Writing a policy in Rust" shows the code `plugin new --lang rust` writes.
+    #[test]
+    fn the_readme_shows_the_rust_template() {
+        let section = include_str!("../../../README.md").split_once("### Writing a policy in Rust").unwrap().1;
+        let code = section.split_once("```rust\n").unwrap().1.split_once("```").unwrap().0;
+        let lines = |text: &str, header: &str| -> Vec<String> {
+            text.lines().skip_while(|l| l.starts_with(header) || l.is_empty()).map(str::to_owned).collect()
+        };
+        let template = include_str!("../../templates/rust/src/lib.rs");
+        assert_eq!(lines(code, "//"), lines(template, "//!"), "README.md and templates/rust/src/lib.rs differ");
+    }
+
     /// The SDK copy in a Rust project depends on the versions this workspace builds the SDK with.
     #[test]
     fn the_rust_sdk_copy_pins_the_workspace_versions() {
