@@ -26,7 +26,7 @@
 //!         expect: {replicas: 2}
 //!       - afterMs: 10000          # nowMs moves on this much from the previous step (default 1000)
 //!         input: {currentReplicas: 2, observation: {...}}   # no state or nowMs; config defaults to the last
-//!         expect: {replicas: 4, reasonContains: arrivals 3.00/s}
+//!         expect: {replicas: 7, reasonContains: arrivals 3.00/s}
 //! ```
 //!
 //! Unknown fields are errors naming the case and the field: a misspelt metric would otherwise test nothing.
@@ -248,7 +248,9 @@ fn serialized_fields(value: impl serde::Serialize) -> Vec<String> {
 fn parse_observation(value: &Value) -> Result<Observation, String> {
     let map = object(value, "input.observation")?;
     let mut full = Observation::default();
+    // Fields left out when empty are fields too.
     full.sample_age_ms.insert(String::new(), 0);
+    full.queue_paused = Some(false);
     let known = serialized_fields(full);
     let known: Vec<&str> = known.iter().map(String::as_str).collect();
     only_fields(map, "input.observation", &known)?;
@@ -429,6 +431,8 @@ mod tests {
         assert_eq!(input.observation.queue.unwrap().waiting, 3);
         assert_eq!(input.observation.custom, vec![("tokens".to_owned(), 5.0)]);
         assert_eq!(cases[0].steps[0].expect.outcome, Expected::Replicas(3));
+        let paused = parse("t.yaml", &ONE.replace("queue: {waiting: 3}", "queue: {waiting: 3}, queuePaused: true"));
+        assert_eq!(paused.unwrap()[0].steps[0].input.observation.queue_paused, Some(true));
     }
 
     #[test]
