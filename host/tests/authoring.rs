@@ -103,10 +103,7 @@ fn a_case_of_several_steps_carries_the_state_and_a_failing_step_is_named() {
     assert!(!output.status.success(), "{out}");
     assert!(out.contains("FAIL  learns arrivals across steps"), "{out}");
     assert!(!out.contains("step 1 of 2"), "the first step passed and logged nothing:\n{out}");
-    assert!(
-        out.contains("step 2 of 2: FAIL\n          - replicas: 99\n          + replicas: 7\n"),
-        "{out}"
-    );
+    assert!(out.contains("step 2 of 2: FAIL\n          - replicas: 99\n          + replicas: 7\n"), "{out}");
     assert!(out.contains("reason: \"arrivals 3.00/s"), "{out}");
 }
 

@@ -57,8 +57,8 @@ pub struct Case {
     pub steps: Vec<Step>,
 }
 
-/// One `decide` call of a case. After the first step, `input.state` is replaced by what the previous step's
-/// decision returned (kept when that step failed, as the host keeps it).
+/// One `decide` call of a case. Only the first step's `input.state` is read: a later step gets the state the
+/// previous step's decision returned (or the one before, when that step failed, as the host keeps it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     pub input: CaseInput,
