@@ -242,7 +242,7 @@ impl PluginLimitArgs {
 
 #[derive(Subcommand)]
 enum PluginCommand {
-    /// Create a plugin project NAME/ (Rust, JavaScript or Python) with the WIT world, a small GPU-target policy,
+    /// Create a plugin project NAME/ (Rust, JavaScript or Python) with the WIT world, a small queue-backlog policy,
     /// a cases.yaml of table tests and a README.
     New {
         /// The plugin's language.
@@ -928,6 +928,36 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     run_and_report(&sets, &trace, options, args.out.as_deref(), &args.plugin_limits)
 }
 
+/// The cache of the commands run on a workstation (`simulate`'s OCI pulls, `plugin check|test|pack`'s compiled
+/// components): BALLAST_CACHE_DIR, or `ballast-cache` under the system temp dir.
+fn local_cache_dir() -> PathBuf {
+    std::env::var_os("BALLAST_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("ballast-cache"))
+}
+
+/// [`local_cache_dir`] for compiled components, which are native code run as they are read: only when the
+/// directory is this user's alone (created 0700 when missing; not writable by others), else none (components
+/// compile each time), so no other user of a shared temp dir can plant one.
+fn private_compile_cache() -> Option<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let dir = local_cache_dir();
+    // An existing directory is checked below; a failure to create one shows there too.
+    let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir);
+    let private = std::fs::metadata(&dir).is_ok_and(|meta| {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        meta.is_dir() && meta.uid() == unsafe { libc::geteuid() } && meta.mode() & 0o022 == 0
+    });
+    if !private {
+        tracing::warn!(
+            dir = %dir.display(),
+            "not caching compiled plugins: the directory is missing, not ours, or writable by others \
+             (set BALLAST_CACHE_DIR)"
+        );
+    }
+    private.then_some(dir)
+}
+
 /// Pulls the policies' OCI plugins (each reference once, cached on disk) and points them at the pulled files.
 fn pull_oci_plugins(sets: &mut [PolicySet], registry: &RegistryArgs) -> anyhow::Result<()> {
     let plugins: Vec<&mut ballast::spec::PluginRef> = sets
@@ -941,10 +971,7 @@ fn pull_oci_plugins(sets: &mut [PolicySet], registry: &RegistryArgs) -> anyhow::
     if plugins.is_empty() {
         return Ok(());
     }
-    let cache = std::env::var_os("BALLAST_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("ballast-cache"));
-    let store = ballast::oci::OciStore::new(Some(&cache));
+    let store = ballast::oci::OciStore::new(Some(&local_cache_dir()));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
     for plugin in plugins {
         let oci = plugin.oci.clone().expect("filtered");
@@ -1000,9 +1027,12 @@ impl ballast::sim::StepHook for Progress {
 
 fn plugin(command: PluginCommand) -> anyhow::Result<()> {
     use ballast::authoring::{build, cases, check, pack, scaffold};
-    // A fresh engine without a disk cache: compile times are real.
+    // Compiled components are cached on disk by sha256: in an edit-build-test loop only changed bytes compile (a
+    // Python component takes some 15 s), and `check` says when its component came from the cache.
+    let cache_dir = private_compile_cache();
     let engine = |limits: &PluginLimitArgs| -> anyhow::Result<_> {
-        Ok(ballast::runtime::PolicyEngine::new(limits.limits(ballast::runtime::RuntimeLimits::default())?)?)
+        let base = ballast::runtime::RuntimeLimits { cache_dir: cache_dir.clone(), ..Default::default() };
+        Ok(ballast::runtime::PolicyEngine::new(limits.limits(base)?)?)
     };
     let read = |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
     // A component file, or `builtin:NAME` for a plugin compiled into the host (what `plugin: {builtin: NAME}` runs).

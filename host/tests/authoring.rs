@@ -13,7 +13,16 @@ fn repo(path: &str) -> PathBuf {
 }
 
 fn ballast(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ballast")).args(args).output().expect("running ballast")
+    ballast_with_cache(args, None)
+}
+
+/// `ballast` with BALLAST_CACHE_DIR set to `cache` (else the default one, under the temp dir).
+fn ballast_with_cache(args: &[&str], cache: Option<&Path>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ballast"));
+    if let Some(cache) = cache {
+        command.env("BALLAST_CACHE_DIR", cache);
+    }
+    command.args(args).output().expect("running ballast")
 }
 
 fn text(output: &Output) -> String {
@@ -27,7 +36,7 @@ fn path(p: &Path) -> &str {
 #[test]
 fn the_committed_cases_of_the_builtin_plugins_pass() {
     for (wasm, cases, count) in
-        [("hpa.wasm", "plugins/hpa/cases.yaml", 11), ("queue_drain.wasm", "plugins/queue-drain/cases.yaml", 7)]
+        [("hpa.wasm", "plugins/hpa/cases.yaml", 11), ("queue_drain.wasm", "plugins/queue-drain/cases.yaml", 8)]
     {
         let output = ballast(&["plugin", "test", path(&plugin_file(wasm)), "--cases", path(&repo(cases))]);
         let out = text(&output);
@@ -67,6 +76,75 @@ fn a_failing_case_prints_a_diff_and_exits_non_zero() {
     let out = text(&output);
     assert!(!output.status.success());
     assert!(out.contains("case 1 (typo): input.observation: unknown field `gpu`"), "{out}");
+}
+
+/// queue-drain learns the arrival rate in its state: the second step sees 30 jobs arrive in 10 s only through
+/// the state the first step returned (without it, it would have no arrival rate: `arrivals 0.00/s`).
+const TWO_STEPS: &str = "cases:\n  - name: learns arrivals across steps\n    steps:\n      - input:\n          \
+                         currentReplicas: 2\n          config: {initialJobsPerPodPerSecond: 1, drainSeconds: 60}\n          \
+                         observation: {queue: {active: 2}}\n        expect: {replicas: 1, reasonContains: arrivals 0.00/s}\n      \
+                         - afterMs: 10000\n        input:\n          currentReplicas: 2\n          \
+                         observation: {queue: {waiting: 20, active: 2}, completedSinceLast: 10}\n        \
+                         expect: {replicas: STEP2, reasonContains: arrivals 3.00/s}\n";
+
+#[test]
+fn a_case_of_several_steps_carries_the_state_and_a_failing_step_is_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases = dir.path().join("cases.yaml");
+    std::fs::write(&cases, TWO_STEPS.replace("STEP2", "7")).expect("writing cases");
+    let output = ballast(&["plugin", "test", path(&plugin_file("queue_drain.wasm")), "--cases", path(&cases)]);
+    let out = text(&output);
+    assert!(output.status.success(), "{out}");
+    assert!(out.contains("ok    learns arrivals across steps") && out.contains("1 cases: 1 passed, 0 failed"), "{out}");
+
+    std::fs::write(&cases, TWO_STEPS.replace("STEP2", "99")).expect("writing cases");
+    let output = ballast(&["plugin", "test", path(&plugin_file("queue_drain.wasm")), "--cases", path(&cases)]);
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(out.contains("FAIL  learns arrivals across steps"), "{out}");
+    assert!(!out.contains("step 1 of 2"), "the first step passed and logged nothing:\n{out}");
+    assert!(out.contains("step 2 of 2: FAIL\n          - replicas: 99\n          + replicas: 7\n"), "{out}");
+    assert!(out.contains("reason: \"arrivals 3.00/s"), "{out}");
+}
+
+/// `plugin check` and `plugin test` compile a component once: a second run of the same bytes loads it from the
+/// compile cache, and `check` says so instead of giving a compile time. A cache directory others may write is
+/// not used (a compiled component is native code).
+#[test]
+fn check_and_test_load_a_component_compiled_before_from_the_cache() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let wasm = plugin_file("hpa.wasm");
+    let digest = ballast::runtime::digest(&std::fs::read(&wasm).expect("hpa.wasm"));
+    let check = || {
+        let output = ballast_with_cache(&["plugin", "check", path(&wasm)], Some(cache.path()));
+        assert!(output.status.success(), "{}", text(&output));
+        text(&output)
+    };
+    let first = check();
+    assert!(first.contains("compile     ") && !first.contains("compile     none"), "{first}");
+    assert!(cache.path().join(format!("{digest}.cwasm")).is_file(), "the compiled component is cached");
+    let second = check();
+    assert!(
+        second.contains("compile     none: this sha256 was compiled before, loaded from the compile cache in "),
+        "{second}"
+    );
+
+    let cases = cache.path().join("cases.yaml");
+    std::fs::write(&cases, "cases:\n  - name: idle\n    input: {currentReplicas: 2}\n    expect: {replicas: 2}\n")
+        .expect("writing cases");
+    let output = ballast_with_cache(&["plugin", "test", path(&wasm), "--cases", path(&cases)], Some(cache.path()));
+    assert!(output.status.success(), "{}", text(&output));
+
+    let shared = tempfile::tempdir().expect("temp dir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    for _ in 0..2 {
+        let output = ballast_with_cache(&["plugin", "check", path(&wasm)], Some(shared.path()));
+        let out = text(&output);
+        assert!(output.status.success() && !out.contains("compile     none"), "{out}");
+        assert!(out.contains("not caching compiled plugins"), "{out}");
+    }
+    assert!(!shared.path().join(format!("{digest}.cwasm")).exists(), "nothing is cached where others may write");
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! `ballast plugin test FILE --cases CASES.yaml`: table tests of a plugin. Each case is one `decide` call on a
 //! fresh instance: an input (replica counts, config, state, the host's Observation) and what must come out (a
-//! replica count or a policy error, and optionally words of the reason).
+//! replica count or a policy error, and optionally words of the reason). A case with `steps:` instead makes one
+//! call per step, each passed the state the previous step's decision returned, as the host passes it from one
+//! decision to the next.
 //!
 //! ```yaml
 //! cases:
@@ -18,6 +20,13 @@
 //!     expect:
 //!       replicas: 3               # or `error: TEXT` (a substring of the policy error)
 //!       reasonContains: gpu       # optional substring of the reason
+//!   - name: learns across calls
+//!     steps:
+//!       - input: {currentReplicas: 2, config: {...}, observation: {...}}
+//!         expect: {replicas: 2}
+//!       - afterMs: 10000          # nowMs moves on this much from the previous step (default 1000)
+//!         input: {currentReplicas: 2, observation: {...}}   # no state or nowMs; config defaults to the last
+//!         expect: {replicas: 7, reasonContains: arrivals 3.00/s}
 //! ```
 //!
 //! Unknown fields are errors naming the case and the field: a misspelt metric would otherwise test nothing.
@@ -41,13 +50,23 @@ pub enum CasesError {
     Invalid { what: String, why: String },
 }
 
-/// One table row.
+/// One table row: one step, or several run in order with the state carried from one to the next.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Case {
     pub name: String,
+    pub steps: Vec<Step>,
+}
+
+/// One `decide` call of a case. Only the first step's `input.state` is read: a later step gets the state the
+/// previous step's decision returned (or the one before, when that step failed, as the host keeps it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
     pub input: CaseInput,
     pub expect: Expectation,
 }
+
+/// How far the host's clock moves between two steps that do not say: one tick.
+const DEFAULT_STEP_MS: u64 = 1000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaseInput {
@@ -134,21 +153,62 @@ fn text(map: &Map<String, Value>, path: &str, field: &str) -> Result<Option<Stri
 
 fn parse_case(row: &Value, name: Option<String>) -> Result<Case, String> {
     let map = object(row, "the case")?;
-    only_fields(map, "the case", &["name", "input", "expect"])?;
+    only_fields(map, "the case", &["name", "input", "expect", "steps"])?;
     let name = name.ok_or("has no `name` (text)")?;
-    let input = parse_input(map.get("input").ok_or("has no `input`")?)?;
-    let expect = parse_expect(map.get("expect").ok_or("has no `expect`")?)?;
-    Ok(Case { name, input, expect })
+    let Some(steps) = map.get("steps") else {
+        let input = parse_input(map.get("input").ok_or("has no `input` (or `steps`)")?, None)?;
+        let expect = parse_expect(map.get("expect").ok_or("has no `expect`")?)?;
+        return Ok(Case { name, steps: vec![Step { input, expect }] });
+    };
+    if map.contains_key("input") || map.contains_key("expect") {
+        return Err("has both `steps` and `input`/`expect`; with steps, each step has its own".into());
+    }
+    let Value::Array(rows) = steps else { return Err("`steps` must be a list of steps (input, expect)".into()) };
+    if rows.is_empty() {
+        return Err("`steps` is empty; give at least one step".into());
+    }
+    let mut parsed: Vec<Step> = Vec::with_capacity(rows.len());
+    for (index, row) in rows.iter().enumerate() {
+        let step = parse_step(row, parsed.last()).map_err(|why| format!("step {}: {why}", index + 1))?;
+        parsed.push(step);
+    }
+    Ok(Case { name, steps: parsed })
 }
 
-fn parse_input(value: &Value) -> Result<CaseInput, String> {
+fn parse_step(row: &Value, previous: Option<&Step>) -> Result<Step, String> {
+    let map = object(row, "the step")?;
+    let allowed: &[&str] = if previous.is_some() { &["afterMs", "input", "expect"] } else { &["input", "expect"] };
+    only_fields(map, "the step", allowed)?;
+    let mut input = parse_input(map.get("input").ok_or("has no `input`")?, previous)?;
+    if let Some(previous) = previous {
+        let after = whole::<u64>(map, "the step", "afterMs")?.unwrap_or(DEFAULT_STEP_MS);
+        input.now_ms = previous.input.now_ms.checked_add(after).ok_or("afterMs takes nowMs past 2^64 - 1")?;
+    }
+    let expect = parse_expect(map.get("expect").ok_or("has no `expect`")?)?;
+    Ok(Step { input, expect })
+}
+
+/// A case's or a step's input. A step after the first (`previous` is the step before) gives no `nowMs` (its step's
+/// `afterMs` moves the time on) and no `state` (the previous decision's is passed), and keeps the previous config
+/// unless it gives one.
+fn parse_input(value: &Value, previous: Option<&Step>) -> Result<CaseInput, String> {
     let map = object(value, "input")?;
-    let fields =
-        ["currentReplicas", "readyReplicas", "minReplicas", "maxReplicas", "nowMs", "config", "state", "observation"];
+    let mut fields = vec!["currentReplicas", "readyReplicas", "minReplicas", "maxReplicas", "config", "observation"];
+    match previous {
+        None => fields.extend(["nowMs", "state"]),
+        Some(_) => {
+            if let Some(carried) = ["nowMs", "state"].into_iter().find(|f| map.contains_key(*f)) {
+                return Err(format!(
+                    "input.{carried} is given only in the first step: later steps get the previous decision's state, \
+                     and `afterMs` (beside `input`) moves the time on"
+                ));
+            }
+        }
+    }
     only_fields(map, "input", &fields)?;
     let current = whole::<u32>(map, "input", "currentReplicas")?.ok_or("input.currentReplicas is required")?;
     let config = match map.get("config") {
-        None | Some(Value::Null) => Value::Object(Map::new()),
+        None | Some(Value::Null) => previous.map_or_else(|| Value::Object(Map::new()), |p| p.input.config.clone()),
         Some(config @ Value::Object(_)) => config.clone(),
         Some(other) => return Err(format!("input.config must be a mapping (the plugin's config), not {other}")),
     };
@@ -188,7 +248,9 @@ fn serialized_fields(value: impl serde::Serialize) -> Vec<String> {
 fn parse_observation(value: &Value) -> Result<Observation, String> {
     let map = object(value, "input.observation")?;
     let mut full = Observation::default();
+    // Fields left out when empty are fields too.
     full.sample_age_ms.insert(String::new(), 0);
+    full.queue_paused = Some(false);
     let known = serialized_fields(full);
     let known: Vec<&str> = known.iter().map(String::as_str).collect();
     only_fields(map, "input.observation", &known)?;
@@ -229,45 +291,58 @@ fn parse_expect(value: &Value) -> Result<Expectation, String> {
     Ok(Expectation { outcome, reason_contains })
 }
 
-/// What one case did.
+/// What one case did, step by step.
 #[derive(Debug)]
 pub struct CaseResult {
     pub name: String,
+    pub steps: Vec<StepResult>,
+}
+
+/// What one `decide` call of a case did.
+#[derive(Debug)]
+pub struct StepResult {
     pub got: Result<Decision, PluginFailure>,
     pub duration: Duration,
-    /// Empty when the case passed; otherwise the diff, `-` expected and `+` got.
+    /// Empty when the step passed; otherwise the diff, `-` expected and `+` got.
     pub diff: Vec<String>,
-    /// What the plugin logged and printed during the case.
+    /// What the plugin logged and printed during the call.
     pub logs: Vec<PluginLog>,
 }
 
 impl CaseResult {
     pub fn passed(&self) -> bool {
-        self.diff.is_empty()
+        self.steps.iter().all(|step| step.diff.is_empty())
     }
 }
 
-/// Runs every case on a fresh instance of the plugin.
+/// Runs every case, each call on a fresh instance of the plugin: only the state blob carries anything from one
+/// step to the next (the host may replace an instance between any two calls).
 pub fn run(engine: &Arc<PolicyEngine>, compiled: &Arc<CompiledPolicy>, cases: &[Case]) -> Vec<CaseResult> {
     let key = ServiceKey { namespace: "default".into(), name: "plugin-test".into() };
     cases
         .iter()
         .map(|case| {
-            let i = &case.input;
-            let spec = super::check::sample_spec(i.min_replicas, i.max_replicas);
-            let memory = ServiceMemory { plugin_state: i.state.clone(), ..ServiceMemory::default() };
-            let at = Moment { now_ms: i.now_ms, current: i.current_replicas, ready: i.ready_replicas };
-            let config = crate::autoscaler::config_text(&i.config);
-            let input = policy_input(&key, &spec, &config, &memory, &i.observation, at);
-            let outcome = Plugin::new(engine.clone(), compiled.clone()).decide(&input);
-            let diff = compare(&case.expect, &outcome.result);
-            CaseResult {
-                name: case.name.clone(),
-                got: outcome.result,
-                duration: outcome.duration,
-                diff,
-                logs: outcome.logs,
-            }
+            let mut state = case.steps[0].input.state.clone();
+            let steps = case
+                .steps
+                .iter()
+                .map(|step| {
+                    let i = &step.input;
+                    let spec = super::check::sample_spec(i.min_replicas, i.max_replicas);
+                    let memory = ServiceMemory { plugin_state: state.clone(), ..ServiceMemory::default() };
+                    let at = Moment { now_ms: i.now_ms, current: i.current_replicas, ready: i.ready_replicas };
+                    let config = crate::autoscaler::config_text(&i.config);
+                    let input = policy_input(&key, &spec, &config, &memory, &i.observation, at);
+                    let outcome = Plugin::new(engine.clone(), compiled.clone()).decide(&input);
+                    // As the host does: a decision's state replaces the last; a failed call keeps it.
+                    if let Ok(decision) = &outcome.result {
+                        state.clone_from(&decision.state);
+                    }
+                    let diff = compare(&step.expect, &outcome.result);
+                    StepResult { got: outcome.result, duration: outcome.duration, diff, logs: outcome.logs }
+                })
+                .collect();
+            CaseResult { name: case.name.clone(), steps }
         })
         .collect()
 }
@@ -311,21 +386,27 @@ fn compare(expect: &Expectation, got: &Result<Decision, PluginFailure>) -> Vec<S
     diff
 }
 
-/// Test-runner output: a line per case, the diff under each failure, a summary line.
+/// Test-runner output: a line per case, the diff under each failure (under the step's number in a case of several
+/// steps), what the plugin logged, and a summary line.
 pub fn render(results: &[CaseResult]) -> String {
     let mut out = String::new();
     for result in results {
-        let ms = result.duration.as_secs_f64() * 1000.0;
-        if result.passed() {
-            out.push_str(&format!("ok    {} ({ms:.2} ms)\n", result.name));
-        } else {
-            out.push_str(&format!("FAIL  {} ({ms:.2} ms)\n", result.name));
-            for line in &result.diff {
-                out.push_str(&format!("        {line}\n"));
+        let ms = result.steps.iter().map(|s| s.duration.as_secs_f64()).sum::<f64>() * 1000.0;
+        let verdict = if result.passed() { "ok  " } else { "FAIL" };
+        out.push_str(&format!("{verdict}  {} ({ms:.2} ms)\n", result.name));
+        let several = result.steps.len() > 1;
+        for (n, step) in result.steps.iter().enumerate() {
+            let indent = if several { "          " } else { "        " };
+            if several && !(step.diff.is_empty() && step.logs.is_empty()) {
+                let status = if step.diff.is_empty() { "ok" } else { "FAIL" };
+                out.push_str(&format!("        step {} of {}: {status}\n", n + 1, result.steps.len()));
             }
-        }
-        for line in &result.logs {
-            out.push_str(&format!("        log [{}] {}\n", line.level, line.message));
+            for line in &step.diff {
+                out.push_str(&format!("{indent}{line}\n"));
+            }
+            for line in &step.logs {
+                out.push_str(&format!("{indent}log [{}] {}\n", line.level, line.message));
+            }
         }
     }
     let passed = results.iter().filter(|r| r.passed()).count();
@@ -345,11 +426,13 @@ mod tests {
     #[test]
     fn parses_defaults_and_friendly_forms() {
         let cases = parse("t.yaml", ONE).unwrap();
-        let input = &cases[0].input;
+        let input = &cases[0].steps[0].input;
         assert_eq!((input.ready_replicas, input.min_replicas, input.max_replicas, input.now_ms), (2, 1, 10, 0));
         assert_eq!(input.observation.queue.unwrap().waiting, 3);
         assert_eq!(input.observation.custom, vec![("tokens".to_owned(), 5.0)]);
-        assert_eq!(cases[0].expect.outcome, Expected::Replicas(3));
+        assert_eq!(cases[0].steps[0].expect.outcome, Expected::Replicas(3));
+        let paused = parse("t.yaml", &ONE.replace("queue: {waiting: 3}", "queue: {waiting: 3}, queuePaused: true"));
+        assert_eq!(paused.unwrap()[0].steps[0].input.observation.queue_paused, Some(true));
     }
 
     #[test]
@@ -367,6 +450,41 @@ mod tests {
         }
         let err = parse("t.yaml", &ONE.replace("replicas: 3, ", "")).unwrap_err().to_string();
         assert!(err.contains("exactly one of `replicas` or `error`"), "{err}");
+    }
+
+    const STEPS: &str = "cases:\n  - name: two\n    steps:\n      - input: {currentReplicas: 2, nowMs: 500, config: {a: 1}}\n        \
+                         expect: {replicas: 2}\n      - input: {currentReplicas: 3}\n        expect: {replicas: 3}\n      \
+                         - afterMs: 10000\n        input: {currentReplicas: 3, config: {a: 2}}\n        \
+                         expect: {replicas: 3}\n";
+
+    #[test]
+    fn steps_move_the_clock_keep_the_config_and_refuse_what_is_carried() {
+        let steps = &parse("t.yaml", STEPS).unwrap()[0].steps;
+        assert_eq!(steps.iter().map(|s| s.input.now_ms).collect::<Vec<_>>(), [500, 1500, 11500]);
+        assert_eq!(steps[1].input.config, serde_json::json!({"a": 1}));
+        assert_eq!(steps[2].input.config, serde_json::json!({"a": 2}));
+        let refused = [
+            (
+                STEPS.replace("{currentReplicas: 3}", "{currentReplicas: 3, state: AAAA}"),
+                "step 2: input.state is given only",
+            ),
+            (
+                STEPS.replace("{currentReplicas: 3}", "{currentReplicas: 3, nowMs: 9}"),
+                "step 2: input.nowMs is given only",
+            ),
+            (
+                STEPS.replace("- input: {currentReplicas: 2,", "- afterMs: 5\n        input: {currentReplicas: 2,"),
+                "step 1: the step: unknown field `afterMs`",
+            ),
+            (
+                STEPS.replace("    steps:", "    input: {currentReplicas: 1}\n    steps:"),
+                "has both `steps` and `input`",
+            ),
+        ];
+        for (text, expected) in refused {
+            let err = parse("t.yaml", &text).unwrap_err().to_string();
+            assert!(err.starts_with("t.yaml: case 1 (two): ") && err.contains(expected), "{err}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `ballast plugin new`: a ready plugin project in Rust, JavaScript or Python, from the templates in
-//! host/templates/ (compiled into the binary). Each project has the WIT world, a small GPU-target policy, a
+//! host/templates/ (compiled into the binary). Each project has the WIT world, a small queue-backlog policy, a
 //! `cases.yaml` of table tests and a README saying how to build, check and test it.
 //!
 //! A Rust project gets a copy of the SDK (policies-wit/sdk) in `sdk/` and of this workspace's Cargo.lock, so it
@@ -32,12 +32,14 @@ const JS: &[(&str, &str)] = &[
     ("package.json", include_str!("../../templates/js/package.json")),
     ("package-lock.json", include_str!("../../templates/js/package-lock.json")),
     ("src/policy.js", include_str!("../../templates/js/src/policy.js")),
+    ("src/ballast.js", include_str!("../../templates/js/src/ballast.js")),
     ("README.md", include_str!("../../templates/js/README.md")),
     (".gitignore", include_str!("../../templates/js/gitignore")),
 ];
 
 const PYTHON: &[(&str, &str)] = &[
     ("app.py", include_str!("../../templates/python/app.py")),
+    ("ballast_sdk.py", include_str!("../../templates/python/ballast_sdk.py")),
     ("build-requirements.txt", include_str!("../../templates/python/build-requirements.txt")),
     ("README.md", include_str!("../../templates/python/README.md")),
     (".gitignore", include_str!("../../templates/python/gitignore")),
@@ -129,6 +131,18 @@ mod tests {
             let readme = &files.iter().find(|(p, _)| *p == "README.md").unwrap().1;
             assert!(readme.contains("ballast plugin build") && readme.contains("dist/gpu-target.wasm"), "{readme}");
         }
+    }
+
+    /// README.md's "Writing a policy in Rust" shows the code `plugin new --lang rust` writes.
+    #[test]
+    fn the_readme_shows_the_rust_template() {
+        let section = include_str!("../../../README.md").split_once("### Writing a policy in Rust").unwrap().1;
+        let code = section.split_once("```rust\n").unwrap().1.split_once("```").unwrap().0;
+        let lines = |text: &str, header: &str| -> Vec<String> {
+            text.lines().skip_while(|l| l.starts_with(header) || l.is_empty()).map(str::to_owned).collect()
+        };
+        let template = include_str!("../../templates/rust/src/lib.rs");
+        assert_eq!(lines(code, "//"), lines(template, "//!"), "README.md and templates/rust/src/lib.rs differ");
     }
 
     /// The SDK copy in a Rust project depends on the versions this workspace builds the SDK with.

@@ -37,6 +37,8 @@ pub struct CompiledPolicy {
     pub size: usize,
     /// Time spent compiling (zero when it came from a cache).
     pub compile_time: Duration,
+    /// Whether it was loaded from the on-disk cache (`RuntimeLimits::cache_dir`) instead of compiled.
+    pub from_disk_cache: bool,
     pub(crate) pre: PolicyPre,
     /// The store every service's instance of this component lives in.
     pub(crate) store: Mutex<SharedStore>,
@@ -162,7 +164,14 @@ impl PolicyEngine {
         let compile_time = if from_disk { Duration::ZERO } else { started.elapsed() };
         let pre = self.validate(what, &component)?;
         let store = Mutex::new(SharedStore::new(self.new_store()));
-        let compiled = Arc::new(CompiledPolicy { digest: digest.into(), size: bytes.len(), compile_time, pre, store });
+        let compiled = Arc::new(CompiledPolicy {
+            digest: digest.into(),
+            size: bytes.len(),
+            compile_time,
+            from_disk_cache: from_disk,
+            pre,
+            store,
+        });
         self.compiled.lock().expect("compile cache poisoned").insert(digest.to_owned(), compiled.clone());
         Ok(compiled)
     }
