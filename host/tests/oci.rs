@@ -6,80 +6,16 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use ballast::controller::crd::ScalingPolicy;
 use ballast::oci::{self, OciStore, PinnedReference, RegistryAccess};
 use common::cluster::{Cluster, Host, HostConfig, cluster, condition, eventually, plugin_file, rebuilt};
+use common::registry::Registry;
 use kube::CustomResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-
-/// A `docker-registry` serving from a temporary directory on 127.0.0.1, optionally behind htpasswd basic auth.
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start(basic_auth: Option<(&str, &str)>) -> Registry {
-        common::require("docker-registry", "apt-get install -y docker-registry");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = common::free_port();
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    \
-             rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("storage").display()
-        );
-        if let Some((user, password)) = basic_auth {
-            let hash = bcrypt::hash(password, 4).expect("bcrypt");
-            std::fs::write(dir.path().join("htpasswd"), format!("{user}:{hash}\n")).expect("writing htpasswd");
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: ballast-test\n    path: {}\n",
-                dir.path().join("htpasswd").display()
-            ));
-        }
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).expect("writing the registry config");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting docker-registry");
-        let registry = Registry { child, port, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not listen on 127.0.0.1:{port} within 20 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        registry
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Where the filesystem driver keeps a blob.
-    fn blob_file(&self, digest_hex: &str) -> PathBuf {
-        self._dir
-            .path()
-            .join("storage/docker/registry/v2/blobs/sha256")
-            .join(&digest_hex[..2])
-            .join(digest_hex)
-            .join("data")
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn ballast(args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ballast"));

@@ -6,12 +6,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use ballast::authoring::build::{self, Language};
 use ballast::authoring::{cases, scaffold};
 use ballast::runtime::{PolicyEngine, RuntimeLimits};
+use common::registry::Registry;
 
 const NAME: &str = "queue-backlog";
 
@@ -53,7 +54,7 @@ fn readme_commands_run_as_written(language: Language, dir: &Path) {
     )
     .unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let registry = (language == Language::Python).then(Registry::start);
+    let registry = (language == Language::Python).then(|| Registry::start(None));
     for line in lines {
         let mut shell = Command::new("bash");
         shell.args(["-euc", line]).current_dir(dir).env("PATH", &path).env("BALLAST_CACHE_DIR", cache.path());
@@ -70,53 +71,6 @@ fn readme_commands_run_as_written(language: Language, dir: &Path) {
             let shipped = if registry.is_some() { "reference: 127.0.0.1:" } else { "kind: ConfigMap" };
             assert!(out.contains(shipped), "{language:?} `{line}`:\n{out}");
         }
-    }
-}
-
-/// A `docker-registry` on a free loopback port, serving from a temporary directory.
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        common::require("docker-registry", "apt-get install -y docker-registry");
-        let dir = tempfile::tempdir().unwrap();
-        let port = common::free_port();
-        let config = dir.path().join("config.yml");
-        let storage = dir.path().join("storage");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    \
-                 rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                storage.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting docker-registry");
-        let registry = Registry { child, port, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not listen on 127.0.0.1:{port} within 20 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        registry
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

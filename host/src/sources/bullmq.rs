@@ -165,6 +165,12 @@ fn hash_tag(key: &str) -> Option<&str> {
     Some(&key[open + 1..open + 1 + close]).filter(|tag| !tag.is_empty())
 }
 
+/// `host:port,host:port` as a list, blanks dropped.
+fn address_list(text: Option<String>) -> Vec<String> {
+    let text = text.unwrap_or_default();
+    text.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned).collect()
+}
+
 /// Percent-encodes what may not stand in a URL's userinfo.
 fn url_escape(text: &str) -> String {
     text.bytes()
@@ -288,13 +294,7 @@ impl BullmqSource {
             None => None,
         };
         if let Some(master) = text("sentinelMaster")? {
-            let addresses: Vec<String> = text("sentinelAddresses")?
-                .unwrap_or_default()
-                .split(',')
-                .map(str::trim)
-                .filter(|a| !a.is_empty())
-                .map(str::to_owned)
-                .collect();
+            let addresses = address_list(text("sentinelAddresses")?);
             let mut node = redis::RedisConnectionInfo::default().set_db(database.unwrap_or(0));
             if let Some(user) = &username {
                 node = node.set_username(user);
@@ -307,13 +307,7 @@ impl BullmqSource {
         }
         let yes = |value: Option<String>| value.is_some_and(|t| matches!(t.as_str(), "true" | "enable" | "yes"));
         if yes(text("cluster")?) {
-            let addresses: Vec<String> = text("addresses")?
-                .unwrap_or_default()
-                .split(',')
-                .map(str::trim)
-                .filter(|a| !a.is_empty())
-                .map(str::to_owned)
-                .collect();
+            let addresses = address_list(text("addresses")?);
             let source = Self::cluster(&addresses, username.as_deref(), password.as_deref(), timeout)?;
             return Ok(source.named(what));
         }

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod rbac;
+pub mod registry;
 
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
