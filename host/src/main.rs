@@ -1195,6 +1195,8 @@ mod tests {
             "--plugin-compile-timeout=61m",
             "--lease-duration=0s",
             "--retry-period=99ms",
+            "--prometheus-every=999ms",
+            "--prometheus-every=61m",
         ] {
             assert!(Cli::try_parse_from(["ballast", "run", over]).is_err(), "{over} was taken");
         }

@@ -166,23 +166,18 @@ async fn rbac(client: &kube::Client) -> (Level, String) {
         }
         Err(e) => return (Level::Warn, format!("cannot read ClusterRoles to check RBAC ({e})")),
     };
-    let missing: Vec<String> = shipped_rules()
-        .iter()
-        .flat_map(|rule| {
-            let groups = rule.api_groups.clone().unwrap_or_default();
-            let resources = rule.resources.clone().unwrap_or_default();
-            let verbs = rule.verbs.clone();
-            groups.into_iter().flat_map(move |group| {
-                let verbs = verbs.clone();
-                resources.clone().into_iter().flat_map(move |resource| {
-                    let group = group.clone();
-                    verbs.clone().into_iter().map(move |verb| (group.clone(), resource.clone(), verb))
-                })
-            })
-        })
-        .filter(|(group, resource, verb)| !granted.iter().any(|rule| allows(rule, group, resource, verb)))
-        .map(|(group, resource, verb)| format!("{verb} {resource}.{group}"))
-        .collect();
+    let mut missing = Vec::new();
+    for rule in shipped_rules() {
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    if !granted.iter().any(|granted| allows(granted, group, resource, verb)) {
+                        missing.push(format!("{verb} {resource}.{group}"));
+                    }
+                }
+            }
+        }
+    }
     if missing.is_empty() {
         (Level::Ok, "ClusterRole `ballast` grants everything deploy/base/rbac.yaml does".into())
     } else {
