@@ -52,7 +52,7 @@ fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registr
     Ok(metric)
 }
 
-/// The queue exporter's series, plus `ballast_queue_paused`.
+/// The queue exporter's series, plus `ballast_queue_paused`, the arrivals counter and the oldest wait.
 struct QueueMetrics {
     depth: IntGaugeVec,
     waiting: IntGaugeVec,
@@ -60,6 +60,8 @@ struct QueueMetrics {
     delayed: IntGaugeVec,
     failed: IntGaugeVec,
     paused: IntGaugeVec,
+    jobs_added: IntCounterVec,
+    oldest_waiting: GaugeVec,
 }
 
 impl QueueMetrics {
@@ -82,6 +84,27 @@ impl QueueMetrics {
             delayed: by_queue("redis_queue_delayed", "BullMQ jobs delayed")?,
             failed: by_queue("redis_queue_failed", "BullMQ jobs failed and kept")?,
             paused: by_queue("ballast_queue_paused", "1 when the BullMQ queue is paused")?,
+            jobs_added: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "ballast_queue_jobs_added_total",
+                        "Jobs added to the BullMQ queue: its job id counter (jobs given a custom jobId are not counted)",
+                    ),
+                    &["queue_name"],
+                )?,
+            )?,
+            oldest_waiting: register(
+                registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "ballast_queue_oldest_waiting_seconds",
+                        "Seconds the oldest job of the BullMQ wait list has been ready (0 when none waits; absent \
+                         when the list is too long for its end to be read)",
+                    ),
+                    &["queue_name"],
+                )?,
+            )?,
         })
     }
 
@@ -100,6 +123,29 @@ impl QueueMetrics {
         self.delayed.with_label_values(&[queue]).set(as_gauge(c.delayed));
         self.failed.with_label_values(&[queue]).set(as_gauge(c.failed));
         self.paused.with_label_values(&[queue]).set(i64::from(state.is_paused));
+        if let Some(added) = state.jobs_added {
+            let counter = self.jobs_added.with_label_values(&[queue]);
+            let seen = counter.get();
+            if added < seen {
+                // The queue was obliterated and used again: a counter reset, as Prometheus's rate() expects one.
+                let _ = self.jobs_added.remove_label_values(&[queue]);
+                self.jobs_added.with_label_values(&[queue]).inc_by(added);
+            } else {
+                counter.inc_by(added - seen);
+            }
+        }
+        let now_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let oldest = match (c.waiting, state.oldest_waiting_since_ms) {
+            (0, _) => Some(0.0),
+            (_, Some(since)) => Some(now_ms.saturating_sub(u128::from(since)) as f64 / 1000.0),
+            (_, None) => None,
+        };
+        match oldest {
+            Some(seconds) => self.oldest_waiting.with_label_values(&[queue]).set(seconds),
+            None => {
+                let _ = self.oldest_waiting.remove_label_values(&[queue]);
+            }
+        }
     }
 
     /// Removes the queue's series: unknown is not 0. Absent series are fine to remove again.
@@ -110,6 +156,8 @@ impl QueueMetrics {
         for gauge in [&self.waiting, &self.active, &self.delayed, &self.failed, &self.paused] {
             let _ = gauge.remove_label_values(&[queue]);
         }
+        let _ = self.jobs_added.remove_label_values(&[queue]);
+        let _ = self.oldest_waiting.remove_label_values(&[queue]);
     }
 }
 
@@ -166,6 +214,7 @@ pub struct Metrics {
     replicas_desired: IntGaugeVec,
     replicas_min: IntGaugeVec,
     replicas_max: IntGaugeVec,
+    wait_objective: GaugeVec,
     shadow_replicas: IntGaugeVec,
     shadow_failures: IntCounterVec,
     decisions: IntCounterVec,
@@ -189,6 +238,13 @@ impl Metrics {
             replicas_desired: gauge("ballast_replicas_desired", "Replicas the last decision asked for")?,
             replicas_min: gauge("ballast_replicas_min", "The policy's minReplicas")?,
             replicas_max: gauge("ballast_replicas_max", "The policy's maxReplicas")?,
+            wait_objective: register(
+                &registry,
+                GaugeVec::new(
+                    Opts::new("ballast_wait_objective_seconds", "The policy's waitObjectiveSeconds, per queue"),
+                    &["namespace", "service", "queue_name"],
+                )?,
+            )?,
             shadow_replicas: gauge(
                 "ballast_shadow_replicas_desired",
                 "Replicas the shadow plugin would have set (after the clamps); never applied",
@@ -297,6 +353,19 @@ impl Metrics {
     pub fn record_bounds(&self, namespace: &str, service: &str, min: u32, max: u32) {
         self.replicas_min.with_label_values(&[namespace, service]).set(i64::from(min));
         self.replicas_max.with_label_values(&[namespace, service]).set(i64::from(max));
+    }
+
+    /// The policy's wait objective beside each of its queues, for the dashboard's wait panel.
+    pub fn record_objective(&self, namespace: &str, service: &str, queues: &[QueueRef], seconds: Option<f64>) {
+        for queue in queues {
+            let labels = [namespace, service, queue.name.as_str()];
+            match seconds {
+                Some(seconds) => self.wait_objective.with_label_values(&labels).set(seconds),
+                None => {
+                    let _ = self.wait_objective.remove_label_values(&labels);
+                }
+            }
+        }
     }
 
     /// `reason` is a short kind (`plugin`, `fallback`, `clamped`, ...), never free text: each value is a series.
@@ -509,9 +578,10 @@ mod tests {
     fn the_dashboard_and_the_alerts_read_only_series_the_host_exports() {
         let metrics = Metrics::new().unwrap();
         // One sample in every family (families without samples are not gathered).
-        let state = QueueState { counts: Default::default(), is_paused: false };
+        let state = QueueState { jobs_added: Some(1), ..Default::default() };
         metrics.record_queue("q", &state);
         metrics.record_bounds("ns", "svc", 1, 2);
+        metrics.record_objective("ns", "svc", &[QueueRef { name: "q".into(), prefix: None }], Some(1.0));
         metrics.record_decision("ns", "svc", 1, 2, "plugin");
         metrics.record_shadow("ns", "svc", 2, Some(FailureKind::Trap));
         metrics.record_plugin_call("ns", "svc", Duration::from_millis(1), Some(FailureKind::Timeout));

@@ -206,6 +206,11 @@ async fn configmap_update_swaps_the_plugin_and_a_broken_update_is_refused() {
     let rejected = metric_line(&metrics, "ballast_plugin_not_ready", &["reason=\"PluginRejected\"", "role=\"live\""]);
     assert!(rejected.is_some_and(|l| l.ends_with(" 1")), "{metrics}");
     assert!(metrics.contains("ballast_leader 1"), "{metrics}");
+    // The bounds the pinned-at-maximum alert compares with.
+    for (name, value) in [("ballast_replicas_max", " 5"), ("ballast_replicas_min", " 1")] {
+        let line = metric_line(&metrics, name, &["service=\"web\""]);
+        assert!(line.is_some_and(|l| l.ends_with(value)), "{name}: {metrics}");
+    }
     host.stop().await;
 }
 

@@ -43,6 +43,7 @@ fn spec(min: u32, max: u32, behavior: Option<Behavior>, fallback: Fallback) -> S
         paused: false,
         decision_interval_seconds: 1,
         limits: None,
+        wait_objective_seconds: None,
     }
 }
 

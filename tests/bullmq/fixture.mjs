@@ -11,7 +11,9 @@
 // added while paused. It then prints the counts as `counts` does.
 //
 // `counts` prints one JSON object: {QUEUE: {waiting, prioritized, paused, active, delayed, failed,
-// "waiting-children", completed, isPaused}}. Note that getJobCounts pops a legacy `0:` marker off the wait and
+// "waiting-children", completed, isPaused, oldestWaitingReadyMs}}, the last being when the job BullMQ takes next
+// from the wait list became ready (its timestamp plus delay; null when none waits). `populate` adds `added`, the
+// number of jobs it added, flow jobs included. Note that getJobCounts pops a legacy `0:` marker off the wait and
 // paused lists: run it after the reader under test.
 
 import { FlowProducer, Queue, Worker } from 'bullmq';
@@ -38,6 +40,11 @@ function parseArgs(argv) {
 
 async function populate(connection, prefix, name, index, paused) {
   const queue = new Queue(name, { connection, prefix });
+  let added = 0;
+  const add = (...args) => {
+    added += 1;
+    return queue.add(...args);
+  };
   // A manual worker (no processor) fetches jobs only when asked, so the jobs it takes stay active.
   const worker = new Worker(name, null, { connection, prefix, lockDuration: HOUR_MS, autorun: false });
   const token = `fixture-${name}`;
@@ -46,7 +53,7 @@ async function populate(connection, prefix, name, index, paused) {
   const active = 3 + index;
 
   for (let n = 0; n < completed + failed + active; n++) {
-    await queue.add('work', { n }, { removeOnComplete: false, removeOnFail: false });
+    await add('work', { n }, { removeOnComplete: false, removeOnFail: false });
   }
   for (let n = 0; n < completed + failed + active; n++) {
     const job = await worker.getNextJob(token);
@@ -56,12 +63,13 @@ async function populate(connection, prefix, name, index, paused) {
   }
   await worker.close();
 
-  for (let n = 0; n < 4 + index; n++) await queue.add('waiting', { n });
-  for (let n = 0; n < 2 + index; n++) await queue.add('prioritized', { n }, { priority: 1 + n });
-  for (let n = 0; n < 5 + index; n++) await queue.add('delayed', { n }, { delay: HOUR_MS });
+  for (let n = 0; n < 4 + index; n++) await add('waiting', { n });
+  for (let n = 0; n < 2 + index; n++) await add('prioritized', { n }, { priority: 1 + n });
+  for (let n = 0; n < 5 + index; n++) await add('delayed', { n }, { delay: HOUR_MS });
 
   const flows = new FlowProducer({ connection, prefix });
   for (let n = 0; n < 1 + index; n++) {
+    added += 3; // the parent and its two children take ids from the same counter
     await flows.add({
       name: 'parent',
       queueName: name,
@@ -76,17 +84,23 @@ async function populate(connection, prefix, name, index, paused) {
 
   if (paused) {
     await queue.pause();
-    await queue.add('added-while-paused', { n: 0 });
-    await queue.add('added-while-paused', { n: 1 });
+    await add('added-while-paused', { n: 0 });
+    await add('added-while-paused', { n: 1 });
   }
   await queue.close();
+  return added;
 }
 
 async function counts(connection, prefix, names) {
   const out = {};
   for (const name of names) {
     const queue = new Queue(name, { connection, prefix });
-    out[name] = { ...(await queue.getJobCounts(...STATES)), isPaused: await queue.isPaused() };
+    const [oldest] = await queue.getJobs(['wait'], 0, 0, true);
+    out[name] = {
+      ...(await queue.getJobCounts(...STATES)),
+      isPaused: await queue.isPaused(),
+      oldestWaitingReadyMs: oldest ? oldest.timestamp + (oldest.delay ?? 0) : null,
+    };
     await queue.close();
   }
   return out;
@@ -96,12 +110,15 @@ async function main() {
   const options = parseArgs(process.argv.slice(2));
   const connection = new IORedis(options.url, { maxRetriesPerRequest: null });
   try {
+    const added = {};
     if (options.command === 'populate') {
       for (const [index, name] of options.queues.entries()) {
-        await populate(connection, options.prefix, name, index, options.pause.has(name));
+        added[name] = await populate(connection, options.prefix, name, index, options.pause.has(name));
       }
     }
-    process.stdout.write(`${JSON.stringify(await counts(connection, options.prefix, options.queues))}\n`);
+    const out = await counts(connection, options.prefix, options.queues);
+    for (const [name, n] of Object.entries(added)) out[name].added = n;
+    process.stdout.write(`${JSON.stringify(out)}\n`);
   } finally {
     connection.disconnect();
   }

@@ -224,6 +224,7 @@ pub(crate) fn sample_spec(min: u32, max: u32) -> ScalingPolicySpec {
         paused: false,
         decision_interval_seconds: 1,
         limits: None,
+        wait_objective_seconds: None,
     }
 }
 
