@@ -377,15 +377,6 @@ fn sample(metrics: &str, selector: &str) -> Option<f64> {
     metrics.lines().find_map(|line| line.strip_prefix(selector)?.trim().parse().ok())
 }
 
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn exporter_serves_the_old_exporters_series_and_drops_them_when_redis_is_gone() {
     let mut server = RedisServer::start();

@@ -3,12 +3,15 @@
 //
 //   node fixture.mjs populate --url redis://127.0.0.1:6379/0 [--prefix bull] [--pause QUEUE]... QUEUE...
 //   node fixture.mjs counts   --url redis://127.0.0.1:6379/0 [--prefix bull] QUEUE...
+//   node fixture.mjs add      --url redis://127.0.0.1:6379/0 [--prefix bull] --count N QUEUE...
 //
 // `populate` makes, for the i-th queue (i from 0, so each queue's counts differ): 2+i completed, 1+i failed,
 // 3+i active (fetched by a manual worker that keeps their locks and never finishes them), 4+i waiting,
 // 2+i prioritized, 5+i delayed (an hour out), and 1+i flows whose parent waits for 2 children (the children
 // wait in the same queue). Queues named with --pause are paused after the jobs are added, and get 2 more jobs
 // added while paused. It then prints the counts as `counts` does.
+//
+// `add` adds N waiting jobs to each queue, then prints the counts as `counts` does.
 //
 // `counts` prints one JSON object: {QUEUE: {waiting, prioritized, paused, active, delayed, failed,
 // "waiting-children", completed, isPaused, oldestWaitingReadyMs}}, the last being when the job BullMQ takes next
@@ -24,16 +27,17 @@ const HOUR_MS = 3_600_000;
 
 function parseArgs(argv) {
   const [command, ...rest] = argv;
-  const options = { command, url: undefined, prefix: 'bull', pause: new Set(), queues: [] };
+  const options = { command, url: undefined, prefix: 'bull', pause: new Set(), queues: [], count: 0 };
   for (let i = 0; i < rest.length; i++) {
     const arg = rest[i];
     if (arg === '--url') options.url = rest[++i];
     else if (arg === '--prefix') options.prefix = rest[++i];
     else if (arg === '--pause') options.pause.add(rest[++i]);
+    else if (arg === '--count') options.count = Number(rest[++i]);
     else options.queues.push(arg);
   }
-  if (!['populate', 'counts'].includes(command) || !options.url || options.queues.length === 0) {
-    throw new Error('usage: fixture.mjs populate|counts --url URL [--prefix P] [--pause QUEUE]... QUEUE...');
+  if (!['populate', 'counts', 'add'].includes(command) || !options.url || options.queues.length === 0) {
+    throw new Error('usage: fixture.mjs populate|counts|add --url URL [--prefix P] [--pause QUEUE]... [--count N] QUEUE...');
   }
   return options;
 }
@@ -114,6 +118,13 @@ async function main() {
     if (options.command === 'populate') {
       for (const [index, name] of options.queues.entries()) {
         added[name] = await populate(connection, options.prefix, name, index, options.pause.has(name));
+      }
+    }
+    if (options.command === 'add') {
+      for (const name of options.queues) {
+        const queue = new Queue(name, { connection, prefix: options.prefix });
+        await queue.addBulk(Array.from({ length: options.count }, (_, n) => ({ name: 'job', data: { n } })));
+        await queue.close();
       }
     }
     const out = await counts(connection, options.prefix, options.queues);
