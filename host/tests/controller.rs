@@ -366,7 +366,7 @@ spec:
 ---
 {config_map}"#
     );
-    let base = std::path::Path::new(env!("BALLAST_PLUGIN_DIR"));
+    let base = std::path::Path::new(ballast_test_plugins::DIR);
     let documents = ballast::controller::crd::documents_from_yaml("inline", &yaml, Some(base)).expect("documents");
     assert_eq!((documents.policies.len(), documents.config_maps.len()), (2, 1));
     let host = Host::start_with(

@@ -259,7 +259,7 @@ mod tests {
     }
 
     fn test_plugin(name: &str) -> Vec<u8> {
-        std::fs::read(format!("{}/{name}", env!("BALLAST_PLUGIN_DIR"))).unwrap()
+        ballast_test_plugins::read(name)
     }
 
     #[test]

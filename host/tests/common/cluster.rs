@@ -32,8 +32,7 @@ use tokio::sync::watch;
 pub const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/default/deployments/web";
 
 pub fn plugin_file(name: &str) -> Vec<u8> {
-    let path = format!("{}/{name}", env!("BALLAST_PLUGIN_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    ballast_test_plugins::read(name)
 }
 
 /// The component with a custom section appended: the same plugin, a different build (and digest).
