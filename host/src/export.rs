@@ -10,6 +10,7 @@
 //! and is named in the body), 503 before the first collection and while Redis cannot be read.
 
 use crate::runtime::FailureKind;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +21,7 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
     CounterVec, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -199,6 +201,19 @@ impl SourceMetrics {
     }
 }
 
+/// Removes the series of `vec` labelled with this namespace and service, whatever their other labels.
+fn remove_service<T: MetricVecBuilder>(vec: &MetricVec<T>, namespace: &str, service: &str) {
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels: HashMap<&str, &str> =
+                metric.get_label().iter().map(|pair| (pair.name(), pair.value())).collect();
+            if labels.get("namespace") == Some(&namespace) && labels.get("service") == Some(&service) {
+                let _ = vec.remove(&labels);
+            }
+        }
+    }
+}
+
 fn encode(registry: &Registry) -> String {
     TextEncoder::new()
         .encode_to_string(&registry.gather())
@@ -353,6 +368,28 @@ impl Metrics {
     pub fn record_bounds(&self, namespace: &str, service: &str, min: u32, max: u32) {
         self.replicas_min.with_label_values(&[namespace, service]).set(i64::from(min));
         self.replicas_max.with_label_values(&[namespace, service]).set(i64::from(max));
+    }
+
+    /// Removes every series of a deleted policy: a dashboard would show it scaling still, and the alerts on its
+    /// bounds would keep firing.
+    pub fn forget_service(&self, namespace: &str, service: &str) {
+        for gauge in [
+            &self.replicas_current,
+            &self.replicas_desired,
+            &self.replicas_min,
+            &self.replicas_max,
+            &self.shadow_replicas,
+            &self.plugin_not_ready,
+            &self.autoscaler_conflict,
+        ] {
+            remove_service(gauge, namespace, service);
+        }
+        for counter in [&self.shadow_failures, &self.decisions, &self.plugin_failures] {
+            remove_service(counter, namespace, service);
+        }
+        remove_service(&self.wait_objective, namespace, service);
+        remove_service(&self.plugin_call_duration, namespace, service);
+        remove_service(&self.pod_seconds, namespace, service);
     }
 
     /// The policy's wait objective beside each of its queues, for the dashboard's wait panel.

@@ -211,6 +211,12 @@ async fn configmap_update_swaps_the_plugin_and_a_broken_update_is_refused() {
         let line = metric_line(&metrics, name, &["service=\"web\""]);
         assert!(line.is_some_and(|l| l.ends_with(value)), "{name}: {metrics}");
     }
+    // A deleted policy leaves no series behind (a dashboard would show it scaling, its alerts would fire on).
+    cluster.delete_policy("web").await;
+    eventually(Duration::from_secs(30), "no series of the deleted policy", || {
+        (!host.metrics.encode().contains("service=\"web\"")).then_some(())
+    })
+    .await;
     host.stop().await;
 }
 

@@ -386,6 +386,7 @@ impl<O: Observer> Controller<O> {
         let gone: Vec<ServiceKey> = self.states.keys().filter(|k| !seen.contains(k)).cloned().collect();
         for key in gone {
             tracing::info!(policy = %key, "policy deleted; no longer scaling it");
+            self.metrics.forget_service(&key.namespace, &key.name);
             self.states.remove(&key);
             self.fleet.services.remove(&key);
         }

@@ -143,6 +143,11 @@ impl Cluster {
         api.create(&PostParams::default(), &policy).await.expect("creating the ScalingPolicy");
     }
 
+    pub async fn delete_policy(&self, name: &str) {
+        let api: Api<ScalingPolicy> = Api::namespaced(self.client.clone(), "default");
+        api.delete(name, &Default::default()).await.expect("deleting the ScalingPolicy");
+    }
+
     /// A policy on Deployment `web` decided by the hostile test plugin (ConfigMap `hostile`) with fast `behavior`;
     /// `overrides` replaces or adds top-level spec fields (e.g. `config`, `maxReplicas`, `target`).
     pub async fn create_hostile_policy(&self, name: &str, overrides: Value) {
