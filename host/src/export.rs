@@ -214,6 +214,25 @@ fn remove_service<T: MetricVecBuilder>(vec: &MetricVec<T>, namespace: &str, serv
     }
 }
 
+/// Sets `vec` to exactly the `wanted` series (label values in the order of `names`) at 1, removing the others
+/// one by one: a reset followed by the sets would let a scrape between them see a firing alert's series gone, and
+/// restart the alert's `for`.
+fn set_flags(vec: &IntGaugeVec, names: &[&str], wanted: &[Vec<&str>]) {
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels: HashMap<&str, &str> =
+                metric.get_label().iter().map(|pair| (pair.name(), pair.value())).collect();
+            let values: Vec<&str> = names.iter().map(|name| labels.get(name).copied().unwrap_or_default()).collect();
+            if !wanted.contains(&values) {
+                let _ = vec.remove(&labels);
+            }
+        }
+    }
+    for values in wanted {
+        vec.with_label_values(values).set(1);
+    }
+}
+
 fn encode(registry: &Registry) -> String {
     TextEncoder::new()
         .encode_to_string(&registry.gather())
@@ -340,14 +359,11 @@ impl Metrics {
         not_ready: impl IntoIterator<Item = (&'a str, &'a str, &'a str, &'a str)>,
         conflicts: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) {
-        self.plugin_not_ready.reset();
-        for (namespace, service, role, reason) in not_ready {
-            self.plugin_not_ready.with_label_values(&[namespace, service, role, reason]).set(1);
-        }
-        self.autoscaler_conflict.reset();
-        for (namespace, service) in conflicts {
-            self.autoscaler_conflict.with_label_values(&[namespace, service]).set(1);
-        }
+        let not_ready: Vec<Vec<&str>> =
+            not_ready.into_iter().map(|(n, s, role, reason)| vec![n, s, role, reason]).collect();
+        set_flags(&self.plugin_not_ready, &["namespace", "service", "role", "reason"], &not_ready);
+        let conflicts: Vec<Vec<&str>> = conflicts.into_iter().map(|(n, s)| vec![n, s]).collect();
+        set_flags(&self.autoscaler_conflict, &["namespace", "service"], &conflicts);
     }
 
     pub fn registry(&self) -> &Registry {
@@ -608,6 +624,22 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+
+    #[test]
+    fn policy_problems_are_set_exactly_and_a_standing_one_is_never_removed() {
+        let metrics = Metrics::new().unwrap();
+        metrics.set_policy_problems([("ns", "a", "live", "PluginRejected"), ("ns", "b", "shadow", "X")], [("ns", "a")]);
+        let before = metrics.plugin_not_ready.with_label_values(&["ns", "a", "live", "PluginRejected"]);
+        metrics.set_policy_problems([("ns", "a", "live", "PluginRejected")], []);
+        let text = metrics.encode();
+        assert!(text.contains(
+            "ballast_plugin_not_ready{namespace=\"ns\",reason=\"PluginRejected\",role=\"live\",service=\"a\"} 1"
+        ));
+        assert!(!text.contains("service=\"b\"") && !text.contains("ballast_autoscaler_conflict{"), "{text}");
+        // The standing series is the same one throughout: never removed and added back.
+        before.set(7);
+        assert_eq!(metrics.plugin_not_ready.with_label_values(&["ns", "a", "live", "PluginRejected"]).get(), 7);
+    }
 
     /// Every series the shipped dashboard and alerts read is one the host exports: a renamed metric would leave a
     /// panel blank or an alert silent, and nobody would notice until the day it mattered.
