@@ -19,7 +19,7 @@ use crate::autoscaler::config_text;
 use crate::decision::{self, Moment, ServiceMemory};
 use crate::observation::Observation;
 use crate::oci::{OciError, OciStore, PinnedReference, RegistryAccess};
-use crate::runtime::{self, FailureKind, MAX_COMPONENT_BYTES, Plugin, PolicyEngine};
+use crate::runtime::{self, CANARY_ATTEMPTS, FailureKind, MAX_COMPONENT_BYTES, Plugin, PolicyEngine};
 use crate::spec::{OciPluginRef, ScalingPolicySpec, ServiceKey};
 
 /// The label a ConfigMap carries to be watched for plugins.
@@ -401,10 +401,6 @@ pub struct ValidationFailure {
     pub transient: bool,
 }
 
-/// Canary attempts before a timeout counts: a fresh instance's first call pays one-time costs (a JavaScript or
-/// Python heap image touched for the first time) that CPU contention can stretch past the call deadline.
-const CANARY_ATTEMPTS: usize = 3;
-
 /// Compiles, validates (world type-check, sha256 pin) and canaries a component. Blocking: call it from
 /// `spawn_blocking`.
 pub fn load_and_validate(
@@ -431,7 +427,11 @@ pub fn load_and_validate(
                 if timed_out && attempt < CANARY_ATTEMPTS {
                     continue;
                 }
-                let next = if timed_out { " in each of 3 attempts; trying again after a backoff" } else { "" };
+                let next = if timed_out {
+                    format!(" in each of {CANARY_ATTEMPTS} attempts; trying again after a backoff")
+                } else {
+                    String::new()
+                };
                 let message = format!("plugin {} failed its canary decision ({kind}): {message}{next}", source.name);
                 return Err(ValidationFailure { message, transient: timed_out });
             }

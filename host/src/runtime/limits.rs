@@ -7,6 +7,11 @@ use std::time::Duration;
 /// default of [`RuntimeLimits::max_component_bytes`]: one bound, so no source reads what the engine would refuse.
 pub const MAX_COMPONENT_BYTES: u64 = 64 << 20;
 
+/// Canary attempts before a timeout counts (the host's validation and `ballast plugin check`): a fresh instance's
+/// first call pays one-time costs (a JavaScript or Python heap image touched for the first time) that CPU
+/// contention can stretch past the call deadline.
+pub const CANARY_ATTEMPTS: usize = 3;
+
 #[derive(Debug, Clone)]
 pub struct RuntimeLimits {
     /// Wall-clock budget of one `decide` call; past it the call is interrupted (epoch deadline).

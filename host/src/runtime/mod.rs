@@ -25,7 +25,7 @@ pub use compiler::{COMPILE_COMMAND, serve_compile};
 pub use engine::{CompiledPolicy, PolicyEngine, compile_engine};
 pub(crate) use instance::empty_input;
 pub use instance::{CallOutcome, FailureKind, Plugin, PluginFailure};
-pub use limits::{MAX_COMPONENT_BYTES, RuntimeLimits};
+pub use limits::{CANARY_ATTEMPTS, MAX_COMPONENT_BYTES, RuntimeLimits};
 pub use log::{LogRelay, PluginLog};
 pub use wasi::off_async;
 
