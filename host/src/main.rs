@@ -532,8 +532,10 @@ struct SimulateArgs {
     /// policy document takes precedence.
     #[arg(long, value_name = "FILE")]
     sim: Option<PathBuf>,
-    /// Load: a CSV file of `time_s,service,arrivals` rows, or builtin:NAME (day, burst, step, ramp, sawtooth,
-    /// steady) scaled by each service's baseRate.
+    /// Load: a CSV file of `time_s,service,arrivals` rows (jobs arriving in that second), or under a
+    /// `time_s,service,rate` header rate rows (jobs per second from that time until the service's next row, as
+    /// seeded Poisson arrivals), or builtin:NAME (day, burst, step, ramp, sawtooth, steady) scaled by each service's
+    /// baseRate.
     #[arg(long, value_name = "FILE|builtin:NAME", default_value = "builtin:day")]
     trace: String,
     /// Seed of the load noise and service-time jitter.

@@ -242,3 +242,22 @@ fn a_service_the_trace_sends_nothing_is_warned_about_under_the_table() {
     assert!(table.contains("warning: no job arrived for idle (test)") && table.contains("baseRate 0"), "{table}");
     assert!(!table.contains("no job arrived for busy"), "{table}");
 }
+
+#[test]
+fn a_rate_trace_file_drives_the_run_step_by_step() {
+    let engine = sim::run::engine(sim::run::limits()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("steps.csv");
+    std::fs::write(&path, "time_s,service,rate\n0,svc,3\n600,svc,0\n1200,svc,0\n").unwrap();
+    let trace = Trace::from_arg(path.to_str().unwrap()).unwrap();
+    assert_eq!(trace.length_s(), 1200);
+    let policies = set(&[("svc", 1, 6, HPA, "{serviceSeconds: 1, startupSeconds: 10}")]);
+    let result = sim::run(&engine, &policies, &trace, options(trace.length_s(), 1), &mut ()).unwrap();
+    let arrived = |minutes: std::ops::Range<u64>| {
+        result.timeline.iter().filter(|s| minutes.contains(&(s.time_s / 60 - 1))).map(|s| s.arrivals).sum::<u64>()
+    };
+    let first = arrived(0..10) as f64;
+    assert!((first - 1800.0).abs() < 5.0 * 1800f64.sqrt(), "3 jobs/s for 600 s: {first}");
+    assert_eq!(arrived(10..20), 0, "rate 0 from 600 s on");
+    assert!(result.timeline.iter().filter(|s| s.time_s <= 600).all(|s| s.arrivals > 100), "every minute has load");
+}
