@@ -112,6 +112,25 @@ enum Command {
     ///
     /// Example: ballast simulate --policies deploy/policies/hpa --compare
     /// deploy/policies/queue-drain --trace builtin:day --out out/day
+    ///
+    /// The table, per service and policy set: pod-hours (every pod, starting or ready, as billed); x bound (pod-hours
+    /// over the lower bound; below 1 the set cannot have met the objective as the bound models it); wait mean (mean
+    /// wait of completed jobs, arrival to the start of the attempt that completed, 0 s waits included: most jobs
+    /// find a free slot, so a median would be 0 s); wait p95 and wait max (the same waits); over SLO s (seconds in
+    /// which a waiting job had waited longer than waitSloSeconds); scales (replica changes); failures (plugin calls
+    /// that failed); completed (jobs); left (jobs still waiting or running at the end). Each service's `lower bound`
+    /// row: the fewest pod-hours that meet its wait objective on this trace, by Erlang C (M/M/c) per minute: each
+    /// minute's exact arrivals / 60 s as the rate, 1 / serviceSeconds per slot, concurrency slots per pod, pods added
+    /// where they save most until at most 5% of all jobs are expected to wait longer than waitSloSeconds (the p95
+    /// wait meets it). It assumes pods ready at once (no start-up delay, no minReplicas or maxReplicas), Poisson
+    /// arrivals within each minute, exponential service times and no failed attempts.
+    ///
+    /// timeline.csv, a row per service and policy set every --sample: time_s (end of the interval), policy, service,
+    /// arrivals and completed (jobs in the interval), waiting, active, delayed, failed (queue counts at time_s),
+    /// replicas and ready (pods at time_s), busy_percent (busy share of ready pods' slots over the interval; empty
+    /// with no ready pod), oldest_wait_s (the oldest waiting job's wait at time_s), wait_p95_s (p95 wait of the
+    /// jobs completed in the interval; empty when none did), lower_bound_pods (mean pods of the lower bound over
+    /// the interval).
     Simulate(SimulateArgs),
     /// The five model services of the original design over a simulated day with bursts: the original HPA
     /// configuration (`hpa` plugin) against `queue-drain`. Prints the comparison and writes summary.txt,

@@ -188,6 +188,22 @@ fn demo_queue_drain_uses_fewer_pod_hours_and_less_time_over_the_objective() {
     let over = |r: &sim::RunResult| r.summaries.iter().map(|s| s.seconds_over_slo).sum::<u64>();
     assert!(over(drain) < over(hpa), "{table}");
     assert!(results.iter().all(|r| r.summaries.iter().all(|s| s.plugin_failures == 0)), "{table}");
+
+    // The lower bound: a policy below it misses the objective (its p95 wait is over waitSloSeconds), and a policy
+    // that meets the objective (hpa-ballast on most services) is at or above it.
+    let mut meeting = 0;
+    for result in &results {
+        for s in &result.summaries {
+            assert!(s.lower_bound_pod_hours > 0.0, "{table}");
+            let meets = s.wait_p95_s <= s.wait_slo_s;
+            assert!(!meets || s.pod_hours >= s.lower_bound_pod_hours, "{} {}: {table}", result.label, s.service);
+            meeting += usize::from(meets);
+        }
+    }
+    assert!(meeting >= 3, "some policies meet their objectives: {table}");
+    let bound = |r: &sim::RunResult| r.summaries.iter().map(|s| s.lower_bound_pod_hours).collect::<Vec<_>>();
+    assert!(results.iter().all(|r| bound(r) == bound(hpa)), "the bound depends on the trace, not the policy");
+    assert!(table.contains("lower bound") && table.contains("x bound") && table.contains("wait mean"), "{table}");
 }
 
 /// A policy whose every call fails (queue-drain without its required config), so each decision is counted.

@@ -8,19 +8,21 @@ use plotters::prelude::*;
 use super::SimError;
 use super::run::{RunResult, Sample};
 
-/// The per-service summary of one or more runs, the runs of each service side by side.
+/// The per-service summary of one or more runs, the runs of each service side by side, then the service's lower
+/// bound ([`super::bound`]) with every run's pod-hours as a multiple of it.
 pub fn table(results: &[RunResult]) -> String {
     let mut out = header(results);
-    let label_width = results.iter().map(|r| r.label.len()).max().unwrap_or(6).max(6);
+    let label_width = results.iter().map(|r| r.label.len()).max().unwrap_or(6).max(LOWER_BOUND.len());
     let service_width =
         results.iter().flat_map(|r| r.summaries.iter().map(|s| s.service.len())).max().unwrap_or(7).max(7);
     let _ = writeln!(
         out,
-        "{:<service_width$}  {:<label_width$}  {:>9}  {:>8}  {:>8}  {:>8}  {:>10}  {:>6}  {:>8}  {:>9}  {:>5}",
+        "{:<service_width$}  {:<label_width$}  {:>9}  {:>7}  {:>9}  {:>8}  {:>8}  {:>10}  {:>6}  {:>8}  {:>9}  {:>5}",
         "service",
         "policy",
         "pod-hours",
-        "wait p50",
+        "x bound",
+        "wait mean",
         "wait p95",
         "wait max",
         "over SLO s",
@@ -32,16 +34,18 @@ pub fn table(results: &[RunResult]) -> String {
     let services: Vec<&str> =
         results.first().map(|r| r.summaries.iter().map(|s| s.service.as_str()).collect()).unwrap_or_default();
     for service in services {
+        let mut bounds: Vec<(&str, f64)> = Vec::new();
         for result in results {
             let Some(s) = result.summaries.iter().find(|s| s.service == service) else { continue };
             let _ = writeln!(
                 out,
-                "{:<service_width$}  {:<label_width$}  {:>9.1}  {:>7.2}s  {:>7.2}s  {:>7.1}s  {:>10}  {:>6}  {:>8}  {:>9}  \
-                 {:>5}",
+                "{:<service_width$}  {:<label_width$}  {:>9.1}  {:>7}  {:>8.2}s  {:>7.2}s  {:>7.1}s  {:>10}  {:>6}  \
+                 {:>8}  {:>9}  {:>5}",
                 s.service,
                 result.label,
                 s.pod_hours,
-                s.wait_p50_s,
+                times_bound(s.pod_hours, s.lower_bound_pod_hours),
+                s.wait_mean_s,
                 s.wait_p95_s,
                 s.wait_max_s,
                 s.seconds_over_slo,
@@ -50,12 +54,28 @@ pub fn table(results: &[RunResult]) -> String {
                 s.completed,
                 s.left_in_system
             );
+            if !bounds.iter().any(|(_, b)| *b == s.lower_bound_pod_hours) {
+                bounds.push((&result.label, s.lower_bound_pod_hours));
+            }
+        }
+        // One bound per service unless sets simulate it with different physics (--allow-different-physics).
+        for (label, bound) in &bounds {
+            let name = if bounds.len() == 1 { LOWER_BOUND.to_owned() } else { format!("bound {label}") };
+            let _ = writeln!(out, "{service:<service_width$}  {name:<label_width$}  {bound:>9.1}  {:>7}", "1.00");
         }
     }
     if results.len() > 1 {
         let total = |r: &RunResult| r.summaries.iter().map(|s| s.pod_hours).sum::<f64>();
         let totals: Vec<String> = results.iter().map(|r| format!("{} {:.1}", r.label, total(r))).collect();
         let _ = writeln!(out, "total pod-hours: {}", totals.join(", "));
+    }
+    if let Some(first) = results.first() {
+        let bound: f64 = first.summaries.iter().map(|s| s.lower_bound_pod_hours).sum();
+        let _ = writeln!(
+            out,
+            "{LOWER_BOUND} {bound:.1} pod-hours in all: the fewest that meet each service's wait objective on this \
+             trace (Erlang C per minute, at most 5% of jobs waiting over waitSloSeconds, no start-up delay; see --help)"
+        );
     }
     for result in results {
         for s in result.summaries.iter().filter(|s| s.plugin_failures > 0) {
@@ -82,6 +102,14 @@ pub fn table(results: &[RunResult]) -> String {
     out
 }
 
+/// The name of the bound's rows.
+const LOWER_BOUND: &str = "lower bound";
+
+/// Pod-hours as a multiple of the bound; `-` when the bound is 0 (no load).
+fn times_bound(pod_hours: f64, bound: f64) -> String {
+    if bound > 0.0 { format!("{:.2}", pod_hours / bound) } else { "-".into() }
+}
+
 /// Which pipeline each set's decisions were modelled behind, so that no comparison hides it.
 fn header(results: &[RunResult]) -> String {
     let sets: Vec<String> = results.iter().map(|r| format!("{} ({} pipeline)", r.label, r.pipeline.name())).collect();
@@ -95,14 +123,15 @@ fn header(results: &[RunResult]) -> String {
 pub fn timeline_csv(results: &[RunResult]) -> String {
     let mut out = String::from(
         "time_s,policy,service,arrivals,completed,waiting,active,delayed,failed,replicas,ready,busy_percent,\
-         oldest_wait_s\n",
+         oldest_wait_s,wait_p95_s,lower_bound_pods\n",
     );
     for result in results {
         for s in &result.timeline {
             let busy = s.busy_percent.map(|b| format!("{b:.1}")).unwrap_or_default();
+            let p95 = s.wait_p95_s.map(|w| format!("{w:.2}")).unwrap_or_default();
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{:.1}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{:.1},{},{:.2}",
                 s.time_s,
                 result.label,
                 s.service,
@@ -115,7 +144,9 @@ pub fn timeline_csv(results: &[RunResult]) -> String {
                 s.replicas,
                 s.ready,
                 busy,
-                s.oldest_wait_s
+                s.oldest_wait_s,
+                p95,
+                s.lower_bound_pods
             );
         }
     }
