@@ -125,6 +125,9 @@ enum Command {
     /// wait meets it). It assumes pods ready at once (no start-up delay, no minReplicas or maxReplicas), Poisson
     /// arrivals within each minute, exponential service times and no failed attempts.
     ///
+    /// chart.svg (or --chart FILE, PNG when FILE ends in .png): per service, every set's replicas with the load
+    /// and the lower bound's pods, and every set's p95 wait per sample with waitSloSeconds as a dashed line.
+    ///
     /// timeline.csv, a row per service and policy set every --sample: time_s (end of the interval), policy, service,
     /// arrivals and completed (jobs in the interval), waiting, active, delayed, failed (queue counts at time_s),
     /// replicas and ready (pods at time_s), busy_percent (busy share of ready pods' slots over the interval; empty
@@ -573,6 +576,9 @@ struct SimulateArgs {
     /// Directory for summary.txt, timeline.csv and chart.svg; without it only the table is printed.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Also draw the chart to FILE: PNG when FILE ends in .png (1200 pixels wide), else SVG.
+    #[arg(long, value_name = "FILE")]
+    chart: Option<PathBuf>,
     /// Credentials for plugins given as `oci:` references (pulled once, cached under BALLAST_CACHE_DIR).
     #[command(flatten)]
     registry: RegistryArgs,
@@ -905,7 +911,7 @@ fn demo(out: &Path, seed: u64) -> anyhow::Result<()> {
     let trace = Trace::from_arg(ballast::sim::demo::TRACE)?;
     let options = RunOptions { seed, ..RunOptions::default() };
     println!("ballast demo: five model services, one simulated day with bursts ({}), seed {seed}", trace_name(&trace));
-    run_and_report(&sets, &trace, options, Some(out), &PluginLimitArgs::default())
+    run_and_report(&sets, &trace, options, Some(out), &PluginLimitArgs::default()).map(drop)
 }
 
 fn trace_name(trace: &Trace) -> String {
@@ -946,7 +952,12 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let duration_s = args.duration.unwrap_or_else(|| trace.length_s());
     anyhow::ensure!(duration_s > 0, "the run is empty: give --duration (e.g. --duration 1h)");
     let options = RunOptions { seed: args.seed, duration_s, step_s: args.step, sample_s: args.sample };
-    run_and_report(&sets, &trace, options, args.out.as_deref(), &args.plugin_limits)
+    let results = run_and_report(&sets, &trace, options, args.out.as_deref(), &args.plugin_limits)?;
+    if let Some(path) = &args.chart {
+        ballast::sim::report::chart(&results, path)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 /// The cache of the commands run on a workstation (`simulate`'s OCI pulls, `plugin check|test|pack`'s compiled
@@ -1010,7 +1021,7 @@ fn run_and_report(
     options: RunOptions,
     out: Option<&Path>,
     limits: &PluginLimitArgs,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<ballast::sim::RunResult>> {
     let engine = ballast::sim::run::engine(limits.limits(ballast::sim::run::limits())?)?;
     let mut results = Vec::with_capacity(sets.len());
     for set in sets {
@@ -1033,7 +1044,7 @@ fn run_and_report(
             println!("wrote {}", path.display());
         }
     }
-    Ok(())
+    Ok(results)
 }
 
 struct Progress(ProgressBar);

@@ -277,3 +277,38 @@ fn a_rate_trace_file_drives_the_run_step_by_step() {
     assert_eq!(arrived(10..20), 0, "rate 0 from 600 s on");
     assert!(result.timeline.iter().filter(|s| s.time_s <= 600).all(|s| s.arrivals > 100), "every minute has load");
 }
+
+/// The chart of a demo day with two sets: a few hundred KB as SVG, and the same drawing as a PNG that decodes.
+#[test]
+fn a_days_chart_is_small_and_its_png_decodes() {
+    let engine = sim::run::engine(sim::run::limits()).unwrap();
+    let sets = sim::demo::policy_sets().unwrap();
+    let trace = Trace::from_arg(sim::demo::TRACE).unwrap();
+    let results: Vec<_> = sets
+        .iter()
+        .filter(|set| set.label != "hpa-ballast")
+        .map(|set| sim::run(&engine, set, &trace, RunOptions::default(), &mut ()).unwrap())
+        .collect();
+    assert_eq!(results.len(), 2);
+    let dir = tempfile::tempdir().unwrap();
+    let svg_path = dir.path().join("chart.svg");
+    sim::report::chart(&results, &svg_path).unwrap();
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(svg.len() < 400_000, "{} bytes", svg.len());
+    for text in ["hpa-original (original pipeline)", "queue-drain (direct pipeline)", "wait objective", "lower bound"] {
+        assert!(svg.contains(text), "the chart names {text}");
+    }
+
+    let png_path = dir.path().join("chart.png");
+    sim::report::chart(&results, &png_path).unwrap();
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png_path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    assert_eq!((info.width, info.height), (1200, 64 + 300 * 5));
+    let rgb: Vec<[u8; 3]> = pixels[..info.buffer_size()].chunks(3).map(|p| [p[0], p[1], p[2]]).collect();
+    let share = |colour: [u8; 3]| rgb.iter().filter(|p| **p == colour).count() as f64 / rgb.len() as f64;
+    assert!(share([255, 255, 255]) > 0.5 && share([255, 255, 255]) < 0.99, "mostly white, not blank");
+    assert!(share([31, 119, 180]) > 0.001 && share([255, 127, 14]) > 0.001, "both sets' lines are drawn");
+    assert!(rgb.iter().any(|p| p == &[0, 0, 0]), "text and axes are drawn");
+}
