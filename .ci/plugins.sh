@@ -10,7 +10,8 @@ install_plugin_toolchains() {
     _ballast_apt_install python3 python3-venv
 }
 
-# Project directory and the file name the tests look for in BALLAST_PLUGIN_DIR.
+# Project directory and the file name the tests look for in target/wasm-plugins/wasm32-wasip2/plugin
+# (ballast_test_plugins::DIR, tests/test-plugins).
 _ballast_language_plugins=(
     "plugins/hpa-js hpa_js.wasm"
     "plugins/hpa-py hpa_py.wasm"

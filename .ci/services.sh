@@ -32,6 +32,13 @@ install_promtool() {
     _ballast_apt_install prometheus
 }
 
+# buildah builds the Dockerfile's runtime stage in the image test (no Docker engine runs in CI); only COPY steps, so
+# no OCI runtime is needed; strip (binutils) shrinks the test binary the image holds.
+install_buildah() {
+    command -v buildah >/dev/null && command -v strip >/dev/null && return 0
+    _ballast_apt_install buildah binutils
+}
+
 # CNCF Distribution as Debian packages it: the OCI plugin tests start their own on a free loopback port (the
 # policy-rc.d above keeps the package's own service on :5000 from starting).
 install_docker_registry() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Second command of the README, and what CI runs: install and start what the tests need, then run every check.
-# The tests start their own redis-server, prometheus and docker-registry processes on free loopback ports; this script only makes
-# sure the binaries, the node fixtures and the Rust targets are there.
+# The tests start their own redis-server, prometheus and docker-registry processes on free loopback ports and build
+# the image with buildah; this script only makes sure the binaries, the node fixtures and the Rust targets are there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source .ci/services.sh
@@ -12,6 +12,7 @@ export DEBIAN_FRONTEND=noninteractive
 install_redis
 install_prometheus
 install_docker_registry
+install_buildah
 install_node_fixtures
 install_plugin_toolchains
 # Go renders the Helm chart in its test (tests/helm-render: text/template, Helm's engine; helm itself is not installable).

@@ -63,7 +63,7 @@ fn bench(c: &mut Criterion) {
     assert_eq!(reused.decide(&input).result.unwrap().replicas, expected, "wasm and native disagree");
     group.bench_function("wasm-reused-instance", |b| b.iter(|| reused.decide(black_box(&input)).result.unwrap()));
     // The call's fixed cost: the same input through a plugin that only parses its (cached) config and answers.
-    let echo_bytes = std::fs::read(concat!(env!("BALLAST_PLUGIN_DIR"), "/hostile.wasm")).unwrap();
+    let echo_bytes = ballast_test_plugins::read("hostile.wasm");
     let mut echo = Plugin::new(engine.clone(), engine.load("hostile", &echo_bytes).unwrap());
     let echo_input = PolicyInput { config: r#"{"mode": "fixed", "replicas": 3}"#.into(), ..input.clone() };
     group.bench_function("wasm-reused-trivial-policy", |b| {

@@ -144,7 +144,7 @@ async fn swaps(
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let js_path = format!("{}/hpa_js.wasm", env!("BALLAST_PLUGIN_DIR"));
+    let js_path = format!("{}/hpa_js.wasm", ballast_test_plugins::DIR);
     let js = std::fs::read(&js_path).unwrap_or_else(|e| {
         panic!("{js_path}: {e}; build it with `cargo run -p ballast -- plugin build plugins/hpa-js --out {js_path}`")
     });

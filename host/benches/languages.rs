@@ -116,7 +116,7 @@ fn by_mode<T>(slow: bool, quick: T, when_slow: T, otherwise: T) -> T {
 }
 
 fn measure(language: &'static str, file: &str, project: &str) -> Row {
-    let path = PathBuf::from(env!("BALLAST_PLUGIN_DIR")).join(file);
+    let path = PathBuf::from(ballast_test_plugins::DIR).join(file);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
             "{}: {e}; build it with `cargo run -p ballast -- plugin build {project} --out {}`",

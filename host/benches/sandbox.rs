@@ -69,7 +69,7 @@ fn spec(config: serde_json::Value) -> ScalingPolicySpec {
 
 fn fleet(engine: &std::sync::Arc<PolicyEngine>, hostile: usize) -> Fleet {
     let hpa = engine.load("builtin:hpa", builtin("hpa").expect("built in")).expect("hpa loads");
-    let hostile_bytes = std::fs::read(concat!(env!("BALLAST_PLUGIN_DIR"), "/hostile.wasm")).expect("hostile.wasm");
+    let hostile_bytes = ballast_test_plugins::read("hostile.wasm");
     let bad = engine.load("hostile.wasm", &hostile_bytes).expect("hostile loads");
     let mut fleet = Fleet::default();
     for i in 0..HEALTHY {

@@ -10,6 +10,7 @@
 //! and is named in the body), 503 before the first collection and while Redis cannot be read.
 
 use crate::runtime::FailureKind;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +21,7 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
     CounterVec, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -52,7 +54,7 @@ fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registr
     Ok(metric)
 }
 
-/// The queue exporter's series, plus `ballast_queue_paused`.
+/// The queue exporter's series, plus `ballast_queue_paused`, the arrivals counter and the oldest wait.
 struct QueueMetrics {
     depth: IntGaugeVec,
     waiting: IntGaugeVec,
@@ -60,6 +62,8 @@ struct QueueMetrics {
     delayed: IntGaugeVec,
     failed: IntGaugeVec,
     paused: IntGaugeVec,
+    jobs_added: IntCounterVec,
+    oldest_waiting: GaugeVec,
 }
 
 impl QueueMetrics {
@@ -82,6 +86,27 @@ impl QueueMetrics {
             delayed: by_queue("redis_queue_delayed", "BullMQ jobs delayed")?,
             failed: by_queue("redis_queue_failed", "BullMQ jobs failed and kept")?,
             paused: by_queue("ballast_queue_paused", "1 when the BullMQ queue is paused")?,
+            jobs_added: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "ballast_queue_jobs_added_total",
+                        "Jobs added to the BullMQ queue: its job id counter (jobs given a custom jobId are not counted)",
+                    ),
+                    &["queue_name"],
+                )?,
+            )?,
+            oldest_waiting: register(
+                registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "ballast_queue_oldest_waiting_seconds",
+                        "Seconds the oldest job of the BullMQ wait list has been ready (0 when none waits; absent \
+                         when the list is too long for its end to be read)",
+                    ),
+                    &["queue_name"],
+                )?,
+            )?,
         })
     }
 
@@ -100,6 +125,29 @@ impl QueueMetrics {
         self.delayed.with_label_values(&[queue]).set(as_gauge(c.delayed));
         self.failed.with_label_values(&[queue]).set(as_gauge(c.failed));
         self.paused.with_label_values(&[queue]).set(i64::from(state.is_paused));
+        if let Some(added) = state.jobs_added {
+            let counter = self.jobs_added.with_label_values(&[queue]);
+            let seen = counter.get();
+            if added < seen {
+                // The queue was obliterated and used again: a counter reset, as Prometheus's rate() expects one.
+                let _ = self.jobs_added.remove_label_values(&[queue]);
+                self.jobs_added.with_label_values(&[queue]).inc_by(added);
+            } else {
+                counter.inc_by(added - seen);
+            }
+        }
+        let now_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let oldest = match (c.waiting, state.oldest_waiting_since_ms) {
+            (0, _) => Some(0.0),
+            (_, Some(since)) => Some(now_ms.saturating_sub(u128::from(since)) as f64 / 1000.0),
+            (_, None) => None,
+        };
+        match oldest {
+            Some(seconds) => self.oldest_waiting.with_label_values(&[queue]).set(seconds),
+            None => {
+                let _ = self.oldest_waiting.remove_label_values(&[queue]);
+            }
+        }
     }
 
     /// Removes the queue's series: unknown is not 0. Absent series are fine to remove again.
@@ -110,6 +158,8 @@ impl QueueMetrics {
         for gauge in [&self.waiting, &self.active, &self.delayed, &self.failed, &self.paused] {
             let _ = gauge.remove_label_values(&[queue]);
         }
+        let _ = self.jobs_added.remove_label_values(&[queue]);
+        let _ = self.oldest_waiting.remove_label_values(&[queue]);
     }
 }
 
@@ -151,6 +201,38 @@ impl SourceMetrics {
     }
 }
 
+/// Removes the series of `vec` labelled with this namespace and service, whatever their other labels.
+fn remove_service<T: MetricVecBuilder>(vec: &MetricVec<T>, namespace: &str, service: &str) {
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels: HashMap<&str, &str> =
+                metric.get_label().iter().map(|pair| (pair.name(), pair.value())).collect();
+            if labels.get("namespace") == Some(&namespace) && labels.get("service") == Some(&service) {
+                let _ = vec.remove(&labels);
+            }
+        }
+    }
+}
+
+/// Sets `vec` to exactly the `wanted` series (label values in the order of `names`) at 1, removing the others
+/// one by one: a reset followed by the sets would let a scrape between them see a firing alert's series gone, and
+/// restart the alert's `for`.
+fn set_flags(vec: &IntGaugeVec, names: &[&str], wanted: &[Vec<&str>]) {
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels: HashMap<&str, &str> =
+                metric.get_label().iter().map(|pair| (pair.name(), pair.value())).collect();
+            let values: Vec<&str> = names.iter().map(|name| labels.get(name).copied().unwrap_or_default()).collect();
+            if !wanted.contains(&values) {
+                let _ = vec.remove(&labels);
+            }
+        }
+    }
+    for values in wanted {
+        vec.with_label_values(values).set(1);
+    }
+}
+
 fn encode(registry: &Registry) -> String {
     TextEncoder::new()
         .encode_to_string(&registry.gather())
@@ -166,6 +248,7 @@ pub struct Metrics {
     replicas_desired: IntGaugeVec,
     replicas_min: IntGaugeVec,
     replicas_max: IntGaugeVec,
+    wait_objective: GaugeVec,
     shadow_replicas: IntGaugeVec,
     shadow_failures: IntCounterVec,
     decisions: IntCounterVec,
@@ -189,6 +272,13 @@ impl Metrics {
             replicas_desired: gauge("ballast_replicas_desired", "Replicas the last decision asked for")?,
             replicas_min: gauge("ballast_replicas_min", "The policy's minReplicas")?,
             replicas_max: gauge("ballast_replicas_max", "The policy's maxReplicas")?,
+            wait_objective: register(
+                &registry,
+                GaugeVec::new(
+                    Opts::new("ballast_wait_objective_seconds", "The policy's waitObjectiveSeconds, per queue"),
+                    &["namespace", "service", "queue_name"],
+                )?,
+            )?,
             shadow_replicas: gauge(
                 "ballast_shadow_replicas_desired",
                 "Replicas the shadow plugin would have set (after the clamps); never applied",
@@ -269,14 +359,11 @@ impl Metrics {
         not_ready: impl IntoIterator<Item = (&'a str, &'a str, &'a str, &'a str)>,
         conflicts: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) {
-        self.plugin_not_ready.reset();
-        for (namespace, service, role, reason) in not_ready {
-            self.plugin_not_ready.with_label_values(&[namespace, service, role, reason]).set(1);
-        }
-        self.autoscaler_conflict.reset();
-        for (namespace, service) in conflicts {
-            self.autoscaler_conflict.with_label_values(&[namespace, service]).set(1);
-        }
+        let not_ready: Vec<Vec<&str>> =
+            not_ready.into_iter().map(|(n, s, role, reason)| vec![n, s, role, reason]).collect();
+        set_flags(&self.plugin_not_ready, &["namespace", "service", "role", "reason"], &not_ready);
+        let conflicts: Vec<Vec<&str>> = conflicts.into_iter().map(|(n, s)| vec![n, s]).collect();
+        set_flags(&self.autoscaler_conflict, &["namespace", "service"], &conflicts);
     }
 
     pub fn registry(&self) -> &Registry {
@@ -297,6 +384,41 @@ impl Metrics {
     pub fn record_bounds(&self, namespace: &str, service: &str, min: u32, max: u32) {
         self.replicas_min.with_label_values(&[namespace, service]).set(i64::from(min));
         self.replicas_max.with_label_values(&[namespace, service]).set(i64::from(max));
+    }
+
+    /// Removes every series of a deleted policy: a dashboard would show it scaling still, and the alerts on its
+    /// bounds would keep firing.
+    pub fn forget_service(&self, namespace: &str, service: &str) {
+        for gauge in [
+            &self.replicas_current,
+            &self.replicas_desired,
+            &self.replicas_min,
+            &self.replicas_max,
+            &self.shadow_replicas,
+            &self.plugin_not_ready,
+            &self.autoscaler_conflict,
+        ] {
+            remove_service(gauge, namespace, service);
+        }
+        for counter in [&self.shadow_failures, &self.decisions, &self.plugin_failures] {
+            remove_service(counter, namespace, service);
+        }
+        remove_service(&self.wait_objective, namespace, service);
+        remove_service(&self.plugin_call_duration, namespace, service);
+        remove_service(&self.pod_seconds, namespace, service);
+    }
+
+    /// The policy's wait objective beside each of its queues, for the dashboard's wait panel.
+    pub fn record_objective(&self, namespace: &str, service: &str, queues: &[QueueRef], seconds: Option<f64>) {
+        for queue in queues {
+            let labels = [namespace, service, queue.name.as_str()];
+            match seconds {
+                Some(seconds) => self.wait_objective.with_label_values(&labels).set(seconds),
+                None => {
+                    let _ = self.wait_objective.remove_label_values(&labels);
+                }
+            }
+        }
     }
 
     /// `reason` is a short kind (`plugin`, `fallback`, `clamped`, ...), never free text: each value is a series.
@@ -503,15 +625,32 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn policy_problems_are_set_exactly_and_a_standing_one_is_never_removed() {
+        let metrics = Metrics::new().unwrap();
+        metrics.set_policy_problems([("ns", "a", "live", "PluginRejected"), ("ns", "b", "shadow", "X")], [("ns", "a")]);
+        let before = metrics.plugin_not_ready.with_label_values(&["ns", "a", "live", "PluginRejected"]);
+        metrics.set_policy_problems([("ns", "a", "live", "PluginRejected")], []);
+        let text = metrics.encode();
+        assert!(text.contains(
+            "ballast_plugin_not_ready{namespace=\"ns\",reason=\"PluginRejected\",role=\"live\",service=\"a\"} 1"
+        ));
+        assert!(!text.contains("service=\"b\"") && !text.contains("ballast_autoscaler_conflict{"), "{text}");
+        // The standing series is the same one throughout: never removed and added back.
+        before.set(7);
+        assert_eq!(metrics.plugin_not_ready.with_label_values(&["ns", "a", "live", "PluginRejected"]).get(), 7);
+    }
+
     /// Every series the shipped dashboard and alerts read is one the host exports: a renamed metric would leave a
     /// panel blank or an alert silent, and nobody would notice until the day it mattered.
     #[test]
     fn the_dashboard_and_the_alerts_read_only_series_the_host_exports() {
         let metrics = Metrics::new().unwrap();
         // One sample in every family (families without samples are not gathered).
-        let state = QueueState { counts: Default::default(), is_paused: false };
+        let state = QueueState { jobs_added: Some(1), ..Default::default() };
         metrics.record_queue("q", &state);
         metrics.record_bounds("ns", "svc", 1, 2);
+        metrics.record_objective("ns", "svc", &[QueueRef { name: "q".into(), prefix: None }], Some(1.0));
         metrics.record_decision("ns", "svc", 1, 2, "plugin");
         metrics.record_shadow("ns", "svc", 2, Some(FailureKind::Trap));
         metrics.record_plugin_call("ns", "svc", Duration::from_millis(1), Some(FailureKind::Timeout));

@@ -135,6 +135,14 @@ enum Command {
     /// jobs completed in the interval; empty when none did), lower_bound_pods (mean pods of the lower bound over
     /// the interval).
     Simulate(SimulateArgs),
+    /// Build a trace of what queues received, from Prometheus's history of `ballast_queue_jobs_added_total` (the
+    /// host and `ballast exporter` export it), and a Simulation document for it: to ask what a policy would have
+    /// done last week. The trace holds every job added in the span, spread evenly within each step.
+    ///
+    /// Example: ballast trace --prometheus http://prometheus:9090 --from now-7d --queue stt-queue=whisper-pyannote-stt
+    /// --out week.csv --simulation week.yaml, then ballast simulate --policies deploy/policies/queue-drain --trace
+    /// week.csv --sim week.yaml
+    Trace(Box<TraceArgs>),
     /// The five model services of the original design over a simulated day with bursts: the original HPA
     /// configuration (`hpa` plugin) against `queue-drain`. Prints the comparison and writes summary.txt,
     /// timeline.csv and chart.svg. Needs no cluster, network or files.
@@ -527,6 +535,61 @@ fn show_duration(duration: Duration) -> String {
 }
 
 #[derive(Args)]
+struct TraceArgs {
+    #[command(flatten)]
+    prometheus: PrometheusArgs,
+    /// Start of the span: RFC 3339 (2026-11-30T00:00:00Z), Unix seconds, or now-N with a unit of s, m, h or d.
+    #[arg(long, value_parser = trace_time)]
+    from: i64,
+    /// End of the span, as --from.
+    #[arg(long, default_value = "now", value_parser = trace_time)]
+    to: i64,
+    /// Time between samples read: whole seconds from 1s to 60m. Arrivals within a step are spread evenly, so use
+    /// the scrape interval for bursts.
+    #[arg(long, default_value = "15s", value_parser = duration_flag(Duration::from_secs(1), Duration::from_secs(3600)))]
+    step: Duration,
+    /// A BullMQ queue to read, and the service (ScalingPolicy name) its jobs go to in the trace; SERVICE defaults
+    /// to the queue's name. Repeat for each queue (at most 100).
+    #[arg(long = "queue", value_name = "QUEUE[=SERVICE]", required = true)]
+    queues: Vec<String>,
+    /// Where to write the trace CSV (`time_s,service,rate`), `-` for standard output.
+    #[arg(long, default_value = "-")]
+    out: PathBuf,
+    /// Where to write the Simulation document (service time from the history where it tells it, the rest marked
+    /// as guesses to review).
+    #[arg(long, value_name = "FILE")]
+    simulation: Option<PathBuf>,
+}
+
+/// `--from`/`--to` of `ballast trace`: Unix seconds.
+fn trace_time(text: &str) -> Result<i64, String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?;
+    let now = i64::try_from(now.as_secs()).map_err(|e| e.to_string())?;
+    if text == "now" {
+        return Ok(now);
+    }
+    if let Some(ago) = text.strip_prefix("now-") {
+        let split = ago.find(|c: char| !c.is_ascii_digit()).unwrap_or(ago.len());
+        let (number, unit) = ago.split_at(split);
+        let seconds = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => return Err(format!("{text:?}: unknown unit {unit:?}; use s, m, h or d (e.g. now-7d)")),
+        };
+        let ago = number.parse::<i64>().ok().and_then(|n| n.checked_mul(seconds)).filter(|&s| s <= now);
+        return ago.map(|ago| now - ago).ok_or_else(|| format!("{text:?} is before 1970"));
+    }
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse::<i64>().map_err(|_| format!("{text:?} is too large for Unix seconds"));
+    }
+    text.parse::<jiff::Timestamp>()
+        .map(|t| t.as_second())
+        .map_err(|e| format!("{text:?} is not RFC 3339 (2026-11-30T00:00:00Z), Unix seconds or now-N: {e}"))
+}
+
+#[derive(Args)]
 struct SimulateArgs {
     /// A multi-document YAML file of ScalingPolicy documents (apiVersion ballast.dev/v1alpha1), one per service,
     /// with the plugin ConfigMaps they refer to; or a directory of such files (as `kubectl apply -k` applies them).
@@ -634,6 +697,7 @@ fn main() -> anyhow::Result<()> {
             runtime()?.block_on(explain(kube, &policy, namespace.as_deref(), output))
         }
         Command::Simulate(args) => simulate(args),
+        Command::Trace(args) => runtime()?.block_on(trace(*args)),
         Command::Demo { out, seed } => demo(&out, seed),
         Command::Plugin(command) => plugin(command),
         Command::CompilePlugin { memory_bytes, cpu_seconds } => {
@@ -700,6 +764,38 @@ async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
     print!("{}", doctor::render(&findings));
     let failed = findings.iter().filter(|f| f.level == Level::Fail).count();
     anyhow::ensure!(failed == 0, "{failed} checks failed");
+    Ok(())
+}
+
+async fn trace(args: TraceArgs) -> anyhow::Result<()> {
+    use ballast::sim::history::{self, HistoryQueue, HistoryRequest};
+    let source = args.prometheus.source()?.ok_or_else(|| {
+        anyhow::anyhow!("ballast trace reads Prometheus: give --prometheus URL (or BALLAST_PROMETHEUS_URL)")
+    })?;
+    let queues = args
+        .queues
+        .iter()
+        .map(|arg| match arg.split_once('=') {
+            Some((queue, service)) => HistoryQueue { queue: queue.into(), service: service.into() },
+            None => HistoryQueue { queue: arg.clone(), service: arg.clone() },
+        })
+        .collect();
+    let request = HistoryRequest { queues, from: args.from, to: args.to, step: args.step };
+    let history = history::read(&source, &request).await?;
+    for note in &history.notes {
+        eprintln!("note: {note}");
+    }
+    for (queue, jobs) in &history.jobs {
+        eprintln!("{queue}: {jobs} jobs added in the span");
+    }
+    if args.out.as_os_str() == "-" {
+        print!("{}", history.csv);
+    } else {
+        std::fs::write(&args.out, &history.csv).with_context(|| format!("writing {}", args.out.display()))?;
+    }
+    if let Some(path) = &args.simulation {
+        std::fs::write(path, &history.simulation).with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
 }
 
@@ -1244,6 +1340,20 @@ mod tests {
         assert!(cli.log_format == LogFormat::Json);
         assert!(matches!(cli.command, Command::Status { output: OutputFormat::Json, .. }));
         assert!(Cli::try_parse_from(["ballast", "status", "-o", "wide"]).is_err());
+    }
+
+    #[test]
+    fn trace_times_take_rfc3339_unix_seconds_and_now_minus() {
+        assert_eq!(trace_time("2026-11-30T00:00:00Z"), Ok(1_795_996_800));
+        assert_eq!(trace_time("1795996800"), Ok(1_795_996_800));
+        let now = trace_time("now").unwrap();
+        let week_ago = trace_time("now-7d").unwrap();
+        assert!((now - week_ago - 7 * 86_400).abs() <= 1, "{now} {week_ago}");
+        for bad in ["now-7w", "now-", "yesterday", "2026-11-30", "now-99999999999999d", "99999999999999999999"] {
+            assert!(trace_time(bad).is_err(), "{bad}");
+        }
+        let cli = Cli::try_parse_from(["ballast", "trace", "--from", "now-1h", "--queue", "q", "--step", "61m"]);
+        assert!(cli.is_err(), "--step past 60m");
     }
 
     /// Every option of every command says what it is for (`--help` lists no bare flag).

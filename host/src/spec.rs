@@ -73,6 +73,12 @@ pub struct ScalingPolicySpec {
     /// Tighter limits for this policy's plugins than the host's; a value above the host's limit gets the host's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<PluginLimitsSpec>,
+    /// The longest a job of this service's queues should wait, in seconds: exported per queue as
+    /// `ballast_wait_objective_seconds` and drawn on the dashboard against the oldest waiting job. Plugins do not
+    /// see it (theirs is in `config`, e.g. queue-drain's `targetWaitSeconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = MIN_WAIT_OBJECTIVE_SECONDS, max = MAX_WAIT_OBJECTIVE_SECONDS))]
+    pub wait_objective_seconds: Option<f64>,
 }
 
 /// A policy's own plugin limits: it may lower the host's (`--plugin-deadline`, `--plugin-memory-mib`), never raise
@@ -100,6 +106,10 @@ impl PluginLimitsSpec {
     }
 }
 
+/// Bounds of `spec.waitObjectiveSeconds`: a millisecond to a day.
+const MIN_WAIT_OBJECTIVE_SECONDS: f64 = 0.001;
+const MAX_WAIT_OBJECTIVE_SECONDS: f64 = 86_400.0;
+
 fn one() -> u32 {
     1
 }
@@ -116,6 +126,14 @@ impl ScalingPolicySpec {
             return Err(format!(
                 "spec.minReplicas ({}) is above spec.maxReplicas ({}); lower minReplicas or raise maxReplicas",
                 self.min_replicas, self.max_replicas
+            ));
+        }
+        if let Some(seconds) = self.wait_objective_seconds
+            && !(MIN_WAIT_OBJECTIVE_SECONDS..=MAX_WAIT_OBJECTIVE_SECONDS).contains(&seconds)
+        {
+            return Err(format!(
+                "spec.waitObjectiveSeconds ({seconds}) is outside {MIN_WAIT_OBJECTIVE_SECONDS}..={MAX_WAIT_OBJECTIVE_SECONDS}; \
+                 give the wait in seconds, e.g. 2.5"
             ));
         }
         if let Some(behavior) = &self.behavior {

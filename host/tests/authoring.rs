@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn plugin_file(name: &str) -> PathBuf {
-    Path::new(env!("BALLAST_PLUGIN_DIR")).join(name)
+    Path::new(ballast_test_plugins::DIR).join(name)
 }
 
 fn repo(path: &str) -> PathBuf {

@@ -28,7 +28,7 @@ async fn read(source: &BullmqSource, prefix: &str, queues: &[&str]) -> BullmqCou
         .iter()
         .zip(states)
         .map(|(queue, state)| {
-            let QueueState { counts, is_paused } = state.unwrap_or_else(|e| panic!("queue {queue}: {e}"));
+            let QueueState { counts, is_paused, .. } = state.unwrap_or_else(|e| panic!("queue {queue}: {e}"));
             (queue.to_string(), (counts, is_paused))
         })
         .collect()
@@ -73,6 +73,59 @@ async fn counts_equal_bullmq_get_job_counts_in_every_state() {
         }
     }
     assert!(expected["tts-paused"].1 && !expected["stt"].1);
+}
+
+/// The arrivals counter is the number of `Queue.add` calls, and the oldest waiting job is the one BullMQ hands out
+/// next, as bullmq itself reports them; both reach the exported series. Values past their bounds are not read.
+#[tokio::test]
+async fn jobs_added_and_the_oldest_waiting_job_are_what_bullmq_reports() {
+    let server = RedisServer::start();
+    let url = server.url("", 0);
+    let queues = ["stt", "tts-paused"];
+    let expected = fixture_json("populate", &url, "bull", &["tts-paused"], &queues);
+    let source = BullmqSource::connect(&url, options(Duration::from_secs(5))).await.expect("connect");
+    let states = source.counts(&refs("bull", &queues)).await.expect("collection");
+    let metrics = Metrics::new().expect("metrics");
+    for (queue, state) in queues.iter().zip(states) {
+        let state = state.unwrap_or_else(|e| panic!("{queue}: {e}"));
+        let added = expected[*queue]["added"].as_u64().expect("added");
+        assert!(added > 10, "{queue}: the fixture added jobs");
+        assert_eq!(state.jobs_added, Some(added), "{queue}");
+        let ready = expected[*queue]["oldestWaitingReadyMs"].as_u64().expect("a job waits");
+        assert_eq!(state.oldest_waiting_since_ms, Some(ready), "{queue}");
+        metrics.record_queue(queue, &state);
+    }
+    let text = metrics.encode();
+    promtool_check(&text);
+    let added = expected["stt"]["added"].as_f64().unwrap();
+    assert_eq!(sample(&text, "ballast_queue_jobs_added_total{queue_name=\"stt\"}"), Some(added));
+    let age = sample(&text, "ballast_queue_oldest_waiting_seconds{queue_name=\"stt\"}").expect("oldest wait");
+    assert!(age > 0.0 && age < 600.0, "the fixture's jobs were added moments ago: {age}");
+
+    // At and just past the bounds: a 20-digit counter is read, 21 digits are not a counter; a job time one
+    // digit too long is not read; a wait list past MARKER_CHECK_MAX_BYTES has its end left unread.
+    let seed = |args: &[&str]| server.cmd(&url, args).expect("seeding");
+    seed(&["SET", "bull:max:id", "18446744073709551615"]);
+    seed(&["SET", "bull:over:id", "184467440737095516150"]);
+    seed(&["RPUSH", "bull:long-time:wait", "7"]);
+    seed(&["HSET", "bull:long-time:7", "timestamp", "170000000000000000000", "delay", "0"]);
+    seed(&["RPUSH", "bull:ok-time:wait", "7"]);
+    seed(&["HSET", "bull:ok-time:7", "timestamp", "1700000000000", "delay", "500"]);
+    let ids: Vec<String> = (0..5000).map(|n| n.to_string()).collect();
+    let long: Vec<&str> = ["RPUSH", "bull:long:wait"].into_iter().chain(ids.iter().map(String::as_str)).collect();
+    seed(&long);
+    seed(&["HSET", "bull:0", "timestamp", "1700000000000"]);
+    let queues = ["max", "over", "long-time", "ok-time", "long"];
+    let states = source.counts(&refs("bull", &queues)).await.expect("collection");
+    assert_eq!(states[0].as_ref().expect("max").jobs_added, Some(u64::MAX));
+    let err = states[1].as_ref().expect_err("21 digits").to_string();
+    assert!(err.contains("bull:over:id is not BullMQ's job counter"), "{err}");
+    assert_eq!(states[2].as_ref().expect("long-time").oldest_waiting_since_ms, None);
+    assert_eq!(states[3].as_ref().expect("ok-time").oldest_waiting_since_ms, Some(1_700_000_000_500));
+    let long = states[4].as_ref().expect("long");
+    assert_eq!((long.counts.waiting, long.oldest_waiting_since_ms), (5000, None));
+    metrics.record_queue("long", long);
+    assert_eq!(sample(&metrics.encode(), "ballast_queue_oldest_waiting_seconds{queue_name=\"long\"}"), None);
 }
 
 #[tokio::test]
@@ -324,15 +377,6 @@ fn sample(metrics: &str, selector: &str) -> Option<f64> {
     metrics.lines().find_map(|line| line.strip_prefix(selector)?.trim().parse().ok())
 }
 
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn exporter_serves_the_old_exporters_series_and_drops_them_when_redis_is_gone() {
     let mut server = RedisServer::start();
@@ -400,7 +444,8 @@ fn autoscaler_metrics_pass_promtool() {
     let metrics = Metrics::new().expect("metrics");
     let state = QueueState {
         counts: QueueCounts { waiting: 4, prioritized: 1, active: 2, delayed: 3, ..QueueCounts::default() },
-        is_paused: false,
+        jobs_added: Some(10),
+        ..QueueState::default()
     };
     metrics.record_queue("stt", &state);
     metrics.record_queue("gone", &state);

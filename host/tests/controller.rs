@@ -206,6 +206,17 @@ async fn configmap_update_swaps_the_plugin_and_a_broken_update_is_refused() {
     let rejected = metric_line(&metrics, "ballast_plugin_not_ready", &["reason=\"PluginRejected\"", "role=\"live\""]);
     assert!(rejected.is_some_and(|l| l.ends_with(" 1")), "{metrics}");
     assert!(metrics.contains("ballast_leader 1"), "{metrics}");
+    // The bounds the pinned-at-maximum alert compares with.
+    for (name, value) in [("ballast_replicas_max", " 5"), ("ballast_replicas_min", " 1")] {
+        let line = metric_line(&metrics, name, &["service=\"web\""]);
+        assert!(line.is_some_and(|l| l.ends_with(value)), "{name}: {metrics}");
+    }
+    // A deleted policy leaves no series behind (a dashboard would show it scaling, its alerts would fire on).
+    cluster.delete_policy("web").await;
+    eventually(Duration::from_secs(30), "no series of the deleted policy", || {
+        (!host.metrics.encode().contains("service=\"web\"")).then_some(())
+    })
+    .await;
     host.stop().await;
 }
 
@@ -361,7 +372,7 @@ spec:
 ---
 {config_map}"#
     );
-    let base = std::path::Path::new(env!("BALLAST_PLUGIN_DIR"));
+    let base = std::path::Path::new(ballast_test_plugins::DIR);
     let documents = ballast::controller::crd::documents_from_yaml("inline", &yaml, Some(base)).expect("documents");
     assert_eq!((documents.policies.len(), documents.config_maps.len()), (2, 1));
     let host = Host::start_with(

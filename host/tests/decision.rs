@@ -18,7 +18,7 @@ fn engine() -> &'static Arc<PolicyEngine> {
 }
 
 fn hostile() -> Plugin {
-    let path = format!("{}/hostile.wasm", env!("BALLAST_PLUGIN_DIR"));
+    let path = format!("{}/hostile.wasm", ballast_test_plugins::DIR);
     let compiled = engine().load(&path, &std::fs::read(&path).unwrap()).unwrap();
     Plugin::new(engine().clone(), compiled)
 }
@@ -43,6 +43,7 @@ fn spec(min: u32, max: u32, behavior: Option<Behavior>, fallback: Fallback) -> S
         paused: false,
         decision_interval_seconds: 1,
         limits: None,
+        wait_objective_seconds: None,
     }
 }
 
@@ -231,7 +232,7 @@ fn services_whose_plugins_keep_timing_out_back_off_and_healthy_ones_decide_every
     use ballast::autoscaler::{Fleet, ManagedService};
     // The default 10 ms deadline: a looping plugin costs that much each time it is called.
     let engine = PolicyEngine::new(RuntimeLimits { max_instances: 64, ..RuntimeLimits::default() }).unwrap();
-    let path = format!("{}/hostile.wasm", env!("BALLAST_PLUGIN_DIR"));
+    let path = format!("{}/hostile.wasm", ballast_test_plugins::DIR);
     let compiled = engine.load(&path, &std::fs::read(&path).unwrap()).unwrap();
     let mut fleet = Fleet::default();
     let with_config = |config: serde_json::Value| ScalingPolicySpec { config, ..spec(1, 10, None, Fallback::Hold) };
@@ -264,7 +265,7 @@ fn services_whose_plugins_keep_timing_out_back_off_and_healthy_ones_decide_every
 #[test]
 fn a_policy_may_lower_its_plugins_limits_but_never_raise_them() {
     use ballast::spec::PluginLimitsSpec;
-    let path = format!("{}/hostile.wasm", env!("BALLAST_PLUGIN_DIR"));
+    let path = format!("{}/hostile.wasm", ballast_test_plugins::DIR);
     let compiled = engine().load(&path, &std::fs::read(&path).unwrap()).unwrap();
     let alloc = |memory_mib: u32| {
         let limits = PluginLimitsSpec { memory_mib: Some(memory_mib), deadline_milliseconds: None };

@@ -4,8 +4,13 @@
 //!
 //! After changing a plugin, regenerate the ConfigMaps and pins with
 //! `BALLAST_BLESS=1 cargo test -p ballast --test deploy shipped`.
+//!
+//! The host image: the Dockerfile's runtime stage, built with buildah, runs the host as non-root with no shell.
+
+mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use ballast::authoring::pack::{self, DEFAULT_KEY, PackTarget};
 use ballast::controller::crd::documents_from_yaml;
@@ -142,4 +147,144 @@ fn the_host_deployment_elects_its_leader_with_the_lease_rbac_lets_it_update() {
             && rule["resourceNames"].as_array().unwrap().iter().any(|n| n == lease_name)
     });
     assert!(updatable, "rbac.yaml lets the host update Lease {lease_namespace}/{lease_name}");
+}
+
+/// Runs a command and returns its stdout, failing the test with its stderr.
+fn run(command: &mut Command) -> String {
+    let output = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(output.status.success(), "{command:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// A blob of an OCI image layout by its `sha256:` digest.
+fn blob(layout: &Path, digest: &str) -> PathBuf {
+    layout.join("blobs/sha256").join(digest.strip_prefix("sha256:").expect("a sha256 digest"))
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&read(path)).unwrap()
+}
+
+/// The files of a layer tarball, as `tar -tv` lists them (`mode owner/group ... path`).
+fn layer_entries(layer: &Path) -> Vec<(String, String, String)> {
+    run(Command::new("tar").arg("-tvf").arg(layer).arg("--numeric-owner"))
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields[0].to_owned(), fields[1].to_owned(), fields[5..].join(" ").trim_start_matches("./").to_owned())
+        })
+        .collect()
+}
+
+/// The Dockerfile's runtime stage, built by buildah (no Docker engine runs here, and base images cannot be pulled):
+/// the distroless base is replaced by a stand-in holding what `gcr.io/distroless/cc-debian12:nonroot` holds for
+/// this binary (the Debian 12 glibc and libgcc it links, CA certificates, the nonroot user, no shell), and the
+/// `build` stage by this test's binary. The image must add only the binary, run it as 65532 (the Deployment's
+/// securityContext), and the binary must start there with nothing else: `--version` prints the Deployment's tag.
+#[test]
+fn the_image_adds_only_the_host_binary_and_runs_it_as_the_deployments_non_root_user() {
+    common::require("buildah", "apt-get install -y buildah");
+    common::require("strip", "apt-get install -y binutils");
+    let work = tempfile::tempdir().unwrap();
+    let work = work.path();
+    let buildah = |args: &[&str]| {
+        let mut command = Command::new("buildah");
+        command.arg("--root").arg(work.join("storage")).arg("--runroot").arg(work.join("run"));
+        command.args(["--storage-driver", "vfs"]).args(args);
+        run(&mut command)
+    };
+    let binary = Path::new(env!("CARGO_BIN_EXE_ballast"));
+
+    // The runtime stand-in: the libraries the binary links, CA certificates, passwd/group with nonroot.
+    let base = work.join("base");
+    let rootfs = base.join("rootfs");
+    for library in run(Command::new("ldd").arg(binary)).lines().filter_map(|line| {
+        let path = line.split("=>").last()?.split_whitespace().next()?;
+        path.starts_with('/').then(|| PathBuf::from(path))
+    }) {
+        let into = rootfs.join(library.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(into.parent().unwrap()).unwrap();
+        std::fs::copy(&library, &into).unwrap();
+    }
+    let etc = rootfs.join("etc");
+    std::fs::create_dir_all(etc.join("ssl/certs")).unwrap();
+    std::fs::copy("/etc/ssl/certs/ca-certificates.crt", etc.join("ssl/certs/ca-certificates.crt")).unwrap();
+    std::fs::write(
+        etc.join("passwd"),
+        "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n",
+    )
+    .unwrap();
+    std::fs::write(etc.join("group"), "root:x:0:\nnonroot:x:65532:\n").unwrap();
+    std::fs::create_dir_all(rootfs.join("home/nonroot")).unwrap();
+    std::fs::write(base.join("Containerfile"), "FROM scratch\nCOPY rootfs/ /\n").unwrap();
+    let build = ["bud", "--isolation", "chroot", "--pull=never", "--layers=false"];
+    let stand_in = "localhost/distroless-stand-in:test";
+    buildah(&[&build[..], &["-t", stand_in, &base.display().to_string()]].concat());
+
+    // The Dockerfile itself, with an empty context: the runtime stage may copy nothing but the built binary.
+    let built = work.join("build");
+    std::fs::create_dir_all(&built).unwrap();
+    std::fs::copy(binary, built.join("ballast")).unwrap();
+    run(Command::new("strip").arg(built.join("ballast"))); // debug info only; keeps the layers small
+    let context = work.join("context");
+    std::fs::create_dir_all(&context).unwrap();
+    let dockerfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Dockerfile");
+    buildah(
+        &[
+            &build[..],
+            &[
+                "--build-context",
+                &format!("build={}", built.display()),
+                "--build-arg",
+                &format!("RUNTIME_IMAGE={stand_in}"),
+                "-f",
+                &dockerfile.display().to_string(),
+                "-t",
+                "localhost/ballast:test",
+                &context.display().to_string(),
+            ],
+        ]
+        .concat(),
+    );
+    let layout = work.join("oci");
+    buildah(&["push", "localhost/ballast:test", &format!("oci:{}:ballast", layout.display())]);
+
+    let index = json(&layout.join("index.json"));
+    let manifest = json(&blob(&layout, index["manifests"][0]["digest"].as_str().unwrap()));
+    let config = json(&blob(&layout, manifest["config"]["digest"].as_str().unwrap()));
+    assert_eq!(config["config"]["User"], "65532:65532", "the image's user");
+    assert_eq!(config["config"]["Entrypoint"], serde_json::json!(["/usr/local/bin/ballast"]));
+    let layers: Vec<PathBuf> =
+        manifest["layers"].as_array().unwrap().iter().map(|l| blob(&layout, l["digest"].as_str().unwrap())).collect();
+    assert_eq!(layers.len(), 2, "the base's layer and the binary's");
+    let added = layer_entries(&layers[1]);
+    let files: Vec<&(String, String, String)> = added.iter().filter(|(mode, ..)| !mode.starts_with('d')).collect();
+    assert_eq!(files.len(), 1, "the Dockerfile adds only the binary: {added:?}");
+    let (mode, owner, path) = files[0];
+    assert_eq!((mode.as_str(), owner.as_str(), path.as_str()), ("-rwxr-xr-x", "0/0", "usr/local/bin/ballast"));
+
+    let unpacked = work.join("unpacked");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    for layer in &layers {
+        run(Command::new("tar").arg("-xf").arg(layer).arg("-C").arg(&unpacked).arg("--same-owner"));
+    }
+    for shell in ["bin/sh", "bin/bash", "bin/dash", "usr/bin/sh", "bin/busybox", "usr/bin/apt", "usr/bin/dpkg"] {
+        assert!(unpacked.join(shell).symlink_metadata().is_err(), "the image holds /{shell}");
+    }
+    // What the kubelet would run: the entrypoint as the image's user, in the image's root, with no environment.
+    let version = run(Command::new("/usr/sbin/chroot")
+        .arg("--userspec=65532:65532")
+        .arg(&unpacked)
+        .args(["/usr/local/bin/ballast", "--version"])
+        .env_clear());
+    assert_eq!(version.trim(), format!("ballast {}", env!("CARGO_PKG_VERSION")));
+
+    let deployment: serde_json::Value =
+        serde_saphyr::from_str(&read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/base/deployment.yaml")))
+            .unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["containers"][0]["image"], format!("ballast:{}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let user = format!("{}:{}", pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]);
+    assert_eq!(config["config"]["User"], user.as_str(), "the image's user is the Deployment's");
 }

@@ -15,7 +15,7 @@ use ballast::runtime::{
     ServiceId,
 };
 
-/// How each language's plugins are named in BALLAST_PLUGIN_DIR, and the project they are built from.
+/// How each language's plugins are named in ballast_test_plugins::DIR, and the project they are built from.
 const HPA: [(&str, &str, &str); 3] = [
     ("rust", "hpa.wasm", "plugins/hpa"),
     ("js", "hpa_js.wasm", "plugins/hpa-js"),
@@ -25,7 +25,7 @@ const CASES: usize = 1000;
 const SEED: u64 = 0x6261_6c6c_6173_7400;
 
 fn plugin_bytes(file: &str, project: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("BALLAST_PLUGIN_DIR")).join(file);
+    let path = PathBuf::from(ballast_test_plugins::DIR).join(file);
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
             "{}: {e}. It is built from {project} by scripts/test.sh; build it alone with\n  \

@@ -34,6 +34,7 @@ fn service(name: &str, queues: &[&str]) -> (ServiceKey, ScalingPolicySpec) {
         paused: false,
         decision_interval_seconds: 1,
         limits: None,
+        wait_objective_seconds: None,
     };
     (ServiceKey { namespace: "ai-models".into(), name: name.into() }, spec)
 }

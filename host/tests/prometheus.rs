@@ -1,5 +1,6 @@
 //! The Prometheus source against a real `prometheus` server (Debian package `prometheus`) scraping an in-process
 //! endpoint that serves dcgm-exporter series, a latency histogram and a request counter for several services.
+//! Also `ballast trace`: a backtest trace from Prometheus scraping `ballast exporter` over real bullmq jobs.
 
 mod common;
 
@@ -669,4 +670,112 @@ async fn values_out_of_range_never_reach_a_policy() {
         assert!(observed.unavailable[metric].contains("outside the sane range"), "{:?}", observed.unavailable);
     }
     assert!(observed.unavailable["custom.huge"].contains("1e300"), "{:?}", observed.unavailable);
+}
+
+/// `ballast trace` turns what Prometheus scraped from `ballast exporter` over jobs added by the real bullmq package
+/// into a trace holding exactly those jobs, at the times they came (to the step), and a Simulation document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backtest_trace_holds_every_job_bullmq_added_when_it_came() {
+    let redis = common::RedisServer::start();
+    let redis_url = redis.url("", 0);
+    let add_jobs = |count: usize| {
+        common::require("node", "apt-get install -y nodejs");
+        common::ensure_node_modules();
+        let output = Command::new("node")
+            .args(["fixture.mjs", "add", "--url", &redis_url, "--count", &count.to_string(), "stt"])
+            .current_dir(common::fixtures_dir())
+            .output()
+            .expect("running node");
+        assert!(output.status.success(), "fixture add: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    add_jobs(1); // the queue exists from its first job on
+    let exporter_port = common::free_port();
+    let _exporter = common::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_ballast"))
+            .args(["exporter", "--redis", &redis_url, "--listen", &format!("127.0.0.1:{exporter_port}")])
+            .args(["--interval", "200ms", "stt"])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting ballast exporter"),
+    );
+    let server = start_prometheus(exporter_port);
+    let source = PrometheusSource::new(PrometheusConfig::new(format!("http://127.0.0.1:{}", server.port))).unwrap();
+    let now = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let counter_reaches = |jobs: f64| {
+        let source = &source;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let t = now() as f64;
+                let series =
+                    source.query_range("ballast_queue_jobs_added_total", t - 1.0, t, Duration::from_secs(1)).await;
+                if series.is_ok_and(|s| s.iter().any(|s| s.points.iter().any(|p| p.1 >= jobs))) {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "Prometheus did not see {jobs} jobs added within 30 s");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    counter_reaches(1.0).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let from = now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let first_burst = now() - from;
+    add_jobs(40);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let second_burst = now() - from;
+    add_jobs(20);
+    counter_reaches(61.0).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let to = now();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (csv_path, sim_path) = (dir.path().join("trace.csv"), dir.path().join("sim.yaml"));
+    let prometheus_url = format!("http://127.0.0.1:{}", server.port);
+    let trace = |queue: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ballast"))
+            .args(["trace", "--prometheus", &prometheus_url, "--step", "1s", "--queue", queue])
+            .args(["--from", &from.to_string(), "--to", &to.to_string()])
+            .arg("--out")
+            .arg(&csv_path)
+            .arg("--simulation")
+            .arg(&sim_path)
+            .output()
+            .expect("running ballast trace")
+    };
+    let output = trace("stt=whisper-pyannote-stt");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("stt: 60 jobs added in the span"), "{stderr}");
+
+    // Step rows: each rate holds until the next row. Their jobs add up to the 60 added, in two bursts at the
+    // times they were added (to the scrape and step).
+    let csv = std::fs::read_to_string(&csv_path).unwrap();
+    let rows: Vec<(i64, f64)> = csv
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            assert_eq!(fields[1], "whisper-pyannote-stt", "{line}");
+            (fields[0].parse().unwrap(), fields[2].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(csv.lines().next(), Some("time_s,service,rate"));
+    let jobs: f64 = rows.windows(2).map(|pair| pair[0].1 * (pair[1].0 - pair[0].0) as f64).sum();
+    assert!((jobs - 60.0).abs() < 1e-6, "{jobs} jobs in:\n{csv}");
+    let busy: Vec<i64> = rows.iter().filter(|(_, rate)| *rate > 0.0).map(|(t, _)| *t).collect();
+    let near = |at: i64| busy.iter().any(|t| (t - at).abs() <= 3);
+    assert!(near(first_burst) && near(second_burst), "bursts at {first_burst} s and {second_burst} s:\n{csv}");
+    assert!(busy.iter().all(|t| (t - first_burst).abs() <= 3 || (t - second_burst).abs() <= 3), "{csv}");
+
+    let simulation = std::fs::read_to_string(&sim_path).unwrap();
+    ballast::sim::SimulationFile::parse("sim.yaml", &simulation).expect("a Simulation document simulate reads");
+    assert!(simulation.contains("whisper-pyannote-stt:\n    queue: stt\n"), "{simulation}");
+    assert!(simulation.contains("serviceSeconds: 1  # guess"), "no worker took a job: {simulation}");
+
+    let output = trace("nope");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("no history of ballast_queue_jobs_added_total{queue_name=\"nope\"}"), "{stderr}");
 }

@@ -149,6 +149,7 @@ fn spec(name: &str, config: Value, queues: &[&str], resources: bool) -> ScalingP
         paused: false,
         decision_interval_seconds: 1,
         limits: None,
+        wait_objective_seconds: None,
     }
 }
 

@@ -8,8 +8,7 @@ use ballast::runtime::{
 };
 
 fn plugin_bytes(file: &str) -> Vec<u8> {
-    let path = format!("{}/{file}", env!("BALLAST_PLUGIN_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    ballast_test_plugins::read(file)
 }
 
 /// A loaded CI machine can preempt a call for longer than the default 10 ms, so tests that do not test the

@@ -21,7 +21,7 @@ fn text(output: &std::process::Output) -> String {
 }
 
 fn hostile_path() -> PathBuf {
-    PathBuf::from(env!("BALLAST_PLUGIN_DIR")).join("hostile.wasm")
+    PathBuf::from(ballast_test_plugins::DIR).join("hostile.wasm")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

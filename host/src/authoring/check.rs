@@ -224,6 +224,7 @@ pub(crate) fn sample_spec(min: u32, max: u32) -> ScalingPolicySpec {
         paused: false,
         decision_interval_seconds: 1,
         limits: None,
+        wait_objective_seconds: None,
     }
 }
 
@@ -258,7 +259,7 @@ mod tests {
     }
 
     fn test_plugin(name: &str) -> Vec<u8> {
-        std::fs::read(format!("{}/{name}", env!("BALLAST_PLUGIN_DIR"))).unwrap()
+        ballast_test_plugins::read(name)
     }
 
     #[test]

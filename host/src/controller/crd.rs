@@ -273,6 +273,20 @@ mod tests {
         assert!(err.contains("spec.minReplicas (4) is above spec.maxReplicas (3); lower minReplicas"), "{err}");
         let err = error(&policy("a").replace("maxReplicas: 3", "maxReplicas: 0\n  minReplicas: 0"));
         assert!(err.contains("spec.maxReplicas is 0; it must be at least 1"), "{err}");
+        let objective = |seconds: &str| {
+            policy("a").replace("maxReplicas: 3", &format!("maxReplicas: 3\n  waitObjectiveSeconds: {seconds}"))
+        };
+        let read =
+            |text: &str| documents_from_yaml("p.yaml", text, None).map(|d| d.policies[0].spec.wait_objective_seconds);
+        assert_eq!(read(&objective("86400")).unwrap(), Some(86_400.0));
+        assert_eq!(read(&objective("0.001")).unwrap(), Some(0.001));
+        for over in ["86400.5", "0.0009", "-1", ".nan"] {
+            let err = error(&objective(over));
+            assert!(
+                err.contains("spec.waitObjectiveSeconds") && err.contains("outside 0.001..=86400"),
+                "{over}: {err}"
+            );
+        }
         let shadow = "{builtin: hpa}\n  shadow: {plugin: {}}";
         let err = error(&policy("a").replace("{builtin: hpa}", shadow));
         assert!(err.contains("(`a`, from line 1): spec.shadow.plugin must name exactly one of"), "{err}");

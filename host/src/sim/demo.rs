@@ -58,7 +58,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn queue_drain_targets_are_the_services_wait_objectives() {
+    fn the_shipped_policies_objectives_are_the_services_wait_objectives() {
         let sets = policy_sets().unwrap();
         let drain = sets.iter().find(|s| s.label == "queue-drain").unwrap();
         for service in &drain.services {
@@ -69,6 +69,18 @@ mod tests {
                  host/src/sim/demo.yaml must be the same wait objective",
                 service.key
             );
+        }
+        for set in &sets {
+            for service in &set.services {
+                assert_eq!(
+                    service.spec.wait_objective_seconds,
+                    Some(service.sim.wait_slo_seconds),
+                    "{}/{}: waitObjectiveSeconds in deploy/policies/{}/policies.yaml is the service's waitSloSeconds",
+                    set.label,
+                    service.key,
+                    set.label
+                );
+            }
         }
     }
 }

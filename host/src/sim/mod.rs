@@ -10,6 +10,7 @@ pub mod bound;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod history;
 pub mod report;
 pub mod rng;
 pub mod run;
@@ -57,4 +58,6 @@ pub enum SimError {
     Host(#[from] crate::Error),
     #[error(transparent)]
     Documents(#[from] crate::controller::ControllerError),
+    #[error(transparent)]
+    Prometheus(#[from] crate::sources::prometheus::PromError),
 }

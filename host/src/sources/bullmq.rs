@@ -17,6 +17,14 @@
 //! `paused`; BullMQ 6 leaves them in `wait` (reported as `waiting`) and only sets the `meta` hash's `paused` field.
 //! That field is reported as [`QueueState::is_paused`] for both.
 //!
+//! Two more figures, for the exported metrics rather than for plugins:
+//! - `jobs_added`, BullMQ's job id counter (`QUEUE:id`, incremented by every `Queue.add` without a custom job id):
+//!   an exact arrivals counter, read with `GETRANGE 0 20` so a key that is not a counter costs 21 bytes at most;
+//! - `oldest_waiting_since_ms`, when the job at the end of the `wait` list (BullMQ pushes new jobs at its head,
+//!   workers take from its end) became ready: its hash's `timestamp` plus `delay`. The job id is the element the
+//!   marker check already reads, so only lists within [`MARKER_CHECK_MAX_BYTES`] tell it; the two fields' lengths
+//!   are asked (`HSTRLEN`) before the fields are read. Prioritized jobs (a sorted set) are not looked at.
+//!
 //! A queue none of whose keys exist (`meta` and `id` are written by the first `Queue.add`, and a used queue keeps
 //! them) is a [`BullmqError::Missing`] rather than zero jobs: a misspelt name, prefix or database would otherwise
 //! read as an idle queue and invite a scale-down.
@@ -47,7 +55,11 @@ const ZCARD_COMPLETED: usize = 8;
 const ZCARD_FAILED: usize = 9;
 const META_PAUSED: usize = 10;
 const EXISTS_META_ID: usize = 11;
-const COMMANDS_PER_QUEUE: usize = 12;
+const GETRANGE_ID: usize = 12;
+const COMMANDS_PER_QUEUE: usize = 13;
+
+/// Longest job counter or job time read: `u64::MAX` has 20 digits.
+const MAX_NUMBER_DIGITS: usize = 20;
 
 /// Largest list whose last element is read to check for a legacy marker (see the module docs): the most bytes
 /// one queue can cost a collection beyond its counts.
@@ -105,11 +117,16 @@ impl Default for ConnectOptions {
     }
 }
 
-/// One queue's counts and whether BullMQ considers it paused.
+/// One queue's counts, whether BullMQ considers it paused, and the figures only the exporter uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueState {
     pub counts: QueueCounts,
     pub is_paused: bool,
+    /// Jobs ever added (BullMQ's id counter); `None` before the first.
+    pub jobs_added: Option<u64>,
+    /// When the oldest job of the `wait` list became ready, in Unix milliseconds; `None` when nothing waits there
+    /// or the list is too large for its end to be read.
+    pub oldest_waiting_since_ms: Option<u64>,
 }
 
 /// How connections are made: to one server, or to the master Redis Sentinel names (asked again for every new
@@ -450,13 +467,84 @@ impl BullmqSource {
             }
             last_elements.extend(checked.into_iter().map(|(index, _)| index).zip(answers));
         }
-        Ok(queues
+        let mut states: Vec<Result<QueueState>> = queues
             .iter()
             .zip(replies.chunks_exact(COMMANDS_PER_QUEUE))
             .enumerate()
             .map(|(index, (queue, replies))| {
                 let last = |len: usize| last_elements.get(&(index * COMMANDS_PER_QUEUE + len));
                 self.queue_state(queue, replies, last(LLEN_WAIT), last(LLEN_PAUSED))
+            })
+            .collect();
+        // The oldest waiting job of each queue whose wait list's end was read and is a job id.
+        let oldest: Vec<(usize, String)> = states
+            .iter()
+            .enumerate()
+            .filter(|(_, state)| state.as_ref().is_ok_and(|s| s.counts.waiting > 0))
+            .filter_map(|(index, _)| match last_elements.get(&(index * COMMANDS_PER_QUEUE + LLEN_WAIT)) {
+                Some(Value::BulkString(id)) if !id.starts_with(b"0:") => {
+                    let id = String::from_utf8_lossy(id);
+                    Some((index, format!("{}:{}:{id}", prefix_of(&queues[index]), queues[index].name)))
+                }
+                _ => None,
+            })
+            .collect();
+        for (index, since) in self.ready_times(&mut connection, &oldest).await? {
+            if let Ok(state) = &mut states[index] {
+                state.oldest_waiting_since_ms = Some(since);
+            }
+        }
+        Ok(states)
+    }
+
+    /// When each job became ready (`timestamp` + `delay`, ms), for the `(index, job key)` given: two round trips,
+    /// the fields' lengths first, so that only numbers are read. A job gone meanwhile (taken by a worker) or with
+    /// fields that are not numbers is left out: the figure is for dashboards, never for a scaling decision.
+    async fn ready_times(&self, connection: &mut Connection, jobs: &[(usize, String)]) -> Result<Vec<(usize, u64)>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let read = |pipeline: redis::Pipeline, mut connection: Connection| async move {
+            pipeline
+                .query_async::<Vec<Value>>(&mut connection)
+                .await
+                .map_err(|source| BullmqError::Read { url: self.url.clone(), source })
+        };
+        let mut lengths = redis::pipe();
+        lengths.ignore_errors();
+        for (_, key) in jobs {
+            lengths.cmd("HSTRLEN").arg(key).arg("timestamp").cmd("HSTRLEN").arg(key).arg("delay");
+        }
+        let lengths = read(lengths, connection.clone()).await?;
+        let short =
+            |reply: &Value| matches!(reply, Value::Int(n) if usize::try_from(*n).is_ok_and(|n| n <= MAX_NUMBER_DIGITS));
+        let readable: Vec<&(usize, String)> = jobs
+            .iter()
+            .zip(lengths.chunks_exact(2))
+            .filter(|(_, lengths)| matches!(lengths[0], Value::Int(n) if n > 0) && lengths.iter().all(short))
+            .map(|(job, _)| job)
+            .collect();
+        if readable.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut fields = redis::pipe();
+        fields.ignore_errors();
+        for (_, key) in &readable {
+            fields.cmd("HMGET").arg(key).arg("timestamp").arg("delay");
+        }
+        let number = |value: &Value| match value {
+            Value::BulkString(digits) => std::str::from_utf8(digits).ok()?.parse::<u64>().ok(),
+            Value::Nil => Some(0),
+            _ => None,
+        };
+        Ok(readable
+            .into_iter()
+            .zip(read(fields, connection.clone()).await?)
+            .filter_map(|((index, _), reply)| match reply {
+                Value::Array(values) if values.len() == 2 => {
+                    Some((*index, number(&values[0])?.checked_add(number(&values[1])?)?))
+                }
+                _ => None,
             })
             .collect())
     }
@@ -556,6 +644,25 @@ impl BullmqSource {
                 completed: int(ZCARD_COMPLETED)?,
             },
             is_paused: int(META_PAUSED)? == 1,
+            jobs_added: match &replies[GETRANGE_ID] {
+                Value::BulkString(digits) if digits.is_empty() => None,
+                Value::BulkString(digits) => Some(
+                    std::str::from_utf8(digits)
+                        .ok()
+                        .filter(|_| digits.len() <= MAX_NUMBER_DIGITS)
+                        .and_then(|digits| digits.parse::<u64>().ok())
+                        .ok_or_else(|| {
+                            queue_error(format!(
+                                "{name}:id is not BullMQ's job counter (it starts {:?}); is this a BullMQ queue under \
+                                 this prefix?",
+                                String::from_utf8_lossy(digits)
+                            ))
+                        })?,
+                ),
+                Value::Nil => None,
+                other => return Err(queue_error(reply_problem(GETRANGE_ID, other))),
+            },
+            oldest_waiting_since_ms: None,
         };
         // The lengths come first: a list holding only a legacy marker still shows the queue exists.
         let any_key = [LLEN_WAIT, LLEN_PAUSED, LLEN_ACTIVE, ZCARD_PRIORITIZED, ZCARD_DELAYED, ZCARD_WAITING_CHILDREN]
@@ -595,6 +702,7 @@ fn pipeline_for(queues: &[QueueRef]) -> redis::Pipeline {
         }
         pipeline.cmd("HEXISTS").arg(key("meta")).arg("paused");
         pipeline.cmd("EXISTS").arg(key("meta")).arg(key("id"));
+        pipeline.cmd("GETRANGE").arg(key("id")).arg(0).arg(MAX_NUMBER_DIGITS);
     }
     pipeline
 }
@@ -612,7 +720,8 @@ fn reply_problem(index: usize, reply: &Value) -> String {
         ZCARD_COMPLETED => "ZCARD completed",
         ZCARD_FAILED => "ZCARD failed",
         META_PAUSED => "HEXISTS meta paused",
-        _ => "EXISTS meta id",
+        EXISTS_META_ID => "EXISTS meta id",
+        _ => "GETRANGE id",
     };
     match reply {
         Value::ServerError(e) if e.code() == "NOPERM" => {

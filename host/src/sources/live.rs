@@ -513,8 +513,11 @@ async fn refresh_secret_connections(
     metrics: Arc<Metrics>,
 ) {
     use k8s_openapi::api::core::v1::Secret;
+    let mut next_due = Duration::ZERO;
     loop {
-        let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+        // Asleep until a tick asks for a new Secret or the first read comes due (a Secret no longer asked for is
+        // let go at the latest one refresh period later).
+        let _ = tokio::time::timeout(next_due, wake.notified()).await;
         let due: Vec<SecretKey> = {
             let mut shared = shared.lock().expect("secret connections poisoned");
             // A Secret no policy has asked for in two refresh periods (the policy went, or names another) is let go.
@@ -524,6 +527,7 @@ async fn refresh_secret_connections(
             let fresh = |key: &SecretKey| connections.get(key).is_some_and(|c| c.read.elapsed() < SECRET_REFRESH);
             wanted.keys().filter(|key| !fresh(key)).cloned().collect()
         };
+        next_due = SECRET_REFRESH;
         for (namespace, name) in due {
             let what = format!("Secret {namespace}/{name}");
             let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), &namespace);
@@ -562,6 +566,10 @@ async fn refresh_secret_connections(
                 }
             };
             shared.connections.insert(key, connection);
+        }
+        let shared = shared.lock().expect("secret connections poisoned");
+        if let Some(oldest) = shared.connections.values().map(|c| c.read.elapsed()).max() {
+            next_due = SECRET_REFRESH.saturating_sub(oldest);
         }
     }
 }

@@ -284,6 +284,7 @@ struct Inner {
     client: reqwest::Client,
     url: String,
     endpoint: reqwest::Url,
+    range_endpoint: reqwest::Url,
     auth: PrometheusAuth,
     timeout: Duration,
     max_sample_age: Duration,
@@ -305,6 +306,7 @@ impl PrometheusSource {
             base.set_path(&path);
         }
         let endpoint = base.join("api/v1/query").map_err(|e| invalid(e.to_string()))?;
+        let range_endpoint = base.join("api/v1/query_range").map_err(|e| invalid(e.to_string()))?;
 
         // reqwest is built without a bundled crypto provider; use ring unless the process chose one already.
         if rustls::crypto::CryptoProvider::get_default().is_none() {
@@ -333,6 +335,7 @@ impl PrometheusSource {
                 client,
                 url: config.url,
                 endpoint,
+                range_endpoint,
                 auth: config.auth,
                 timeout: config.timeout,
                 max_sample_age: config.max_sample_age,
@@ -342,6 +345,35 @@ impl PrometheusSource {
                 queries_issued: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// The history of `query` from `start` to `end` (Unix seconds) every `step`, as Prometheus's `query_range`
+    /// answers it (at most 11,000 points a series per call: callers split longer spans). Unlike [`Self::collect`],
+    /// the query is sent as given: this is for an operator's command line, not for a tenant's policy.
+    pub async fn query_range(
+        &self,
+        query: &str,
+        start: f64,
+        end: f64,
+        step: Duration,
+    ) -> Result<Vec<RangeSeries>, PromError> {
+        let authorization = self.inner.auth.read()?;
+        let params = [("start", start.to_string()), ("end", end.to_string()), ("step", step.as_secs_f64().to_string())];
+        self.inner.queries_issued.fetch_add(1, Ordering::Relaxed);
+        match self.inner.call(&self.inner.range_endpoint, query, &params, authorization.as_ref()).await? {
+            ApiData::Matrix(series) => Ok(series
+                .into_iter()
+                .map(|s| RangeSeries {
+                    labels: s.metric,
+                    points: s.values.iter().map(|(t, v)| (*t, parse_value(v))).collect(),
+                })
+                .collect()),
+            _ => Err(PromError::BadAnswer {
+                url: self.inner.url.clone(),
+                query: query.to_string(),
+                detail: "not a range vector (matrix)".into(),
+            }),
+        }
     }
 
     /// Queries sent since this source was created.
@@ -494,8 +526,37 @@ impl Inner {
     async fn query(&self, query: &str, authorization: Option<&Authorization>) -> Result<Vec<Series>, PromError> {
         let url = || self.url.clone();
         let query_text = || query.to_string();
+        match self.call(&self.endpoint, query, &[], authorization).await? {
+            ApiData::Vector(samples) => samples
+                .into_iter()
+                .map(|s| Ok(Series { labels: s.metric, timestamp: s.value.0, value: parse_value(&s.value.1) }))
+                .collect(),
+            ApiData::Scalar((timestamp, value)) => {
+                Ok(vec![Series { labels: BTreeMap::new(), timestamp, value: parse_value(&value) }])
+            }
+            ApiData::Matrix(_) => {
+                Err(PromError::BadAnswer { url: url(), query: query_text(), detail: "a range vector (matrix)".into() })
+            }
+            ApiData::String(_) => {
+                Err(PromError::BadAnswer { url: url(), query: query_text(), detail: "a string".into() })
+            }
+        }
+    }
+
+    /// One POST to `endpoint` with `query` and `params`: the answer's data, its size held to the cap.
+    async fn call(
+        &self,
+        endpoint: &reqwest::Url,
+        query: &str,
+        params: &[(&str, String)],
+        authorization: Option<&Authorization>,
+    ) -> Result<ApiData, PromError> {
+        let url = || self.url.clone();
+        let query_text = || query.to_string();
         let timeout = format!("{}", self.timeout.as_secs_f64());
-        let mut request = self.client.post(self.endpoint.clone()).form(&[("query", query), ("timeout", &timeout)]);
+        let mut form = vec![("query", query), ("timeout", &timeout)];
+        form.extend(params.iter().map(|(name, value)| (*name, value.as_str())));
+        let mut request = self.client.post(endpoint.clone()).form(&form);
         request = match authorization {
             None => request,
             Some(Authorization::Bearer(token)) => request.bearer_auth(token),
@@ -537,24 +598,11 @@ impl Inner {
                 status: status.as_u16(),
                 body: String::from_utf8_lossy(&body).chars().take(200).collect(),
             }),
-            Ok(api) => match api.data {
-                Some(ApiData::Vector(samples)) => samples
-                    .into_iter()
-                    .map(|s| Ok(Series { labels: s.metric, timestamp: s.value.0, value: parse_value(&s.value.1) }))
-                    .collect(),
-                Some(ApiData::Scalar((timestamp, value))) => {
-                    Ok(vec![Series { labels: BTreeMap::new(), timestamp, value: parse_value(&value) }])
-                }
-                Some(ApiData::Matrix(_)) => Err(PromError::BadAnswer {
-                    url: url(),
-                    query: query_text(),
-                    detail: "a range vector (matrix)".into(),
-                }),
-                Some(ApiData::String(_)) => {
-                    Err(PromError::BadAnswer { url: url(), query: query_text(), detail: "a string".into() })
-                }
-                None => Err(PromError::BadAnswer { url: url(), query: query_text(), detail: "no data".into() }),
-            },
+            Ok(api) => api.data.ok_or_else(|| PromError::BadAnswer {
+                url: url(),
+                query: query_text(),
+                detail: "no data".into(),
+            }),
             Err(e) => Err(PromError::BadAnswer { url: url(), query: query_text(), detail: format!("not JSON: {e}") }),
         }
     }
@@ -594,8 +642,21 @@ struct ApiResponse {
 enum ApiData {
     Vector(Vec<VectorSample>),
     Scalar((f64, String)),
-    Matrix(serde::de::IgnoredAny),
+    Matrix(Vec<MatrixSeries>),
     String(serde::de::IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct MatrixSeries {
+    metric: BTreeMap<String, String>,
+    values: Vec<(f64, String)>,
+}
+
+/// One series of a range query: its labels and its `(Unix seconds, value)` points, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeSeries {
+    pub labels: BTreeMap<String, String>,
+    pub points: Vec<(f64, f64)>,
 }
 
 #[derive(Deserialize)]

@@ -32,8 +32,7 @@ use tokio::sync::watch;
 pub const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/default/deployments/web";
 
 pub fn plugin_file(name: &str) -> Vec<u8> {
-    let path = format!("{}/{name}", env!("BALLAST_PLUGIN_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    ballast_test_plugins::read(name)
 }
 
 /// The component with a custom section appended: the same plugin, a different build (and digest).
@@ -142,6 +141,11 @@ impl Cluster {
         .expect("a valid ScalingPolicy");
         let api: Api<ScalingPolicy> = Api::namespaced(self.client.clone(), "default");
         api.create(&PostParams::default(), &policy).await.expect("creating the ScalingPolicy");
+    }
+
+    pub async fn delete_policy(&self, name: &str) {
+        let api: Api<ScalingPolicy> = Api::namespaced(self.client.clone(), "default");
+        api.delete(name, &Default::default()).await.expect("deleting the ScalingPolicy");
     }
 
     /// A policy on Deployment `web` decided by the hostile test plugin (ConfigMap `hostile`) with fast `behavior`;

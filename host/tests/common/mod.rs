@@ -39,6 +39,16 @@ pub fn test_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"))
 }
 
+/// A child process killed (and reaped) when the test ends, however it ends.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port").port()
 }
@@ -143,8 +153,14 @@ pub fn ensure_node_modules() {
 
 pub type BullmqCounts = BTreeMap<String, (QueueCounts, bool)>;
 
-/// Runs fixture.mjs and parses what `getJobCounts()` printed.
-pub fn fixture(command: &str, url: &str, prefix: &str, pause: &[&str], queues: &[&str]) -> BullmqCounts {
+/// Runs fixture.mjs and returns what it printed per queue (see its header for the fields).
+pub fn fixture_json(
+    command: &str,
+    url: &str,
+    prefix: &str,
+    pause: &[&str],
+    queues: &[&str],
+) -> BTreeMap<String, serde_json::Value> {
     require("node", "apt-get install -y nodejs");
     ensure_node_modules();
     let mut args = vec!["fixture.mjs", command, "--url", url, "--prefix", prefix];
@@ -154,8 +170,13 @@ pub fn fixture(command: &str, url: &str, prefix: &str, pause: &[&str], queues: &
     args.extend(queues);
     let output = Command::new("node").args(&args).current_dir(fixtures_dir()).output().expect("running node");
     assert!(output.status.success(), "fixture.mjs {command} failed: {}", String::from_utf8_lossy(&output.stderr));
-    let json: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&output.stdout).expect("fixture JSON");
-    json.into_iter()
+    serde_json::from_slice(&output.stdout).expect("fixture JSON")
+}
+
+/// Runs fixture.mjs and parses what `getJobCounts()` printed.
+pub fn fixture(command: &str, url: &str, prefix: &str, pause: &[&str], queues: &[&str]) -> BullmqCounts {
+    fixture_json(command, url, prefix, pause, queues)
+        .into_iter()
         .map(|(queue, v)| {
             let n = |field: &str| v[field].as_u64().unwrap_or_else(|| panic!("{queue}: no count {field} in {v}"));
             let counts = QueueCounts {
