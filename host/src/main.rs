@@ -552,7 +552,7 @@ struct TraceArgs {
     /// to the queue's name. Repeat for each queue (at most 100).
     #[arg(long = "queue", value_name = "QUEUE[=SERVICE]", required = true)]
     queues: Vec<String>,
-    /// Where to write the trace CSV (`time_s,service,rate`), `-` for standard output.
+    /// Where to write the trace CSV (`time_s,service,arrivals`), `-` for standard output.
     #[arg(long, default_value = "-")]
     out: PathBuf,
     /// Where to write the Simulation document (service time from the history where it tells it, the rest marked
