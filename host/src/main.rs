@@ -112,6 +112,28 @@ enum Command {
     ///
     /// Example: ballast simulate --policies deploy/policies/hpa --compare
     /// deploy/policies/queue-drain --trace builtin:day --out out/day
+    ///
+    /// The table, per service and policy set: pod-hours (every pod, starting or ready, as billed); x bound (pod-hours
+    /// over the lower bound; below 1 the set cannot have met the objective as the bound models it); wait mean (mean
+    /// wait of completed jobs, arrival to the start of the attempt that completed, 0 s waits included: most jobs
+    /// find a free slot, so a median would be 0 s); wait p95 and wait max (the same waits); over SLO s (seconds in
+    /// which a waiting job had waited longer than waitSloSeconds); scales (replica changes); failures (plugin calls
+    /// that failed); completed (jobs); left (jobs still waiting or running at the end). Each service's `lower bound`
+    /// row: the fewest pod-hours that meet its wait objective on this trace, by Erlang C (M/M/c) per minute: each
+    /// minute's exact arrivals / 60 s as the rate, 1 / serviceSeconds per slot, concurrency slots per pod, pods added
+    /// where they save most until at most 5% of all jobs are expected to wait longer than waitSloSeconds (the p95
+    /// wait meets it). It assumes pods ready at once (no start-up delay, no minReplicas or maxReplicas), Poisson
+    /// arrivals within each minute, exponential service times and no failed attempts.
+    ///
+    /// chart.svg (or --chart FILE, PNG when FILE ends in .png): per service, every set's replicas with the load
+    /// and the lower bound's pods, and every set's p95 wait per sample with waitSloSeconds as a dashed line.
+    ///
+    /// timeline.csv, a row per service and policy set every --sample: time_s (end of the interval), policy, service,
+    /// arrivals and completed (jobs in the interval), waiting, active, delayed, failed (queue counts at time_s),
+    /// replicas and ready (pods at time_s), busy_percent (busy share of ready pods' slots over the interval; empty
+    /// with no ready pod), oldest_wait_s (the oldest waiting job's wait at time_s), wait_p95_s (p95 wait of the
+    /// jobs completed in the interval; empty when none did), lower_bound_pods (mean pods of the lower bound over
+    /// the interval).
     Simulate(SimulateArgs),
     /// Build a trace of what queues received, from Prometheus's history of `ballast_queue_jobs_added_total` (the
     /// host and `ballast exporter` export it), and a Simulation document for it: to ask what a policy would have
@@ -530,7 +552,7 @@ struct TraceArgs {
     /// to the queue's name. Repeat for each queue (at most 100).
     #[arg(long = "queue", value_name = "QUEUE[=SERVICE]", required = true)]
     queues: Vec<String>,
-    /// Where to write the trace CSV (`time_s,service,rate`), `-` for standard output.
+    /// Where to write the trace CSV (`time_s,service,arrivals`), `-` for standard output.
     #[arg(long, default_value = "-")]
     out: PathBuf,
     /// Where to write the Simulation document (service time from the history where it tells it, the rest marked
@@ -595,8 +617,10 @@ struct SimulateArgs {
     /// policy document takes precedence.
     #[arg(long, value_name = "FILE")]
     sim: Option<PathBuf>,
-    /// Load: a CSV file of `time_s,service,arrivals` rows, or builtin:NAME (day, burst, step, ramp, sawtooth,
-    /// steady) scaled by each service's baseRate.
+    /// Load: a CSV file of `time_s,service,arrivals` rows (jobs arriving in that second), or under a
+    /// `time_s,service,rate` header rate rows (jobs per second from that time until the service's next row, as
+    /// seeded Poisson arrivals), or builtin:NAME (day, burst, step, ramp, sawtooth, steady) scaled by each service's
+    /// baseRate.
     #[arg(long, value_name = "FILE|builtin:NAME", default_value = "builtin:day")]
     trace: String,
     /// Seed of the load noise and service-time jitter.
@@ -615,6 +639,9 @@ struct SimulateArgs {
     /// Directory for summary.txt, timeline.csv and chart.svg; without it only the table is printed.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Also draw the chart to FILE: PNG when FILE ends in .png (1200 pixels wide), else SVG.
+    #[arg(long, value_name = "FILE")]
+    chart: Option<PathBuf>,
     /// Credentials for plugins given as `oci:` references (pulled once, cached under BALLAST_CACHE_DIR).
     #[command(flatten)]
     registry: RegistryArgs,
@@ -980,7 +1007,7 @@ fn demo(out: &Path, seed: u64) -> anyhow::Result<()> {
     let trace = Trace::from_arg(ballast::sim::demo::TRACE)?;
     let options = RunOptions { seed, ..RunOptions::default() };
     println!("ballast demo: five model services, one simulated day with bursts ({}), seed {seed}", trace_name(&trace));
-    run_and_report(&sets, &trace, options, Some(out), &PluginLimitArgs::default())
+    run_and_report(&sets, &trace, options, Some(out), &PluginLimitArgs::default()).map(drop)
 }
 
 fn trace_name(trace: &Trace) -> String {
@@ -1021,7 +1048,12 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let duration_s = args.duration.unwrap_or_else(|| trace.length_s());
     anyhow::ensure!(duration_s > 0, "the run is empty: give --duration (e.g. --duration 1h)");
     let options = RunOptions { seed: args.seed, duration_s, step_s: args.step, sample_s: args.sample };
-    run_and_report(&sets, &trace, options, args.out.as_deref(), &args.plugin_limits)
+    let results = run_and_report(&sets, &trace, options, args.out.as_deref(), &args.plugin_limits)?;
+    if let Some(path) = &args.chart {
+        ballast::sim::report::chart(&results, path)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 /// The cache of the commands run on a workstation (`simulate`'s OCI pulls, `plugin check|test|pack`'s compiled
@@ -1085,7 +1117,7 @@ fn run_and_report(
     options: RunOptions,
     out: Option<&Path>,
     limits: &PluginLimitArgs,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<ballast::sim::RunResult>> {
     let engine = ballast::sim::run::engine(limits.limits(ballast::sim::run::limits())?)?;
     let mut results = Vec::with_capacity(sets.len());
     for set in sets {
@@ -1108,7 +1140,7 @@ fn run_and_report(
             println!("wrote {}", path.display());
         }
     }
-    Ok(())
+    Ok(results)
 }
 
 struct Progress(ProgressBar);

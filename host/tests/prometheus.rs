@@ -749,10 +749,11 @@ async fn a_backtest_trace_holds_every_job_bullmq_added_when_it_came() {
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("stt: 60 jobs added in the span"), "{stderr}");
 
-    // Step rows: each rate holds until the next row. Their jobs add up to the 60 added, in two bursts at the
-    // times they were added (to the scrape and step).
+    // Whole jobs per second: they add up to the 60 added, in two bursts at the times they were added (to the
+    // scrape and step).
     let csv = std::fs::read_to_string(&csv_path).unwrap();
-    let rows: Vec<(i64, f64)> = csv
+    assert_eq!(csv.lines().next(), Some("time_s,service,arrivals"));
+    let rows: Vec<(i64, u64)> = csv
         .lines()
         .skip(1)
         .map(|line| {
@@ -761,18 +762,41 @@ async fn a_backtest_trace_holds_every_job_bullmq_added_when_it_came() {
             (fields[0].parse().unwrap(), fields[2].parse().unwrap())
         })
         .collect();
-    assert_eq!(csv.lines().next(), Some("time_s,service,rate"));
-    let jobs: f64 = rows.windows(2).map(|pair| pair[0].1 * (pair[1].0 - pair[0].0) as f64).sum();
-    assert!((jobs - 60.0).abs() < 1e-6, "{jobs} jobs in:\n{csv}");
-    let busy: Vec<i64> = rows.iter().filter(|(_, rate)| *rate > 0.0).map(|(t, _)| *t).collect();
-    let near = |at: i64| busy.iter().any(|t| (t - at).abs() <= 3);
+    assert_eq!(rows.iter().map(|(_, n)| n).sum::<u64>(), 60, "{csv}");
+    let near = |at: i64| rows.iter().any(|(t, _)| (t - at).abs() <= 3);
     assert!(near(first_burst) && near(second_burst), "bursts at {first_burst} s and {second_burst} s:\n{csv}");
-    assert!(busy.iter().all(|t| (t - first_burst).abs() <= 3 || (t - second_burst).abs() <= 3), "{csv}");
+    assert!(rows.iter().all(|(t, _)| (t - first_burst).abs() <= 3 || (t - second_burst).abs() <= 3), "{csv}");
 
     let simulation = std::fs::read_to_string(&sim_path).unwrap();
     ballast::sim::SimulationFile::parse("sim.yaml", &simulation).expect("a Simulation document simulate reads");
     assert!(simulation.contains("whisper-pyannote-stt:\n    queue: stt\n"), "{simulation}");
     assert!(simulation.contains("serviceSeconds: 1  # guess"), "no worker took a job: {simulation}");
+
+    // The trace and document replay: the simulated queue receives exactly the 60 jobs.
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: ballast.dev/v1alpha1\nkind: ScalingPolicy\nmetadata: {name: whisper-pyannote-stt, namespace: ai}\n\
+         spec:\n  target: {name: whisper-pyannote-stt}\n  minReplicas: 1\n  maxReplicas: 4\n  plugin: {builtin: hpa}\n  \
+         config: {jobsPerPod: 5}\n  metrics: {queues: [{name: stt}]}\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ballast"))
+        .args(["simulate", "--duration", "10m", "--policies"])
+        .arg(&policy)
+        .arg("--trace")
+        .arg(&csv_path)
+        .arg("--sim")
+        .arg(&sim_path)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .output()
+        .expect("running ballast simulate");
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{table}{}", String::from_utf8_lossy(&output.stderr));
+    let row = table.lines().find(|l| l.starts_with("whisper-pyannote-stt  policy")).expect("the policy's row");
+    let cells: Vec<u64> = row.split_whitespace().rev().take(2).map(|cell| cell.parse().unwrap()).collect();
+    assert_eq!(cells.iter().sum::<u64>(), 60, "completed + left: {table}");
 
     let output = trace("nope");
     let stderr = String::from_utf8_lossy(&output.stderr);

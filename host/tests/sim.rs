@@ -188,6 +188,22 @@ fn demo_queue_drain_uses_fewer_pod_hours_and_less_time_over_the_objective() {
     let over = |r: &sim::RunResult| r.summaries.iter().map(|s| s.seconds_over_slo).sum::<u64>();
     assert!(over(drain) < over(hpa), "{table}");
     assert!(results.iter().all(|r| r.summaries.iter().all(|s| s.plugin_failures == 0)), "{table}");
+
+    // The lower bound: a policy below it misses the objective (its p95 wait is over waitSloSeconds), and a policy
+    // that meets the objective (hpa-ballast on most services) is at or above it.
+    let mut meeting = 0;
+    for result in &results {
+        for s in &result.summaries {
+            assert!(s.lower_bound_pod_hours > 0.0, "{table}");
+            let meets = s.wait_p95_s <= s.wait_slo_s;
+            assert!(!meets || s.pod_hours >= s.lower_bound_pod_hours, "{} {}: {table}", result.label, s.service);
+            meeting += usize::from(meets);
+        }
+    }
+    assert!(meeting >= 3, "some policies meet their objectives: {table}");
+    let bound = |r: &sim::RunResult| r.summaries.iter().map(|s| s.lower_bound_pod_hours).collect::<Vec<_>>();
+    assert!(results.iter().all(|r| bound(r) == bound(hpa)), "the bound depends on the trace, not the policy");
+    assert!(table.contains("lower bound") && table.contains("x bound") && table.contains("wait mean"), "{table}");
 }
 
 /// A policy whose every call fails (queue-drain without its required config), so each decision is counted.
@@ -241,4 +257,58 @@ fn a_service_the_trace_sends_nothing_is_warned_about_under_the_table() {
     let table = sim::report::table(std::slice::from_ref(&result));
     assert!(table.contains("warning: no job arrived for idle (test)") && table.contains("baseRate 0"), "{table}");
     assert!(!table.contains("no job arrived for busy"), "{table}");
+}
+
+#[test]
+fn a_rate_trace_file_drives_the_run_step_by_step() {
+    let engine = sim::run::engine(sim::run::limits()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("steps.csv");
+    std::fs::write(&path, "time_s,service,rate\n0,svc,3\n600,svc,0\n1200,svc,0\n").unwrap();
+    let trace = Trace::from_arg(path.to_str().unwrap()).unwrap();
+    assert_eq!(trace.length_s(), 1200);
+    let policies = set(&[("svc", 1, 6, HPA, "{serviceSeconds: 1, startupSeconds: 10}")]);
+    let result = sim::run(&engine, &policies, &trace, options(trace.length_s(), 1), &mut ()).unwrap();
+    let arrived = |minutes: std::ops::Range<u64>| {
+        result.timeline.iter().filter(|s| minutes.contains(&(s.time_s / 60 - 1))).map(|s| s.arrivals).sum::<u64>()
+    };
+    let first = arrived(0..10) as f64;
+    assert!((first - 1800.0).abs() < 5.0 * 1800f64.sqrt(), "3 jobs/s for 600 s: {first}");
+    assert_eq!(arrived(10..20), 0, "rate 0 from 600 s on");
+    assert!(result.timeline.iter().filter(|s| s.time_s <= 600).all(|s| s.arrivals > 100), "every minute has load");
+}
+
+/// The chart of a demo day with two sets: a few hundred KB as SVG, and the same drawing as a PNG that decodes.
+#[test]
+fn a_days_chart_is_small_and_its_png_decodes() {
+    let engine = sim::run::engine(sim::run::limits()).unwrap();
+    let sets = sim::demo::policy_sets().unwrap();
+    let trace = Trace::from_arg(sim::demo::TRACE).unwrap();
+    let results: Vec<_> = sets
+        .iter()
+        .filter(|set| set.label != "hpa-ballast")
+        .map(|set| sim::run(&engine, set, &trace, RunOptions::default(), &mut ()).unwrap())
+        .collect();
+    assert_eq!(results.len(), 2);
+    let dir = tempfile::tempdir().unwrap();
+    let svg_path = dir.path().join("chart.svg");
+    sim::report::chart(&results, &svg_path).unwrap();
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(svg.len() < 400_000, "{} bytes", svg.len());
+    for text in ["hpa-original (original pipeline)", "queue-drain (direct pipeline)", "wait objective", "lower bound"] {
+        assert!(svg.contains(text), "the chart names {text}");
+    }
+
+    let png_path = dir.path().join("chart.png");
+    sim::report::chart(&results, &png_path).unwrap();
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png_path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    assert_eq!((info.width, info.height), (1200, 64 + 300 * 5));
+    let rgb: Vec<[u8; 3]> = pixels[..info.buffer_size()].chunks(3).map(|p| [p[0], p[1], p[2]]).collect();
+    let share = |colour: [u8; 3]| rgb.iter().filter(|p| **p == colour).count() as f64 / rgb.len() as f64;
+    assert!(share([255, 255, 255]) > 0.5 && share([255, 255, 255]) < 0.99, "mostly white, not blank");
+    assert!(share([31, 119, 180]) > 0.001 && share([255, 127, 14]) > 0.001, "both sets' lines are drawn");
+    assert!(rgb.iter().any(|p| p == &[0, 0, 0]), "text and axes are drawn");
 }

@@ -3,9 +3,9 @@
 //!
 //! Arrivals come from `ballast_queue_jobs_added_total`, BullMQ's job id counter as the host and `ballast exporter`
 //! export it: the counter's increase between two samples is exactly the jobs added between them, so the trace
-//! holds every job; only when each arrived within a step is unknown, and the trace's step rows (`rate` held until
-//! the next row) spread them as a Poisson process at that rate. Where the exporters also give busy workers
-//! (`redis_queue_active`), the mean service time follows from Little's law: busy workers = throughput x service
+//! holds every job; only when each arrived within a step is unknown, so the trace's `arrivals` rows spread a step's
+//! jobs evenly over its seconds (whole jobs: the trace's total is the counter's increase, exactly). Where the
+//! exporters also give busy workers (`redis_queue_active`), the mean service time follows from Little's law: busy workers = throughput x service
 //! time, throughput being what was added less what piled up (`redis_queue_waiting`, `redis_queue_active`).
 
 use std::collections::BTreeMap;
@@ -68,7 +68,7 @@ impl HistoryRequest {
         if self.step.subsec_nanos() != 0 || !(1..=3600).contains(&step) {
             return invalid(format!("--step must be whole seconds from 1s to 1h, not {:?}", self.step));
         }
-        // One queue per service: a service's rows are one rate each, held until its next row.
+        // One queue per service: a trace with two would hide which queue a service's jobs came from.
         let mut services = std::collections::BTreeSet::new();
         for queue in &self.queues {
             if !services.insert(&queue.service) {
@@ -113,7 +113,7 @@ pub async fn read(source: &PrometheusSource, request: &HistoryRequest) -> Result
     let waiting = request.series(source, "redis_queue_waiting").await?;
     let objectives = request.series(source, "ballast_wait_objective_seconds").await?;
 
-    let mut rows: Vec<(i64, &str, f64)> = Vec::new();
+    let mut rows: Vec<(i64, &str, u64)> = Vec::new();
     let mut notes = Vec::new();
     let mut jobs = BTreeMap::new();
     let mut simulation = format!(
@@ -145,10 +145,13 @@ pub async fn read(source: &PrometheusSource, request: &HistoryRequest) -> Result
             // A counter that went down was reset (the queue obliterated and used again): it counts from 0.
             let increase = if v1 >= v0 { v1 - v0 } else { v1 };
             total += increase;
-            rows.push(((t0 as i64) - request.from, service, increase / (t1 - t0)));
+            let start = t0 as i64 - request.from;
+            for (second, arrivals) in spread(increase as u64, (t1 - t0).max(1.0) as u64).into_iter().enumerate() {
+                if arrivals > 0 {
+                    rows.push((start + second as i64, service, arrivals));
+                }
+            }
         }
-        let last = counter[counter.len() - 1].0 as i64 - request.from;
-        rows.push((last, service, 0.0));
         jobs.insert(queue.clone(), total);
 
         let span = counter[counter.len() - 1].0 - counter[0].0;
@@ -177,11 +180,18 @@ pub async fn read(source: &PrometheusSource, request: &HistoryRequest) -> Result
         }
     }
     rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    let mut csv = String::from("time_s,service,rate\n");
-    for (time, service, rate) in rows {
-        let _ = writeln!(csv, "{},{service},{rate}", time.max(0));
+    let mut csv = String::from("time_s,service,arrivals\n");
+    for (time, service, arrivals) in rows {
+        let _ = writeln!(csv, "{},{service},{arrivals}", time.max(0));
     }
     Ok(History { csv, simulation, notes, jobs })
+}
+
+/// `jobs` spread over `seconds` as evenly as whole jobs allow: second `k` gets the jobs whose even share ends in
+/// it.
+fn spread(jobs: u64, seconds: u64) -> Vec<u64> {
+    let share = |k: u64| (u128::from(k) * u128::from(jobs) / u128::from(seconds)) as u64;
+    (0..seconds).map(|k| share(k + 1) - share(k)).collect()
 }
 
 /// Mean service time by Little's law, when busy workers were seen and jobs were done: the mean of `active` over
@@ -225,6 +235,15 @@ mod tests {
     #[test]
     fn queue_names_are_literals_in_the_query() {
         assert_eq!(promql_escape(&regex_escape("a.b|c\"d")), "a\\\\.b\\\\|c\\\"d");
+    }
+
+    #[test]
+    fn a_steps_jobs_are_spread_as_whole_jobs_that_add_up() {
+        assert_eq!(spread(7, 3), vec![2, 2, 3]);
+        assert_eq!(spread(2, 5), vec![0, 0, 1, 0, 1]);
+        assert_eq!(spread(0, 4), vec![0, 0, 0, 0]);
+        assert_eq!(spread(40, 1), vec![40]);
+        assert_eq!(spread(1_000_003, 15).iter().sum::<u64>(), 1_000_003);
     }
 
     #[test]

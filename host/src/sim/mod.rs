@@ -6,6 +6,7 @@
 //! Everything is deterministic: time is simulated, randomness comes from a seeded [`rng::SplitMix64`] per service
 //! and purpose, and outputs iterate ordered maps only, so one seed gives byte-identical outputs.
 
+pub mod bound;
 pub mod cluster;
 pub mod config;
 pub mod demo;

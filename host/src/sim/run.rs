@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::SimError;
+use super::bound::Bound;
 use super::cluster::{SimCluster, SimHandle, Totals, percentile_ms};
 use super::config::{Pipeline, PolicySet};
 use super::trace::{Arrivals, Trace};
@@ -85,6 +86,10 @@ pub struct Sample {
     /// Busy fraction of ready pods over the interval, in percent; `None` with no ready pod.
     pub busy_percent: Option<f64>,
     pub oldest_wait_s: f64,
+    /// p95 wait of the jobs completed in the interval; `None` when none completed.
+    pub wait_p95_s: Option<f64>,
+    /// Mean pods the lower bound ([`super::bound`]) needs over the interval.
+    pub lower_bound_pods: f64,
 }
 
 /// One service's results over the whole run.
@@ -92,9 +97,13 @@ pub struct Sample {
 pub struct ServiceSummary {
     pub service: String,
     pub pod_hours: f64,
+    /// The fewest pod-hours that would meet the wait objective on this run's arrivals ([`super::bound`]).
+    pub lower_bound_pod_hours: f64,
     pub completed: u64,
     pub failed: u64,
-    pub wait_p50_s: f64,
+    /// Mean wait of the completed jobs, those that waited 0 s included (most jobs find a free slot, so the median
+    /// wait is 0 s and says nothing).
+    pub wait_mean_s: f64,
     pub wait_p95_s: f64,
     pub wait_max_s: f64,
     pub wait_slo_s: f64,
@@ -225,6 +234,8 @@ pub fn run(
                         busy_percent: (ready_slot_ms > 0)
                             .then(|| 100.0 * (now.busy_slot_ms - before.busy_slot_ms) as f64 / ready_slot_ms as f64),
                         oldest_wait_s: service.oldest_wait_ms(now_s * 1000) as f64 / 1000.0,
+                        wait_p95_s: interval_p95_s(&service.waits_ms[before.completed as usize..]),
+                        lower_bound_pods: 0.0,
                     });
                 }
             }
@@ -232,6 +243,20 @@ pub fn run(
         }
     });
 
+    // The bound from the same arrivals the run had (the trace gives them again for the same seed).
+    let bounds: BTreeMap<&str, Bound> = set
+        .services
+        .iter()
+        .map(|s| (s.key.name.as_str(), Bound::new(trace.arrivals(s, options.duration_s, options.seed), &s.sim)))
+        .collect();
+    let mut sampled_until: BTreeMap<String, u64> = BTreeMap::new();
+    for sample in &mut timeline {
+        let from_s = sampled_until.insert(sample.service.clone(), sample.time_s).unwrap_or(0);
+        if let Some(bound) = bounds.get(sample.service.as_str()) {
+            let interval_s = (sample.time_s - from_s).max(1);
+            sample.lower_bound_pods = bound.pod_seconds(from_s, sample.time_s) as f64 / interval_s as f64;
+        }
+    }
     let cluster = cluster.into_inner();
     let summaries = set
         .services
@@ -245,9 +270,10 @@ pub fn run(
             ServiceSummary {
                 service: setup.key.name.clone(),
                 pod_hours: service.totals.pod_ms as f64 / 3_600_000.0,
+                lower_bound_pod_hours: bounds[setup.key.name.as_str()].pod_hours(),
                 completed: service.totals.completed,
                 failed: service.totals.failed,
-                wait_p50_s: wait(0.50),
+                wait_mean_s: waits.iter().map(|&ms| f64::from(ms)).sum::<f64>() / waits.len().max(1) as f64 / 1000.0,
                 wait_p95_s: wait(0.95),
                 wait_max_s: wait(1.0),
                 wait_slo_s: setup.sim.wait_slo_seconds,
@@ -263,4 +289,11 @@ pub fn run(
         })
         .collect();
     Ok(RunResult { label: set.label.clone(), pipeline: set.pipeline, summaries, timeline })
+}
+
+/// The p95 (nearest rank) of the waits of one sample interval's completions, in seconds.
+fn interval_p95_s(waits_ms: &[u32]) -> Option<f64> {
+    let mut waits = waits_ms.to_vec();
+    waits.sort_unstable();
+    percentile_ms(&waits, 0.95).map(|ms| f64::from(ms) / 1000.0)
 }
