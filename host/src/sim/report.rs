@@ -304,13 +304,19 @@ fn samples_of<'a>(result: &'a RunResult, service: &str) -> Vec<&'a Sample> {
     result.timeline.iter().filter(|s| s.service == service).collect()
 }
 
+/// The first set's samples of `service` and the hour they end at: every panel's x axis.
+fn first_samples<'a>(results: &'a [RunResult], service: &str) -> (Vec<&'a Sample>, f64) {
+    let first = samples_of(&results[0], service);
+    let end_h = first.last().map_or(1.0, |s| s.time_s as f64 / 3600.0).max(1.0 / 60.0);
+    (first, end_h)
+}
+
 fn replicas_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     service: &str,
     results: &[RunResult],
 ) -> DrawResult<DB::ErrorType> {
-    let first = samples_of(&results[0], service);
-    let end_h = first.last().map_or(1.0, |s| s.time_s as f64 / 3600.0).max(1.0 / 60.0);
+    let (first, end_h) = first_samples(results, service);
     let interval_min = first.first().map_or(1.0, |s| s.time_s.max(1) as f64 / 60.0);
     let load = buckets(&first, |s| Some(s.arrivals as f64 / interval_min), false);
     let bound = buckets(&first, |s| Some(s.lower_bound_pods), false);
@@ -340,8 +346,7 @@ fn wait_panel<DB: DrawingBackend>(
     service: &str,
     results: &[RunResult],
 ) -> DrawResult<DB::ErrorType> {
-    let first = samples_of(&results[0], service);
-    let end_h = first.last().map_or(1.0, |s| s.time_s as f64 / 3600.0).max(1.0 / 60.0);
+    let (_, end_h) = first_samples(results, service);
     let objective = results[0].summaries.iter().find(|s| s.service == service).map_or(0.0, |s| s.wait_slo_s);
     let waits: Vec<Vec<(f64, f64)>> =
         results.iter().map(|r| buckets(&samples_of(r, service), |s| s.wait_p95_s, true)).collect();
