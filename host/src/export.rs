@@ -201,33 +201,32 @@ impl SourceMetrics {
     }
 }
 
-/// Removes the series of `vec` labelled with this namespace and service, whatever their other labels.
-fn remove_service<T: MetricVecBuilder>(vec: &MetricVec<T>, namespace: &str, service: &str) {
+/// Removes the series of `vec` whose labels (name to value) `unwanted` picks.
+fn remove_series<T: MetricVecBuilder>(vec: &MetricVec<T>, unwanted: impl Fn(&HashMap<&str, &str>) -> bool) {
     for family in vec.collect() {
         for metric in family.get_metric() {
             let labels: HashMap<&str, &str> =
                 metric.get_label().iter().map(|pair| (pair.name(), pair.value())).collect();
-            if labels.get("namespace") == Some(&namespace) && labels.get("service") == Some(&service) {
+            if unwanted(&labels) {
                 let _ = vec.remove(&labels);
             }
         }
     }
 }
 
+/// Removes the series of `vec` labelled with this namespace and service, whatever their other labels.
+fn remove_service<T: MetricVecBuilder>(vec: &MetricVec<T>, namespace: &str, service: &str) {
+    remove_series(vec, |labels| labels.get("namespace") == Some(&namespace) && labels.get("service") == Some(&service));
+}
+
 /// Sets `vec` to exactly the `wanted` series (label values in the order of `names`) at 1, removing the others
 /// one by one: a reset followed by the sets would let a scrape between them see a firing alert's series gone, and
 /// restart the alert's `for`.
 fn set_flags(vec: &IntGaugeVec, names: &[&str], wanted: &[Vec<&str>]) {
-    for family in vec.collect() {
-        for metric in family.get_metric() {
-            let labels: HashMap<&str, &str> =
-                metric.get_label().iter().map(|pair| (pair.name(), pair.value())).collect();
-            let values: Vec<&str> = names.iter().map(|name| labels.get(name).copied().unwrap_or_default()).collect();
-            if !wanted.contains(&values) {
-                let _ = vec.remove(&labels);
-            }
-        }
-    }
+    remove_series(vec, |labels| {
+        let values: Vec<&str> = names.iter().map(|name| labels.get(name).copied().unwrap_or_default()).collect();
+        !wanted.contains(&values)
+    });
     for values in wanted {
         vec.with_label_values(values).set(1);
     }
