@@ -3,7 +3,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use ballast::clamps::{Behavior, ScalingPolicy, ScalingPolicyType, ScalingRules, SelectPolicy};
+use ballast::clamps::{Behavior, HpaScalingPolicy, ScalingPolicyType, ScalingRules, SelectPolicy};
 use ballast::decision::{self, Moment, PluginVerdict, ServiceMemory};
 use ballast::observation::Observation;
 use ballast::runtime::{FailureKind, Plugin, PolicyEngine, RuntimeLimits};
@@ -56,7 +56,7 @@ fn pods_behavior(up: i32, down: i32, period: i32) -> Behavior {
     let rules = |value| ScalingRules {
         stabilization_window_seconds: Some(0),
         select_policy: Some(SelectPolicy::Max),
-        policies: Some(vec![ScalingPolicy { kind: ScalingPolicyType::Pods, value, period_seconds: period }]),
+        policies: Some(vec![HpaScalingPolicy { kind: ScalingPolicyType::Pods, value, period_seconds: period }]),
         tolerance: None,
     };
     Behavior { scale_up: Some(rules(up)), scale_down: Some(rules(down)) }

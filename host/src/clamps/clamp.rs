@@ -6,11 +6,11 @@ use serde::Serialize;
 use serde::ser::{SerializeStruct, Serializer};
 
 use super::account::StepDetail;
-use super::controller::{
+use super::history::{ScaleHistory, TimestampedRecommendation};
+use super::normalize::{
     self, Converted, RateArgs, convert_desired_replicas_with_behavior_rate, convert_desired_replicas_with_rules,
     saturate_u32,
 };
-use super::history::{ScaleHistory, TimestampedRecommendation};
 use super::reason::Reason;
 use super::types::{Behavior, DOWNSCALE_STABILIZATION_WINDOW_SECONDS};
 
@@ -144,7 +144,7 @@ pub fn clamp(input: &ClampInput, history: &mut ScaleHistory) -> ClampOutcome {
         Some(behavior) => {
             let scale_up = behavior.resolved_scale_up();
             let scale_down = behavior.resolved_scale_down();
-            let stabilized = controller::stabilize_recommendation_with_behaviors(
+            let stabilized = normalize::stabilize_recommendation_with_behaviors(
                 &mut history.recommendations,
                 current,
                 desired,
@@ -175,7 +175,7 @@ pub fn clamp(input: &ClampInput, history: &mut ScaleHistory) -> ClampOutcome {
         None => {
             let window = DOWNSCALE_STABILIZATION_WINDOW_SECONDS;
             let stabilized =
-                controller::stabilize_recommendation(&mut history.recommendations, desired, window, input.now_ms);
+                normalize::stabilize_recommendation(&mut history.recommendations, desired, window, input.now_ms);
             let detail = StepDetail::LegacyStabilized { window_seconds: window, stabilized };
             let converted = convert_desired_replicas_with_rules(current, stabilized, min, max);
             (stabilized, Reason::ScaleDownStabilized, detail, converted)

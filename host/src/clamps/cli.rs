@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::clamp::{ClampInput, clamp};
 use super::error::ClampError;
 use super::history::{ScaleEvent, ScaleHistory, TimestampedRecommendation};
-use super::types::{Behavior, ScalingPolicy, ScalingRules};
+use super::types::{Behavior, HpaScalingPolicy, ScalingRules};
 
 const FIELDS: [&str; 8] = [
     "currentReplicas",
@@ -164,7 +164,7 @@ fn locate_behavior_error(behavior: &Value) -> String {
         let path = format!("behavior.{direction}");
         if let Some(policies) = rules.get("policies").and_then(Value::as_array) {
             for (index, policy) in policies.iter().enumerate() {
-                if serde_json::from_value::<ScalingPolicy>(policy.clone()).is_err() {
+                if serde_json::from_value::<HpaScalingPolicy>(policy.clone()).is_err() {
                     return format!("{path}.policies[{index}]");
                 }
             }

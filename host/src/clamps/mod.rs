@@ -11,9 +11,9 @@
 mod account;
 mod clamp;
 pub mod cli;
-mod controller;
 mod error;
 mod history;
+mod normalize;
 mod reason;
 mod types;
 
@@ -26,6 +26,6 @@ pub use error::ClampError;
 pub use history::{ScaleEvent, ScaleHistory, TimestampedRecommendation, record_scale};
 pub use reason::Reason;
 pub use types::{
-    Behavior, DOWNSCALE_STABILIZATION_WINDOW_SECONDS, MAX_PERIOD_SECONDS, MAX_STABILIZATION_WINDOW_SECONDS,
-    ResolvedRules, ScalingPolicy, ScalingPolicyType, ScalingRules, SelectPolicy,
+    Behavior, DOWNSCALE_STABILIZATION_WINDOW_SECONDS, HpaScalingPolicy, MAX_PERIOD_SECONDS,
+    MAX_STABILIZATION_WINDOW_SECONDS, ResolvedRules, ScalingPolicyType, ScalingRules, SelectPolicy,
 };

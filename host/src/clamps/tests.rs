@@ -5,8 +5,8 @@
 
 use proptest::prelude::*;
 
-use super::controller::*;
 use super::history::*;
+use super::normalize::*;
 use super::*;
 
 const NOW: u64 = 1_000_000_000_000;
@@ -23,12 +23,12 @@ fn event(replica_change: u32, seconds_ago: i64, outdated: bool) -> ScaleEvent {
     ScaleEvent { replica_change, timestamp_ms: ago(seconds_ago), outdated }
 }
 
-fn pods(value: i32, period_seconds: i32) -> ScalingPolicy {
-    ScalingPolicy { kind: ScalingPolicyType::Pods, value, period_seconds }
+fn pods(value: i32, period_seconds: i32) -> HpaScalingPolicy {
+    HpaScalingPolicy { kind: ScalingPolicyType::Pods, value, period_seconds }
 }
 
-fn percent(value: i32, period_seconds: i32) -> ScalingPolicy {
-    ScalingPolicy { kind: ScalingPolicyType::Percent, value, period_seconds }
+fn percent(value: i32, period_seconds: i32) -> HpaScalingPolicy {
+    HpaScalingPolicy { kind: ScalingPolicyType::Percent, value, period_seconds }
 }
 
 /// Go's `generateScalingRules`: selectPolicy Max; a zero value leaves that policy out; no policy at all leaves
@@ -70,7 +70,7 @@ fn clamp_once(current: u32, desired: u32, min: u32, max: u32, behavior: Option<&
 
 /// (name, user policies, user window, user selectPolicy, expected resolved rules)
 type GenerateRulesCase =
-    (&'static str, Option<Vec<ScalingPolicy>>, Option<i32>, Option<SelectPolicy>, ResolvedRules<'static>);
+    (&'static str, Option<Vec<HpaScalingPolicy>>, Option<i32>, Option<SelectPolicy>, ResolvedRules<'static>);
 
 #[test]
 fn generate_scale_down_rules() {
@@ -1207,9 +1207,9 @@ fn prune_drops_stale_entries_but_keeps_the_newest_recommendation() {
 
 // ---- properties ----
 
-fn policy_strategy() -> impl Strategy<Value = ScalingPolicy> {
+fn policy_strategy() -> impl Strategy<Value = HpaScalingPolicy> {
     (prop_oneof![Just(ScalingPolicyType::Pods), Just(ScalingPolicyType::Percent)], 1..=1000i32, 1..=600i32)
-        .prop_map(|(kind, value, period_seconds)| ScalingPolicy { kind, value, period_seconds })
+        .prop_map(|(kind, value, period_seconds)| HpaScalingPolicy { kind, value, period_seconds })
 }
 
 fn rules_strategy() -> impl Strategy<Value = Option<ScalingRules>> {

@@ -35,7 +35,7 @@ pub struct ScalingRules {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub select_policy: Option<SelectPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policies: Option<Vec<ScalingPolicy>>,
+    pub policies: Option<Vec<HpaScalingPolicy>>,
     /// Kubernetes 1.33+ (HPAConfigurableTolerance): accepted for schema compatibility; metric tolerance is the
     /// plugin's business in Ballast.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -50,9 +50,11 @@ pub enum SelectPolicy {
     Disabled,
 }
 
+// One rate policy of HPA `behavior` (autoscaling/v2 `HPAScalingPolicy`): at most `value` pods or percent per
+// `periodSeconds`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ScalingPolicy {
+pub struct HpaScalingPolicy {
     #[serde(rename = "type")]
     pub kind: ScalingPolicyType,
     pub value: i32,
@@ -72,17 +74,17 @@ pub enum ScalingPolicyType {
 pub struct ResolvedRules<'a> {
     pub stabilization_window_seconds: i32,
     pub select_policy: SelectPolicy,
-    pub policies: Cow<'a, [ScalingPolicy]>,
+    pub policies: Cow<'a, [HpaScalingPolicy]>,
 }
 
 /// `GenerateHPAScaleUpRules`' policies: 4 Pods or 100 Percent per 15 s.
-const DEFAULT_SCALE_UP_POLICIES: &[ScalingPolicy] = &[
-    ScalingPolicy { kind: ScalingPolicyType::Pods, value: 4, period_seconds: 15 },
-    ScalingPolicy { kind: ScalingPolicyType::Percent, value: 100, period_seconds: 15 },
+const DEFAULT_SCALE_UP_POLICIES: &[HpaScalingPolicy] = &[
+    HpaScalingPolicy { kind: ScalingPolicyType::Pods, value: 4, period_seconds: 15 },
+    HpaScalingPolicy { kind: ScalingPolicyType::Percent, value: 100, period_seconds: 15 },
 ];
 /// `GenerateHPAScaleDownRules`' policy: 100 Percent per 15 s.
-const DEFAULT_SCALE_DOWN_POLICIES: &[ScalingPolicy] =
-    &[ScalingPolicy { kind: ScalingPolicyType::Percent, value: 100, period_seconds: 15 }];
+const DEFAULT_SCALE_DOWN_POLICIES: &[HpaScalingPolicy] =
+    &[HpaScalingPolicy { kind: ScalingPolicyType::Percent, value: 100, period_seconds: 15 }];
 
 impl<'a> ResolvedRules<'a> {
     /// `GenerateHPAScaleUpRules` with no user rules: no stabilization, Max of {4 Pods, 100 Percent} per 15 s.
