@@ -77,8 +77,8 @@ fn engine_config() -> Config {
 }
 
 /// An engine with this host's compile settings and no instance pool: what the compile child uses.
-pub fn compile_engine() -> std::result::Result<Engine, String> {
-    Engine::new(&engine_config()).map_err(|e| format!("creating the wasm engine: {e:#}"))
+pub fn compile_engine() -> wasmtime::Result<Engine> {
+    Engine::new(&engine_config())
 }
 
 impl PolicyEngine {
@@ -188,7 +188,8 @@ impl PolicyEngine {
         }
         let component = match &self.limits.compiler {
             Some(program) => {
-                let artifact = super::compiler::compile_in_child(program, &self.limits, bytes).map_err(refuse)?;
+                let artifact = super::compiler::compile_in_child(program, &self.limits, bytes)
+                    .map_err(|e| refuse(e.to_string()))?;
                 // SAFETY: the artifact was made by `Engine::precompile_component` in our own compile child, with
                 // this engine's settings; wasmtime checks its version and settings before using it.
                 unsafe { Component::deserialize(&self.engine, &artifact) }

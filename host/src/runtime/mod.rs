@@ -21,7 +21,7 @@ pub use bindings::{
     CustomMetric, Decision, MetricProposal, Observations, PolicyError, PolicyInput, QueueCounts, ServiceId, World,
 };
 pub use builtin::{BUILTINS, builtin};
-pub use compiler::{COMPILE_COMMAND, serve_compile};
+pub use compiler::{COMPILE_COMMAND, ServeCompileError, serve_compile};
 pub use engine::{CompiledPolicy, PolicyEngine, compile_engine};
 pub(crate) use instance::empty_input;
 pub use instance::{CallOutcome, FailureKind, Plugin, PluginFailure};
