@@ -47,10 +47,35 @@ pub enum OciError {
     Pull { reference: String, why: String },
     #[error("pulling {reference}: {why}")]
     Content { reference: String, why: String },
+    #[error("pulling {reference}: {source}")]
+    Artifact { reference: String, source: ContentError },
     #[error("pushing to {reference}: {why}")]
     Push { reference: String, why: String },
     #[error("registry credentials in {what}: {why}")]
     Credentials { what: String, why: String },
+}
+
+/// What is wrong with an artifact's manifest or layer: content that will never be accepted, however often pulled.
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    #[error("manifest is not JSON: {0}")]
+    ManifestNotJson(serde_json::Error),
+    #[error("the reference names an image index, not a wasm artifact; use the digest of the artifact's manifest")]
+    ImageIndex,
+    #[error("not an OCI image manifest: {0}")]
+    NotManifest(serde_json::Error),
+    #[error("its wasm layer declares {} bytes; at most {} are loaded", .0, MAX_COMPONENT_BYTES)]
+    LayerTooLarge(i64),
+    #[error(
+        "not a wasm artifact: no layer of media type {} (layers: {layers:?}); push it with `ballast plugin pack \
+         --oci`",
+        ACCEPTED_LAYER_MEDIA_TYPES.join(", ")
+    )]
+    NoWasmLayer { layers: Vec<String> },
+    #[error("{count} wasm layers (layers: {layers:?}); a plugin artifact has exactly one")]
+    WasmLayers { count: usize, layers: Vec<String> },
+    #[error("layer content has digest sha256:{actual}, but the manifest says {declared}")]
+    LayerDigest { actual: String, declared: String },
 }
 
 impl OciError {
@@ -334,8 +359,9 @@ async fn fetch(reference: &PinnedReference, access: &RegistryAccess) -> Result<(
     if actual != reference.manifest_digest() {
         return Err(content_error(format!("the registry served a manifest with digest {actual}; refused")));
     }
-    let manifest = parse_manifest(&manifest_bytes).map_err(content_error)?;
-    let layer = component_layer(&manifest).map_err(content_error)?;
+    let artifact_error = |source: ContentError| OciError::Artifact { reference: name.clone(), source };
+    let manifest = parse_manifest(&manifest_bytes).map_err(artifact_error)?;
+    let layer = component_layer(&manifest).map_err(artifact_error)?;
     let mut stream = client
         .pull_blob_stream(&reference.reference, &layer)
         .await
@@ -355,36 +381,28 @@ async fn fetch(reference: &PinnedReference, access: &RegistryAccess) -> Result<(
             return Err(content_error(format!("layer {} is larger than {MAX_COMPONENT_BYTES} bytes", layer.digest)));
         }
     }
-    let artifact = verified_artifact(reference, &manifest_bytes, &layer, component).map_err(content_error)?;
+    let artifact = verified_artifact(reference, &manifest_bytes, &layer, component).map_err(artifact_error)?;
     Ok((manifest_bytes.to_vec(), artifact))
 }
 
-fn parse_manifest(bytes: &[u8]) -> Result<OciImageManifest, String> {
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("manifest is not JSON: {e}"))?;
+fn parse_manifest(bytes: &[u8]) -> Result<OciImageManifest, ContentError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(ContentError::ManifestNotJson)?;
     if value.get("manifests").is_some() {
-        return Err("the reference names an image index, not a wasm artifact; use the digest of the artifact's \
-                    manifest"
-            .into());
+        return Err(ContentError::ImageIndex);
     }
-    serde_json::from_value(value).map_err(|e| format!("not an OCI image manifest: {e}"))
+    serde_json::from_value(value).map_err(ContentError::NotManifest)
 }
 
 /// The single wasm layer of a manifest.
-fn component_layer(manifest: &OciImageManifest) -> Result<OciDescriptor, String> {
+fn component_layer(manifest: &OciImageManifest) -> Result<OciDescriptor, ContentError> {
     let wasm: Vec<&OciDescriptor> =
         manifest.layers.iter().filter(|l| ACCEPTED_LAYER_MEDIA_TYPES.contains(&l.media_type.as_str())).collect();
-    let types: Vec<&str> = manifest.layers.iter().map(|l| l.media_type.as_str()).collect();
+    let layers = || manifest.layers.iter().map(|l| l.media_type.clone()).collect();
     match wasm.as_slice() {
         [layer] if layer.size >= 0 && layer.size as u64 <= MAX_COMPONENT_BYTES => Ok((*layer).clone()),
-        [layer] => {
-            Err(format!("its wasm layer declares {} bytes; at most {MAX_COMPONENT_BYTES} are loaded", layer.size))
-        }
-        [] => Err(format!(
-            "not a wasm artifact: no layer of media type {} (layers: {types:?}); push it with `ballast plugin pack \
-             --oci`",
-            ACCEPTED_LAYER_MEDIA_TYPES.join(", ")
-        )),
-        _ => Err(format!("{} wasm layers (layers: {types:?}); a plugin artifact has exactly one", wasm.len())),
+        [layer] => Err(ContentError::LayerTooLarge(layer.size)),
+        [] => Err(ContentError::NoWasmLayer { layers: layers() }),
+        _ => Err(ContentError::WasmLayers { count: wasm.len(), layers: layers() }),
     }
 }
 
@@ -393,10 +411,10 @@ fn verified_artifact(
     manifest_bytes: &[u8],
     layer: &OciDescriptor,
     component: Vec<u8>,
-) -> Result<Artifact, String> {
+) -> Result<Artifact, ContentError> {
     let digest = crate::runtime::digest(&component);
     if layer.digest != format!("sha256:{digest}") {
-        return Err(format!("layer content has digest sha256:{digest}, but the manifest says {}", layer.digest));
+        return Err(ContentError::LayerDigest { actual: digest, declared: layer.digest.clone() });
     }
     Ok(Artifact {
         reference: reference.to_string(),
@@ -602,14 +620,19 @@ mod tests {
         };
         let layer = |media: &str| format!(r#"{{"mediaType": "{media}", "digest": "{DIGEST}", "size": 10}}"#);
         let tar = parse_manifest(manifest(&layer("application/vnd.oci.image.layer.v1.tar+gzip")).as_bytes()).unwrap();
-        assert!(component_layer(&tar).unwrap_err().contains("not a wasm artifact"));
+        assert!(component_layer(&tar).unwrap_err().to_string().contains("not a wasm artifact"));
         for accepted in ACCEPTED_LAYER_MEDIA_TYPES {
             let one = parse_manifest(manifest(&layer(accepted)).as_bytes()).unwrap();
             assert_eq!(component_layer(&one).unwrap().media_type, *accepted);
         }
         let two = format!("{},{}", layer(LAYER_MEDIA_TYPE), layer(LAYER_MEDIA_TYPE));
-        assert!(component_layer(&parse_manifest(manifest(&two).as_bytes()).unwrap()).unwrap_err().contains("2 wasm"));
+        assert!(
+            component_layer(&parse_manifest(manifest(&two).as_bytes()).unwrap())
+                .unwrap_err()
+                .to_string()
+                .contains("2 wasm")
+        );
         let index = br#"{"schemaVersion": 2, "manifests": []}"#;
-        assert!(parse_manifest(index).unwrap_err().contains("image index"));
+        assert!(parse_manifest(index).unwrap_err().to_string().contains("image index"));
     }
 }
