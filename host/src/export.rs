@@ -26,7 +26,7 @@ use prometheus::{
     CounterVec, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::sources::bullmq::{BullmqSource, QueueState};
+use crate::sources::bullmq::{BullmqError, BullmqSource, QueueState};
 use crate::spec::QueueRef;
 
 #[derive(Debug, thiserror::Error)]
@@ -559,7 +559,7 @@ pub async fn collect_queues(
     source: &BullmqSource,
     queues: &[QueueRef],
     metrics: &ExporterMetrics,
-) -> std::result::Result<Vec<String>, String> {
+) -> std::result::Result<Vec<BullmqError>, BullmqError> {
     const SOURCE: &str = "bullmq";
     match source.counts(queues).await {
         Ok(states) => {
@@ -570,7 +570,7 @@ pub async fn collect_queues(
                     Err(e) => {
                         tracing::warn!("{e}");
                         metrics.queues.forget(&queue.name);
-                        failing.push(e.to_string());
+                        failing.push(e);
                     }
                 }
             }
@@ -587,9 +587,13 @@ pub async fn collect_queues(
                 metrics.queues.forget(&queue.name);
             }
             metrics.sources.record_error(SOURCE);
-            Err(e.to_string())
+            Err(e)
         }
     }
+}
+
+fn join_errors(errors: &[BullmqError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// `ballast exporter`: collects every `interval` and serves the queue series on `listener` until `shutdown`.
@@ -611,8 +615,8 @@ pub async fn run_queue_exporter(
                 return served.map_err(|e| ExportError::Serve(std::io::Error::other(e)))?;
             }
             _ = ticks.tick() => match collect_queues(&source, &queues, &metrics).await {
-                Ok(failing) => readiness.set_with_detail(true, failing.join("; ")),
-                Err(error) => readiness.set_with_detail(false, error),
+                Ok(failing) => readiness.set_with_detail(true, join_errors(&failing)),
+                Err(error) => readiness.set_with_detail(false, error.to_string()),
             },
         }
     }

@@ -88,15 +88,22 @@ pub const RANGES: [Range; 8] = [
     Range { metric: "custom", min: -9_007_199_254_740_992.0, max: 9_007_199_254_740_992.0 },
 ];
 
+/// A measured value outside its metric's [`Range`]: the reason the metric is unavailable.
+#[derive(Debug, thiserror::Error)]
+#[error("value {} is outside the sane range {} to {} of {}", shown(*.value), .range.min, .range.max, .range.metric)]
+pub struct OutOfRange {
+    value: f64,
+    range: Range,
+}
+
+/// 1e308 in full is 309 digits.
+fn shown(value: f64) -> String {
+    if value.abs() >= 1e15 { format!("{value:e}") } else { format!("{value}") }
+}
+
 impl Range {
-    fn check(&self, value: f64) -> Result<f64, String> {
-        if (self.min..=self.max).contains(&value) {
-            Ok(value)
-        } else {
-            // 1e308 in full is 309 digits.
-            let shown = if value.abs() >= 1e15 { format!("{value:e}") } else { format!("{value}") };
-            Err(format!("value {shown} is outside the sane range {} to {} of {}", self.min, self.max, self.metric))
-        }
+    fn check(&self, value: f64) -> Result<f64, OutOfRange> {
+        if (self.min..=self.max).contains(&value) { Ok(value) } else { Err(OutOfRange { value, range: *self }) }
     }
 }
 
@@ -108,7 +115,7 @@ impl Observation {
         let mut confine = |slot: &mut Option<f64>, range: Range| {
             if let Some(Err(reason)) = slot.map(|value| range.check(value)) {
                 *slot = None;
-                unavailable.insert(range.metric.to_string(), reason);
+                unavailable.insert(range.metric.to_string(), reason.to_string());
             }
         };
         confine(&mut self.gpu_duty_cycle_percent, gpu);
@@ -121,7 +128,7 @@ impl Observation {
         self.custom.retain(|(name, value)| match custom.check(*value) {
             Ok(_) => true,
             Err(reason) => {
-                unavailable.insert(format!("custom.{name}"), reason);
+                unavailable.insert(format!("custom.{name}"), reason.to_string());
                 false
             }
         });

@@ -206,12 +206,12 @@ pub fn chart(results: &[RunResult], path: &Path) -> Result<(), SimError> {
 }
 
 /// The font text is measured (and, in a PNG, drawn) with: DejaVu Sans, built in, so no system font is needed.
-fn register_font() -> Result<(), String> {
+fn register_font() -> Result<(), &'static str> {
     static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| {
         plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular()).is_ok()
     });
-    if ok { Ok(()) } else { Err("the built-in font could not be read".into()) }
+    if ok { Ok(()) } else { Err("the built-in font could not be read") }
 }
 
 type DrawResult<E> = Result<(), DrawingAreaErrorKind<E>>;
