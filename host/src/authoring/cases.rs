@@ -46,8 +46,41 @@ use crate::spec::ServiceKey;
 pub enum CasesError {
     #[error("{what}: not YAML: {source}")]
     Yaml { what: String, source: serde_yaml_ng::Error },
-    #[error("{what}: {why}")]
-    Invalid { what: String, why: String },
+    #[error("{what}: {source}")]
+    Invalid { what: String, source: CaseError },
+}
+
+/// What is wrong with a cases file, where in it. Each message says what to write instead.
+#[derive(Debug, thiserror::Error)]
+pub enum CaseError {
+    #[error("{0} must be a mapping")]
+    NotMapping(&'static str),
+    #[error("{path}: unknown field `{field}` (known: {})", .known.join(", "))]
+    UnknownField { path: &'static str, field: String, known: Vec<String> },
+    #[error("{path}.{field} must be a whole number of 0 or more, not {value}")]
+    NotWhole { path: &'static str, field: &'static str, value: Value },
+    #[error("{path}.{field} must be text, not {value}")]
+    NotText { path: &'static str, field: &'static str, value: Value },
+    /// A required field is absent, or a rule of the format is broken; the text says which.
+    #[error("{0}")]
+    Format(&'static str),
+    #[error(
+        "input.{0} is given only in the first step: later steps get the previous decision's state, and `afterMs` \
+         (beside `input`) moves the time on"
+    )]
+    CarriedInLaterStep(&'static str),
+    #[error("input.config must be a mapping (the plugin's config), not {0}")]
+    ConfigNotMapping(Value),
+    #[error("input.state must be base64 (as in a policy's status.memory.pluginState): {0}")]
+    StateNotBase64(base64::DecodeError),
+    #[error("input.observation: {0}")]
+    Observation(serde_json::Error),
+    #[error("step {step}: {source}")]
+    InStep { step: usize, source: Box<CaseError> },
+    #[error("{label}: {source}")]
+    InCase { label: String, source: Box<CaseError> },
+    #[error("{0}: another case has the same name; names must be unique")]
+    DuplicateName(String),
 }
 
 /// One table row: one step, or several run in order with the state carried from one to the next.
@@ -95,15 +128,15 @@ pub struct Expectation {
 
 /// Parses a cases file; `what` names it in errors.
 pub fn parse(what: &str, text: &str) -> Result<Vec<Case>, CasesError> {
-    let invalid = |why: String| CasesError::Invalid { what: what.into(), why };
+    let invalid = |source: CaseError| CasesError::Invalid { what: what.into(), source };
     let root: Value = serde_yaml_ng::from_str(text).map_err(|source| CasesError::Yaml { what: what.into(), source })?;
     let root = object(&root, "the file").map_err(invalid)?;
     only_fields(root, "the file", &["cases"]).map_err(invalid)?;
     let Some(Value::Array(rows)) = root.get("cases") else {
-        return Err(invalid("`cases:` must be a list of cases (name, input, expect)".into()));
+        return Err(invalid(CaseError::Format("`cases:` must be a list of cases (name, input, expect)")));
     };
     if rows.is_empty() {
-        return Err(invalid("`cases:` is empty; add at least one case".into()));
+        return Err(invalid(CaseError::Format("`cases:` is empty; add at least one case")));
     }
     let mut cases: Vec<Case> = Vec::with_capacity(rows.len());
     for (index, row) in rows.iter().enumerate() {
@@ -112,112 +145,119 @@ pub fn parse(what: &str, text: &str) -> Result<Vec<Case>, CasesError> {
             Some(name) => format!("case {} ({name})", index + 1),
             None => format!("case {}", index + 1),
         };
-        let case = parse_case(row, name).map_err(|why| invalid(format!("{label}: {why}")))?;
+        let case = parse_case(row, name)
+            .map_err(|source| invalid(CaseError::InCase { label: label.clone(), source: source.into() }))?;
         if cases.iter().any(|c| c.name == case.name) {
-            return Err(invalid(format!("{label}: another case has the same name; names must be unique")));
+            return Err(invalid(CaseError::DuplicateName(label)));
         }
         cases.push(case);
     }
     Ok(cases)
 }
 
-fn object<'a>(value: &'a Value, path: &str) -> Result<&'a Map<String, Value>, String> {
-    value.as_object().ok_or_else(|| format!("{path} must be a mapping"))
+fn object<'a>(value: &'a Value, path: &'static str) -> Result<&'a Map<String, Value>, CaseError> {
+    value.as_object().ok_or(CaseError::NotMapping(path))
 }
 
-fn only_fields(map: &Map<String, Value>, path: &str, allowed: &[&str]) -> Result<(), String> {
+fn only_fields(map: &Map<String, Value>, path: &'static str, allowed: &[&str]) -> Result<(), CaseError> {
     match map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(unknown) => Err(format!("{path}: unknown field `{unknown}` (known: {})", allowed.join(", "))),
+        Some(unknown) => Err(CaseError::UnknownField {
+            path,
+            field: unknown.clone(),
+            known: allowed.iter().map(|f| f.to_string()).collect(),
+        }),
         None => Ok(()),
     }
 }
 
-fn whole<T: TryFrom<u64>>(map: &Map<String, Value>, path: &str, field: &str) -> Result<Option<T>, String> {
+fn whole<T: TryFrom<u64>>(
+    map: &Map<String, Value>,
+    path: &'static str,
+    field: &'static str,
+) -> Result<Option<T>, CaseError> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(value) => value
-            .as_u64()
-            .and_then(|n| T::try_from(n).ok())
-            .map(Some)
-            .ok_or_else(|| format!("{path}.{field} must be a whole number of 0 or more, not {value}")),
+        Some(value) => value.as_u64().and_then(|n| T::try_from(n).ok()).map(Some).ok_or_else(|| CaseError::NotWhole {
+            path,
+            field,
+            value: value.clone(),
+        }),
     }
 }
 
-fn text(map: &Map<String, Value>, path: &str, field: &str) -> Result<Option<String>, String> {
+fn text(map: &Map<String, Value>, path: &'static str, field: &'static str) -> Result<Option<String>, CaseError> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(value) => Err(format!("{path}.{field} must be text, not {value}")),
+        Some(value) => Err(CaseError::NotText { path, field, value: value.clone() }),
     }
 }
 
-fn parse_case(row: &Value, name: Option<String>) -> Result<Case, String> {
+fn parse_case(row: &Value, name: Option<String>) -> Result<Case, CaseError> {
     let map = object(row, "the case")?;
     only_fields(map, "the case", &["name", "input", "expect", "steps"])?;
-    let name = name.ok_or("has no `name` (text)")?;
+    let name = name.ok_or(CaseError::Format("has no `name` (text)"))?;
     let Some(steps) = map.get("steps") else {
-        let input = parse_input(map.get("input").ok_or("has no `input` (or `steps`)")?, None)?;
-        let expect = parse_expect(map.get("expect").ok_or("has no `expect`")?)?;
+        let input = parse_input(map.get("input").ok_or(CaseError::Format("has no `input` (or `steps`)"))?, None)?;
+        let expect = parse_expect(map.get("expect").ok_or(CaseError::Format("has no `expect`"))?)?;
         return Ok(Case { name, steps: vec![Step { input, expect }] });
     };
     if map.contains_key("input") || map.contains_key("expect") {
-        return Err("has both `steps` and `input`/`expect`; with steps, each step has its own".into());
+        return Err(CaseError::Format("has both `steps` and `input`/`expect`; with steps, each step has its own"));
     }
-    let Value::Array(rows) = steps else { return Err("`steps` must be a list of steps (input, expect)".into()) };
+    let Value::Array(rows) = steps else {
+        return Err(CaseError::Format("`steps` must be a list of steps (input, expect)"));
+    };
     if rows.is_empty() {
-        return Err("`steps` is empty; give at least one step".into());
+        return Err(CaseError::Format("`steps` is empty; give at least one step"));
     }
     let mut parsed: Vec<Step> = Vec::with_capacity(rows.len());
     for (index, row) in rows.iter().enumerate() {
-        let step = parse_step(row, parsed.last()).map_err(|why| format!("step {}: {why}", index + 1))?;
+        let step = parse_step(row, parsed.last())
+            .map_err(|source| CaseError::InStep { step: index + 1, source: source.into() })?;
         parsed.push(step);
     }
     Ok(Case { name, steps: parsed })
 }
 
-fn parse_step(row: &Value, previous: Option<&Step>) -> Result<Step, String> {
+fn parse_step(row: &Value, previous: Option<&Step>) -> Result<Step, CaseError> {
     let map = object(row, "the step")?;
     let allowed: &[&str] = if previous.is_some() { &["afterMs", "input", "expect"] } else { &["input", "expect"] };
     only_fields(map, "the step", allowed)?;
-    let mut input = parse_input(map.get("input").ok_or("has no `input`")?, previous)?;
+    let mut input = parse_input(map.get("input").ok_or(CaseError::Format("has no `input`"))?, previous)?;
     if let Some(previous) = previous {
         let after = whole::<u64>(map, "the step", "afterMs")?.unwrap_or(DEFAULT_STEP_MS);
-        input.now_ms = previous.input.now_ms.checked_add(after).ok_or("afterMs takes nowMs past 2^64 - 1")?;
+        input.now_ms =
+            previous.input.now_ms.checked_add(after).ok_or(CaseError::Format("afterMs takes nowMs past 2^64 - 1"))?;
     }
-    let expect = parse_expect(map.get("expect").ok_or("has no `expect`")?)?;
+    let expect = parse_expect(map.get("expect").ok_or(CaseError::Format("has no `expect`"))?)?;
     Ok(Step { input, expect })
 }
 
 /// A case's or a step's input. A step after the first (`previous` is the step before) gives no `nowMs` (its step's
 /// `afterMs` moves the time on) and no `state` (the previous decision's is passed), and keeps the previous config
 /// unless it gives one.
-fn parse_input(value: &Value, previous: Option<&Step>) -> Result<CaseInput, String> {
+fn parse_input(value: &Value, previous: Option<&Step>) -> Result<CaseInput, CaseError> {
     let map = object(value, "input")?;
     let mut fields = vec!["currentReplicas", "readyReplicas", "minReplicas", "maxReplicas", "config", "observation"];
     match previous {
         None => fields.extend(["nowMs", "state"]),
         Some(_) => {
             if let Some(carried) = ["nowMs", "state"].into_iter().find(|f| map.contains_key(*f)) {
-                return Err(format!(
-                    "input.{carried} is given only in the first step: later steps get the previous decision's state, \
-                     and `afterMs` (beside `input`) moves the time on"
-                ));
+                return Err(CaseError::CarriedInLaterStep(carried));
             }
         }
     }
     only_fields(map, "input", &fields)?;
-    let current = whole::<u32>(map, "input", "currentReplicas")?.ok_or("input.currentReplicas is required")?;
+    let current =
+        whole::<u32>(map, "input", "currentReplicas")?.ok_or(CaseError::Format("input.currentReplicas is required"))?;
     let config = match map.get("config") {
         None | Some(Value::Null) => previous.map_or_else(|| Value::Object(Map::new()), |p| p.input.config.clone()),
         Some(config @ Value::Object(_)) => config.clone(),
-        Some(other) => return Err(format!("input.config must be a mapping (the plugin's config), not {other}")),
+        Some(other) => return Err(CaseError::ConfigNotMapping(other.clone())),
     };
     let state = text(map, "input", "state")?
-        .map(|b64| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .map_err(|e| format!("input.state must be base64 (as in a policy's status.memory.pluginState): {e}"))
-        })
+        .map(|b64| base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(CaseError::StateNotBase64))
         .transpose()?;
     let observation = match map.get("observation") {
         None | Some(Value::Null) => Observation::default(),
@@ -245,7 +285,7 @@ fn serialized_fields(value: impl serde::Serialize) -> Vec<String> {
 
 /// The host's Observation, with the friendlier forms a table wants: queue counts default to 0 and `custom` may be
 /// a mapping of name to value.
-fn parse_observation(value: &Value) -> Result<Observation, String> {
+fn parse_observation(value: &Value) -> Result<Observation, CaseError> {
     let map = object(value, "input.observation")?;
     let mut full = Observation::default();
     // Fields left out when empty are fields too.
@@ -271,10 +311,10 @@ fn parse_observation(value: &Value) -> Result<Observation, String> {
             custom.iter().map(|(name, v)| Value::Array(vec![name.clone().into(), v.clone()])).collect();
         map.insert("custom".into(), Value::Array(pairs));
     }
-    serde_json::from_value(Value::Object(map)).map_err(|e| format!("input.observation: {e}"))
+    serde_json::from_value(Value::Object(map)).map_err(CaseError::Observation)
 }
 
-fn parse_expect(value: &Value) -> Result<Expectation, String> {
+fn parse_expect(value: &Value) -> Result<Expectation, CaseError> {
     let map = object(value, "expect")?;
     only_fields(map, "expect", &["replicas", "error", "reasonContains"])?;
     let replicas = whole::<u32>(map, "expect", "replicas")?;
@@ -284,9 +324,11 @@ fn parse_expect(value: &Value) -> Result<Expectation, String> {
         (Some(n), None) => Expected::Replicas(n),
         (None, Some(text)) if reason_contains.is_none() => Expected::Error(text),
         (None, Some(_)) => {
-            return Err("expect.reasonContains applies to decisions; with `error:` put the words there".into());
+            return Err(CaseError::Format(
+                "expect.reasonContains applies to decisions; with `error:` put the words there",
+            ));
         }
-        _ => return Err("expect must have exactly one of `replicas` or `error`".into()),
+        _ => return Err(CaseError::Format("expect must have exactly one of `replicas` or `error`")),
     };
     Ok(Expectation { outcome, reason_contains })
 }
