@@ -165,6 +165,7 @@ async fn main() {
         status_every: Duration::from_secs(10),
         policies: PolicySource::Cluster,
         instance: "bench".into(),
+        checks: ballast::config::ClusterChecks::default(),
     };
     let controller = Controller::new(
         client.clone(),

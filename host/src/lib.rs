@@ -6,6 +6,7 @@
 pub mod authoring;
 pub mod autoscaler;
 pub mod clamps;
+pub mod config;
 pub mod controller;
 pub mod decision;
 pub mod error;

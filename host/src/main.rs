@@ -1,686 +1,28 @@
 //! The `ballast` command line. Library errors become `anyhow` reports here and nowhere else.
 
+mod cli;
+
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
+use ballast::config::PrometheusSettings;
 use ballast::export;
 use ballast::sim::{PolicySet, RunOptions, SimulationFile, Trace};
-use ballast::sources::bullmq::{BullmqSource, ConnectOptions, DEFAULT_PREFIX};
-use ballast::spec::QueueRef;
-use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
-
-#[derive(Parser)]
-#[command(
-    name = "ballast",
-    version,
-    about = "Autoscaler for GPU inference services with WebAssembly scaling policies",
-    after_help = "Environment: BALLAST_LOG sets the log filter (e.g. info, ballast=debug; default info). \
-                  NO_COLOR (any value) turns colour off; the log is coloured only when standard error is a terminal."
-)]
-struct Cli {
-    /// Log format on standard error: text, or json (one object per line, for log pipelines).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-/// How `status` and `explain` print.
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum OutputFormat {
-    /// For people (a table, or the explanation).
-    Text,
-    Json,
-    Yaml,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Apply HPA `behavior` (or the legacy limits) to one decision, as the HPA controller would: JSON document in
-    /// ({currentReplicas, desiredReplicas, minReplicas, maxReplicas, behavior, scaleUpEvents, scaleDownEvents,
-    /// recommendations}), JSON out ({replicas, reason, ...}).
-    Behavior {
-        /// The input document's path, or `-` for standard input.
-        #[arg(long)]
-        input: String,
-    },
-    /// Serve BullMQ queue depths as Prometheus metrics under the old queue exporter's names (redis_queue_depth,
-    /// ...): a drop-in for teams that keep their HPAs.
-    Exporter {
-        #[command(flatten)]
-        redis: RedisArgs,
-        /// Address to serve /metrics, /healthz and /readyz on.
-        #[arg(long, default_value = "0.0.0.0:9090")]
-        listen: SocketAddr,
-        /// Time between collections, e.g. 5s, 500ms, 1m (100ms to 60m).
-        #[arg(long, default_value = "5s", value_parser = duration_flag(TIMER_MIN, TIMER_MAX))]
-        interval: Duration,
-    },
-    /// Run the controller: watch ScalingPolicies (or read them from --config), decide every tick, write /scale.
-    Run(Box<RunArgs>),
-    /// Print the ScalingPolicy CustomResourceDefinition (YAML).
-    Crd,
-    /// Print every ScalingPolicy's target, replicas, last reason and plugin, from their status.
-    Status {
-        #[command(flatten)]
-        kube: KubeArgs,
-        /// Only this namespace (all namespaces when absent).
-        #[arg(long, short)]
-        namespace: Option<String>,
-        /// Output format.
-        #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
-        output: OutputFormat,
-    },
-    /// Explain a policy's last decision (inputs, plugin proposals, each clamp step, the final count).
-    Explain {
-        #[command(flatten)]
-        kube: KubeArgs,
-        /// The policy: NAME (in --namespace, or `default`), or NAMESPACE/NAME.
-        policy: String,
-        /// The policy's namespace.
-        #[arg(long, short)]
-        namespace: Option<String>,
-        /// Output format: the explanation as text, or the policy's last decision record as JSON or YAML.
-        #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
-        output: OutputFormat,
-    },
-    /// Check what the cluster lacks for Ballast to scale: the CRD, the host (its leader Lease), RBAC, metrics-server,
-    /// other autoscalers on the same workloads, and with --redis / --prometheus every policy's queues and queries.
-    /// One line per check, each failure with its fix; exits non-zero when a check fails.
-    Doctor(Box<DoctorArgs>),
-    /// Print BullMQ job counts per queue, as a table or JSON.
-    Queues {
-        #[command(flatten)]
-        redis: RedisArgs,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Replay load against scaling policies on a simulated cluster (pods with start-up delays, BullMQ-like queues)
-    /// and report pod-hours, job waits and scale events per service. Decisions go through the real plugins and
-    /// clamps. Deterministic: the same inputs and seed give byte-identical outputs.
-    ///
-    /// Example: ballast simulate --policies deploy/policies/hpa --compare
-    /// deploy/policies/queue-drain --trace builtin:day --out out/day
-    ///
-    /// The table, per service and policy set: pod-hours (every pod, starting or ready, as billed); x bound (pod-hours
-    /// over the lower bound; below 1 the set cannot have met the objective as the bound models it); wait mean (mean
-    /// wait of completed jobs, arrival to the start of the attempt that completed, 0 s waits included: most jobs
-    /// find a free slot, so a median would be 0 s); wait p95 and wait max (the same waits); over SLO s (seconds in
-    /// which a waiting job had waited longer than waitSloSeconds); scales (replica changes); failures (plugin calls
-    /// that failed); completed (jobs); left (jobs still waiting or running at the end). Each service's `lower bound`
-    /// row: the fewest pod-hours that meet its wait objective on this trace, by Erlang C (M/M/c) per minute: each
-    /// minute's exact arrivals / 60 s as the rate, 1 / serviceSeconds per slot, concurrency slots per pod, pods added
-    /// where they save most until at most 5% of all jobs are expected to wait longer than waitSloSeconds (the p95
-    /// wait meets it). It assumes pods ready at once (no start-up delay, no minReplicas or maxReplicas), Poisson
-    /// arrivals within each minute, exponential service times and no failed attempts.
-    ///
-    /// chart.svg (or --chart FILE, PNG when FILE ends in .png): per service, every set's replicas with the load
-    /// and the lower bound's pods, and every set's p95 wait per sample with waitSloSeconds as a dashed line.
-    ///
-    /// timeline.csv, a row per service and policy set every --sample: time_s (end of the interval), policy, service,
-    /// arrivals and completed (jobs in the interval), waiting, active, delayed, failed (queue counts at time_s),
-    /// replicas and ready (pods at time_s), busy_percent (busy share of ready pods' slots over the interval; empty
-    /// with no ready pod), oldest_wait_s (the oldest waiting job's wait at time_s), wait_p95_s (p95 wait of the
-    /// jobs completed in the interval; empty when none did), lower_bound_pods (mean pods of the lower bound over
-    /// the interval).
-    Simulate(SimulateArgs),
-    /// Build a trace of what queues received, from Prometheus's history of `ballast_queue_jobs_added_total` (the
-    /// host and `ballast exporter` export it), and a Simulation document for it: to ask what a policy would have
-    /// done last week. The trace holds every job added in the span, spread evenly within each step.
-    ///
-    /// Example: ballast trace --prometheus http://prometheus:9090 --from now-7d --queue stt-queue=whisper-pyannote-stt
-    /// --out week.csv --simulation week.yaml, then ballast simulate --policies deploy/policies/queue-drain --trace
-    /// week.csv --sim week.yaml
-    Trace(Box<TraceArgs>),
-    /// The five model services of the original design over a simulated day with bursts: the original HPA
-    /// configuration (`hpa` plugin) against `queue-drain`. Prints the comparison and writes summary.txt,
-    /// timeline.csv and chart.svg. Needs no cluster, network or files.
-    Demo {
-        /// Directory for summary.txt, timeline.csv and chart.svg.
-        #[arg(long, default_value = "out/demo")]
-        out: PathBuf,
-        /// Seed of the load noise and service-time jitter.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-    },
-    /// Author policy plugins: create a project, build it, check a component, run its table tests, ship it as a
-    /// ConfigMap or an OCI artifact.
-    #[command(subcommand)]
-    Plugin(PluginCommand),
-    /// Compile a component read from standard input into an artifact on standard output, within a memory and CPU
-    /// budget: the child process the host compiles untrusted plugins in.
-    #[command(name = ballast::runtime::COMPILE_COMMAND, hide = true)]
-    CompilePlugin {
-        /// Address-space limit of this process (RLIMIT_AS), in bytes.
-        #[arg(long)]
-        memory_bytes: u64,
-        /// CPU-time limit of this process (RLIMIT_CPU), in seconds.
-        #[arg(long)]
-        cpu_seconds: u64,
-    },
-}
-
-#[derive(Args)]
-struct DoctorArgs {
-    #[command(flatten)]
-    kube: KubeArgs,
-    /// Only the policies of this namespace (all namespaces when absent).
-    #[arg(long, short)]
-    namespace: Option<String>,
-    /// Redis URL of the BullMQ queues, to check every policy's queues.
-    #[arg(long, env = "BALLAST_REDIS_URL")]
-    redis: Option<String>,
-    #[command(flatten)]
-    prometheus: PrometheusArgs,
-    /// Namespace of the host's leader Lease (`ballast run --lease-namespace`).
-    #[arg(long, default_value = "ballast-system")]
-    lease_namespace: String,
-}
-
-/// Where Prometheus is and how to authenticate to it. Secrets come from files (a mounted Secret), read at every
-/// refresh so a rotated one is picked up.
-#[derive(Args, Clone, Default)]
-struct PrometheusArgs {
-    /// Prometheus base URL (GPU, latency and custom metrics are unavailable without it).
-    #[arg(long, env = "BALLAST_PROMETHEUS_URL")]
-    prometheus: Option<String>,
-    /// File holding a bearer token sent to Prometheus (`Authorization: Bearer`).
-    #[arg(long, value_name = "FILE", conflicts_with = "prometheus_basic_auth_user")]
-    prometheus_bearer_token_file: Option<PathBuf>,
-    /// User for HTTP basic auth to Prometheus (its --web.config.file `basic_auth_users`); needs
-    /// --prometheus-basic-auth-password-file.
-    #[arg(long, value_name = "USER", requires = "prometheus_basic_auth_password_file")]
-    prometheus_basic_auth_user: Option<String>,
-    /// File holding the basic-auth password; needs --prometheus-basic-auth-user.
-    #[arg(long, value_name = "FILE", requires = "prometheus_basic_auth_user")]
-    prometheus_basic_auth_password_file: Option<PathBuf>,
-    /// PEM file of CA certificates to trust for an https Prometheus URL (besides the system's).
-    #[arg(long, value_name = "FILE")]
-    prometheus_ca_file: Option<PathBuf>,
-    /// Accept any certificate from an https Prometheus (for testing only: anyone in the path can answer).
-    #[arg(long)]
-    prometheus_insecure_skip_verify: bool,
-}
-
-impl PrometheusArgs {
-    fn source(&self) -> anyhow::Result<Option<ballast::sources::prometheus::PrometheusSource>> {
-        use ballast::sources::prometheus::{Credential, PrometheusAuth, PrometheusConfig, PrometheusSource};
-        let Some(url) = &self.prometheus else { return Ok(None) };
-        let mut config = PrometheusConfig::new(url.clone());
-        config.auth = match (&self.prometheus_bearer_token_file, &self.prometheus_basic_auth_user) {
-            (Some(token), _) => PrometheusAuth::Bearer(Credential::File(token.clone())),
-            (None, Some(user)) => PrometheusAuth::Basic {
-                user: user.clone(),
-                password: Credential::File(self.prometheus_basic_auth_password_file.clone().unwrap_or_default()),
-            },
-            (None, None) => PrometheusAuth::None,
-        };
-        config.ca_file.clone_from(&self.prometheus_ca_file);
-        config.insecure = self.prometheus_insecure_skip_verify;
-        Ok(Some(PrometheusSource::new(config)?))
-    }
-}
-
-/// Limits on plugins (see README, "Plugin limits"); each defaults to the host's built-in value.
-#[derive(Args, Clone, Default)]
-struct PluginLimitArgs {
-    /// Wall-clock budget of one plugin call, e.g. 10ms (default 10ms; 1ms to 60s).
-    #[arg(long, value_parser = duration_flag(Duration::from_millis(1), Duration::from_secs(60)))]
-    plugin_deadline: Option<Duration>,
-    /// Linear memory one plugin instance may hold, all its memories together, in MiB (default 64; 1 to 4096).
-    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
-    plugin_memory_mib: Option<u64>,
-    /// Memory a plugin's compilation may take (in a child process), in MiB (default 2048; 64 to 65536).
-    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(64..=65536))]
-    plugin_compile_memory_mib: Option<u64>,
-    /// Time a plugin's compilation may take, e.g. 2m (default 120s; 1s to 60m).
-    #[arg(long, value_parser = duration_flag(REFRESH_MIN, TIMER_MAX))]
-    plugin_compile_timeout: Option<Duration>,
-    /// Run every plugin call on a fresh instance, so that a decision depends only on its recorded input (costs an
-    /// instantiation per call; see BENCHMARKS.md).
-    #[arg(long)]
-    fresh_instance_per_call: bool,
-}
-
-impl PluginLimitArgs {
-    /// The runtime limits these flags give, compiling plugins in a child process of this executable.
-    fn limits(&self, base: ballast::runtime::RuntimeLimits) -> anyhow::Result<ballast::runtime::RuntimeLimits> {
-        // The flags' ranges keep these products far below usize::MAX.
-        let mib = |value: Option<u64>, default: usize| value.map_or(default, |n| (n as usize) << 20);
-        Ok(ballast::runtime::RuntimeLimits {
-            deadline: self.plugin_deadline.unwrap_or(base.deadline),
-            memory_bytes: mib(self.plugin_memory_mib, base.memory_bytes),
-            compile_memory_bytes: mib(self.plugin_compile_memory_mib, base.compile_memory_bytes),
-            compile_deadline: self.plugin_compile_timeout.unwrap_or(base.compile_deadline),
-            compiler: Some(std::env::current_exe().context("locating the ballast executable (the plugin compiler)")?),
-            fresh_instance_per_call: self.fresh_instance_per_call || base.fresh_instance_per_call,
-            ..base
-        })
-    }
-}
-
-#[derive(Subcommand)]
-enum PluginCommand {
-    /// Create a plugin project NAME/ (Rust, JavaScript or Python) with the WIT world, a small queue-backlog policy,
-    /// a cases.yaml of table tests and a README.
-    New {
-        /// The plugin's language.
-        #[arg(long, value_enum)]
-        lang: ballast::authoring::build::Language,
-        /// The project's name, also its directory's.
-        name: String,
-        /// Where to create the project directory.
-        #[arg(long, default_value = ".")]
-        dir: PathBuf,
-    },
-    /// Build the plugin project in DIR (its language detected from Cargo.toml, package.json or app.py) into a
-    /// component, installing what the language needs; prints the component's path and size.
-    Build {
-        /// The project directory.
-        #[arg(default_value = ".")]
-        dir: PathBuf,
-        /// Where to write the component (default: DIR/dist/NAME.wasm).
-        #[arg(long, short)]
-        out: Option<PathBuf>,
-    },
-    /// Validate a component against the ballast:policy world as the controller does, and print its size (and
-    /// gzipped size), imports, exports, compile and instantiate times, and a canary decision on a sample
-    /// observation. Exits non-zero for a wrong world, a non-component, or a canary that traps.
-    Check {
-        /// The component (.wasm), or builtin:NAME (hpa, queue-drain).
-        #[arg(value_name = "COMPONENT")]
-        file: PathBuf,
-        /// The plugin config (JSON) for the canary decision.
-        #[arg(long, default_value = "{}")]
-        config: String,
-        #[command(flatten)]
-        limits: PluginLimitArgs,
-    },
-    /// Run table tests: each case's input through the plugin, its replicas (or policy error) and reason compared
-    /// with what the case expects. Exits non-zero when a case fails.
-    Test {
-        /// The component (.wasm), or builtin:NAME (hpa, queue-drain).
-        #[arg(value_name = "COMPONENT")]
-        file: PathBuf,
-        /// The cases file (YAML; see policies-wit/README.md).
-        #[arg(long, value_name = "CASES")]
-        cases: PathBuf,
-        #[command(flatten)]
-        limits: PluginLimitArgs,
-    },
-    /// Print a ConfigMap carrying the plugin (gzip-compressed when smaller, labelled for the controller, with the
-    /// sha256 to pin), or push it to an OCI registry with --oci and print the digest-pinned reference.
-    Pack(PackArgs),
-}
-
-#[derive(Args)]
-struct PackArgs {
-    /// The component (.wasm).
-    #[arg(value_name = "COMPONENT")]
-    file: PathBuf,
-    /// Name of the ConfigMap.
-    #[arg(long, required_unless_present = "oci")]
-    config_map: Option<String>,
-    /// Namespace of the ConfigMap: the ScalingPolicy's.
-    #[arg(long, required_unless_present = "oci")]
-    namespace: Option<String>,
-    /// The binaryData key holding the component.
-    #[arg(long, default_value = ballast::authoring::pack::DEFAULT_KEY)]
-    key: String,
-    /// Push to this OCI repository instead (REGISTRY/REPOSITORY or REGISTRY/REPOSITORY:TAG).
-    #[arg(long, value_name = "REF", conflicts_with = "config_map")]
-    oci: Option<String>,
-    #[command(flatten)]
-    registry: RegistryArgs,
-}
-
-#[derive(Args)]
-struct RegistryArgs {
-    /// Docker config.json with the registry's credentials (as `docker login` writes it).
-    #[arg(long, env = "BALLAST_REGISTRY_AUTH", value_name = "FILE")]
-    registry_auth: Option<PathBuf>,
-    /// Speak plain HTTP to the registry (loopback registries always get plain HTTP).
-    #[arg(long)]
-    insecure: bool,
-}
-
-impl RegistryArgs {
-    fn access(&self, registry: &str, insecure: bool) -> anyhow::Result<ballast::oci::RegistryAccess> {
-        let mut access = ballast::oci::RegistryAccess { insecure: self.insecure || insecure, ..Default::default() };
-        if let Some(path) = &self.registry_auth {
-            let json = std::fs::read(path).with_context(|| format!("reading --registry-auth {}", path.display()))?;
-            access.auth = ballast::oci::auth_from_docker_config(&path.display().to_string(), &json, registry)?;
-        }
-        Ok(access)
-    }
-}
-
-#[derive(Args)]
-struct RedisArgs {
-    /// Redis URL: redis://[user:password@]host[:port][/db], or rediss:// for TLS.
-    #[arg(long, env = "BALLAST_REDIS_URL")]
-    redis: String,
-    /// BullMQ key prefix of the queues.
-    #[arg(long, default_value = DEFAULT_PREFIX)]
-    prefix: String,
-    /// PEM file of the CA that signed the server's TLS certificate, when not a system root.
-    #[arg(long)]
-    ca_cert: Option<std::path::PathBuf>,
-    /// Give up on a collection after this long (10ms to 5m).
-    #[arg(long, default_value = "5s", value_parser = duration_flag(TIMEOUT_MIN, TIMEOUT_MAX))]
-    timeout: Duration,
-    /// BullMQ queue names.
-    #[arg(required = true)]
-    queues: Vec<String>,
-}
-
-impl RedisArgs {
-    fn queue_refs(&self) -> Vec<QueueRef> {
-        self.queues.iter().map(|name| QueueRef { name: name.clone(), prefix: Some(self.prefix.clone()) }).collect()
-    }
-
-    fn options(&self) -> anyhow::Result<ConnectOptions> {
-        let ca_cert_pem = match &self.ca_cert {
-            Some(path) => Some(std::fs::read(path).with_context(|| format!("reading --ca-cert {}", path.display()))?),
-            None => None,
-        };
-        Ok(ConnectOptions { timeout: self.timeout, ca_cert_pem })
-    }
-}
-
-#[derive(Args)]
-struct KubeArgs {
-    /// Kubeconfig file; in-cluster configuration or ~/.kube/config when absent.
-    #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: Option<std::path::PathBuf>,
-    /// The kubeconfig context to use (its current context when absent).
-    #[arg(long)]
-    context: Option<String>,
-}
-
-impl KubeArgs {
-    async fn client(&self) -> anyhow::Result<kube::Client> {
-        let options = kube::config::KubeConfigOptions { context: self.context.clone(), ..Default::default() };
-        let config = match (&self.kubeconfig, &self.context) {
-            (Some(path), _) => {
-                let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                    .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-                kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-                    .await
-                    .with_context(|| format!("kubeconfig {}", path.display()))?
-            }
-            (None, Some(context)) => kube::Config::from_kubeconfig(&options)
-                .await
-                .with_context(|| format!("context {context} of ~/.kube/config"))?,
-            (None, None) => kube::Config::infer().await.context(
-                "no Kubernetes configuration: not in a cluster and no kubeconfig; pass --kubeconfig or set KUBECONFIG",
-            )?,
-        };
-        kube::Client::try_from(config).context("creating the Kubernetes client")
-    }
-}
-
-#[derive(Args)]
-struct RunArgs {
-    #[command(flatten)]
-    kube: KubeArgs,
-    /// Read ScalingPolicy documents (and the plugin ConfigMaps they name) from this YAML file or directory instead
-    /// of watching the CRD (scale targets stay in the cluster; nothing is written to policy status).
-    #[arg(long, value_name = "FILE|DIR")]
-    config: Option<std::path::PathBuf>,
-    /// Redis URL of the BullMQ queues (queue metrics are unavailable without it).
-    #[arg(long, env = "BALLAST_REDIS_URL")]
-    redis: Option<String>,
-    #[command(flatten)]
-    prometheus: PrometheusArgs,
-    /// Time between decisions (100ms to 60m).
-    #[arg(long, default_value = "1s", value_parser = duration_flag(TIMER_MIN, TIMER_MAX))]
-    tick: Duration,
-    /// How often CPU and memory are read from metrics.k8s.io (the HPA's sync period is 15 s; 1s to 60m).
-    #[arg(long, default_value = "15s", value_parser = duration_flag(REFRESH_MIN, TIMER_MAX))]
-    resources_every: Duration,
-    /// How often Prometheus is queried (one query per distinct template, every policy together; 1s to 60m).
-    #[arg(long, default_value = "5s", value_parser = duration_flag(REFRESH_MIN, TIMER_MAX))]
-    prometheus_every: Duration,
-    /// Write each policy's status at least this often (and after every decision that changed something; 1s to
-    /// 60m).
-    #[arg(long, default_value = "10s", value_parser = duration_flag(REFRESH_MIN, TIMER_MAX))]
-    status_every: Duration,
-    /// Address to serve /metrics, /healthz and /readyz on.
-    #[arg(long, default_value = "0.0.0.0:8080")]
-    metrics_listen: SocketAddr,
-    /// Lease used for leader election among the host replicas.
-    #[arg(long, default_value = ballast::controller::lease::DEFAULT_LEASE_NAME)]
-    lease_name: String,
-    /// Namespace of the lease.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    lease_namespace: String,
-    /// How long after the leader's last renewal another host may take over (client-go's leaseDuration; 1s to 60m).
-    #[arg(long, default_value = "15s", value_parser = duration_flag(REFRESH_MIN, TIMER_MAX))]
-    lease_duration: Duration,
-    /// How long the leader keeps scaling while its renewals fail (client-go's renewDeadline); shorter than
-    /// --lease-duration, so it has stopped before another host takes over (1s to 60m).
-    #[arg(long, default_value = "10s", value_parser = duration_flag(REFRESH_MIN, TIMER_MAX))]
-    renew_deadline: Duration,
-    /// How often the leader renews and the other hosts try to acquire the lease (client-go's retryPeriod; 100ms to
-    /// 60m).
-    #[arg(long, default_value = "2s", value_parser = duration_flag(TIMER_MIN, TIMER_MAX))]
-    retry_period: Duration,
-    /// This host's identity in the lease and in Events.
-    #[arg(long, env = "POD_NAME")]
-    identity: Option<String>,
-    /// Directory for compiled plugins, so restarts skip compilation.
-    #[arg(long, env = "BALLAST_CACHE_DIR")]
-    cache_dir: Option<std::path::PathBuf>,
-    #[command(flatten)]
-    plugin_limits: PluginLimitArgs,
-    /// A directory whose component files ScalingPolicies may name in `plugin.path` (repeatable). Without it, file
-    /// plugins are refused in cluster mode: any namespace's policy could otherwise read any file of the host.
-    #[arg(long = "plugin-dir", value_name = "DIR")]
-    plugin_dirs: Vec<std::path::PathBuf>,
-}
-
-/// The shortest and longest period of a timer flag (a zero period panics the timer that takes it, and an absurd one
-/// overflows it), the shortest period of a refresh from the API server, and the range of a Redis timeout.
-const TIMER_MIN: Duration = Duration::from_millis(100);
-const TIMER_MAX: Duration = Duration::from_secs(3600);
-const REFRESH_MIN: Duration = Duration::from_secs(1);
-const TIMEOUT_MIN: Duration = Duration::from_millis(10);
-const TIMEOUT_MAX: Duration = Duration::from_secs(300);
-
-/// The parser of a duration flag (`500ms`, `5s`, `1m`) that refuses a duration outside `min..=max`, naming the
-/// range.
-fn duration_flag(min: Duration, max: Duration) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync {
-    move |text| match parse_duration(text)? {
-        Some(duration) if (min..=max).contains(&duration) => Ok(duration),
-        _ => Err(format!("must be from {} to {}", show_duration(min), show_duration(max))),
-    }
-}
-
-/// `500ms`, `5s` or `1m`; `None` when too long for a `Duration` of milliseconds.
-fn parse_duration(text: &str) -> Result<Option<Duration>, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let millis_per_unit: u64 = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use ms, s or m (e.g. 5s)")),
-    };
-    if number.is_empty() {
-        return Err(format!("{text:?} is not a duration like 5s, 500ms or 1m"));
-    }
-    // `number` is all digits: it fails to parse only when it is beyond u64.
-    Ok(number.parse::<u64>().ok().and_then(|n| n.checked_mul(millis_per_unit)).map(Duration::from_millis))
-}
-
-/// A duration as the flags take it: `100ms`, `5s`, `60m`.
-fn show_duration(duration: Duration) -> String {
-    match duration.as_millis() {
-        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
-        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
-        ms => format!("{ms}ms"),
-    }
-}
-
-#[derive(Args)]
-struct TraceArgs {
-    #[command(flatten)]
-    prometheus: PrometheusArgs,
-    /// Start of the span: RFC 3339 (2026-11-30T00:00:00Z), Unix seconds, or now-N with a unit of s, m, h or d.
-    #[arg(long, value_parser = trace_time)]
-    from: i64,
-    /// End of the span, as --from.
-    #[arg(long, default_value = "now", value_parser = trace_time)]
-    to: i64,
-    /// Time between samples read: whole seconds from 1s to 60m. Arrivals within a step are spread evenly, so use
-    /// the scrape interval for bursts.
-    #[arg(long, default_value = "15s", value_parser = duration_flag(Duration::from_secs(1), Duration::from_secs(3600)))]
-    step: Duration,
-    /// A BullMQ queue to read, and the service (ScalingPolicy name) its jobs go to in the trace; SERVICE defaults
-    /// to the queue's name. Repeat for each queue (at most 100).
-    #[arg(long = "queue", value_name = "QUEUE[=SERVICE]", required = true)]
-    queues: Vec<String>,
-    /// Where to write the trace CSV (`time_s,service,arrivals`), `-` for standard output.
-    #[arg(long, default_value = "-")]
-    out: PathBuf,
-    /// Where to write the Simulation document (service time from the history where it tells it, the rest marked
-    /// as guesses to review).
-    #[arg(long, value_name = "FILE")]
-    simulation: Option<PathBuf>,
-}
-
-/// `--from`/`--to` of `ballast trace`: Unix seconds.
-fn trace_time(text: &str) -> Result<i64, String> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?;
-    let now = i64::try_from(now.as_secs()).map_err(|e| e.to_string())?;
-    if text == "now" {
-        return Ok(now);
-    }
-    if let Some(ago) = text.strip_prefix("now-") {
-        let split = ago.find(|c: char| !c.is_ascii_digit()).unwrap_or(ago.len());
-        let (number, unit) = ago.split_at(split);
-        let seconds = match unit {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            _ => return Err(format!("{text:?}: unknown unit {unit:?}; use s, m, h or d (e.g. now-7d)")),
-        };
-        let ago = number.parse::<i64>().ok().and_then(|n| n.checked_mul(seconds)).filter(|&s| s <= now);
-        return ago.map(|ago| now - ago).ok_or_else(|| format!("{text:?} is before 1970"));
-    }
-    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        return text.parse::<i64>().map_err(|_| format!("{text:?} is too large for Unix seconds"));
-    }
-    text.parse::<jiff::Timestamp>()
-        .map(|t| t.as_second())
-        .map_err(|e| format!("{text:?} is not RFC 3339 (2026-11-30T00:00:00Z), Unix seconds or now-N: {e}"))
-}
-
-#[derive(Args)]
-struct SimulateArgs {
-    /// A multi-document YAML file of ScalingPolicy documents (apiVersion ballast.dev/v1alpha1), one per service,
-    /// with the plugin ConfigMaps they refer to; or a directory of such files (as `kubectl apply -k` applies them).
-    /// Repeat to compare several policy sets on the same trace and seed.
-    #[arg(long = "policies", value_name = "FILE|DIR", required = true)]
-    policies: Vec<PathBuf>,
-    /// Another policy set to run on the same trace and seed, printed side by side (same as repeating --policies).
-    #[arg(long, value_name = "FILE|DIR")]
-    compare: Vec<PathBuf>,
-    /// The metrics pipeline each set's decisions are modelled behind: `direct` (Ballast: each policy's
-    /// decisionIntervalSeconds, metrics as old as metricsDelaySeconds) or `original` (the HPA's 15 s sync on
-    /// metrics 60 s old). Once for every set, or once per set in the order of --policies then --compare.
-    #[arg(long, value_enum, default_values_t = [ballast::sim::Pipeline::Direct])]
-    pipeline: Vec<ballast::sim::Pipeline>,
-    /// A name for a policy set in tables, CSV and charts (default: its file's name); once per set, in the order of
-    /// --policies then --compare. Two sets may not be named alike.
-    #[arg(long)]
-    label: Vec<String>,
-    /// Compare sets even when they simulate a service under different physics (service time, start-up, load):
-    /// refused by default, since the figures would then compare the clusters rather than the policies.
-    #[arg(long)]
-    allow_different_physics: bool,
-    /// Simulation parameters per service (kind: Simulation; serviceSeconds, startupSeconds, concurrency, jitter,
-    /// baseRate, ...). Default: the built-in parameters of the five model services. A `simulation:` section in a
-    /// policy document takes precedence.
-    #[arg(long, value_name = "FILE")]
-    sim: Option<PathBuf>,
-    /// Load: a CSV file of `time_s,service,arrivals` rows (jobs arriving in that second), or under a
-    /// `time_s,service,rate` header rate rows (jobs per second from that time until the service's next row, as
-    /// seeded Poisson arrivals), or builtin:NAME (day, burst, step, ramp, sawtooth, steady) scaled by each service's
-    /// baseRate.
-    #[arg(long, value_name = "FILE|builtin:NAME", default_value = "builtin:day")]
-    trace: String,
-    /// Seed of the load noise and service-time jitter.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Simulated time to run (e.g. 90s, 30m, 6h, 1d; at most 31d). Default: the trace's length (a day for
-    /// built-ins).
-    #[arg(long, value_parser = parse_duration_s)]
-    duration: Option<u64>,
-    /// Simulation step (whole seconds).
-    #[arg(long, default_value = "1s", value_parser = parse_duration_s)]
-    step: u64,
-    /// Interval of the timeline's rows and the chart's points.
-    #[arg(long, default_value = "60s", value_parser = parse_duration_s)]
-    sample: u64,
-    /// Directory for summary.txt, timeline.csv and chart.svg; without it only the table is printed.
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
-    /// Also draw the chart to FILE: PNG when FILE ends in .png (1200 pixels wide), else SVG.
-    #[arg(long, value_name = "FILE")]
-    chart: Option<PathBuf>,
-    /// Credentials for plugins given as `oci:` references (pulled once, cached under BALLAST_CACHE_DIR).
-    #[command(flatten)]
-    registry: RegistryArgs,
-    #[command(flatten)]
-    plugin_limits: PluginLimitArgs,
-}
-
-/// `90`, `90s`, `15m`, `6h` or `1d`, in seconds: at least a second, at most the 31 days a simulation may last.
-fn parse_duration_s(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let factor: u64 = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("unknown unit `{unit}` in `{text}`: use s, m, h or d")),
-    };
-    if number.is_empty() {
-        return Err(format!("`{text}` is not a duration such as 90s, 15m, 6h or 1d"));
-    }
-    // Digits beyond u64 are too long, as are those that overflow with their unit.
-    let seconds = number.parse::<u64>().ok().and_then(|n| n.checked_mul(factor)).unwrap_or(u64::MAX);
-    match seconds {
-        0 => Err("must be at least 1s".into()),
-        s if s > ballast::sim::MAX_DURATION_S => Err(format!(
-            "must be at most 31d ({} s): a simulation keeps every job and timeline row",
-            ballast::sim::MAX_DURATION_S
-        )),
-        s => Ok(s),
-    }
-}
+use ballast::sources::bullmq::{BullmqSource, ConnectOptions};
+use clap::Parser;
+use cli::{
+    Cli, Command, DoctorArgs, KubeArgs, OutputFormat, PluginCommand, PluginLimitArgs, RedisArgs, RegistryArgs, RunArgs,
+    SimulateArgs, TraceArgs,
+};
 
 fn main() -> anyhow::Result<()> {
     // kube's TLS needs a process-wide crypto provider; a second install (none here) would be harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    cli.log_format.init_logging();
     let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio");
     match cli.command {
         Command::Behavior { input } => behavior(&input),
@@ -748,12 +90,10 @@ async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
     use ballast::controller::doctor::{self, Level, Sources};
     let client = args.kube.client().await?;
     let redis = match &args.redis {
-        Some(url) => {
-            Some(BullmqSource::new(url, ConnectOptions { timeout: Duration::from_secs(5), ca_cert_pem: None })?)
-        }
+        Some(url) => Some(BullmqSource::new(url, ConnectOptions::default())?),
         None => None,
     };
-    let prometheus = args.prometheus.source()?;
+    let prometheus = args.prometheus.source(&PrometheusSettings::default())?;
     let sources = Sources {
         redis: redis.as_ref(),
         prometheus: prometheus.as_ref(),
@@ -769,17 +109,10 @@ async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
 
 async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     use ballast::sim::history::{self, HistoryQueue, HistoryRequest};
-    let source = args.prometheus.source()?.ok_or_else(|| {
+    let source = args.prometheus.source(&PrometheusSettings::default())?.ok_or_else(|| {
         anyhow::anyhow!("ballast trace reads Prometheus: give --prometheus URL (or BALLAST_PROMETHEUS_URL)")
     })?;
-    let queues = args
-        .queues
-        .iter()
-        .map(|arg| match arg.split_once('=') {
-            Some((queue, service)) => HistoryQueue { queue: queue.into(), service: service.into() },
-            None => HistoryQueue { queue: arg.clone(), service: arg.clone() },
-        })
-        .collect();
+    let queues = args.queues.iter().map(|arg| HistoryQueue::parse(arg)).collect();
     let request = HistoryRequest { queues, from: args.from, to: args.to, step: args.step };
     let history = history::read(&source, &request).await?;
     for note in &history.notes {
@@ -800,72 +133,26 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
 }
 
 async fn queues(redis: RedisArgs, json: bool) -> anyhow::Result<()> {
+    use ballast::sources::bullmq::{counts_json, counts_table};
     let source = BullmqSource::connect(&redis.redis, redis.options()?).await?;
     let queues = redis.queue_refs();
     let states = source.counts(&queues).await?;
-    let mut failures = 0;
     if json {
-        let rows: Vec<serde_json::Value> = queues
-            .iter()
-            .zip(&states)
-            .map(|(queue, state)| match state {
-                Ok(state) => serde_json::json!({
-                    "queue": queue.name, "prefix": redis.prefix, "counts": state.counts, "isPaused": state.is_paused,
-                }),
-                Err(e) => serde_json::json!({ "queue": queue.name, "prefix": redis.prefix, "error": e.to_string() }),
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        failures = states.iter().filter(|state| state.is_err()).count();
+        println!("{}", serde_json::to_string_pretty(&counts_json(&queues, &redis.prefix, &states))?);
     } else {
-        println!(
-            "{:<24} {:>8} {:>11} {:>7} {:>7} {:>8} {:>7} {:>16} {:>10} {:>7}",
-            "QUEUE",
-            "WAITING",
-            "PRIORITIZED",
-            "PAUSED",
-            "ACTIVE",
-            "DELAYED",
-            "FAILED",
-            "WAITING-CHILDREN",
-            "COMPLETED",
-            "STATE"
-        );
-        for (queue, state) in queues.iter().zip(&states) {
-            match state {
-                Ok(s) => {
-                    let c = &s.counts;
-                    println!(
-                        "{:<24} {:>8} {:>11} {:>7} {:>7} {:>8} {:>7} {:>16} {:>10} {:>7}",
-                        queue.name,
-                        c.waiting,
-                        c.prioritized,
-                        c.paused,
-                        c.active,
-                        c.delayed,
-                        c.failed,
-                        c.waiting_children,
-                        c.completed,
-                        if s.is_paused { "paused" } else { "running" }
-                    );
-                }
-                Err(e) => {
-                    failures += 1;
-                    eprintln!("{e}");
-                }
-            }
+        print!("{}", counts_table(&queues, &states));
+        for error in states.iter().filter_map(|state| state.as_ref().err()) {
+            eprintln!("{error}");
         }
     }
+    let failures = states.iter().filter(|state| state.is_err()).count();
     anyhow::ensure!(failures == 0, "{failures} of {} queues could not be read", queues.len());
     Ok(())
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    use ballast::controller::lease::{self, Leadership, LeaseConfig};
-    use ballast::controller::reconcile::{Controller, PolicySource, RunOptions};
-    use ballast::sources::live::LiveObserver;
-    use ballast::sources::resources::{ResourceConfig, ResourceSource};
-
+    use ballast::controller::reconcile::PolicySource;
+    let config = args.config()?;
     let client = args.kube.client().await?;
     let plugin_files =
         ballast::controller::plugins::PluginFiles::within(&args.plugin_dirs).map_err(anyhow::Error::msg)?;
@@ -873,89 +160,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(path) => PolicySource::Fixed(ballast::controller::crd::read_documents(path)?),
         None => PolicySource::Cluster,
     };
-    let metrics = std::sync::Arc::new(export::Metrics::new()?);
-    let bullmq = match &args.redis {
-        Some(url) => {
-            Some(BullmqSource::new(url, ConnectOptions { timeout: Duration::from_secs(2), ca_cert_pem: None })?)
-        }
-        None => None,
+    let host = ballast::controller::host::Host {
+        client,
+        prometheus: args.prometheus.source(&config.prometheus)?,
+        config,
+        policies,
+        redis_url: args.redis,
+        metrics_listen: args.metrics_listen,
+        lease_name: args.lease_name,
+        lease_namespace: args.lease_namespace,
+        identity: args.identity,
+        plugin_files,
     };
-    let prometheus = args.prometheus.source()?;
-    let resources = ResourceSource::new(client.clone(), ResourceConfig::default());
-    let observer =
-        LiveObserver::new(bullmq, prometheus, args.prometheus_every, Duration::from_secs(60), metrics.clone())
-            .with_resources(resources, args.resources_every)
-            .with_secret_connections(client.clone());
-    let limits = args
-        .plugin_limits
-        .limits(ballast::runtime::RuntimeLimits { cache_dir: args.cache_dir.clone(), ..Default::default() })?;
-    let engine = ballast::runtime::PolicyEngine::new(limits)?;
-    let identity = args.identity.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-        format!("{}-{}", host.trim(), std::process::id())
-    });
-    let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
-    let lease = LeaseConfig {
-        duration: args.lease_duration,
-        renew_deadline: args.renew_deadline,
-        retry_period: args.retry_period,
-        ..LeaseConfig::new(&args.lease_name, &args.lease_namespace, &identity)
-    };
-    lease.check().map_err(|why| anyhow::anyhow!("leader election: {why}"))?;
-    let (leadership, lease_task): (Leadership, _) = lease::spawn(client.clone(), lease, shutdown.clone());
-    let readiness = export::Readiness::default();
-    let listener = export::bind(args.metrics_listen).await?;
-    let mut server_shutdown = shutdown.clone();
-    let server = tokio::spawn(export::serve(listener, metrics.registry().clone(), readiness.clone(), async move {
-        let _ = server_shutdown.changed().await;
-    }));
-    let options = RunOptions { tick: args.tick, status_every: args.status_every, policies, instance: identity.clone() };
-    tracing::info!(%identity, lease = %args.lease_name, "ballast controller starting");
-    let controller =
-        Controller::new(client, engine, observer, leadership, metrics, options).with_plugin_files(plugin_files);
-    let mut running = tokio::spawn(controller.run(readiness, shutdown));
-    tokio::select! {
-        result = &mut running => result.context("the controller task failed")??,
-        _ = shutdown_signal() => {
-            let _ = shutdown_tx.send(true);
-            running.await.context("the controller task failed")??;
-        }
-    }
-    let _ = shutdown_tx.send(true);
-    let _ = lease_task.await;
-    let _ = server.await;
-    Ok(())
-}
-
-/// SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-    }
-}
-
-async fn list_policies(
-    kube: &KubeArgs,
-    namespace: Option<&str>,
-) -> anyhow::Result<Vec<ballast::controller::crd::ScalingPolicy>> {
-    use ballast::controller::crd::ScalingPolicy;
-    let client = kube.client().await?;
-    let api: kube::Api<ScalingPolicy> = match namespace {
-        Some(ns) => kube::Api::namespaced(client, ns),
-        None => kube::Api::all(client),
-    };
-    let list = api
-        .list(&Default::default())
-        .await
-        .context("listing ScalingPolicies (is the CRD installed? `ballast crd | kubectl apply -f -`)")?;
-    Ok(list.items)
+    Ok(host.run(ballast::controller::host::shutdown_signal()).await?)
 }
 
 async fn status(kube: KubeArgs, namespace: Option<String>, output: OutputFormat) -> anyhow::Result<()> {
     use ballast::controller::report;
-    let policies = list_policies(&kube, namespace.as_deref()).await?;
+    let policies = cli::list_policies(&kube, namespace.as_deref()).await?;
     let now = k8s_openapi::jiff::Timestamp::now();
     match output {
         OutputFormat::Text => print!("{}", report::status_table(&policies, now)),
@@ -970,7 +192,7 @@ async fn status(kube: KubeArgs, namespace: Option<String>, output: OutputFormat)
 async fn explain(kube: KubeArgs, policy: &str, namespace: Option<&str>, output: OutputFormat) -> anyhow::Result<()> {
     use ballast::controller::report;
     let (namespace, name) = report::parse_policy_name(policy, namespace).map_err(anyhow::Error::msg)?;
-    let policies = list_policies(&kube, Some(&namespace)).await?;
+    let policies = cli::list_policies(&kube, Some(&namespace)).await?;
     let found = policies.iter().find(|p| report::is_named(p, &namespace, &name));
     let found = found.with_context(|| format!("no ScalingPolicy {namespace}/{name}"))?;
     match output {
@@ -990,31 +212,12 @@ fn print_structured(value: &serde_json::Value, format: OutputFormat) -> anyhow::
     Ok(())
 }
 
-/// The host's log on standard error: `BALLAST_LOG` filters it; colour only on a terminal and without `NO_COLOR`.
-fn init_logging(format: LogFormat) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BALLAST_LOG").unwrap_or_else(|_| "info".into());
-    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => log.with_ansi(colour).init(),
-        LogFormat::Json => log.json().with_ansi(false).init(),
-    }
-}
-
 fn demo(out: &Path, seed: u64) -> anyhow::Result<()> {
     let sets = ballast::sim::demo::policy_sets().context("loading the demo's policies")?;
     let trace = Trace::from_arg(ballast::sim::demo::TRACE)?;
     let options = RunOptions { seed, ..RunOptions::default() };
-    println!("ballast demo: five model services, one simulated day with bursts ({}), seed {seed}", trace_name(&trace));
+    println!("ballast demo: five model services, one simulated day with bursts ({}), seed {seed}", trace.name());
     run_and_report(&sets, &trace, options, Some(out), &PluginLimitArgs::default()).map(drop)
-}
-
-fn trace_name(trace: &Trace) -> String {
-    match trace {
-        Trace::Builtin(name) => format!("builtin:{name}"),
-        Trace::Csv { what, .. } => what.clone(),
-    }
 }
 
 fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
@@ -1022,27 +225,10 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         Some(path) => SimulationFile::read(path)?,
         None => ballast::sim::demo::simulation()?,
     };
-    let sets = args
-        .policies
-        .iter()
-        .chain(&args.compare)
-        .map(|path| PolicySet::read(path, Some(&simulation)))
-        .collect::<Result<Vec<_>, _>>()?;
-    anyhow::ensure!(
-        args.pipeline.len() == 1 || args.pipeline.len() == sets.len(),
-        "{} --pipeline values for {} policy sets: give one for all of them or one per set",
-        args.pipeline.len(),
-        sets.len()
-    );
-    let mut sets: Vec<PolicySet> = sets
-        .into_iter()
-        .enumerate()
-        .map(|(i, set)| set.with_pipeline(args.pipeline[i.min(args.pipeline.len() - 1)]))
-        .collect();
-    ballast::sim::config::label_sets(&mut sets, &args.label)?;
-    if !args.allow_different_physics {
-        ballast::sim::config::check_same_physics(&sets)?;
-    }
+    let paths = args.policies.iter().chain(&args.compare);
+    let physics_may_differ = args.allow_different_physics;
+    let mut sets =
+        ballast::sim::config::read_sets(paths, &simulation, &args.pipeline, &args.label, physics_may_differ)?;
     pull_oci_plugins(&mut sets, &args.registry)?;
     let trace = Trace::from_arg(&args.trace)?;
     let duration_s = args.duration.unwrap_or_else(|| trace.length_s());
@@ -1056,50 +242,13 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The cache of the commands run on a workstation (`simulate`'s OCI pulls, `plugin check|test|pack`'s compiled
-/// components): BALLAST_CACHE_DIR, or `ballast-cache` under the system temp dir.
-fn local_cache_dir() -> PathBuf {
-    std::env::var_os("BALLAST_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("ballast-cache"))
-}
-
-/// [`local_cache_dir`] for compiled components, which are native code run as they are read: only when the
-/// directory is this user's alone (created 0700 when missing; not writable by others), else none (components
-/// compile each time), so no other user of a shared temp dir can plant one.
-fn private_compile_cache() -> Option<PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    let dir = local_cache_dir();
-    // An existing directory is checked below; a failure to create one shows there too.
-    let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir);
-    let private = std::fs::metadata(&dir).is_ok_and(|meta| {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        meta.is_dir() && meta.uid() == unsafe { libc::geteuid() } && meta.mode() & 0o022 == 0
-    });
-    if !private {
-        tracing::warn!(
-            dir = %dir.display(),
-            "not caching compiled plugins: the directory is missing, not ours, or writable by others \
-             (set BALLAST_CACHE_DIR)"
-        );
-    }
-    private.then_some(dir)
-}
-
 /// Pulls the policies' OCI plugins (each reference once, cached on disk) and points them at the pulled files.
 fn pull_oci_plugins(sets: &mut [PolicySet], registry: &RegistryArgs) -> anyhow::Result<()> {
-    let plugins: Vec<&mut ballast::spec::PluginRef> = sets
-        .iter_mut()
-        .flat_map(|set| set.services.iter_mut())
-        .flat_map(|service| {
-            std::iter::once(&mut service.spec.plugin).chain(service.spec.shadow.as_mut().map(|s| &mut s.plugin))
-        })
-        .filter(|plugin| plugin.oci.is_some())
-        .collect();
+    let plugins = ballast::sim::config::oci_plugins(sets);
     if plugins.is_empty() {
         return Ok(());
     }
-    let store = ballast::oci::OciStore::new(Some(&local_cache_dir()));
+    let store = ballast::oci::OciStore::new(Some(&ballast::authoring::local_cache_dir()));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
     for plugin in plugins {
         let oci = plugin.oci.clone().expect("filtered");
@@ -1119,21 +268,7 @@ fn run_and_report(
     limits: &PluginLimitArgs,
 ) -> anyhow::Result<Vec<ballast::sim::RunResult>> {
     let engine = ballast::sim::run::engine(limits.limits(ballast::sim::run::limits())?)?;
-    let mut results = Vec::with_capacity(sets.len());
-    for set in sets {
-        let bar = ProgressBar::new(options.duration_s).with_style(
-            ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} simulated s ({eta} left)")
-                .expect("valid progress template")
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(set.label.clone());
-        // indicatif draws on stderr and hides itself when stderr is not a terminal.
-        let mut hook = Progress(bar.clone());
-        let result = ballast::sim::run(&engine, set, trace, options, &mut hook)
-            .with_context(|| format!("simulating {}", set.label))?;
-        bar.finish_and_clear();
-        results.push(result);
-    }
+    let results = ballast::sim::run_sets(&engine, sets, trace, options)?;
     print!("{}", ballast::sim::report::table(&results));
     if let Some(dir) = out {
         for path in ballast::sim::report::write_outputs(&results, dir)? {
@@ -1143,21 +278,11 @@ fn run_and_report(
     Ok(results)
 }
 
-struct Progress(ProgressBar);
-
-impl ballast::sim::StepHook for Progress {
-    fn after_step(&mut self, now_s: u64, _cluster: &ballast::sim::SimCluster) {
-        if now_s.is_multiple_of(600) {
-            self.0.set_position(now_s);
-        }
-    }
-}
-
 fn plugin(command: PluginCommand) -> anyhow::Result<()> {
     use ballast::authoring::{build, cases, check, pack, scaffold};
     // Compiled components are cached on disk by sha256: in an edit-build-test loop only changed bytes compile (a
     // Python component takes some 15 s), and `check` says when its component came from the cache.
-    let cache_dir = private_compile_cache();
+    let cache_dir = ballast::authoring::private_compile_cache();
     let engine = |limits: &PluginLimitArgs| -> anyhow::Result<_> {
         let base = ballast::runtime::RuntimeLimits { cache_dir: cache_dir.clone(), ..Default::default() };
         Ok(ballast::runtime::PolicyEngine::new(limits.limits(base)?)?)
@@ -1178,25 +303,12 @@ fn plugin(command: PluginCommand) -> anyhow::Result<()> {
     match command {
         PluginCommand::New { lang, name, dir } => {
             let project = scaffold::scaffold(lang, &name, &dir)?;
-            println!(
-                "created {} ({} plugin); next: cd {} && ballast plugin build",
-                project.display(),
-                lang.name(),
-                project.display()
-            );
+            println!("{}", scaffold::created(&project, lang));
             Ok(())
         }
         PluginCommand::Build { dir, out } => {
             let built = build::build(&dir, out.as_deref()).with_context(|| format!("building {}", dir.display()))?;
-            let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
-            println!(
-                "{} ({} plugin, {:.2} MiB, {:.2} MiB gzipped, built in {:.1}s)",
-                built.output.display(),
-                built.language.name(),
-                mib(built.size),
-                mib(built.gzipped),
-                built.elapsed.as_secs_f64()
-            );
+            println!("{}", built.summary());
             Ok(())
         }
         PluginCommand::Check { file, config, limits } => {
@@ -1243,11 +355,7 @@ fn plugin(command: PluginCommand) -> anyhow::Result<()> {
                     let runtime =
                         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
                     let pushed = runtime.block_on(ballast::oci::push(target, &component, &world, &access))?;
-                    println!("# pushed {what} ({} bytes) as {}", component.len(), ballast::oci::LAYER_MEDIA_TYPE);
-                    if let Some(tag) = &pushed.tag {
-                        println!("# tag {tag} -> {}", pushed.manifest_digest);
-                    }
-                    print!("{}", pack::oci_snippet(&pushed));
+                    print!("{}", pack::pushed_summary(&what, component.len(), &pushed));
                     Ok(())
                 }
                 None => {
@@ -1257,146 +365,11 @@ fn plugin(command: PluginCommand) -> anyhow::Result<()> {
                         key: args.key.clone(),
                     };
                     let packed = pack::pack(&what, &component, &target)?;
-                    // A client-side apply copies the object into the last-applied-configuration annotation, and the
-                    // API server refuses more than 256 KiB of annotations: big plugins need a server-side apply.
-                    println!(
-                        "# Apply with `kubectl apply --server-side -f FILE` (a plain `kubectl apply` also stores the \
-                         whole object, {} bytes here, in an annotation, and annotations are limited to 256 KiB; see \
-                         deploy/README.md).",
-                        packed.stored_size
-                    );
+                    print!("{}", packed.apply_note());
                     print!("{}", packed.to_yaml(&what, &target)?);
                     Ok(())
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every flag's parser agrees with its field's type (clap checks that only when the flag is given) and takes
-    /// its bounds; one past them is refused.
-    #[test]
-    fn run_and_simulate_take_every_bounded_flag() {
-        let limits = [
-            "--plugin-deadline=5ms",
-            "--plugin-memory-mib=4096",
-            "--plugin-compile-memory-mib=64",
-            "--plugin-compile-timeout=60m",
-            "--fresh-instance-per-call",
-        ];
-        let lease = ["--lease-duration=15s", "--renew-deadline=10s", "--retry-period=100ms", "--prometheus-every=1s"];
-        let run = ["ballast", "run"].into_iter().chain(limits).chain(lease);
-        let cli = Cli::try_parse_from(run).unwrap_or_else(|e| panic!("{e}"));
-        let Command::Run(args) = cli.command else { panic!("not run") };
-        assert_eq!(args.retry_period, TIMER_MIN);
-        assert_eq!(args.plugin_limits.plugin_memory_mib, Some(4096));
-        let limits_now = args.plugin_limits.limits(ballast::runtime::RuntimeLimits::default()).unwrap();
-        assert_eq!((limits_now.memory_bytes, limits_now.compile_memory_bytes), (4096 << 20, 64 << 20));
-        let simulate = ["ballast", "simulate", "--policies", "p.yaml"].into_iter().chain(limits);
-        Cli::try_parse_from(simulate).unwrap_or_else(|e| panic!("{e}"));
-        let auth = [
-            "--prometheus=https://prometheus.monitoring:9090",
-            "--prometheus-basic-auth-user=ballast",
-            "--prometheus-basic-auth-password-file=/run/secrets/password",
-            "--prometheus-ca-file=/run/secrets/ca.pem",
-        ];
-        let Command::Run(args) = Cli::try_parse_from(["ballast", "run"].into_iter().chain(auth)).unwrap().command
-        else {
-            panic!("not run")
-        };
-        let error = args.prometheus.source().err().expect("the password file does not exist").to_string();
-        assert!(error.contains("/run/secrets/password") || error.contains("/run/secrets/ca.pem"), "{error}");
-        for alone in ["--prometheus-basic-auth-user=ballast", "--prometheus-basic-auth-password-file=/p"] {
-            assert!(Cli::try_parse_from(["ballast", "run", alone]).is_err(), "{alone} without its pair was taken");
-        }
-        let both = ["ballast", "run", "--prometheus-bearer-token-file=/t", "--prometheus-basic-auth-user=u"];
-        assert!(Cli::try_parse_from(both.into_iter().chain(["--prometheus-basic-auth-password-file=/p"])).is_err());
-        for over in [
-            "--plugin-deadline=61s",
-            "--plugin-memory-mib=4097",
-            "--plugin-memory-mib=0",
-            "--plugin-compile-memory-mib=63",
-            "--plugin-compile-timeout=61m",
-            "--lease-duration=0s",
-            "--retry-period=99ms",
-            "--prometheus-every=999ms",
-            "--prometheus-every=61m",
-        ] {
-            assert!(Cli::try_parse_from(["ballast", "run", over]).is_err(), "{over} was taken");
-        }
-    }
-
-    #[test]
-    fn status_and_explain_take_kubectl_habits() {
-        let cli = Cli::try_parse_from(["ballast", "explain", "web", "-n", "ai", "-o", "yaml", "--context", "prod"]);
-        let Command::Explain { kube, policy, namespace, output } = cli.unwrap().command else { panic!("not explain") };
-        assert_eq!((policy.as_str(), namespace.as_deref()), ("web", Some("ai")));
-        assert!(output == OutputFormat::Yaml && kube.context.as_deref() == Some("prod"));
-        let cli = Cli::try_parse_from(["ballast", "status", "-o", "json", "--log-format", "json"]).unwrap();
-        assert!(cli.log_format == LogFormat::Json);
-        assert!(matches!(cli.command, Command::Status { output: OutputFormat::Json, .. }));
-        assert!(Cli::try_parse_from(["ballast", "status", "-o", "wide"]).is_err());
-    }
-
-    #[test]
-    fn trace_times_take_rfc3339_unix_seconds_and_now_minus() {
-        assert_eq!(trace_time("2026-11-30T00:00:00Z"), Ok(1_795_996_800));
-        assert_eq!(trace_time("1795996800"), Ok(1_795_996_800));
-        let now = trace_time("now").unwrap();
-        let week_ago = trace_time("now-7d").unwrap();
-        assert!((now - week_ago - 7 * 86_400).abs() <= 1, "{now} {week_ago}");
-        for bad in ["now-7w", "now-", "yesterday", "2026-11-30", "now-99999999999999d", "99999999999999999999"] {
-            assert!(trace_time(bad).is_err(), "{bad}");
-        }
-        let cli = Cli::try_parse_from(["ballast", "trace", "--from", "now-1h", "--queue", "q", "--step", "61m"]);
-        assert!(cli.is_err(), "--step past 60m");
-    }
-
-    /// Every option of every command says what it is for (`--help` lists no bare flag).
-    #[test]
-    fn every_option_and_argument_is_described() {
-        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
-            for arg in command.get_arguments() {
-                let id = arg.get_id().as_str();
-                if arg.get_help().is_none() && !matches!(id, "help" | "version") {
-                    missing.push(format!("{path} {id}"));
-                }
-            }
-            for sub in command.get_subcommands() {
-                walk(sub, &format!("{path} {}", sub.get_name()), missing);
-            }
-        }
-        let mut missing = Vec::new();
-        walk(&<Cli as clap::CommandFactory>::command(), "ballast", &mut missing);
-        assert!(missing.is_empty(), "undescribed: {missing:?}");
-    }
-
-    #[test]
-    fn duration_flags_take_their_bounds_and_refuse_just_past_them() {
-        let parse = duration_flag(TIMER_MIN, TIMER_MAX);
-        assert_eq!(parse("100ms"), Ok(TIMER_MIN));
-        assert_eq!(parse("60m"), Ok(TIMER_MAX));
-        assert_eq!(parse("3600s"), Ok(TIMER_MAX));
-        for text in ["99ms", "0s", "3600001ms", "61m", "18446744073709551615m", "99999999999999999999999s"] {
-            assert_eq!(parse(text), Err("must be from 100ms to 60m".into()), "{text}");
-        }
-        assert!(parse("5h").unwrap_err().contains("unknown unit \"h\""));
-        assert!(parse("s").unwrap_err().contains("is not a duration"));
-    }
-
-    #[test]
-    fn simulated_durations_are_one_second_to_31_days() {
-        assert_eq!(parse_duration_s("1"), Ok(1));
-        assert_eq!(parse_duration_s("31d"), Ok(2_678_400));
-        assert_eq!(parse_duration_s("2678400s"), Ok(2_678_400));
-        for text in ["2678401", "745h", "18446744073709551615d", "99999999999999999999999"] {
-            assert!(parse_duration_s(text).unwrap_err().starts_with("must be at most 31d"), "{text}");
-        }
-        assert_eq!(parse_duration_s("0s"), Err("must be at least 1s".into()));
-        assert!(parse_duration_s("1w").unwrap_err().contains("unknown unit `w`"));
     }
 }

@@ -7,13 +7,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ballast::autoscaler::Observer;
+use ballast::config::RedisSettings;
 use ballast::export::Metrics;
 use ballast::observation::Observation;
 use ballast::sources::bullmq::{BullmqSource, ConnectOptions};
-use ballast::sources::live::{LiveObserver, REDIS, REDIS_MAX_AGE};
+use ballast::sources::live::{LiveObserver, REDIS};
 use ballast::sources::prometheus::{PrometheusConfig, PrometheusSource};
 use ballast::spec::{PluginRef, PrometheusMetrics, QueueRef, ScalingPolicySpec, ServiceKey, TargetRef};
 use common::*;
+
+/// Queue counts older than this are unavailable (the host's default).
+fn redis_max_age() -> Duration {
+    RedisSettings::default().max_age
+}
 
 fn service(name: &str, queues: &[&str]) -> (ServiceKey, ScalingPolicySpec) {
     let spec = ScalingPolicySpec {
@@ -82,7 +88,7 @@ async fn queues_are_summed_per_service_and_a_dead_source_only_blanks_its_own_met
         .await
         .expect("a dead Redis must not stall the tick");
     assert_eq!(observed.len(), 3);
-    tokio::time::sleep(REDIS_MAX_AGE).await;
+    tokio::time::sleep(redis_max_age()).await;
     let observed = observer.observe(&list, 2000).await;
     assert!(observed.iter().all(|o| o.queue.is_none()), "{observed:?}");
     let reason = &observed[1].unavailable["queue"];
@@ -132,7 +138,7 @@ async fn a_stalled_redis_never_holds_up_the_tick() {
     // unavailable. The bound per tick is generous for a loaded CI machine, and far below the 30 s timeout.
     let stalled_since = Instant::now();
     let mut seen: Vec<(Duration, Observation)> = Vec::new();
-    while stalled_since.elapsed() < REDIS_MAX_AGE + Duration::from_secs(3) {
+    while stalled_since.elapsed() < redis_max_age() + Duration::from_secs(3) {
         let (started, at) = (Instant::now(), stalled_since.elapsed());
         let observed = observer.observe(&list, 0).await.remove(0);
         let took = started.elapsed();
@@ -142,13 +148,14 @@ async fn a_stalled_redis_never_holds_up_the_tick() {
     }
     redis.signal("-CONT");
     assert!(seen.len() >= 7, "{} ticks in {:?}", seen.len(), stalled_since.elapsed());
-    let (young, old): (Vec<_>, Vec<_>) = seen.iter().partition(|(at, _)| *at < REDIS_MAX_AGE - Duration::from_secs(1));
+    let (young, old): (Vec<_>, Vec<_>) =
+        seen.iter().partition(|(at, _)| *at < redis_max_age() - Duration::from_secs(1));
     for (at, obs) in &young {
         assert_eq!(obs.queue, Some(expected["stt-queue"].0), "at {at:?}");
         assert!(obs.sample_age_ms[REDIS] >= at.as_millis() as u64, "the age shows: {:?} at {at:?}", obs.sample_age_ms);
     }
     let last = &old.last().expect("ticks after the bound").1;
-    assert_eq!(last.queue, None, "counts older than {REDIS_MAX_AGE:?} are unavailable");
+    assert_eq!(last.queue, None, "counts older than {:?} are unavailable", redis_max_age());
     assert!(last.unavailable["queue"].contains("bull:stt-queue"), "{:?}", last.unavailable);
 
     // Once Redis answers again, the counts are fresh again.

@@ -85,6 +85,21 @@ pub struct Built {
     pub elapsed: Duration,
 }
 
+impl Built {
+    /// `ballast plugin build`'s line: the component, its language, sizes and build time.
+    pub fn summary(&self) -> String {
+        let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+        format!(
+            "{} ({} plugin, {:.2} MiB, {:.2} MiB gzipped, built in {:.1}s)",
+            self.output.display(),
+            self.language.name(),
+            mib(self.size),
+            mib(self.gzipped),
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
 /// Builds the project in `dir` (its language detected from its files) into `out`, or into `dir/dist/NAME.wasm`.
 /// The build tools' own output goes to standard error.
 pub fn build(dir: &Path, out: Option<&Path>) -> Result<Built, BuildError> {

@@ -102,6 +102,18 @@ pub fn pack(what: &str, component: &[u8], target: &PackTarget) -> Result<Packed,
 
 impl Packed {
     /// The YAML to `kubectl apply`, headed by a comment with the ScalingPolicy reference (sha256-pinned).
+    /// The advice printed above the ConfigMap. A client-side apply copies the object into the
+    /// last-applied-configuration annotation, and the API server refuses more than 256 KiB of annotations: big
+    /// plugins need a server-side apply.
+    pub fn apply_note(&self) -> String {
+        format!(
+            "# Apply with `kubectl apply --server-side -f FILE` (a plain `kubectl apply` also stores the whole \
+             object, {} bytes here, in an annotation, and annotations are limited to 256 KiB; see \
+             deploy/README.md).\n",
+            self.stored_size
+        )
+    }
+
     pub fn to_yaml(&self, what: &str, target: &PackTarget) -> Result<String, PackError> {
         let body = serde_saphyr::to_string(&self.config_map).map_err(|e| PackError::Yaml(e.to_string()))?;
         let stored = if self.gzipped {
@@ -123,8 +135,17 @@ impl Packed {
     }
 }
 
+/// `ballast plugin pack --oci`'s output: what was pushed, its tag, and the ScalingPolicy snippet.
+pub fn pushed_summary(what: &str, size: usize, pushed: &crate::oci::Pushed) -> String {
+    let mut text = format!("# pushed {what} ({size} bytes) as {}\n", crate::oci::LAYER_MEDIA_TYPE);
+    if let Some(tag) = &pushed.tag {
+        text += &format!("# tag {tag} -> {}\n", pushed.manifest_digest);
+    }
+    text + &oci_snippet(pushed)
+}
+
 /// The ScalingPolicy snippet for a pushed OCI artifact.
-pub fn oci_snippet(pushed: &crate::oci::Pushed) -> String {
+fn oci_snippet(pushed: &crate::oci::Pushed) -> String {
     format!(
         "# Reference it from a ScalingPolicy (add `pullSecret: NAME` for a private registry):\n\
          plugin:\n  oci:\n    reference: {}\n  sha256: {}\n",

@@ -69,6 +69,16 @@ pub fn files(language: Language, name: &str) -> Vec<(&'static str, String)> {
     specific.iter().chain(shared).map(|(path, text)| (*path, text.replace("{{name}}", name))).collect()
 }
 
+/// `ballast plugin new`'s line: the project made, and what to run next.
+pub fn created(project: &Path, language: Language) -> String {
+    format!(
+        "created {} ({} plugin); next: cd {} && ballast plugin build",
+        project.display(),
+        language.name(),
+        project.display()
+    )
+}
+
 /// Writes a new project into `parent/name` and returns its directory.
 pub fn scaffold(language: Language, name: &str, parent: &Path) -> Result<PathBuf, ScaffoldError> {
     let valid = name.len() <= 64

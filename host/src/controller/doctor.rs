@@ -13,7 +13,7 @@ use super::conflicts::Claims;
 use super::crd::{ScalingPolicy, service_key};
 use super::lease::DEFAULT_LEASE_NAME;
 use super::metrics_api::MetricsApi;
-use crate::sources::bullmq::BullmqSource;
+use crate::sources::bullmq::{BullmqSource, ConnectOptions};
 use crate::sources::prometheus::{PromTarget, PrometheusSource};
 
 /// The ClusterRole deploy/base grants the host: what a cluster's `ballast` ClusterRole must cover.
@@ -227,7 +227,7 @@ async fn redis(client: &kube::Client, redis: Option<&BullmqSource>, policies: &[
                         continue;
                     }
                 };
-                match BullmqSource::from_secret(&what, &data, std::time::Duration::from_secs(5)) {
+                match BullmqSource::from_secret(&what, &data, ConnectOptions::default().timeout) {
                     Ok(source) => {
                         own = source;
                         &own

@@ -14,6 +14,8 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ObjectMeta, PostParams};
 
+use crate::config::LeaseTimings;
+
 /// The Lease the hosts elect their leader with, unless told otherwise: the one name deploy/base/rbac.yaml lets them
 /// update.
 pub const DEFAULT_LEASE_NAME: &str = "ballast-leader";
@@ -34,14 +36,16 @@ pub struct LeaseConfig {
 }
 
 impl LeaseConfig {
+    /// A lease with client-go's timings ([`LeaseTimings::default`]).
     pub fn new(name: impl Into<String>, namespace: impl Into<String>, identity: impl Into<String>) -> Self {
+        let timings = LeaseTimings::default();
         LeaseConfig {
             name: name.into(),
             namespace: namespace.into(),
             identity: identity.into(),
-            duration: DEFAULT_LEASE_DURATION,
-            renew_deadline: DEFAULT_RENEW_DEADLINE,
-            retry_period: DEFAULT_RETRY_PERIOD,
+            duration: timings.duration,
+            renew_deadline: timings.renew_deadline,
+            retry_period: timings.retry_period,
         }
     }
 
@@ -65,11 +69,6 @@ impl LeaseConfig {
         Ok(())
     }
 }
-
-/// client-go's leader election defaults (`leaseDuration`, `renewDeadline`, `retryPeriod`).
-pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
-pub const DEFAULT_RENEW_DEADLINE: Duration = Duration::from_secs(10);
-pub const DEFAULT_RETRY_PERIOD: Duration = Duration::from_secs(2);
 
 /// Whether this host leads right now. Cheap to clone and to ask.
 #[derive(Clone)]

@@ -2,7 +2,7 @@
 //!
 //! One module per concern: [`crd`] (the resource and its schema), [`status`] (what the controller reports and
 //! persists), [`scale`] (the `/scale` actuator), [`plugins`] (plugins in ConfigMaps, validated and hot-swapped),
-//! [`events`] (Events, one per distinct note), [`lease`] (leader election), [`metrics_api`] (is metrics-server
+//! [`events`] (Events, one per distinct note), [`host`] (`ballast run`'s parts, from a `HostConfig`), [`lease`] (leader election), [`metrics_api`] (is metrics-server
 //! there), [`conflicts`] (other autoscalers of a policy's workload), [`doctor`] (what a cluster lacks), [`reconcile`] (the loop that drives [`crate::autoscaler::Fleet`]) and [`report`] (`ballast status` / `ballast explain`). Decisions are made only by
 //! [`crate::decision::decide`] through the fleet.
 
@@ -11,6 +11,7 @@ pub mod crd;
 pub mod doctor;
 mod error;
 pub mod events;
+pub mod host;
 pub mod lease;
 pub mod metrics_api;
 pub mod plugins;

@@ -32,6 +32,7 @@ use super::status::{
     self, ABLE_TO_SCALE, PLUGIN_READY, RESOURCE_METRICS, SCALING_ACTIVE, SHADOW_READY, ScalingPolicyStatus,
 };
 use crate::autoscaler::{Fleet, ManagedService, Observer, TickResult};
+use crate::config::ClusterChecks;
 use crate::decision::{DecisionRecord, ServiceMemory};
 use crate::export::{Metrics, Readiness};
 use crate::observation::Observation;
@@ -41,13 +42,6 @@ use crate::spec::{ScalingPolicySpec, ServiceKey};
 
 /// The `reportingController` of Events and the field manager of status writes.
 pub const CONTROLLER_NAME: &str = "ballast.dev/controller";
-/// How often discovery is asked whether metrics.k8s.io is served.
-const METRICS_API_EVERY: Duration = Duration::from_secs(30);
-/// How often HPAs and KEDA ScaledObjects are listed: a new one stops Ballast's writes within this, sooner than
-/// the HPA's own first sync (15 s).
-const CONFLICTS_EVERY: Duration = Duration::from_secs(5);
-/// How long the first tick waits for the first list of other autoscalers.
-const CONFLICTS_FIRST_WAIT: Duration = Duration::from_secs(10);
 
 /// Where the policies come from.
 pub enum PolicySource {
@@ -66,6 +60,8 @@ pub struct RunOptions {
     pub policies: PolicySource,
     /// This host's name in Events (the pod name in a cluster).
     pub instance: String,
+    /// How often the metrics API and other autoscalers are looked for.
+    pub checks: ClusterChecks,
 }
 
 /// Which of a policy's plugins a load is for.
@@ -238,9 +234,9 @@ impl<O: Observer> Controller<O> {
             watch_into_store(api, watcher::Config::default().labels(PLUGIN_LABEL_SELECTOR), changed.clone());
         self.config_maps = store;
         watches.push(task);
-        let (mut metrics_api, task) = MetricsApi::watch(self.client.clone(), METRICS_API_EVERY);
+        let (mut metrics_api, task) = MetricsApi::watch(self.client.clone(), self.options.checks.metrics_api_every);
         watches.push(task);
-        let (mut claims, task) = Claims::watch(self.client.clone(), CONFLICTS_EVERY);
+        let (mut claims, task) = Claims::watch(self.client.clone(), self.options.checks.conflicts_every);
         watches.push(task);
         if let Some(store) = &self.policies {
             let _ = store.wait_until_ready().await;
@@ -248,8 +244,9 @@ impl<O: Observer> Controller<O> {
         let _ = self.config_maps.wait_until_ready().await;
         // Nothing is written before it is known which workloads other autoscalers scale (unless listing them
         // fails for longer than this: then the warning says why, and Ballast scales as if there were none).
-        if tokio::time::timeout(CONFLICTS_FIRST_WAIT, claims.wait_for(Option::is_some)).await.is_err() {
-            tracing::warn!("no list of HPAs and ScaledObjects after {CONFLICTS_FIRST_WAIT:?}; scaling without it");
+        let first_wait = self.options.checks.conflicts_first_wait;
+        if tokio::time::timeout(first_wait, claims.wait_for(Option::is_some)).await.is_err() {
+            tracing::warn!("no list of HPAs and ScaledObjects after {first_wait:?}; scaling without it");
         }
         self.claims = claims.borrow_and_update().clone().unwrap_or_default();
         readiness.set(true);

@@ -3,7 +3,7 @@
 //! keyed by service or in a `simulation` section of the policy document itself.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::{MAX_BASE_RATE, MAX_DURATION_S, MAX_SECONDS, MAX_WORKER_SLOTS, SimError};
 use crate::controller::crd::{self, Documents};
-use crate::spec::{ScalingPolicySpec, ServiceKey};
+use crate::spec::{PluginRef, ScalingPolicySpec, ServiceKey};
 
 pub const API_VERSION: &str = "ballast.dev/v1alpha1";
 
@@ -383,6 +383,44 @@ impl PolicySet {
     pub fn config_map(&self, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
         self.config_maps.get(&(namespace.to_owned(), name.to_owned())).cloned()
     }
+}
+
+/// `ballast simulate`'s policy sets: each file or directory of `paths` read with `simulation`'s parameters, behind
+/// its pipeline (one for every set, or one per set), named by `labels`, and refused when they simulate a service
+/// under different physics unless `allow_different_physics`.
+pub fn read_sets<'a>(
+    paths: impl IntoIterator<Item = &'a PathBuf>,
+    simulation: &SimulationFile,
+    pipelines: &[Pipeline],
+    labels: &[String],
+    allow_different_physics: bool,
+) -> Result<Vec<PolicySet>, SimError> {
+    let sets = paths.into_iter().map(|path| PolicySet::read(path, Some(simulation))).collect::<Result<Vec<_>, _>>()?;
+    if pipelines.len() != 1 && pipelines.len() != sets.len() {
+        return Err(SimError::Invalid(format!(
+            "{} --pipeline values for {} policy sets: give one for all of them or one per set",
+            pipelines.len(),
+            sets.len()
+        )));
+    }
+    let mut sets: Vec<PolicySet> =
+        sets.into_iter().enumerate().map(|(i, set)| set.with_pipeline(pipelines[i.min(pipelines.len() - 1)])).collect();
+    label_sets(&mut sets, labels)?;
+    if !allow_different_physics {
+        check_same_physics(&sets)?;
+    }
+    Ok(sets)
+}
+
+/// The plugins of `sets` given as OCI references (live and shadow), to pull before the run.
+pub fn oci_plugins(sets: &mut [PolicySet]) -> Vec<&mut PluginRef> {
+    sets.iter_mut()
+        .flat_map(|set| set.services.iter_mut())
+        .flat_map(|service| {
+            std::iter::once(&mut service.spec.plugin).chain(service.spec.shadow.as_mut().map(|s| &mut s.plugin))
+        })
+        .filter(|plugin| plugin.oci.is_some())
+        .collect()
 }
 
 /// Refuses sets that simulate a service under different physics (service time, start-up, concurrency, load, ...):

@@ -30,6 +30,16 @@ pub struct HistoryQueue {
     pub service: String,
 }
 
+impl HistoryQueue {
+    /// `QUEUE=SERVICE`, or `QUEUE` for a service named as its queue.
+    pub fn parse(arg: &str) -> Self {
+        match arg.split_once('=') {
+            Some((queue, service)) => HistoryQueue { queue: queue.into(), service: service.into() },
+            None => HistoryQueue { queue: arg.into(), service: arg.into() },
+        }
+    }
+}
+
 /// What `ballast trace` asks for: Unix seconds, `from` before `to`.
 #[derive(Debug, Clone)]
 pub struct HistoryRequest {

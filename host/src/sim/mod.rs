@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 pub use cluster::{SimCluster, SimHandle, SimService};
 pub use config::{Pipeline, PolicySet, ServiceSetup, SimulationFile, SimulationSpec};
-pub use run::{RunOptions, RunResult, Sample, ServiceSummary, StepHook, run};
+pub use run::{RunOptions, RunResult, Sample, ServiceSummary, StepHook, run, run_sets};
 pub use trace::Trace;
 
 /// What one run may be asked for, so that absurd input is a clear error before the run rather than a panic, an
@@ -54,6 +54,8 @@ pub enum SimError {
     Chart { path: PathBuf, message: String },
     #[error("{0}")]
     Invalid(String),
+    #[error("simulating {label}")]
+    Run { label: String, source: Box<SimError> },
     #[error(transparent)]
     Host(#[from] crate::Error),
     #[error(transparent)]

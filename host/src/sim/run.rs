@@ -5,6 +5,8 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use indicatif::{ProgressBar, ProgressStyle};
+
 use super::SimError;
 use super::bound::Bound;
 use super::cluster::{SimCluster, SimHandle, Totals, percentile_ms};
@@ -141,6 +143,41 @@ pub trait StepHook {
 
 impl StepHook for () {
     fn after_step(&mut self, _now_s: u64, _cluster: &SimCluster) {}
+}
+
+/// Runs every policy set on the same trace and seed, one after another, each with a progress bar on standard error
+/// (indicatif hides it when standard error is not a terminal).
+pub fn run_sets(
+    engine: &Arc<PolicyEngine>,
+    sets: &[PolicySet],
+    trace: &Trace,
+    options: RunOptions,
+) -> Result<Vec<RunResult>, SimError> {
+    let mut results = Vec::with_capacity(sets.len());
+    for set in sets {
+        let bar = ProgressBar::new(options.duration_s).with_style(
+            ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} simulated s ({eta} left)")
+                .expect("valid progress template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(set.label.clone());
+        let mut hook = Progress(bar.clone());
+        let result = run(engine, set, trace, options, &mut hook)
+            .map_err(|source| SimError::Run { label: set.label.clone(), source: Box::new(source) })?;
+        bar.finish_and_clear();
+        results.push(result);
+    }
+    Ok(results)
+}
+
+struct Progress(ProgressBar);
+
+impl StepHook for Progress {
+    fn after_step(&mut self, now_s: u64, _cluster: &SimCluster) {
+        if now_s.is_multiple_of(600) {
+            self.0.set_position(now_s);
+        }
+    }
 }
 
 /// Runs one policy set on a trace.

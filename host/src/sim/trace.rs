@@ -57,6 +57,14 @@ fn rows_of<'a, T>(rows: &'a BTreeMap<String, T>, service: &ServiceSetup) -> Opti
 }
 
 impl Trace {
+    /// How the trace was given: `builtin:NAME`, or the CSV file.
+    pub fn name(&self) -> String {
+        match self {
+            Trace::Builtin(name) => format!("builtin:{name}"),
+            Trace::Csv { what, .. } => what.clone(),
+        }
+    }
+
     /// `builtin:NAME` or a CSV file path.
     pub fn from_arg(arg: &str) -> Result<Self, SimError> {
         if let Some(name) = arg.strip_prefix("builtin:") {

@@ -738,6 +738,57 @@ fn reply_problem(index: usize, reply: &Value) -> String {
     }
 }
 
+/// `ballast queues --json`: one object per queue, its counts or why they could not be read.
+pub fn counts_json(queues: &[QueueRef], prefix: &str, states: &[Result<QueueState>]) -> serde_json::Value {
+    let rows: Vec<serde_json::Value> = queues
+        .iter()
+        .zip(states)
+        .map(|(queue, state)| match state {
+            Ok(state) => serde_json::json!({
+                "queue": queue.name, "prefix": prefix, "counts": state.counts, "isPaused": state.is_paused,
+            }),
+            Err(e) => serde_json::json!({ "queue": queue.name, "prefix": prefix, "error": e.to_string() }),
+        })
+        .collect();
+    serde_json::Value::Array(rows)
+}
+
+/// `ballast queues`: a table of the queues whose counts were read; the caller reports the others.
+pub fn counts_table(queues: &[QueueRef], states: &[Result<QueueState>]) -> String {
+    let mut table = format!(
+        "{:<24} {:>8} {:>11} {:>7} {:>7} {:>8} {:>7} {:>16} {:>10} {:>7}\n",
+        "QUEUE",
+        "WAITING",
+        "PRIORITIZED",
+        "PAUSED",
+        "ACTIVE",
+        "DELAYED",
+        "FAILED",
+        "WAITING-CHILDREN",
+        "COMPLETED",
+        "STATE"
+    );
+    for (queue, state) in queues.iter().zip(states) {
+        if let Ok(s) = state {
+            let c = &s.counts;
+            table += &format!(
+                "{:<24} {:>8} {:>11} {:>7} {:>7} {:>8} {:>7} {:>16} {:>10} {:>7}\n",
+                queue.name,
+                c.waiting,
+                c.prioritized,
+                c.paused,
+                c.active,
+                c.delayed,
+                c.failed,
+                c.waiting_children,
+                c.completed,
+                if s.is_paused { "paused" } else { "running" }
+            );
+        }
+    }
+    table
+}
+
 /// The URL with the password replaced by `***`, so it can go into messages and logs.
 ///
 /// The userinfo is taken to end at the LAST `@` of the whole URL, not at the first `/`, `?` or `#`: a password

@@ -2,10 +2,10 @@
 //! itself.
 //!
 //! Redis is read once per tick (one pipeline for every queue of every service) by a background task: each tick
-//! asks for a collection and waits for it at most [`REDIS_DEADLINE`], then decides on the freshest counts there
-//! are, their age in `sample_age_ms["redis"]`. A stalled Redis thus costs a tick at most that deadline; its counts
-//! age, and past [`REDIS_MAX_AGE`] they are unavailable, the reason in `unavailable["queue"]`. A queue that cannot
-//! be read (missing, denied, wrong type) is unavailable at once, the error naming it.
+//! asks for a collection and waits for it at most [`RedisSettings::deadline`], then decides on the freshest counts
+//! there are, their age in `sample_age_ms["redis"]`. A stalled Redis thus costs a tick at most that deadline; its
+//! counts age, and past [`RedisSettings::max_age`] they are unavailable, the reason in `unavailable["queue"]`. A
+//! queue that cannot be read (missing, denied, wrong type) is unavailable at once, the error naming it.
 //! Prometheus is slower and rate-limited by design, so it refreshes in a background task every
 //! `prometheus_interval` and the tick reads the latest snapshot: a slow or failing Prometheus never stalls a tick.
 //! metrics.k8s.io (CPU and memory, see [`super::resources`]) works the same way with its own task and interval;
@@ -24,6 +24,7 @@ use super::bullmq::{BullmqSource, QueueState};
 use super::prometheus::{PromTarget, PromValues, PrometheusSource, Sample};
 use super::resources::{self, Resource, ResourceError, ResourceSource, ResourceTarget, ResourceValues};
 use crate::autoscaler::Observer;
+use crate::config::RedisSettings;
 use crate::export::Metrics;
 use crate::observation::{Observation, QueueCounts};
 use crate::spec::{QueueRef, ScalingPolicySpec, ServiceKey};
@@ -33,11 +34,6 @@ pub const REDIS: &str = "redis";
 pub const PROMETHEUS: &str = "prometheus";
 pub const RESOURCES: &str = "metrics.k8s.io";
 
-/// How long a tick waits for the Redis collection it asked for before deciding on older counts.
-pub const REDIS_DEADLINE: Duration = Duration::from_millis(250);
-/// Queue counts older than this are unavailable.
-pub const REDIS_MAX_AGE: Duration = Duration::from_secs(5);
-
 pub struct LiveObserver {
     bullmq: Option<Arc<RedisRefresher>>,
     /// Redis connections of policies that name a Secret (`metrics.redis`), when the observer may read Secrets.
@@ -46,6 +42,7 @@ pub struct LiveObserver {
     resources: Option<ResourceRefresher>,
     metrics: Arc<Metrics>,
     max_age: Duration,
+    redis: RedisSettings,
 }
 
 /// The latest Prometheus collection, shared with the refresh task.
@@ -129,9 +126,6 @@ impl RedisRefresher {
     }
 }
 
-/// How often a connection Secret is read again.
-pub const SECRET_REFRESH: Duration = Duration::from_secs(30);
-
 /// A Secret naming a Redis connection: (namespace, name).
 type SecretKey = (String, String);
 
@@ -179,16 +173,30 @@ impl LiveObserver {
             PromRefresher { shared, task }
         });
         let bullmq = bullmq.map(|source| Arc::new(RedisRefresher::start(source, metrics.clone())));
-        LiveObserver { bullmq, secret_connections: None, prometheus, resources: None, metrics, max_age }
+        let redis = RedisSettings::default();
+        LiveObserver { bullmq, secret_connections: None, prometheus, resources: None, metrics, max_age, redis }
+    }
+
+    /// The tick's deadline and the bound on the age of queue counts, and for the Secrets' connections (call it
+    /// before [`Self::with_secret_connections`]) their timeout and how often they are read again.
+    pub fn with_redis_settings(mut self, settings: RedisSettings) -> Self {
+        self.redis = settings;
+        self
     }
 
     /// Lets policies name their Redis connection in a Secret of their namespace (`metrics.redis.secretName`): each
-    /// such Secret is read in the background (again every [`SECRET_REFRESH`], so a rotated password is picked up)
-    /// and gets a connection of its own. Must be called inside a tokio runtime.
+    /// such Secret is read in the background (again every [`RedisSettings::secret_refresh`], so a rotated password
+    /// is picked up) and gets a connection of its own. Must be called inside a tokio runtime.
     pub fn with_secret_connections(mut self, client: kube::Client) -> Self {
         let shared = Arc::new(Mutex::new(SecretShared::default()));
         let wake = Arc::new(Notify::new());
-        let task = tokio::spawn(refresh_secret_connections(client, shared.clone(), wake.clone(), self.metrics.clone()));
+        let task = tokio::spawn(refresh_secret_connections(
+            client,
+            shared.clone(),
+            wake.clone(),
+            self.redis,
+            self.metrics.clone(),
+        ));
         self.secret_connections = Some(SecretConnections { shared, wake, task });
         self
     }
@@ -264,6 +272,7 @@ impl LiveObserver {
             }
         }
         let asked = Instant::now();
+        let deadline = self.redis.deadline;
         let waits = resolved.iter().map(|(refresher, members)| {
             let mut queues: Vec<QueueRef> =
                 members.iter().flat_map(|(_, s)| s.metrics.queues.iter().cloned()).collect();
@@ -275,14 +284,14 @@ impl LiveObserver {
             // Past the deadline (a stalled Redis) the tick goes on with what there is.
             async move {
                 let fresh = collected.wait_for(|started| started.is_some_and(|s| s >= asked));
-                let _ = tokio::time::timeout(REDIS_DEADLINE, fresh).await;
+                let _ = tokio::time::timeout(deadline, fresh).await;
             }
         });
         futures::future::join_all(waits).await;
         for (refresher, members) in &resolved {
             let shared = refresher.shared.lock().expect("redis readings poisoned");
             for (key, spec) in members {
-                out.insert((*key).clone(), queue_view(&shared, spec));
+                out.insert((*key).clone(), queue_view(&shared, spec, self.redis.max_age));
             }
         }
         out
@@ -290,12 +299,12 @@ impl LiveObserver {
 }
 
 /// One service's queues from its connection's readings.
-fn queue_view(shared: &RedisShared, spec: &ScalingPolicySpec) -> QueueView {
+fn queue_view(shared: &RedisShared, spec: &ScalingPolicySpec, max_age: Duration) -> QueueView {
     let mut view = QueueView { counts: Some(QueueCounts::default()), ..QueueView::default() };
     for queue in &spec.metrics.queues {
         let reading = shared.readings.get(queue);
         let usable = reading.filter(|r| !r.queue_error).and_then(|r| r.last.as_ref());
-        let fresh = usable.filter(|(_, taken)| taken.elapsed() <= REDIS_MAX_AGE);
+        let fresh = usable.filter(|(_, taken)| taken.elapsed() <= max_age);
         match fresh {
             Some((state, taken)) => {
                 if let Some(counts) = &mut view.counts {
@@ -312,7 +321,7 @@ fn queue_view(shared: &RedisShared, spec: &ScalingPolicySpec) -> QueueView {
                         "counts of queue {} are {:.1} s old, older than the {} s bound{}",
                         queue_name(queue),
                         taken.elapsed().as_secs_f64(),
-                        REDIS_MAX_AGE.as_secs(),
+                        max_age.as_secs(),
                         error.map(|e| format!(": {e}")).unwrap_or_default()
                     ),
                     (None, Some(error)) => error,
@@ -503,16 +512,18 @@ async fn refresh_redis(
     }
 }
 
-/// Reads the Secrets the latest tick wanted (each again every [`SECRET_REFRESH`]) and keeps one Redis connection
+/// Reads the Secrets the latest tick wanted (each again every `secret_refresh`) and keeps one Redis connection
 /// per Secret, rebuilt when its data changes; connections no longer wanted are dropped. Only `get` on the named
 /// Secret of the policy's own namespace is ever asked for.
 async fn refresh_secret_connections(
     client: kube::Client,
     shared: Arc<Mutex<SecretShared>>,
     wake: Arc<Notify>,
+    settings: RedisSettings,
     metrics: Arc<Metrics>,
 ) {
     use k8s_openapi::api::core::v1::Secret;
+    let refresh = settings.secret_refresh;
     let mut next_due = Duration::ZERO;
     loop {
         // Asleep until a tick asks for a new Secret or the first read comes due (a Secret no longer asked for is
@@ -521,13 +532,13 @@ async fn refresh_secret_connections(
         let due: Vec<SecretKey> = {
             let mut shared = shared.lock().expect("secret connections poisoned");
             // A Secret no policy has asked for in two refresh periods (the policy went, or names another) is let go.
-            shared.wanted.retain(|_, asked| asked.elapsed() < 2 * SECRET_REFRESH);
+            shared.wanted.retain(|_, asked| asked.elapsed() < 2 * refresh);
             let SecretShared { wanted, connections } = &mut *shared;
             connections.retain(|key, _| wanted.contains_key(key));
-            let fresh = |key: &SecretKey| connections.get(key).is_some_and(|c| c.read.elapsed() < SECRET_REFRESH);
+            let fresh = |key: &SecretKey| connections.get(key).is_some_and(|c| c.read.elapsed() < refresh);
             wanted.keys().filter(|key| !fresh(key)).cloned().collect()
         };
-        next_due = SECRET_REFRESH;
+        next_due = refresh;
         for (namespace, name) in due {
             let what = format!("Secret {namespace}/{name}");
             let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), &namespace);
@@ -551,7 +562,7 @@ async fn refresh_secret_connections(
                         same
                     }
                     _ => {
-                        let refresher = BullmqSource::from_secret(&what, &data, Duration::from_secs(2))
+                        let refresher = BullmqSource::from_secret(&what, &data, settings.timeout)
                             .map(|source| Arc::new(RedisRefresher::start(source, metrics.clone())))
                             .map_err(|e| e.to_string());
                         if let Err(e) = &refresher {
@@ -569,7 +580,7 @@ async fn refresh_secret_connections(
         }
         let shared = shared.lock().expect("secret connections poisoned");
         if let Some(oldest) = shared.connections.values().map(|c| c.read.elapsed()).max() {
-            next_due = SECRET_REFRESH.saturating_sub(oldest);
+            next_due = refresh.saturating_sub(oldest);
         }
     }
 }

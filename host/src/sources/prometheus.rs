@@ -62,6 +62,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::promql::{ConfineError, confine};
+use crate::config::PrometheusSettings;
 use crate::spec::{PrometheusMetrics, ServiceKey};
 
 /// GPU utilization per pod from dcgm-exporter, keeping only GPUs whose newest sample is fresh. Assumes the scrape
@@ -169,19 +170,30 @@ pub struct PrometheusConfig {
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 << 20;
 
 impl PrometheusConfig {
-    /// A config with defaults: 5 s timeout, 4 queries in flight, 60 s maximum sample age, 1 minute rate window,
-    /// answers up to [`DEFAULT_MAX_RESPONSE_BYTES`].
+    /// A config with the defaults of [`PrometheusSettings`], 4 queries in flight, answers up to
+    /// [`DEFAULT_MAX_RESPONSE_BYTES`].
     pub fn new(url: impl Into<String>) -> Self {
+        let settings = PrometheusSettings::default();
         PrometheusConfig {
             url: url.into(),
             auth: PrometheusAuth::None,
             ca_file: None,
             insecure: false,
-            timeout: Duration::from_secs(5),
+            timeout: settings.timeout,
             max_concurrency: 4,
-            max_sample_age: Duration::from_secs(60),
-            rate_window: Duration::from_secs(60),
+            max_sample_age: settings.max_sample_age,
+            rate_window: settings.rate_window,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+
+    /// The query timeout, maximum sample age and rate window of `settings`.
+    pub fn with_settings(self, settings: &PrometheusSettings) -> Self {
+        PrometheusConfig {
+            timeout: settings.timeout,
+            max_sample_age: settings.max_sample_age,
+            rate_window: settings.rate_window,
+            ..self
         }
     }
 }

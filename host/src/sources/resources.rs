@@ -45,13 +45,9 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
+use crate::config::ResourceSettings;
 use crate::controller::scale::{describe_target, target_api};
 use crate::spec::{ServiceKey, TargetRef};
-
-/// The HPA controller's defaults (`--horizontal-pod-autoscaler-cpu-initialization-period`,
-/// `--horizontal-pod-autoscaler-initial-readiness-delay`).
-pub const CPU_INITIALIZATION_PERIOD: Duration = Duration::from_secs(300);
-pub const INITIAL_READINESS_DELAY: Duration = Duration::from_secs(30);
 
 /// The names of the custom metrics carrying a resource's pod groups, in the order of [`PodGroups::fields`]; the
 /// SDK's `hpa::POD_GROUP_FIELDS` and `hpa::Resource::metric_name` spell the same names.
@@ -75,15 +71,22 @@ pub struct ResourceConfig {
     pub initial_readiness_delay: Duration,
 }
 
-impl Default for ResourceConfig {
-    /// 5 s timeout, 4 requests in flight, the HPA's 5 min CPU initialization period and 30 s readiness delay.
-    fn default() -> Self {
+impl ResourceConfig {
+    /// The timeout and the HPA's periods of `settings`, 4 requests in flight.
+    pub fn new(settings: &ResourceSettings) -> Self {
         ResourceConfig {
-            timeout: Duration::from_secs(5),
+            timeout: settings.timeout,
             max_concurrency: 4,
-            cpu_initialization_period: CPU_INITIALIZATION_PERIOD,
-            initial_readiness_delay: INITIAL_READINESS_DELAY,
+            cpu_initialization_period: settings.cpu_initialization_period,
+            initial_readiness_delay: settings.initial_readiness_delay,
         }
+    }
+}
+
+impl Default for ResourceConfig {
+    /// The defaults of [`ResourceSettings`].
+    fn default() -> Self {
+        ResourceConfig::new(&ResourceSettings::default())
     }
 }
 

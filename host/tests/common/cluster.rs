@@ -312,6 +312,7 @@ impl Host {
             status_every: Duration::from_secs(1),
             policies,
             instance: identity.into(),
+            checks: ballast::config::ClusterChecks::default(),
         };
         let files = PluginFiles::within(&plugin_dirs).expect("plugin dirs");
         let controller = Controller::new(client.clone(), engine, observer, leadership, metrics.clone(), options)
