@@ -12,6 +12,7 @@ pub mod error;
 pub mod export;
 pub mod observation;
 pub mod oci;
+pub mod policy;
 pub mod runtime;
 pub mod sim;
 pub mod sources;

@@ -867,10 +867,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     use ballast::sources::resources::{ResourceConfig, ResourceSource};
 
     let client = args.kube.client().await?;
-    let plugin_files =
-        ballast::controller::plugins::PluginFiles::within(&args.plugin_dirs).map_err(anyhow::Error::msg)?;
+    let plugin_files = ballast::policy::plugins::PluginFiles::within(&args.plugin_dirs).map_err(anyhow::Error::msg)?;
     let policies = match &args.config {
-        Some(path) => PolicySource::Fixed(ballast::controller::crd::read_documents(path)?),
+        Some(path) => PolicySource::Fixed(ballast::policy::documents::read_documents(path)?),
         None => PolicySource::Cluster,
     };
     let metrics = std::sync::Arc::new(export::Metrics::new()?);
@@ -936,11 +935,8 @@ async fn shutdown_signal() {
     }
 }
 
-async fn list_policies(
-    kube: &KubeArgs,
-    namespace: Option<&str>,
-) -> anyhow::Result<Vec<ballast::controller::crd::ScalingPolicy>> {
-    use ballast::controller::crd::ScalingPolicy;
+async fn list_policies(kube: &KubeArgs, namespace: Option<&str>) -> anyhow::Result<Vec<ballast::spec::ScalingPolicy>> {
+    use ballast::spec::ScalingPolicy;
     let client = kube.client().await?;
     let api: kube::Api<ScalingPolicy> = match namespace {
         Some(ns) => kube::Api::namespaced(client, ns),

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::clamps::Behavior;
-use crate::controller::schema;
+use crate::policy::schema;
 
 /// Identifies one scaled workload: the ScalingPolicy's namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -23,6 +23,9 @@ impl std::fmt::Display for ServiceKey {
     }
 }
 
+/// The `apiVersion` of ScalingPolicy documents (the group and version of the custom resource).
+pub const API_VERSION: &str = "ballast.dev/v1alpha1";
+
 /// What to scale, between which bounds, with which plugin, config, metrics and `behavior`. Also the spec of the
 /// `ScalingPolicy` custom resource (`ballast.dev/v1alpha1`, see `controller::crd`).
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -33,7 +36,7 @@ impl std::fmt::Display for ServiceKey {
     namespaced,
     doc = "A Ballast scaling policy: a WebAssembly plugin decides the replica count of a workload's /scale",
     shortname = "sp",
-    status = "crate::controller::status::ScalingPolicyStatus",
+    status = "crate::policy::status::ScalingPolicyStatus",
     printcolumn = r#"{"name": "Reference", "type": "string", "jsonPath": ".status.reference"}"#,
     printcolumn = r#"{"name": "MinPods", "type": "integer", "jsonPath": ".spec.minReplicas"}"#,
     printcolumn = r#"{"name": "MaxPods", "type": "integer", "jsonPath": ".spec.maxReplicas"}"#,
@@ -229,7 +232,7 @@ impl PluginRef {
             "{field} must name exactly one of `builtin` ({}), `path` (a component file), `oci` (a digest-pinned OCI \
              reference) or `configMap` (a ConfigMap labelled {})",
             builtins.join(", "),
-            crate::controller::plugins::PLUGIN_LABEL_SELECTOR
+            crate::policy::plugins::PLUGIN_LABEL_SELECTOR
         ))
     }
 }
