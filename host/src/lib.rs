@@ -6,6 +6,7 @@
 pub mod authoring;
 pub mod autoscaler;
 pub mod clamps;
+#[cfg(feature = "cluster")]
 pub mod controller;
 pub mod decision;
 pub mod error;
