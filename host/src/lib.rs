@@ -19,5 +19,7 @@ pub mod sim;
 pub mod sources;
 pub mod spec;
 pub mod strict;
+#[cfg(feature = "cluster")]
+pub mod workload;
 
 pub use error::{Error, Result};

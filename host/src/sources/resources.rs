@@ -45,8 +45,8 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use crate::controller::scale::{describe_target, target_api};
 use crate::spec::{ServiceKey, TargetRef};
+use crate::workload::{describe_target, target_api};
 
 /// The HPA controller's defaults (`--horizontal-pod-autoscaler-cpu-initialization-period`,
 /// `--horizontal-pod-autoscaler-initial-readiness-delay`).
