@@ -28,6 +28,8 @@ python3 scripts/check_helm_chart.py
 echo "== format and lint"
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
+# The policy core, runtime, clamps and simulator build without the Kubernetes client (the `cluster` feature).
+cargo clippy --locked -p ballast --lib --no-default-features -- -D warnings
 
 echo "== plugins in JavaScript and Python, from source"
 build_language_plugins

@@ -11,12 +11,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ballast::controller::crd::ScalingPolicy;
 use ballast::controller::lease::Leadership;
 use ballast::controller::reconcile::{Controller, PolicySource, RunOptions};
 use ballast::export::{Metrics, Readiness};
 use ballast::runtime::{PolicyEngine, RuntimeLimits};
 use ballast::sources::live::LiveObserver;
+use ballast::spec::ScalingPolicy;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::decision::{self, DecisionRecord, Moment, ServiceMemory, ShadowRecord};
+use crate::decision::{self, DecisionRecord, Moment, ServiceMemory, ShadowRecord, config_text};
 use crate::observation::Observation;
 use k8s_openapi::api::core::v1::ConfigMap;
 
-use crate::controller::plugins::{self, Resolved};
 use crate::oci::OciStore;
+use crate::policy::plugins::{self, Resolved};
 use crate::runtime::{self, FailureKind, Plugin, PolicyEngine};
 use crate::spec::{ScalingPolicySpec, ServiceKey};
 use crate::{Error, Result};
@@ -180,11 +180,6 @@ impl ManagedService {
         record.shadow = self.decide_shadow(key, &record.observation, at);
         record
     }
-}
-
-/// The plugin's config as the JSON text it receives (`{}` when the spec has none).
-pub fn config_text(config: &serde_json::Value) -> String {
-    if config.is_null() { "{}".into() } else { config.to_string() }
 }
 
 /// Loads the component a spec's plugin reference names: a built-in, a file, or a ConfigMap that `config_map` finds by

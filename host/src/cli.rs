@@ -452,8 +452,8 @@ impl KubeArgs {
 pub async fn list_policies(
     kube: &KubeArgs,
     namespace: Option<&str>,
-) -> anyhow::Result<Vec<ballast::controller::crd::ScalingPolicy>> {
-    use ballast::controller::crd::ScalingPolicy;
+) -> anyhow::Result<Vec<ballast::spec::ScalingPolicy>> {
+    use ballast::spec::ScalingPolicy;
     let client = kube.client().await?;
     let api: kube::Api<ScalingPolicy> = match namespace {
         Some(ns) => kube::Api::namespaced(client, ns),

@@ -334,6 +334,16 @@ mod base64_opt {
     }
 }
 
+/// The plugin's config as the JSON text it receives (`{}` when the spec has none).
+pub fn config_text(config: &serde_json::Value) -> String {
+    if config.is_null() { "{}".into() } else { config.to_string() }
+}
+
+/// Milliseconds since the Unix epoch: the decision clock.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

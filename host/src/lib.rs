@@ -7,16 +7,20 @@ pub mod authoring;
 pub mod autoscaler;
 pub mod clamps;
 pub mod config;
+#[cfg(feature = "cluster")]
 pub mod controller;
 pub mod decision;
 pub mod error;
 pub mod export;
 pub mod observation;
 pub mod oci;
+pub mod policy;
 pub mod runtime;
 pub mod sim;
 pub mod sources;
 pub mod spec;
 pub mod strict;
+#[cfg(feature = "cluster")]
+pub mod workload;
 
 pub use error::{Error, Result};

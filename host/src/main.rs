@@ -154,10 +154,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     use ballast::controller::reconcile::PolicySource;
     let config = args.config()?;
     let client = args.kube.client().await?;
-    let plugin_files =
-        ballast::controller::plugins::PluginFiles::within(&args.plugin_dirs).map_err(anyhow::Error::msg)?;
+    let plugin_files = ballast::policy::plugins::PluginFiles::within(&args.plugin_dirs).map_err(anyhow::Error::msg)?;
     let policies = match &args.config {
-        Some(path) => PolicySource::Fixed(ballast::controller::crd::read_documents(path)?),
+        Some(path) => PolicySource::Fixed(ballast::policy::documents::read_documents(path)?),
         None => PolicySource::Cluster,
     };
     let host = ballast::controller::host::Host {

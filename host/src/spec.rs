@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 
+#[cfg(feature = "cluster")]
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::clamps::Behavior;
-use crate::controller::schema;
+use crate::policy::schema;
 
 /// Identifies one scaled workload: the ScalingPolicy's namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -23,24 +24,41 @@ impl std::fmt::Display for ServiceKey {
     }
 }
 
+/// The `apiVersion` of ScalingPolicy documents (the group and version of the custom resource).
+pub const API_VERSION: &str = "ballast.dev/v1alpha1";
+
+/// A ScalingPolicy as policy files hold it, in a build without the Kubernetes client: the fields of the custom
+/// resource type that the `cluster` feature derives from [`ScalingPolicySpec`] under the same name.
+#[cfg(not(feature = "cluster"))]
+#[derive(Debug, Clone)]
+pub struct ScalingPolicy {
+    pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    pub spec: ScalingPolicySpec,
+    pub status: Option<crate::policy::status::ScalingPolicyStatus>,
+}
+
 /// What to scale, between which bounds, with which plugin, config, metrics and `behavior`. Also the spec of the
 /// `ScalingPolicy` custom resource (`ballast.dev/v1alpha1`, see `controller::crd`).
-#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(
-    group = "ballast.dev",
-    version = "v1alpha1",
-    kind = "ScalingPolicy",
-    namespaced,
-    doc = "A Ballast scaling policy: a WebAssembly plugin decides the replica count of a workload's /scale",
-    shortname = "sp",
-    status = "crate::controller::status::ScalingPolicyStatus",
-    printcolumn = r#"{"name": "Reference", "type": "string", "jsonPath": ".status.reference"}"#,
-    printcolumn = r#"{"name": "MinPods", "type": "integer", "jsonPath": ".spec.minReplicas"}"#,
-    printcolumn = r#"{"name": "MaxPods", "type": "integer", "jsonPath": ".spec.maxReplicas"}"#,
-    printcolumn = r#"{"name": "Replicas", "type": "integer", "jsonPath": ".status.currentReplicas"}"#,
-    printcolumn = r#"{"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"}"#,
-    printcolumn = r#"{"name": "Plugin", "type": "string", "jsonPath": ".status.pluginName"}"#,
-    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(
+    feature = "cluster",
+    derive(CustomResource),
+    kube(
+        group = "ballast.dev",
+        version = "v1alpha1",
+        kind = "ScalingPolicy",
+        namespaced,
+        doc = "A Ballast scaling policy: a WebAssembly plugin decides the replica count of a workload's /scale",
+        shortname = "sp",
+        status = "crate::policy::status::ScalingPolicyStatus",
+        printcolumn = r#"{"name": "Reference", "type": "string", "jsonPath": ".status.reference"}"#,
+        printcolumn = r#"{"name": "MinPods", "type": "integer", "jsonPath": ".spec.minReplicas"}"#,
+        printcolumn = r#"{"name": "MaxPods", "type": "integer", "jsonPath": ".spec.maxReplicas"}"#,
+        printcolumn = r#"{"name": "Replicas", "type": "integer", "jsonPath": ".status.currentReplicas"}"#,
+        printcolumn = r#"{"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"}"#,
+        printcolumn = r#"{"name": "Plugin", "type": "string", "jsonPath": ".status.pluginName"}"#,
+        printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ScalingPolicySpec {
@@ -229,7 +247,7 @@ impl PluginRef {
             "{field} must name exactly one of `builtin` ({}), `path` (a component file), `oci` (a digest-pinned OCI \
              reference) or `configMap` (a ConfigMap labelled {})",
             builtins.join(", "),
-            crate::controller::plugins::PLUGIN_LABEL_SELECTOR
+            crate::policy::plugins::PLUGIN_LABEL_SELECTOR
         ))
     }
 }

@@ -222,7 +222,7 @@ fn pack_prints_a_config_map_the_controller_reads() {
         serde_saphyr::from_str(&String::from_utf8_lossy(&output.stdout)).expect("the output is one ConfigMap");
     let stored = &config_map.binary_data.as_ref().expect("binaryData")["plugin.wasm"].0;
     assert!(stored.starts_with(&[0x1f, 0x8b]) && stored.len() < component.len(), "gzip makes it smaller");
-    assert_eq!(ballast::controller::plugins::config_map_component(&config_map, "plugin.wasm").unwrap(), component);
+    assert_eq!(ballast::policy::plugins::config_map_component(&config_map, "plugin.wasm").unwrap(), component);
     assert_eq!(config_map.metadata.annotations.unwrap()["ballast.dev/plugin-sha256"], digest);
     assert_eq!(config_map.metadata.labels.unwrap()["ballast.dev/plugin"], "true");
     assert!(out.contains(&format!("#     sha256: {digest}")), "{out}");

@@ -181,14 +181,14 @@ fn run_config_refuses_unknown_fields_in_spec_and_status() {
     assert!(stderr.contains(&expected), "expected `{expected}` in:\n{stderr}");
 
     let with_status = format!("{POLICY}status: {{currentReplica: 3}}\n");
-    let err = ballast::controller::crd::documents_from_yaml("p.yaml", &with_status, None).unwrap_err().to_string();
+    let err = ballast::policy::documents::documents_from_yaml("p.yaml", &with_status, None).unwrap_err().to_string();
     assert_eq!(
         err,
         "p.yaml: document 1 (`svc`, from line 1): status: unknown field `currentReplica` (did you mean \
          `currentReplicas`?) at line 11 column 10"
     );
     // The controller ignores `simulation:` sections (they are the simulator's), and reads the rest strictly.
-    let read = ballast::controller::crd::documents_from_yaml("p.yaml", POLICY, None).expect("a good policy");
+    let read = ballast::policy::documents::documents_from_yaml("p.yaml", POLICY, None).expect("a good policy");
     assert_eq!(read.policies.len(), 1);
 }
 

@@ -6,10 +6,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ballast::controller::crd::ScalingPolicy;
 use ballast::controller::lease::{DEFAULT_LEASE_NAME, LeaseConfig};
 use ballast::controller::reconcile::PolicySource;
 use ballast::controller::report;
+use ballast::spec::ScalingPolicy;
 use common::cluster::{
     Cluster, DEPLOYMENT, Host, HostConfig, cluster, condition, eventually, fast_behavior, gzip, plugin_file, rebuilt,
 };
@@ -373,7 +373,7 @@ spec:
 {config_map}"#
     );
     let base = std::path::Path::new(ballast_test_plugins::DIR);
-    let documents = ballast::controller::crd::documents_from_yaml("inline", &yaml, Some(base)).expect("documents");
+    let documents = ballast::policy::documents::documents_from_yaml("inline", &yaml, Some(base)).expect("documents");
     assert_eq!((documents.policies.len(), documents.config_maps.len()), (2, 1));
     let host = Host::start_with(
         &cluster,
@@ -553,7 +553,7 @@ async fn deployments_are_read_from_a_watch_cache_not_polled() {
 /// What `kubectl apply -k deploy/policies/SET` applies: the set's plugin ConfigMap, then its five policies.
 async fn apply_shipped_set(cluster: &Cluster, set: &str) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/policies").join(set);
-    let documents = ballast::controller::crd::read_documents(&dir).expect("the shipped set");
+    let documents = ballast::policy::documents::read_documents(&dir).expect("the shipped set");
     for config_map in &documents.config_maps {
         cluster.apply(config_map.as_ref()).await;
     }

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ballast::authoring::pack::{self, DEFAULT_KEY, PackTarget};
-use ballast::controller::crd::documents_from_yaml;
-use ballast::controller::plugins::config_map_component;
+use ballast::policy::documents::documents_from_yaml;
+use ballast::policy::plugins::config_map_component;
 use ballast::runtime::{self, PolicyEngine, RuntimeLimits};
 use ballast::sim::config::PolicySet;
 use ballast::sim::demo;

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use ballast::controller::crd::ScalingPolicy;
 use ballast::oci::{self, OciStore, PinnedReference, RegistryAccess};
+use ballast::spec::ScalingPolicy;
 use common::cluster::{Cluster, Host, HostConfig, cluster, condition, eventually, plugin_file, rebuilt};
 use common::registry::Registry;
 use kube::CustomResourceExt;

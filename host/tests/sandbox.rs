@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ballast::controller::crd::ScalingPolicy;
 use ballast::controller::report;
+use ballast::spec::ScalingPolicy;
 use common::cluster::{HostConfig, cluster, condition, eventually};
 use serde_json::json;
 

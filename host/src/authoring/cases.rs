@@ -373,7 +373,7 @@ pub fn run(engine: &Arc<PolicyEngine>, compiled: &Arc<CompiledPolicy>, cases: &[
                     let spec = super::check::sample_spec(i.min_replicas, i.max_replicas);
                     let memory = ServiceMemory { plugin_state: state.clone(), ..ServiceMemory::default() };
                     let at = Moment { now_ms: i.now_ms, current: i.current_replicas, ready: i.ready_replicas };
-                    let config = crate::autoscaler::config_text(&i.config);
+                    let config = crate::decision::config_text(&i.config);
                     let input = policy_input(&key, &spec, &config, &memory, &i.observation, at);
                     let outcome = Plugin::new(engine.clone(), compiled.clone()).decide(&input);
                     // As the host does: a decision's state replaces the last; a failed call keeps it.

@@ -192,7 +192,7 @@ pub fn check(
     let key = ServiceKey { namespace: "default".into(), name: "plugin-check".into() };
     let spec = sample_spec(sample.min, sample.max);
     let at = Moment { now_ms: 0, current: sample.current, ready: sample.ready };
-    let config_json = crate::autoscaler::config_text(config);
+    let config_json = crate::decision::config_text(config);
     let input = policy_input(&key, &spec, &config_json, &ServiceMemory::default(), &sample.observation, at);
     let mut plugin = Plugin::new(engine.clone(), compiled.clone());
     // A fresh instance's first call pays one-time costs that a busy machine can stretch past the deadline: a

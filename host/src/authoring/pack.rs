@@ -1,5 +1,5 @@
 //! `ballast plugin pack FILE`: the ConfigMap that carries a plugin, in the format the controller reads
-//! (`controller::plugins`: `binaryData[key]`, gunzipped when it starts with the gzip magic, found through the
+//! (`policy::plugins`: `binaryData[key]`, gunzipped when it starts with the gzip magic, found through the
 //! `ballast.dev/plugin=true` label), or (with `--oci`) a push to an OCI registry (see [`crate::oci`]).
 
 use std::collections::BTreeMap;
@@ -7,9 +7,9 @@ use std::io::Write as _;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::controller::plugins::PLUGIN_LABEL;
+use crate::policy::plugins::PLUGIN_LABEL;
 
 /// The API server refuses a ConfigMap whose data (keys and values of `data` and `binaryData`, raw bytes) exceeds
 /// 1 MiB.
@@ -158,8 +158,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::controller::plugins::{self, Resolved};
     use crate::oci::OciStore;
+    use crate::policy::plugins::{self, Resolved};
     use crate::spec::{ConfigMapKeyRef, ScalingPolicySpec, ServiceKey};
 
     fn target() -> PackTarget {

@@ -39,7 +39,7 @@ pub struct ScalingRules {
     /// Kubernetes 1.33+ (HPAConfigurableTolerance): accepted for schema compatibility; metric tolerance is the
     /// plugin's business in Ballast.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::controller::schema::quantity")]
+    #[schemars(schema_with = "crate::policy::schema::quantity")]
     pub tolerance: Option<serde_json::Value>,
 }
 

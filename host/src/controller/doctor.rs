@@ -10,11 +10,12 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::Api;
 
 use super::conflicts::Claims;
-use super::crd::{ScalingPolicy, service_key};
 use super::lease::DEFAULT_LEASE_NAME;
 use super::metrics_api::MetricsApi;
+use crate::policy::documents::service_key;
 use crate::sources::bullmq::{BullmqSource, ConnectOptions};
 use crate::sources::prometheus::{PromTarget, PrometheusSource};
+use crate::spec::ScalingPolicy;
 
 /// The ClusterRole deploy/base grants the host: what a cluster's `ballast` ClusterRole must cover.
 const SHIPPED_RBAC: &str = include_str!("../../../deploy/base/rbac.yaml");

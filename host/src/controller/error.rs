@@ -6,12 +6,6 @@ pub enum ControllerError {
     Kube { what: String, source: kube::Error },
     #[error("ConfigMap {namespace}/{name}: {why}")]
     ConfigMap { namespace: String, name: String, why: String },
-    #[error("{0}")]
-    Invalid(String),
-    /// A YAML document that does not parse as what it says it is. (`error`, not `source`: the message already says
-    /// it, and would be said twice as a cause.)
-    #[error("{what}: {error}")]
-    Document { what: String, error: serde_yaml_ng::Error },
     #[error("rendering YAML: {0}")]
     Yaml(String),
 }

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use super::ControllerError;
 use super::lease::{self, LeaseConfig};
-use super::plugins::PluginFiles;
 use super::reconcile::{Controller, PolicySource, RunOptions};
 use crate::config::HostConfig;
 use crate::export::{self, ExportError, Metrics, Readiness};
+use crate::policy::plugins::PluginFiles;
 use crate::sources::bullmq::{BullmqError, BullmqSource, ConnectOptions};
 use crate::sources::live::LiveObserver;
 use crate::sources::prometheus::PrometheusSource;

@@ -20,25 +20,24 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use super::ControllerError;
 use super::conflicts::Claims;
-use super::crd::{PolicyDocuments, ScalingPolicy, service_key};
 use super::events::EventRecorder;
 use super::lease::Leadership;
 use super::metrics_api::MetricsApi;
-use super::plugins::{
-    self, CanaryInput, LoadedPlugin, Located, OciPull, PLUGIN_LABEL_SELECTOR, PluginFile, PluginFiles, PluginSource,
-};
 use super::scale::KubeScaleTarget;
-use super::status::{
-    self, ABLE_TO_SCALE, PLUGIN_READY, RESOURCE_METRICS, SCALING_ACTIVE, SHADOW_READY, ScalingPolicyStatus,
-};
 use crate::autoscaler::{Fleet, ManagedService, Observer, TickResult};
 use crate::config::ClusterChecks;
-use crate::decision::{DecisionRecord, ServiceMemory};
+use crate::decision::{self, DecisionRecord, ServiceMemory};
 use crate::export::{Metrics, Readiness};
 use crate::observation::Observation;
 use crate::oci::OciStore;
+use crate::policy::canary::{self, CanaryInput, LoadedPlugin};
+use crate::policy::documents::{PolicyDocuments, service_key};
+use crate::policy::plugins::{self, Located, OciPull, PLUGIN_LABEL_SELECTOR, PluginFile, PluginFiles, PluginSource};
+use crate::policy::status::{
+    self, ABLE_TO_SCALE, PLUGIN_READY, RESOURCE_METRICS, SCALING_ACTIVE, SHADOW_READY, ScalingPolicyStatus,
+};
 use crate::runtime::{LogRelay, Plugin, PolicyEngine};
-use crate::spec::{ScalingPolicySpec, ServiceKey};
+use crate::spec::{ScalingPolicy, ScalingPolicySpec, ServiceKey};
 
 /// The `reportingController` of Events and the field manager of status writes.
 pub const CONTROLLER_NAME: &str = "ballast.dev/controller";
@@ -725,7 +724,7 @@ impl<O: Observer> Controller<O> {
     }
 
     async fn tick(&mut self) {
-        let now_ms = plugins::unix_ms();
+        let now_ms = decision::unix_ms();
         let results = self.fleet.tick(&mut self.observer, &mut self.target, now_ms).await;
         for result in results {
             match result {
@@ -992,10 +991,10 @@ impl Load {
         let digest = source.digest.clone();
         let (engine, key, spec, canary) =
             (self.engine.clone(), self.key.clone(), self.spec.clone(), self.canary.clone());
-        tokio::task::spawn_blocking(move || plugins::load_and_validate(&engine, &key, &spec, &source, canary))
+        tokio::task::spawn_blocking(move || canary::load_and_validate(&engine, &key, &spec, &source, canary))
             .await
             .unwrap_or_else(|e| {
-                Err(plugins::ValidationFailure {
+                Err(canary::ValidationFailure {
                     message: format!("loading the plugin panicked: {e}"),
                     transient: false,
                 })

@@ -4,8 +4,9 @@ use std::fmt::Write as _;
 
 use kube::ResourceExt;
 
-use super::crd::{ScalingPolicy, service_key};
+use crate::policy::documents::service_key;
 use crate::runtime::text::escaped;
+use crate::spec::ScalingPolicy;
 
 /// Status text as printed: whoever can write a policy's status (or a plugin whose words reached it) must not be
 /// able to send a terminal escape sequence or forge a line.
@@ -27,7 +28,7 @@ pub struct StatusRow {
     pub last_reason: Option<String>,
     /// Seconds since the policy was created.
     pub age_seconds: Option<i64>,
-    pub conditions: Vec<super::status::Condition>,
+    pub conditions: Vec<crate::policy::status::Condition>,
 }
 
 impl StatusRow {
@@ -223,12 +224,12 @@ mod tests {
             "spec": {"target": {"name": "web"}, "maxReplicas": 4, "plugin": {"builtin": "hpa"}},
         }))
         .unwrap();
-        let mut status = super::super::status::ScalingPolicyStatus {
+        let mut status = crate::policy::status::ScalingPolicyStatus {
             current_replicas: Some(2),
             desired_replicas: Some(3),
             ..Default::default()
         };
-        status.last_decision = Some(super::super::status::LastDecision {
+        status.last_decision = Some(crate::policy::status::LastDecision {
             summary: "2 -> 3 (\u{1b}[2Jforged\nrow)".into(),
             ..Default::default()
         });

@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::ResourceExt;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::lease::Leadership;
 use crate::autoscaler::{ScaleState, ScaleTarget};
-use crate::spec::{ScalingPolicySpec, ServiceKey, TargetRef};
+use crate::spec::{ScalingPolicySpec, ServiceKey};
+use crate::workload::{WorkloadError, describe_target, target_api, target_resource};
 
 /// Attempts for one read or write when the API server answers 409, 429 or 5xx.
 const ATTEMPTS: u32 = 5;
@@ -27,8 +28,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 pub enum ScaleError {
     #[error("{target}: {action}: {source}")]
     Api { target: String, action: &'static str, source: kube::Error },
-    #[error("{target}: apiVersion {api_version:?} is not group/version or version")]
-    BadApiVersion { target: String, api_version: String },
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
     #[error("{target}: not written: this host is not the leader")]
     NotLeader { target: String },
 }
@@ -69,7 +70,7 @@ impl KubeScaleTarget {
     }
 
     fn api(&self, key: &ServiceKey, spec: &ScalingPolicySpec) -> Result<Api<DynamicObject>, ScaleError> {
-        target_api(&self.client, key, &spec.target)
+        Ok(target_api(&self.client, key, &spec.target)?)
     }
 
     /// The target object from the watch cache, starting the watch of its kind and namespace on first use. `None`
@@ -112,38 +113,9 @@ fn state_of(object: &DynamicObject) -> Option<ScaleState> {
     Some(ScaleState { current: count(current), ready: count(ready) })
 }
 
-/// The API of a target's kind in the policy's namespace: any kind with a `/scale` subresource.
-pub(crate) fn target_api(
-    client: &kube::Client,
-    key: &ServiceKey,
-    target: &TargetRef,
-) -> Result<Api<DynamicObject>, ScaleError> {
-    Ok(Api::namespaced_with(client.clone(), &key.namespace, &target_resource(key, target)?))
-}
-
-/// The target's kind as an API resource. The plural is derived from the kind (Deployment -> deployments), as for
-/// every built-in scalable kind; this avoids a discovery round trip per target.
-fn target_resource(key: &ServiceKey, target: &TargetRef) -> Result<ApiResource, ScaleError> {
-    let (group, version) = match target.api_version.split_once('/') {
-        Some((group, version)) => (group, version),
-        None => ("", target.api_version.as_str()),
-    };
-    if version.is_empty() || version.contains('/') {
-        return Err(ScaleError::BadApiVersion {
-            target: describe_target(key, target),
-            api_version: target.api_version.clone(),
-        });
-    }
-    Ok(ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &target.kind)))
-}
-
 /// `Deployment default/whisper (policy default/whisper)`: how errors name the target.
 fn describe(key: &ServiceKey, spec: &ScalingPolicySpec) -> String {
     describe_target(key, &spec.target)
-}
-
-pub(crate) fn describe_target(key: &ServiceKey, target: &TargetRef) -> String {
-    format!("{} {}/{} (policy {key})", target.kind, key.namespace, target.name)
 }
 
 /// Whether an API error is worth another attempt: conflicts, throttling and server errors.

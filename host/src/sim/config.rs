@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Deserialize;
 
 use super::{MAX_BASE_RATE, MAX_DURATION_S, MAX_SECONDS, MAX_WORKER_SLOTS, SimError};
-use crate::controller::crd::{self, Documents};
+use crate::policy::documents::{self, Documents};
 use crate::spec::{PluginRef, ScalingPolicySpec, ServiceKey};
 
 pub const API_VERSION: &str = "ballast.dev/v1alpha1";
@@ -295,9 +295,9 @@ impl PolicySet {
 
     /// Reads a multi-document YAML file of `ScalingPolicy` (and plugin `ConfigMap`) documents, or every `*.yaml`
     /// file of a directory laid out for `kubectl apply -k` (its `kustomization.yaml` is skipped), as the controller
-    /// reads them ([`crd::read_manifests`]). Relative plugin paths are resolved against the file's directory.
+    /// reads them ([`documents::read_manifests`]). Relative plugin paths are resolved against the file's directory.
     pub fn read(path: &Path, simulation: Option<&SimulationFile>) -> Result<Self, SimError> {
-        let documents = crd::read_manifests(path)?;
+        let documents = documents::read_manifests(path)?;
         let label = path.file_stem().map_or_else(|| "policies".into(), |s| s.to_string_lossy().into_owned());
         Self::from_documents(&label, &path.display().to_string(), documents, simulation)
     }
@@ -315,7 +315,7 @@ impl PolicySet {
     ) -> Result<Self, SimError> {
         let mut documents = Documents::default();
         for source in sources {
-            documents.extend(crd::parse_documents(&source.what, &source.text, None)?);
+            documents.extend(documents::parse_documents(&source.what, &source.text, None)?);
         }
         let what = sources.iter().map(|s| s.what.as_str()).collect::<Vec<_>>().join(", ");
         Self::from_documents(label, &what, documents, simulation)
@@ -332,7 +332,7 @@ impl PolicySet {
         let mut services: Vec<ServiceSetup> = Vec::new();
         for document in documents.policies {
             let doc_what = &document.what;
-            let key = crd::service_key(&document.policy);
+            let key = documents::service_key(&document.policy);
             let sim = match document.simulation.or_else(|| simulation.and_then(|s| s.lookup(&key)).cloned()) {
                 Some(sim) => sim,
                 None => {

@@ -59,7 +59,7 @@ pub enum SimError {
     #[error(transparent)]
     Host(#[from] crate::Error),
     #[error(transparent)]
-    Documents(#[from] crate::controller::ControllerError),
+    Documents(#[from] crate::policy::PolicyError),
     #[error(transparent)]
     Prometheus(#[from] crate::sources::prometheus::PromError),
 }

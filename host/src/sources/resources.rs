@@ -46,8 +46,8 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 use crate::config::ResourceSettings;
-use crate::controller::scale::{describe_target, target_api};
 use crate::spec::{ServiceKey, TargetRef};
+use crate::workload::{describe_target, target_api};
 
 /// The names of the custom metrics carrying a resource's pod groups, in the order of [`PodGroups::fields`]; the
 /// SDK's `hpa::POD_GROUP_FIELDS` and `hpa::Resource::metric_name` spell the same names.

@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ballast::controller::crd::ScalingPolicy;
 use ballast::controller::lease::{self, Leadership, LeaseConfig};
-use ballast::controller::plugins::PluginFiles;
 use ballast::controller::reconcile::{Controller, PolicySource, RunOptions};
 use ballast::export::{Metrics, Readiness};
+use ballast::policy::plugins::PluginFiles;
 use ballast::runtime::{PolicyEngine, RuntimeLimits};
 use ballast::sources::bullmq::{BullmqSource, ConnectOptions};
 use ballast::sources::live::LiveObserver;
+use ballast::spec::ScalingPolicy;
 use k8s_openapi::ByteString;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::ConfigMap;

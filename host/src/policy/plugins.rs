@@ -1,25 +1,20 @@
-//! Plugins and how they are (re)loaded: built-ins, files (e.g. a mounted volume; for cluster policies only inside the
-//! operator's `--plugin-dir`s, see [`PluginFiles`], and read off the reconcile loop), components in ConfigMaps labelled
-//! `ballast.dev/plugin=true` (`binaryData[key]`, optionally gzip-compressed so ~1 MiB compressed fits a
-//! ConfigMap), and OCI artifacts pinned by digest (see [`crate::oci`]), pulled off the reconcile loop.
+//! Plugin references and what they resolve to: built-ins, files (e.g. a mounted volume; for cluster policies only
+//! inside the operator's `--plugin-dir`s, see [`PluginFiles`], and read off the reconcile loop), components in
+//! ConfigMaps labelled `ballast.dev/plugin=true` (`binaryData[key]`, optionally gzip-compressed so ~1 MiB compressed
+//! fits a ConfigMap), and OCI artifacts pinned by digest (see [`crate::oci`]), pulled off the reconcile loop.
 //!
-//! A new version is compiled off the async runtime, type-checked against the world, pinned by sha256 if the policy
-//! says so, and must pass a canary decision (on the service's last observation) before it replaces the running one.
-//! A refused version changes nothing: the old plugin keeps deciding.
+//! Nothing here talks to a cluster: ConfigMaps are handed in (the controller's watch cache, or the documents of a
+//! policy file), and an OCI pull's registry credentials are read by the controller (`controller::oci_pull`).
 
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::ConfigMap;
 
-use crate::autoscaler::config_text;
-use crate::decision::{self, Moment, ServiceMemory};
-use crate::observation::Observation;
-use crate::oci::{OciError, OciStore, PinnedReference, RegistryAccess};
-use crate::runtime::{self, CANARY_ATTEMPTS, FailureKind, MAX_COMPONENT_BYTES, Plugin, PolicyEngine};
+use crate::oci::{OciStore, PinnedReference};
+use crate::runtime::{self, MAX_COMPONENT_BYTES};
 use crate::spec::{OciPluginRef, ScalingPolicySpec, ServiceKey};
 
 /// The label a ConfigMap carries to be watched for plugins.
@@ -59,57 +54,6 @@ pub struct OciPull {
     pub name: String,
     pub reference: PinnedReference,
     pub spec: OciPluginRef,
-}
-
-impl OciPull {
-    /// Pulls the artifact (registry credentials from `spec.pullSecret`, read with `client`) into `store`.
-    pub async fn pull(
-        &self,
-        store: &OciStore,
-        client: &kube::Client,
-        namespace: &str,
-    ) -> Result<PluginSource, OciError> {
-        // Credentials only when the registry is needed: a restarted host finds its pulls on disk.
-        let artifact = match store.local(&self.reference).await {
-            Some(artifact) => artifact,
-            None => {
-                let mut access = RegistryAccess { insecure: self.spec.insecure, ..RegistryAccess::default() };
-                if let Some(secret) = &self.spec.pull_secret {
-                    access.auth = pull_secret_auth(client, namespace, secret, self.reference.registry()).await?;
-                }
-                store.pull(&self.reference, &access).await?
-            }
-        };
-        Ok(PluginSource { name: self.name.clone(), bytes: artifact.component.clone(), digest: artifact.digest.clone() })
-    }
-}
-
-/// Registry credentials from a `kubernetes.io/dockerconfigjson` Secret.
-async fn pull_secret_auth(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    registry: &str,
-) -> Result<oci_client::secrets::RegistryAuth, OciError> {
-    let what = format!("Secret {namespace}/{name}");
-    let fail = |why: String| OciError::Credentials { what: what.clone(), why };
-    let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), namespace);
-    let secret = api
-        .get_opt(name)
-        .await
-        .map_err(|e| {
-            fail(format!("cannot be read: {e}; the controller needs `get` on secrets (deploy/base/rbac.yaml)"))
-        })?
-        .ok_or_else(|| {
-            fail(format!(
-                "does not exist; create it with `kubectl -n {namespace} create secret docker-registry {name} \
-             --docker-server={registry} --docker-username=... --docker-password=...`"
-            ))
-        })?;
-    let json = secret.data.as_ref().and_then(|d| d.get(".dockerconfigjson")).ok_or_else(|| {
-        fail("has no `.dockerconfigjson` key; it must be of type kubernetes.io/dockerconfigjson".into())
-    })?;
-    crate::oci::auth_from_docker_config(&what, &json.0, registry)
 }
 
 /// Resolves a spec's plugin reference, reading a plugin file at once and from anywhere: for the files of the
@@ -365,83 +309,4 @@ pub fn decompress(bytes: &[u8]) -> Result<Vec<u8>, String> {
         return Err(format!("decompresses to more than {MAX_COMPONENT_BYTES} bytes; refused"));
     }
     Ok(out)
-}
-
-/// What the canary decision runs on: the service's last observation and state, or a quiet default.
-#[derive(Debug, Clone)]
-pub struct CanaryInput {
-    pub observation: Observation,
-    pub memory: ServiceMemory,
-    pub current: u32,
-    pub ready: u32,
-}
-
-impl CanaryInput {
-    /// For a service never decided: nothing observed, at its minimum.
-    pub fn default_for(spec: &ScalingPolicySpec) -> Self {
-        let current = spec.min_replicas.max(1).min(spec.max_replicas);
-        CanaryInput { observation: Observation::default(), memory: ServiceMemory::default(), current, ready: current }
-    }
-}
-
-/// A validated plugin, ready to swap in.
-pub struct LoadedPlugin {
-    pub source_name: String,
-    pub plugin: Plugin,
-    /// Compile, validation and canary time.
-    pub load_time: Duration,
-}
-
-/// Why a component was not loaded.
-#[derive(Debug)]
-pub struct ValidationFailure {
-    pub message: String,
-    /// Only the clock failed it: every canary attempt ran out of time, which on a busy node says nothing about the
-    /// plugin. Worth trying again later; anything else is refused until the plugin or the policy changes.
-    pub transient: bool,
-}
-
-/// Compiles, validates (world type-check, sha256 pin) and canaries a component. Blocking: call it from
-/// `spawn_blocking`.
-pub fn load_and_validate(
-    engine: &Arc<PolicyEngine>,
-    key: &ServiceKey,
-    spec: &ScalingPolicySpec,
-    source: &PluginSource,
-    canary: CanaryInput,
-) -> Result<LoadedPlugin, ValidationFailure> {
-    let started = Instant::now();
-    let refused = |message: String| ValidationFailure { message, transient: false };
-    let compiled = engine
-        .load_digested(&source.name, &source.bytes, &source.digest, spec.plugin.sha256.as_deref())
-        .map_err(|e| refused(e.to_string()))?;
-    let mut plugin = spec.new_plugin(engine, compiled);
-    let config = config_text(&spec.config);
-    for attempt in 1..=CANARY_ATTEMPTS {
-        let mut memory = canary.memory.clone();
-        let at = Moment { now_ms: unix_ms(), current: canary.current, ready: canary.ready };
-        let record = decision::decide(key, spec, &config, &mut plugin, &mut memory, &canary.observation, at);
-        match &record.plugin {
-            decision::PluginVerdict::Failed { kind, message } => {
-                let timed_out = *kind == FailureKind::Timeout;
-                if timed_out && attempt < CANARY_ATTEMPTS {
-                    continue;
-                }
-                let next = if timed_out {
-                    format!(" in each of {CANARY_ATTEMPTS} attempts; trying again after a backoff")
-                } else {
-                    String::new()
-                };
-                let message = format!("plugin {} failed its canary decision ({kind}): {message}{next}", source.name);
-                return Err(ValidationFailure { message, transient: timed_out });
-            }
-            _ => break,
-        }
-    }
-    Ok(LoadedPlugin { source_name: source.name.clone(), plugin, load_time: started.elapsed() })
-}
-
-/// Milliseconds since the Unix epoch: the decision clock.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
