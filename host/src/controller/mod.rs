@@ -12,6 +12,8 @@ pub mod doctor;
 mod error;
 pub mod events;
 pub mod lease;
+/// The state machine of loading a policy's plugins, which [`reconcile`] drives.
+mod loading;
 pub mod metrics_api;
 pub mod plugins;
 pub mod reconcile;
