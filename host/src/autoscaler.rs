@@ -148,23 +148,6 @@ impl ManagedService {
         self.last_decided_ms.is_none_or(|last| now_ms.saturating_sub(last) + interval / 10 >= interval)
     }
 
-    /// Runs the shadow plugin on the observation the live one saw, against a copy of the live scale history, and
-    /// keeps its own plugin state. Nothing it says is applied.
-    fn decide_shadow(&mut self, key: &ServiceKey, observation: &Observation, at: Moment) -> Option<ShadowRecord> {
-        let shadow = self.shadow.as_mut()?;
-        if shadow.backoff.sits_out() {
-            return None;
-        }
-        let mut memory = self.memory.shadow.take().map(|m| *m).unwrap_or_default();
-        memory.history = self.memory.history.clone();
-        let record =
-            decision::decide(key, &shadow.spec, &shadow.config_json, &mut shadow.plugin, &mut memory, observation, at);
-        memory.history = Default::default();
-        self.memory.shadow = Some(Box::new(memory));
-        shadow.backoff.record(record.failure());
-        Some(ShadowRecord::from(record))
-    }
-
     /// The live plugin's decision (and the shadow's beside it) on this tick's observation.
     fn decide(&mut self, key: &ServiceKey, observation: Observation, at: Moment) -> DecisionRecord {
         let mut record = decision::decide_owned(
@@ -177,8 +160,32 @@ impl ManagedService {
             at,
         );
         self.backoff.record(record.failure());
-        record.shadow = self.decide_shadow(key, &record.observation, at);
+        record.shadow =
+            self.shadow.as_mut().and_then(|shadow| shadow.decide(key, &mut self.memory, &record.observation, at));
         record
+    }
+}
+
+impl ShadowPlugin {
+    /// Runs the shadow plugin on the observation the live one saw, against a copy of the live scale history (in
+    /// `memory`, the service's), and keeps its own plugin state there. Nothing it says is applied.
+    fn decide(
+        &mut self,
+        key: &ServiceKey,
+        memory: &mut ServiceMemory,
+        observation: &Observation,
+        at: Moment,
+    ) -> Option<ShadowRecord> {
+        if self.backoff.sits_out() {
+            return None;
+        }
+        let mut own = memory.shadow.take().map(|m| *m).unwrap_or_default();
+        own.history = memory.history.clone();
+        let record = decision::decide(key, &self.spec, &self.config_json, &mut self.plugin, &mut own, observation, at);
+        own.history = Default::default();
+        memory.shadow = Some(Box::new(own));
+        self.backoff.record(record.failure());
+        Some(ShadowRecord::from(record))
     }
 }
 
@@ -217,6 +224,9 @@ pub struct TickResult {
     pub write_error: Option<String>,
 }
 
+/// A due service's decision with the scale it was made on, or why it could not be made.
+type Decided = std::result::Result<(DecisionRecord, ScaleState), (ServiceKey, String)>;
+
 impl Fleet {
     /// Observes, decides and actuates every service once. One service's failure never stops the others.
     ///
@@ -228,9 +238,21 @@ impl Fleet {
         target: &mut T,
         now_ms: u64,
     ) -> Vec<std::result::Result<TickResult, (ServiceKey, String)>> {
-        // Which services decide now, in key order; a service backing off after failures sits this one out.
-        let due: Vec<bool> = self
-            .services
+        let due = self.due(now_ms);
+        if !due.contains(&true) {
+            return Vec::new();
+        }
+        // References to keys and specs only: a reference to the fleet (its plugins) would make the future !Send.
+        let list: Vec<(&ServiceKey, &ScalingPolicySpec)> =
+            self.services.iter().zip(&due).filter(|(_, due)| **due).map(|((k, s), _)| (k, &s.spec)).collect();
+        let (observations, reads) = observe(&list, observer, target, now_ms).await;
+        let decided = self.decide(&due, observations, reads, now_ms);
+        self.actuate(&due, decided, target, now_ms).await
+    }
+
+    /// Which services decide now, in key order; a service backing off after failures sits this one out.
+    fn due(&mut self, now_ms: u64) -> Vec<bool> {
+        self.services
             .values_mut()
             .map(|service| {
                 if service.hold.is_some() || !service.is_due(now_ms) {
@@ -242,22 +264,21 @@ impl Fleet {
                 }
                 true
             })
-            .collect();
-        let list: Vec<(&ServiceKey, &ScalingPolicySpec)> =
-            self.services.iter().zip(&due).filter(|(_, due)| **due).map(|((k, s), _)| (k, &s.spec)).collect();
-        if list.is_empty() {
-            return Vec::new();
-        }
-        // The observations come in the order of `list`: the due services in key order.
-        let observations = observer.observe(&list, now_ms).await;
-        let mut reads = Vec::with_capacity(list.len());
-        for (key, spec) in list {
-            reads.push(target.read(key, spec).await.map_err(|e| e.to_string()));
-        }
+            .collect()
+    }
+
+    /// Decide: every due service's plugin calls, off the async runtime.
+    fn decide(
+        &mut self,
+        due: &[bool],
+        observations: Vec<Observation>,
+        reads: Vec<std::result::Result<ScaleState, String>>,
+        now_ms: u64,
+    ) -> Vec<Decided> {
         let services = &mut self.services;
-        let decided: Vec<_> = runtime::off_async(|| {
+        runtime::off_async(|| {
             let mut observations = observations.into_iter();
-            due_services(services, &due)
+            due_services(services, due)
                 .zip(reads)
                 .map(|((key, service), read)| {
                     service.last_decided_ms = Some(now_ms);
@@ -271,9 +292,19 @@ impl Fleet {
                     }
                 })
                 .collect()
-        });
+        })
+    }
+
+    /// Actuate: writes the replica counts that changed, and records each scale in the service's memory.
+    async fn actuate<T: ScaleTarget>(
+        &mut self,
+        due: &[bool],
+        decided: Vec<Decided>,
+        target: &mut T,
+        now_ms: u64,
+    ) -> Vec<std::result::Result<TickResult, (ServiceKey, String)>> {
         let mut results = Vec::with_capacity(decided.len());
-        for ((key, service), decided) in due_services(&mut self.services, &due).zip(decided) {
+        for ((key, service), decided) in due_services(&mut self.services, due).zip(decided) {
             let (record, state) = match decided {
                 Ok(decided) => decided,
                 Err(failed) => {
@@ -292,6 +323,21 @@ impl Fleet {
         }
         results
     }
+}
+
+/// Observe: the observations of the services in `list` and their targets' scale, in the order of `list`.
+async fn observe<O: Observer, T: ScaleTarget>(
+    list: &[(&ServiceKey, &ScalingPolicySpec)],
+    observer: &mut O,
+    target: &mut T,
+    now_ms: u64,
+) -> (Vec<Observation>, Vec<std::result::Result<ScaleState, String>>) {
+    let observations = observer.observe(list, now_ms).await;
+    let mut reads = Vec::with_capacity(list.len());
+    for (key, spec) in list {
+        reads.push(target.read(key, spec).await.map_err(|e| e.to_string()));
+    }
+    (observations, reads)
 }
 
 /// The services `due` marks, in key order.

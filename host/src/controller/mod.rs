@@ -14,6 +14,8 @@ mod error;
 pub mod events;
 pub mod host;
 pub mod lease;
+/// The state machine of loading a policy's plugins, which [`reconcile`] drives.
+mod loading;
 pub mod metrics_api;
 pub mod oci_pull;
 pub mod reconcile;
