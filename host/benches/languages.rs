@@ -159,7 +159,7 @@ fn measure(language: &'static str, file: &str, project: &str) -> Row {
 }
 
 fn main() {
-    // Python takes a minute to compile in each round; the quick run leaves it to host/tests/languages.rs.
+    // Python takes a minute to compile in each round; the quick run leaves it to host/tests/it/languages.rs.
     let languages = if quick::quick() { &PLUGINS[..2] } else { &PLUGINS[..] };
     let rows: Vec<Row> = languages.iter().map(|(language, file, project)| measure(language, file, project)).collect();
     for row in &rows[1..] {

@@ -3,11 +3,11 @@
 //! simulator load them.
 //!
 //! After changing a plugin, regenerate the ConfigMaps and pins with
-//! `BALLAST_BLESS=1 cargo test -p ballast --test deploy shipped`.
+//! `BALLAST_BLESS=1 cargo test -p ballast --test it deploy::shipped`.
 //!
 //! The host image: the Dockerfile's runtime stage, built with buildah, runs the host as non-root with no shell.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 /// Each policy set of `deploy/policies/`: its directory, the built-in it ships, the ConfigMap carrying it.
 const SETS: [(&str, &str); 2] = [("hpa", "ballast-plugin-hpa"), ("queue-drain", "ballast-plugin-queue-drain")];
 const NAMESPACE: &str = "ai-models";
-const BLESS: &str = "BALLAST_BLESS=1 cargo test -p ballast --test deploy shipped";
+const BLESS: &str = "BALLAST_BLESS=1 cargo test -p ballast --test it deploy::shipped";
 
 fn set_dir(set: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/policies").join(set)

@@ -1,7 +1,7 @@
 //! The live observer: every service's queues in one pipeline against a real redis-server filled by bullmq, sums per
 //! service, and a failing or stalled source leaving only its own metrics unavailable without stalling the tick.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! every case of the project's own cases.yaml as expected, and every command of the project's README runs as
 //! written (build, check, test, pack) with the real `ballast` binary.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

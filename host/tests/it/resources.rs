@@ -4,7 +4,7 @@
 //! down or missing metrics API leaving only CPU and memory unavailable, and the `hpa` plugin reproducing the HPA's
 //! replica count from what the live observer hands it.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
