@@ -17,5 +17,7 @@ pub mod sim;
 pub mod sources;
 pub mod spec;
 pub mod strict;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 
 pub use error::{Error, Result};
