@@ -15,9 +15,10 @@ use std::process::Command;
 use ballast::authoring::pack::{self, DEFAULT_KEY, PackTarget};
 use ballast::controller::crd::documents_from_yaml;
 use ballast::controller::plugins::config_map_component;
-use ballast::runtime::{self, PolicyEngine, RuntimeLimits};
+use ballast::runtime::{self, RuntimeLimits};
 use ballast::sim::config::PolicySet;
 use ballast::sim::demo;
+use ballast::testing;
 use k8s_openapi::api::core::v1::ConfigMap;
 
 /// Each policy set of `deploy/policies/`: its directory, the built-in it ships, the ConfigMap carrying it.
@@ -103,7 +104,7 @@ fn shipped_plugin_config_maps_are_this_checkouts_plugins_and_the_policies_pin_th
 
 #[test]
 fn the_simulator_runs_each_set_from_its_directory_on_the_shipped_component() {
-    let engine = PolicyEngine::new(RuntimeLimits::default()).unwrap();
+    let engine = testing::engine(RuntimeLimits::default());
     let simulation = demo::simulation().unwrap();
     for (set, config_map) in SETS {
         let policies = PolicySet::read(&set_dir(set), Some(&simulation)).unwrap();
