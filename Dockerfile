@@ -1,6 +1,6 @@
 # The host image deploy/base/deployment.yaml runs (`ballast:0.1.0`): docker build -t ballast:0.1.0 .
 # The build needs the wasm32-wasip2 target: host/build.rs compiles the built-in plugins from plugins/.
-# host/tests/deploy.rs builds this file's runtime stage with buildah (RUNTIME_IMAGE replaced by a stand-in made of
+# host/tests/it/deploy.rs builds this file's runtime stage with buildah (RUNTIME_IMAGE replaced by a stand-in made of
 # the same Debian 12 libraries, the `build` stage by the test's binary) and checks the image's contents.
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The JavaScript and Python policy plugins, built from source before `cargo test` (host/tests/languages.rs and the
+# The JavaScript and Python policy plugins, built from source before `cargo test` (host/tests/it/languages.rs and the
 # benchmarks load them). Sourced by scripts/test.sh. The build commands themselves live in one place,
 # `ballast plugin build` (host/src/authoring/build.rs); this only installs the toolchains and names the projects.
 

@@ -4,55 +4,18 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use ballast::runtime::{
-    Observations, Plugin, PolicyEngine, PolicyInput, QueueCounts, RuntimeLimits, ServiceId, builtin,
-};
+use ballast::runtime::{Plugin, PolicyInput, builtin};
+use ballast::testing;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 mod common;
 
 const CONFIG: &str = r#"{"gpuUtilization": 80, "cpuUtilization": 70, "jobsPerPod": 5}"#;
 
-fn wasm_input() -> PolicyInput {
-    PolicyInput {
-        service: ServiceId { namespace: "ai-models".into(), name: "whisper-pyannote-stt".into() },
-        now_ms: 1_700_000_000_000,
-        current_replicas: 3,
-        ready_replicas: 3,
-        min_replicas: 2,
-        max_replicas: 8,
-        config: CONFIG.into(),
-        state: None,
-        observations: Observations {
-            gpu_duty_cycle_percent: Some(91.5),
-            cpu_percent_of_request: Some(55.0),
-            memory_percent_of_request: Some(60.0),
-            queue: Some(QueueCounts {
-                waiting: 21,
-                prioritized: 0,
-                paused: 0,
-                active: 3,
-                delayed: 1,
-                failed: 0,
-                waiting_children: 0,
-                completed_since_last: Some(2),
-                is_paused: false,
-            }),
-            latency_p50_ms: Some(800.0),
-            latency_p95_ms: Some(2400.0),
-            latency_p99_ms: Some(4000.0),
-            request_rate: Some(0.4),
-            custom: vec![],
-        },
-    }
-}
-
 fn bench(c: &mut Criterion) {
-    // A generous deadline: this measures speed, and a loaded machine may preempt a call for longer than 10 ms.
-    let limits = RuntimeLimits { max_instances: 8, deadline: Duration::from_secs(1), ..RuntimeLimits::default() };
-    let engine = PolicyEngine::new(limits).unwrap();
+    let engine = testing::engine(testing::limits(8));
     let compiled = engine.load("built-in hpa", builtin("hpa").unwrap()).unwrap();
-    let input = wasm_input();
+    let input = testing::busy_input(CONFIG);
     let native = common::to_sdk(&input);
     let expected = hpa::decide(&native).unwrap().replicas;
 

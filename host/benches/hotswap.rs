@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use ballast::controller::lease::Leadership;
 use ballast::controller::reconcile::{Controller, PolicySource, RunOptions};
 use ballast::export::{Metrics, Readiness};
-use ballast::runtime::{PolicyEngine, RuntimeLimits};
+use ballast::runtime::RuntimeLimits;
 use ballast::sources::live::LiveObserver;
 use ballast::spec::ScalingPolicy;
+use ballast::testing;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -115,7 +116,7 @@ async fn swaps(
     name: &str,
     component: &[u8],
 ) -> Vec<(Duration, Duration)> {
-    let engine = PolicyEngine::new(RuntimeLimits::default()).expect("engine");
+    let engine = testing::engine(RuntimeLimits::default());
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let start_digest = ballast::runtime::digest(&rebuilt(component, "start"));
     while !decided_by(standin, name, &start_digest) {
@@ -169,7 +170,7 @@ async fn main() {
     };
     let controller = Controller::new(
         client.clone(),
-        PolicyEngine::new(RuntimeLimits::default()).expect("engine"),
+        testing::engine(RuntimeLimits::default()),
         observer,
         Leadership::always(),
         metrics,

@@ -12,9 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ballast::runtime::{
-    Decision, Observations, Plugin, PolicyEngine, PolicyInput, QueueCounts, RuntimeLimits, ServiceId,
-};
+use ballast::runtime::{Decision, Plugin, PolicyEngine, PolicyInput, RuntimeLimits};
+use ballast::testing;
 
 #[path = "common/quick.rs"]
 mod quick;
@@ -27,40 +26,6 @@ const PLUGINS: [(&str, &str, &str); 3] = [
 /// Memory caps tried, smallest first, for the floor each plugin decides under.
 const MEMORY_CAPS_MIB: [usize; 7] = [2, 4, 8, 16, 24, 32, 64];
 
-fn input() -> PolicyInput {
-    PolicyInput {
-        service: ServiceId { namespace: "ai-models".into(), name: "whisper-pyannote-stt".into() },
-        now_ms: 1_700_000_000_000,
-        current_replicas: 3,
-        ready_replicas: 3,
-        min_replicas: 2,
-        max_replicas: 8,
-        config: r#"{"gpuUtilization": 80, "cpuUtilization": 70, "jobsPerPod": 5}"#.into(),
-        state: None,
-        observations: Observations {
-            gpu_duty_cycle_percent: Some(91.5),
-            cpu_percent_of_request: Some(55.0),
-            memory_percent_of_request: Some(60.0),
-            queue: Some(QueueCounts {
-                waiting: 21,
-                prioritized: 0,
-                paused: 0,
-                active: 3,
-                delayed: 1,
-                failed: 0,
-                waiting_children: 0,
-                completed_since_last: Some(2),
-                is_paused: false,
-            }),
-            latency_p50_ms: Some(800.0),
-            latency_p95_ms: Some(2400.0),
-            latency_p99_ms: Some(4000.0),
-            request_rate: Some(0.4),
-            custom: vec![],
-        },
-    }
-}
-
 fn engine(memory_mib: usize, cache_dir: Option<PathBuf>) -> Arc<PolicyEngine> {
     // A generous deadline: this measures speed, and a loaded machine may preempt a call for longer than 10 ms.
     let limits = RuntimeLimits {
@@ -70,7 +35,7 @@ fn engine(memory_mib: usize, cache_dir: Option<PathBuf>) -> Arc<PolicyEngine> {
         cache_dir,
         ..RuntimeLimits::default()
     };
-    PolicyEngine::new(limits).expect("engine")
+    testing::engine(limits)
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -125,7 +90,7 @@ fn measure(language: &'static str, file: &str, project: &str) -> Row {
         )
     });
     let slow = language == "Python";
-    let input = input();
+    let input = testing::busy_input(r#"{"gpuUtilization": 80, "cpuUtilization": 70, "jobsPerPod": 5}"#);
     eprintln!("{language}: compiling");
     // A fresh engine per round, without a disk cache: every round compiles.
     let compile = median(
@@ -159,7 +124,7 @@ fn measure(language: &'static str, file: &str, project: &str) -> Row {
 }
 
 fn main() {
-    // Python takes a minute to compile in each round; the quick run leaves it to host/tests/languages.rs.
+    // Python takes a minute to compile in each round; the quick run leaves it to host/tests/it/languages.rs.
     let languages = if quick::quick() { &PLUGINS[..2] } else { &PLUGINS[..] };
     let rows: Vec<Row> = languages.iter().map(|(language, file, project)| measure(language, file, project)).collect();
     for row in &rows[1..] {

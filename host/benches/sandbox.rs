@@ -13,6 +13,7 @@ use ballast::autoscaler::{Fleet, ManagedService, Observer, ScaleState, ScaleTarg
 use ballast::observation::{Observation, QueueCounts};
 use ballast::runtime::{Plugin, PolicyEngine, RuntimeLimits, builtin};
 use ballast::spec::{ScalingPolicySpec, ServiceKey};
+use ballast::testing;
 
 #[path = "common/quick.rs"]
 mod quick;
@@ -135,7 +136,7 @@ fn percentile(values: &[f64], q: f64) -> f64 {
 fn main() {
     let ticks = if quick::quick() { QUICK_TICKS } else { TICKS };
     let limits = RuntimeLimits { max_instances: 400, ..RuntimeLimits::default() };
-    let engine = PolicyEngine::new(limits).expect("policy engine");
+    let engine = testing::engine(limits);
     println!("== {HEALTHY} healthy services (hpa), alone and beside {HOSTILE} hostile ones; {ticks} ticks of 1 s ==");
     let (rss_before, _) = rss_kib();
     let baseline = run(&engine, 0, ticks);

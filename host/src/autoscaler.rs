@@ -352,6 +352,7 @@ fn due_services<'a>(
 mod tests {
     use super::*;
     use crate::runtime::RuntimeLimits;
+    use crate::testing;
 
     /// Observes what it was given for the services asked about.
     struct Given(BTreeMap<ServiceKey, Observation>);
@@ -381,7 +382,7 @@ mod tests {
 
     #[test]
     fn each_service_decides_on_its_own_observation_or_on_none() {
-        let engine = PolicyEngine::new(RuntimeLimits { max_instances: 8, ..RuntimeLimits::default() }).unwrap();
+        let engine = testing::engine(RuntimeLimits { max_instances: 8, ..RuntimeLimits::default() });
         let key = |name: &str| ServiceKey { namespace: "ai".into(), name: name.into() };
         let spec: ScalingPolicySpec = serde_json::from_value(serde_json::json!({
             "target": {"name": "x"}, "maxReplicas": 8, "plugin": {"builtin": "hpa"}, "config": {"jobsPerPod": 5}

@@ -20,6 +20,8 @@ pub mod sim;
 pub mod sources;
 pub mod spec;
 pub mod strict;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 #[cfg(feature = "cluster")]
 pub mod workload;
 

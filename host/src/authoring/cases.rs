@@ -460,6 +460,7 @@ pub fn render(results: &[CaseResult]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing;
 
     const ONE: &str = "cases:\n  - name: up\n    input:\n      currentReplicas: 2\n      config: {gpuUtilization: 60}\n      \
                        observation: {gpuDutyCyclePercent: 90, queue: {waiting: 3}, custom: {tokens: 5}}\n    \
@@ -531,7 +532,7 @@ mod tests {
 
     #[test]
     fn a_failing_case_shows_a_diff() {
-        let engine = PolicyEngine::new(crate::runtime::RuntimeLimits::default()).unwrap();
+        let engine = testing::engine(crate::runtime::RuntimeLimits::default());
         let compiled = engine.load("hpa", crate::runtime::builtin("hpa").unwrap()).unwrap();
         let text = ONE.replace("replicas: 3", "replicas: 7");
         let results = run(&engine, &compiled, &parse("t.yaml", &text).unwrap());

@@ -246,9 +246,10 @@ pub(crate) fn sample_spec(min: u32, max: u32) -> ScalingPolicySpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing;
 
     fn engine() -> Arc<PolicyEngine> {
-        PolicyEngine::new(runtime::RuntimeLimits::default()).unwrap()
+        testing::engine(runtime::RuntimeLimits::default())
     }
 
     #[test]

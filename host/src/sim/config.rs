@@ -561,7 +561,7 @@ mod tests {
     }
 
     fn load(set: &PolicySet) -> crate::Result<crate::runtime::Plugin> {
-        let engine = crate::runtime::PolicyEngine::new(crate::runtime::RuntimeLimits::default()).unwrap();
+        let engine = crate::testing::engine(crate::runtime::RuntimeLimits::default());
         let service = &set.services[0];
         crate::autoscaler::load_plugin(&engine, &service.key, &service.spec, |ns, name| set.config_map(ns, name))
     }

@@ -2,7 +2,7 @@
 //! endpoint that serves dcgm-exporter series, a latency histogram and a request counter for several services.
 //! Also `ballast trace`: a backtest trace from Prometheus scraping `ballast exporter` over real bullmq jobs.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

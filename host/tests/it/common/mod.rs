@@ -1,5 +1,4 @@
 //! Test helpers shared by the integration tests: real servers on free loopback ports, and the bullmq fixture.
-#![allow(dead_code)] // each test binary uses a different subset
 
 pub mod cluster;
 pub mod rbac;

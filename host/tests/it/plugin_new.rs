@@ -3,7 +3,7 @@
 //! every case of the project's own cases.yaml as expected, and every command of the project's README runs as
 //! written (build, check, test, pack) with the real `ballast` binary.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use ballast::authoring::build::{self, Language};
 use ballast::authoring::{cases, scaffold};
-use ballast::runtime::{PolicyEngine, RuntimeLimits};
+use ballast::runtime::RuntimeLimits;
+use ballast::testing;
 use common::registry::Registry;
 
 const NAME: &str = "queue-backlog";
@@ -27,7 +28,7 @@ fn new_project_builds_and_passes_its_cases(language: Language) {
     assert!(built.gzipped < built.size, "{built:?}");
 
     let limits = RuntimeLimits { max_instances: 4, deadline: Duration::from_secs(2), ..RuntimeLimits::default() };
-    let engine = PolicyEngine::new(limits).unwrap();
+    let engine = testing::engine(limits);
     let compiled = engine.load(&format!("{NAME}.wasm"), &bytes).unwrap();
     let text = std::fs::read_to_string(dir.join("cases.yaml")).unwrap();
     let table = cases::parse("cases.yaml", &text).unwrap_or_else(|e| panic!("{language:?} cases.yaml: {e}"));

@@ -3,11 +3,11 @@
 //! simulator load them.
 //!
 //! After changing a plugin, regenerate the ConfigMaps and pins with
-//! `BALLAST_BLESS=1 cargo test -p ballast --test deploy shipped`.
+//! `BALLAST_BLESS=1 cargo test -p ballast --test it deploy::shipped`.
 //!
 //! The host image: the Dockerfile's runtime stage, built with buildah, runs the host as non-root with no shell.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,15 +15,16 @@ use std::process::Command;
 use ballast::authoring::pack::{self, DEFAULT_KEY, PackTarget};
 use ballast::policy::documents::documents_from_yaml;
 use ballast::policy::plugins::config_map_component;
-use ballast::runtime::{self, PolicyEngine, RuntimeLimits};
+use ballast::runtime::{self, RuntimeLimits};
 use ballast::sim::config::PolicySet;
 use ballast::sim::demo;
+use ballast::testing;
 use k8s_openapi::api::core::v1::ConfigMap;
 
 /// Each policy set of `deploy/policies/`: its directory, the built-in it ships, the ConfigMap carrying it.
 const SETS: [(&str, &str); 2] = [("hpa", "ballast-plugin-hpa"), ("queue-drain", "ballast-plugin-queue-drain")];
 const NAMESPACE: &str = "ai-models";
-const BLESS: &str = "BALLAST_BLESS=1 cargo test -p ballast --test deploy shipped";
+const BLESS: &str = "BALLAST_BLESS=1 cargo test -p ballast --test it deploy::shipped";
 
 fn set_dir(set: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/policies").join(set)
@@ -103,7 +104,7 @@ fn shipped_plugin_config_maps_are_this_checkouts_plugins_and_the_policies_pin_th
 
 #[test]
 fn the_simulator_runs_each_set_from_its_directory_on_the_shipped_component() {
-    let engine = PolicyEngine::new(RuntimeLimits::default()).unwrap();
+    let engine = testing::engine(RuntimeLimits::default());
     let simulation = demo::simulation().unwrap();
     for (set, config_map) in SETS {
         let policies = PolicySet::read(&set_dir(set), Some(&simulation)).unwrap();

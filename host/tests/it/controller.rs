@@ -1,7 +1,7 @@
 //! The Kubernetes controller against the in-repo API stand-in (real REST protocol, production kube client), with a
 //! real Redis filled by the real bullmq package.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -1112,7 +1112,7 @@ async fn doctor_names_what_the_cluster_lacks_each_with_its_fix() {
     }
 
     // Fixed: the RBAC applied, the HPA and the typo gone, a host running (its Lease renewed).
-    for document in serde_yaml_ng::Deserializer::from_str(include_str!("../../deploy/base/rbac.yaml")) {
+    for document in serde_yaml_ng::Deserializer::from_str(include_str!("../../../deploy/base/rbac.yaml")) {
         let object: Value = serde::Deserialize::deserialize(document).unwrap();
         if object["kind"] == "ClusterRole" {
             cluster.standin.insert(object).unwrap();

@@ -1,7 +1,7 @@
 //! The sandbox end to end: hostile plugins in `ballast run` (against the API stand-in), `ballast simulate` and
-//! `ballast plugin check|test`. The runtime's own tests (host/tests/runtime.rs, languages.rs) pin each limit.
+//! `ballast plugin check|test`. The runtime's own tests (runtime.rs, languages.rs) pin each limit.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,53 +3,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ballast::runtime::{
-    Observations, Plugin, PluginFailure, PolicyEngine, PolicyInput, QueueCounts, RuntimeLimits, ServiceId, World,
-};
+use ballast::runtime::{Plugin, PluginFailure, PolicyEngine, PolicyInput, QueueCounts, RuntimeLimits, World};
+use ballast::testing::{self, InputBuilder};
 
 fn plugin_bytes(file: &str) -> Vec<u8> {
     ballast_test_plugins::read(file)
 }
 
-/// A loaded CI machine can preempt a call for longer than the default 10 ms, so tests that do not test the
-/// deadline itself give well-behaved calls a second.
 fn engine() -> Arc<PolicyEngine> {
-    let limits = RuntimeLimits { max_instances: 16, deadline: Duration::from_secs(1), ..RuntimeLimits::default() };
-    PolicyEngine::new(limits).unwrap()
+    testing::engine(testing::limits(16))
 }
 
 fn input(config: &str) -> PolicyInput {
-    PolicyInput {
-        service: ServiceId { namespace: "ai-models".into(), name: "stt".into() },
-        now_ms: 1_000,
-        current_replicas: 3,
-        ready_replicas: 3,
-        min_replicas: 2,
-        max_replicas: 8,
-        config: config.into(),
-        state: None,
-        observations: Observations {
-            gpu_duty_cycle_percent: Some(95.0),
-            cpu_percent_of_request: Some(40.0),
-            memory_percent_of_request: None,
-            queue: Some(QueueCounts {
-                waiting: 30,
-                prioritized: 0,
-                paused: 0,
-                active: 3,
-                delayed: 0,
-                failed: 0,
-                waiting_children: 0,
-                completed_since_last: Some(5),
-                is_paused: false,
-            }),
-            latency_p50_ms: None,
-            latency_p95_ms: None,
-            latency_p99_ms: None,
-            request_rate: None,
-            custom: vec![],
-        },
-    }
+    let queue = QueueCounts { completed_since_last: Some(5), ..testing::queue(30, 3) };
+    InputBuilder::new(config).gpu(95.0).cpu(40.0).queue(queue).build()
 }
 
 fn hostile(engine: &Arc<PolicyEngine>) -> Plugin {
@@ -112,7 +79,7 @@ fn a_paused_queue_reaches_a_0_2_plugin_and_a_0_1_plugin_still_loads_and_runs() {
 
 #[test]
 fn infinite_loop_times_out_at_the_default_deadline() {
-    let engine = PolicyEngine::new(RuntimeLimits { max_instances: 4, ..RuntimeLimits::default() }).unwrap();
+    let engine = testing::engine(RuntimeLimits { max_instances: 4, ..RuntimeLimits::default() });
     let mut plugin = hostile(&engine);
     let outcome = plugin.decide(&input(r#"{"mode": "loop"}"#));
     assert_eq!(outcome.result, Err(PluginFailure::Timeout(Duration::from_millis(10))));
@@ -156,7 +123,7 @@ fn services_of_one_plugin_keep_their_instances_apart() {
 
 #[test]
 fn a_service_whose_plugin_traps_does_not_disturb_its_siblings() {
-    let engine = PolicyEngine::new(RuntimeLimits { max_instances: 4, ..engine().limits().clone() }).unwrap();
+    let engine = testing::engine(RuntimeLimits { max_instances: 4, ..engine().limits().clone() });
     let (mut failing, mut sibling) = (hostile(&engine), hostile(&engine));
     assert_eq!(count_calls(&mut sibling), 1);
     let mut sibling_counts = Vec::new();
@@ -173,7 +140,7 @@ fn a_service_whose_plugin_traps_does_not_disturb_its_siblings() {
 
 #[test]
 fn a_plugin_that_trapped_rejoins_the_shared_store_after_enough_good_calls() {
-    let engine = PolicyEngine::new(RuntimeLimits { max_instances: 4, ..engine().limits().clone() }).unwrap();
+    let engine = testing::engine(RuntimeLimits { max_instances: 4, ..engine().limits().clone() });
     let (mut once, mut sibling) = (hostile(&engine), hostile(&engine));
     let good = |plugin: &mut Plugin| {
         assert_eq!(plugin.decide(&input(r#"{"mode": "echo-state"}"#)).result.unwrap().replicas, 1)
@@ -209,7 +176,7 @@ fn a_plugin_that_trapped_rejoins_the_shared_store_after_enough_good_calls() {
 fn instances_given_up_free_their_pool_slots() {
     // Four slots: without the instances of dropped plugins and memory-cap failures being freed, the fifth
     // instantiation would find the pool full.
-    let engine = PolicyEngine::new(RuntimeLimits { max_instances: 4, ..engine().limits().clone() }).unwrap();
+    let engine = testing::engine(RuntimeLimits { max_instances: 4, ..engine().limits().clone() });
     let mut survivor = hostile(&engine);
     for _ in 0..20 {
         assert_eq!(count_calls(&mut hostile(&engine)), 1, "a new service gets a fresh instance");
@@ -278,12 +245,12 @@ fn compiled_components_are_cached_by_digest_in_memory_and_on_disk() {
     let dir = std::env::temp_dir().join(format!("ballast-cache-{}", std::process::id()));
     let limits = RuntimeLimits { max_instances: 4, cache_dir: Some(dir.clone()), ..RuntimeLimits::default() };
     let hpa = plugin_bytes("hpa.wasm");
-    let first = PolicyEngine::new(limits.clone()).unwrap().load("hpa", &hpa).unwrap();
+    let first = testing::engine(limits.clone()).load("hpa", &hpa).unwrap();
     assert!(first.compile_time > Duration::ZERO);
     let digest = ballast::runtime::digest(&hpa);
     assert!(dir.join(format!("{digest}.cwasm")).exists());
     // A new engine (a restarted host) takes it from disk without compiling.
-    let engine = PolicyEngine::new(limits).unwrap();
+    let engine = testing::engine(limits);
     let again = engine.load("hpa", &hpa).unwrap();
     assert_eq!(again.compile_time, Duration::ZERO);
     assert!(Arc::ptr_eq(&again, &engine.load("hpa", &hpa).unwrap()), "second load is the in-memory entry");
@@ -410,7 +377,7 @@ fn control_characters_from_a_plugin_are_escaped() {
 #[test]
 fn fresh_instances_make_each_decision_depend_only_on_its_input() {
     let limits = RuntimeLimits { fresh_instance_per_call: true, ..engine().limits().clone() };
-    let engine = PolicyEngine::new(limits).unwrap();
+    let engine = testing::engine(limits);
     let mut plugin = hostile(&engine);
     let seen: Vec<u32> = (0..3).map(|_| count_calls(&mut plugin)).collect();
     assert_eq!(seen, [1, 1, 1], "no call sees what an earlier one left in memory");
@@ -442,7 +409,7 @@ fn many_memories(modules: usize, pages: u32) -> Vec<u8> {
 #[test]
 fn a_component_declaring_more_memories_than_one_plugin_may_is_refused_and_starves_no_one() {
     let limits = RuntimeLimits { max_instances: 4, ..engine().limits().clone() };
-    let engine = PolicyEngine::new(limits.clone()).unwrap();
+    let engine = testing::engine(limits.clone());
     // The attacks: 40 memories of 64 MiB each, and enough to exhaust a shared pool.
     for (modules, pages) in [(40, 1024), (990, 1), (limits.max_memories as usize + 1, 1)] {
         let err = engine.load("hog", &many_memories(modules, pages)).unwrap_err().to_string();
@@ -468,7 +435,7 @@ fn a_component_declaring_more_memories_than_one_plugin_may_is_refused_and_starve
 #[test]
 fn an_oversized_component_is_refused_before_it_is_parsed() {
     let limits = RuntimeLimits { max_component_bytes: 1 << 20, ..engine().limits().clone() };
-    let engine = PolicyEngine::new(limits).unwrap();
+    let engine = testing::engine(limits);
     let err = engine.load("big", &vec![0u8; (1 << 20) + 1]).unwrap_err().to_string();
     assert!(err.contains("over the 1048576-byte cap"), "{err}");
 }
@@ -490,7 +457,7 @@ fn a_compile_bomb_dies_in_the_compile_child_and_the_host_goes_on() {
         compile_deadline: Duration::from_secs(60),
         ..engine().limits().clone()
     };
-    let engine = PolicyEngine::new(limits).unwrap();
+    let engine = testing::engine(limits);
     let bomb = compile_bomb(8, 2_000_000);
     let err = engine.load("bomb.wasm", &bomb).unwrap_err().to_string();
     assert!(err.contains("bomb.wasm") && err.contains("512 MiB"), "{err}");

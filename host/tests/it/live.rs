@@ -1,7 +1,7 @@
 //! The live observer: every service's queues in one pipeline against a real redis-server filled by bullmq, sums per
 //! service, and a failing or stalled source leaving only its own metrics unavailable without stalling the tick.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -195,11 +195,10 @@ async fn a_missing_queue_is_unavailable_and_named_and_a_paused_queue_says_so() {
 
     // What the built-in hpa (a 0.2 plugin) makes of it: the paused queue's jobs hold the fleet, the live one's
     // count as backlog.
-    let engine = ballast::runtime::PolicyEngine::new(ballast::runtime::RuntimeLimits {
+    let engine = ballast::testing::engine(ballast::runtime::RuntimeLimits {
         deadline: Duration::from_secs(1),
         ..Default::default()
-    })
-    .unwrap();
+    });
     let hpa = engine.load("hpa", ballast::runtime::builtin("hpa").unwrap()).unwrap();
     let config = r#"{"jobsPerPod": 1}"#;
     let at = ballast::decision::Moment { now_ms: 0, current: 1, ready: 1 };

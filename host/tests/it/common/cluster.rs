@@ -11,10 +11,11 @@ use ballast::controller::lease::{self, Leadership, LeaseConfig};
 use ballast::controller::reconcile::{Controller, PolicySource, RunOptions};
 use ballast::export::{Metrics, Readiness};
 use ballast::policy::plugins::PluginFiles;
-use ballast::runtime::{PolicyEngine, RuntimeLimits};
+use ballast::runtime::RuntimeLimits;
 use ballast::sources::bullmq::{BullmqSource, ConnectOptions};
 use ballast::sources::live::LiveObserver;
 use ballast::spec::ScalingPolicy;
+use ballast::testing;
 use k8s_openapi::ByteString;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -298,7 +299,7 @@ impl Host {
             compile_memory_bytes: compile_memory_bytes.unwrap_or(RuntimeLimits::default().compile_memory_bytes),
             ..RuntimeLimits::default()
         };
-        let engine = PolicyEngine::new(limits).expect("wasm engine");
+        let engine = testing::engine(limits);
         let (shutdown, stop) = watch::channel(false);
         let (leadership, lease_task) = match lease {
             Some(config) => {

@@ -8,13 +8,12 @@ use ballast::decision::{self, Moment, PluginVerdict, ServiceMemory};
 use ballast::observation::Observation;
 use ballast::runtime::{FailureKind, Plugin, PolicyEngine, RuntimeLimits};
 use ballast::spec::{Fallback, PluginRef, ScalingPolicySpec, ServiceKey, TargetRef};
+use ballast::testing;
 use proptest::prelude::*;
 
 fn engine() -> &'static Arc<PolicyEngine> {
     static ENGINE: OnceLock<Arc<PolicyEngine>> = OnceLock::new();
-    // A second per call: a loaded CI machine can preempt a call for longer than the default 10 ms.
-    let limits = RuntimeLimits { max_instances: 32, deadline: Duration::from_secs(1), ..RuntimeLimits::default() };
-    ENGINE.get_or_init(|| PolicyEngine::new(limits).unwrap())
+    ENGINE.get_or_init(|| testing::engine(testing::limits(32)))
 }
 
 fn hostile() -> Plugin {
@@ -231,7 +230,7 @@ impl ballast::autoscaler::ScaleTarget for Counting {
 fn services_whose_plugins_keep_timing_out_back_off_and_healthy_ones_decide_every_tick() {
     use ballast::autoscaler::{Fleet, ManagedService};
     // The default 10 ms deadline: a looping plugin costs that much each time it is called.
-    let engine = PolicyEngine::new(RuntimeLimits { max_instances: 64, ..RuntimeLimits::default() }).unwrap();
+    let engine = testing::engine(RuntimeLimits { max_instances: 64, ..RuntimeLimits::default() });
     let path = format!("{}/hostile.wasm", ballast_test_plugins::DIR);
     let compiled = engine.load(&path, &std::fs::read(&path).unwrap()).unwrap();
     let mut fleet = Fleet::default();

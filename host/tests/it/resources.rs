@@ -4,7 +4,7 @@
 //! down or missing metrics API leaving only CPU and memory unavailable, and the `hpa` plugin reproducing the HPA's
 //! replica count from what the live observer hands it.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -13,13 +13,14 @@ use ballast::autoscaler::{Observer, load_plugin};
 use ballast::decision::{self, Moment, PluginVerdict, ServiceMemory};
 use ballast::export::Metrics;
 use ballast::observation::Observation;
-use ballast::runtime::{PolicyEngine, RuntimeLimits};
+use ballast::runtime::RuntimeLimits;
 use ballast::sources::bullmq::{BullmqSource, ConnectOptions};
 use ballast::sources::live::{LiveObserver, RESOURCES};
 use ballast::sources::resources::{
     PodGroups, Resource, ResourceConfig, ResourceError, ResourceSource, ResourceTarget, custom_metrics,
 };
 use ballast::spec::{MetricsSpec, PluginRef, QueueRef, ScalingPolicySpec, ServiceKey, TargetRef};
+use ballast::testing;
 use ballast_policy_sdk::hpa as sdk;
 use common::RedisServer;
 use k8s_openapi::api::core::v1::Pod;
@@ -495,7 +496,7 @@ async fn the_hpa_plugin_reproduces_the_hpa_replica_count_from_live_observations(
         observe_until(&mut observer, &list, |o| o.values().all(|o| o.cpu_percent_of_request.is_some())).await;
 
     let limits = RuntimeLimits { deadline: Duration::from_secs(1), ..RuntimeLimits::default() };
-    let engine = PolicyEngine::new(limits).unwrap();
+    let engine = testing::engine(limits);
     let now_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64;
     for (case, (key, spec)) in cases.iter().zip(&services) {
         let mut plugin = load_plugin(&engine, key, spec, |_, _| None).unwrap();

@@ -2,7 +2,7 @@
 //! loopback port, pushed to by `ballast plugin pack --oci`, pulled by the controller (against the API stand-in),
 //! the simulator and the store.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -14,6 +14,7 @@ use ballast::runtime::{
     CustomMetric, Decision, Observations, Plugin, PluginFailure, PolicyEngine, PolicyInput, QueueCounts, RuntimeLimits,
     ServiceId,
 };
+use ballast::testing::{self, InputBuilder};
 
 /// How each language's plugins are named in ballast_test_plugins::DIR, and the project they are built from.
 const HPA: [(&str, &str, &str); 3] = [
@@ -40,7 +41,7 @@ fn plugin_bytes(file: &str, project: &str) -> Vec<u8> {
 /// Loads are serialized so that a second engine finds the first one's compilation on disk instead of redoing it.
 fn engine(deadline: Duration) -> Arc<PolicyEngine> {
     let cache_dir = Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"));
-    PolicyEngine::new(RuntimeLimits { max_instances: 16, deadline, cache_dir, ..RuntimeLimits::default() }).unwrap()
+    testing::engine(RuntimeLimits { max_instances: 16, deadline, cache_dir, ..RuntimeLimits::default() })
 }
 
 fn load(engine: &Arc<PolicyEngine>, file: &str, project: &str) -> Plugin {
@@ -361,27 +362,7 @@ fn a_single_differing_case_is_reported_with_its_input_and_both_decisions() {
 }
 
 fn input(config: &str) -> PolicyInput {
-    PolicyInput {
-        service: ServiceId { namespace: "ai-models".into(), name: "stt".into() },
-        now_ms: 1_000,
-        current_replicas: 3,
-        ready_replicas: 3,
-        min_replicas: 1,
-        max_replicas: 8,
-        config: config.into(),
-        state: None,
-        observations: Observations {
-            gpu_duty_cycle_percent: Some(95.0),
-            cpu_percent_of_request: None,
-            memory_percent_of_request: None,
-            queue: None,
-            latency_p50_ms: None,
-            latency_p95_ms: None,
-            latency_p99_ms: None,
-            request_rate: None,
-            custom: vec![],
-        },
-    }
+    InputBuilder::new(config).min_replicas(1).gpu(95.0).build()
 }
 
 type FailureCheck<'a> = dyn Fn(&PluginFailure) -> bool + 'a;
