@@ -160,25 +160,25 @@ async fn native_tick(
     cluster: &RefCell<SimCluster>,
     now_ms: u64,
 ) {
-    let list: Vec<_> = fleet.services.iter().map(|(k, s)| (k, &s.spec)).collect();
+    let list: Vec<_> = fleet.services.iter().map(|(k, s)| (k, s.spec())).collect();
     let observations = SimHandle(cluster).observe(&list, now_ms).await;
     for (((key, service), memory), observation) in fleet.services.iter().zip(memories).zip(observations) {
-        let state = SimHandle(cluster).read(key, &service.spec).await.expect("simulated service");
+        let state = SimHandle(cluster).read(key, service.spec()).await.expect("simulated service");
         let at = Moment { now_ms, current: state.current, ready: state.ready };
-        let input = policy_input(key, &service.spec, service.config_json(), memory, &observation, at);
+        let input = policy_input(key, service.spec(), service.decider.config_json(), memory, &observation, at);
         let decision = hpa::decide(&common::to_sdk(&input)).expect("native hpa decides");
         let clamp = ClampInput {
             current: state.current,
             desired: decision.replicas,
-            min: service.spec.min_replicas,
-            max: service.spec.max_replicas,
-            behavior: service.spec.behavior.as_ref(),
+            min: service.spec().min_replicas,
+            max: service.spec().max_replicas,
+            behavior: service.spec().behavior.as_ref(),
             now_ms,
         };
         let outcome = clamps::clamp(&clamp, &mut memory.history);
         if outcome.replicas != state.current {
-            SimHandle(cluster).write(key, &service.spec, outcome.replicas).await.expect("simulated service");
-            memory.record_scale(&service.spec, state.current, outcome.replicas, now_ms);
+            SimHandle(cluster).write(key, service.spec(), outcome.replicas).await.expect("simulated service");
+            memory.record_scale(service.spec(), state.current, outcome.replicas, now_ms);
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::decision::{self, DecisionRecord, Moment, ServiceMemory, ShadowRecord, config_text};
+use crate::decision::{Decider, DecisionRecord, Moment, ServiceMemory, ShadowRecord};
 use crate::observation::Observation;
 use k8s_openapi::api::core::v1::ConfigMap;
 
@@ -50,11 +50,9 @@ pub trait ScaleTarget {
     ) -> impl Future<Output = std::result::Result<(), Self::Error>>;
 }
 
-/// One service under management: its spec, its plugin instance and its memory.
+/// One service under management: what it decides with (spec, config, plugin) and its memory. It decides itself.
 pub struct ManagedService {
-    pub spec: ScalingPolicySpec,
-    config_json: String,
-    pub plugin: Plugin,
+    pub decider: Decider,
     pub memory: ServiceMemory,
     /// The shadow plugin: decides beside the live one on the same observation, never applied.
     pub shadow: Option<ShadowPlugin>,
@@ -67,9 +65,7 @@ pub struct ManagedService {
 
 /// A shadow plugin with the spec it decides with (see [`ScalingPolicySpec::shadow_spec`]).
 pub struct ShadowPlugin {
-    spec: ScalingPolicySpec,
-    config_json: String,
-    pub plugin: Plugin,
+    pub decider: Decider,
     backoff: Backoff,
 }
 
@@ -108,11 +104,8 @@ impl Backoff {
 
 impl ManagedService {
     pub fn new(spec: ScalingPolicySpec, plugin: Plugin) -> Self {
-        let config_json = config_text(&spec.config);
         ManagedService {
-            spec,
-            config_json,
-            plugin,
+            decider: Decider::new(spec, plugin),
             memory: ServiceMemory::default(),
             shadow: None,
             last_decided_ms: None,
@@ -129,36 +122,25 @@ impl ManagedService {
 
     /// Replaces the shadow plugin; it decides with the spec's shadow config.
     pub fn set_shadow(&mut self, plugin: Option<Plugin>) {
-        self.shadow = plugin.zip(self.spec.shadow_spec()).map(|(plugin, spec)| ShadowPlugin {
-            config_json: config_text(&spec.config),
-            spec,
-            plugin,
-            backoff: Backoff::default(),
-        });
+        self.shadow = plugin
+            .zip(self.spec().shadow_spec())
+            .map(|(plugin, spec)| ShadowPlugin { decider: Decider::new(spec, plugin), backoff: Backoff::default() });
     }
 
-    pub fn config_json(&self) -> &str {
-        &self.config_json
+    pub fn spec(&self) -> &ScalingPolicySpec {
+        &self.decider.spec
     }
 
     /// Whether this service's decision interval has passed. A tenth of the interval is allowed for timer jitter,
     /// so a 1 s policy ticked every second never skips a beat.
     fn is_due(&self, now_ms: u64) -> bool {
-        let interval = self.spec.decision_interval_ms();
+        let interval = self.spec().decision_interval_ms();
         self.last_decided_ms.is_none_or(|last| now_ms.saturating_sub(last) + interval / 10 >= interval)
     }
 
     /// The live plugin's decision (and the shadow's beside it) on this tick's observation.
     fn decide(&mut self, key: &ServiceKey, observation: Observation, at: Moment) -> DecisionRecord {
-        let mut record = decision::decide_owned(
-            key,
-            &self.spec,
-            &self.config_json,
-            &mut self.plugin,
-            &mut self.memory,
-            observation,
-            at,
-        );
+        let mut record = self.decider.decide(key, &mut self.memory, observation, at);
         self.backoff.record(record.failure());
         record.shadow =
             self.shadow.as_mut().and_then(|shadow| shadow.decide(key, &mut self.memory, &record.observation, at));
@@ -181,7 +163,7 @@ impl ShadowPlugin {
         }
         let mut own = memory.shadow.take().map(|m| *m).unwrap_or_default();
         own.history = memory.history.clone();
-        let record = decision::decide(key, &self.spec, &self.config_json, &mut self.plugin, &mut own, observation, at);
+        let record = self.decider.decide(key, &mut own, observation.clone(), at);
         own.history = Default::default();
         memory.shadow = Some(Box::new(own));
         self.backoff.record(record.failure());
@@ -244,7 +226,7 @@ impl Fleet {
         }
         // References to keys and specs only: a reference to the fleet (its plugins) would make the future !Send.
         let list: Vec<(&ServiceKey, &ScalingPolicySpec)> =
-            self.services.iter().zip(&due).filter(|(_, due)| **due).map(|((k, s), _)| (k, &s.spec)).collect();
+            self.services.iter().zip(&due).filter(|(_, due)| **due).map(|((k, s), _)| (k, s.spec())).collect();
         let (observations, reads) = observe(&list, observer, target, now_ms).await;
         let decided = self.decide(&due, observations, reads, now_ms);
         self.actuate(&due, decided, target, now_ms).await
@@ -314,8 +296,10 @@ impl Fleet {
             };
             let mut write_error = None;
             if record.replicas != state.current {
-                match target.write(key, &service.spec, record.replicas).await {
-                    Ok(()) => service.memory.record_scale(&service.spec, state.current, record.replicas, now_ms),
+                match target.write(key, &service.decider.spec, record.replicas).await {
+                    Ok(()) => {
+                        service.memory.record_scale(&service.decider.spec, state.current, record.replicas, now_ms)
+                    }
                     Err(e) => write_error = Some(format!("writing {} replicas to {key}: {e}", record.replicas)),
                 }
             }

@@ -141,103 +141,109 @@ impl DecisionRecord {
     }
 }
 
-/// Decides one service's replica count. Never fails: a plugin failure becomes the spec's fallback.
-pub fn decide(
-    key: &ServiceKey,
-    spec: &ScalingPolicySpec,
-    config_json: &str,
-    plugin: &mut Plugin,
-    memory: &mut ServiceMemory,
-    observation: &Observation,
-    at: Moment,
-) -> DecisionRecord {
-    decide_owned(key, spec, config_json, plugin, memory, observation.clone(), at)
+/// What a service decides with: its spec, the config text its plugin receives, and the plugin. A service has one
+/// for its live plugin and one for its shadow (with the shadow's spec); the memory is the caller's.
+pub struct Decider {
+    pub spec: ScalingPolicySpec,
+    config_json: String,
+    pub plugin: Plugin,
 }
 
-/// [`decide`] for a caller that is done with the observation: the record takes it over instead of a copy.
-pub(crate) fn decide_owned(
-    key: &ServiceKey,
-    spec: &ScalingPolicySpec,
-    config_json: &str,
-    plugin: &mut Plugin,
-    memory: &mut ServiceMemory,
-    mut observation: Observation,
-    at: Moment,
-) -> DecisionRecord {
-    let digest = plugin.shared_digest();
-    match &memory.plugin_digest {
-        // The same compiled plugin: a pointer comparison, not a read of each service's own copy of the digest.
-        Some(written_by) if Arc::ptr_eq(written_by, digest) => {}
-        // The same plugin, loaded again (after a restart, from the persisted status): share the loaded digest.
-        Some(written_by) if written_by == digest => memory.plugin_digest = Some(digest.clone()),
-        _ => {
-            memory.plugin_state = None;
-            memory.plugin_digest = Some(digest.clone());
-        }
-    }
-    if let Some(queue) = observation.queue {
-        // Completions since last time, when the source gives only a running total. A total that went down
-        // (BullMQ trimmed its completed set) says nothing.
-        if observation.completed_since_last.is_none() {
-            observation.completed_since_last =
-                memory.last_completed.filter(|last| *last <= queue.completed).map(|last| queue.completed - last);
-        }
-        memory.last_completed = Some(queue.completed);
+impl Decider {
+    pub fn new(spec: ScalingPolicySpec, plugin: Plugin) -> Self {
+        Decider { config_json: config_text(&spec.config), spec, plugin }
     }
 
-    let (plugin_verdict, fallback, desired, logs, call_micros) = if spec.paused {
-        (PluginVerdict::Paused, None, at.current, Vec::new(), 0)
-    } else {
-        let outcome =
-            plugin.decide_in_place(|input| fill_policy_input(input, key, spec, config_json, memory, &observation, at));
-        let micros = outcome.duration.as_micros() as u64;
-        match outcome.result {
-            Ok(d) => {
-                memory.plugin_state = d.state;
-                let proposals = d.proposals.into_iter().map(|p| (p.metric, p.replicas)).collect();
-                (
-                    PluginVerdict::Decided { replicas: d.replicas, reason: d.reason, proposals },
-                    None,
-                    d.replicas,
-                    outcome.logs,
-                    micros,
-                )
-            }
-            Err(failure) => {
-                let (desired, what) = fallback_replicas(spec.fallback, at.current);
-                let verdict = PluginVerdict::Failed { kind: failure.kind(), message: failure.to_string() };
-                (verdict, Some(format!("{what}: plugin {failure}")), desired, outcome.logs, micros)
+    /// The config text the plugin receives.
+    pub fn config_json(&self) -> &str {
+        &self.config_json
+    }
+
+    /// Decides the service's replica count on `observation`, with and into its `memory`. Never fails: a plugin
+    /// failure becomes the spec's fallback.
+    pub fn decide(
+        &mut self,
+        key: &ServiceKey,
+        memory: &mut ServiceMemory,
+        mut observation: Observation,
+        at: Moment,
+    ) -> DecisionRecord {
+        let Decider { spec, config_json, plugin } = self;
+        let digest = plugin.shared_digest();
+        match &memory.plugin_digest {
+            // The same compiled plugin: a pointer comparison, not a read of each service's own copy of the digest.
+            Some(written_by) if Arc::ptr_eq(written_by, digest) => {}
+            // The same plugin, loaded again (after a restart, from the persisted status): share the loaded digest.
+            Some(written_by) if written_by == digest => memory.plugin_digest = Some(digest.clone()),
+            _ => {
+                memory.plugin_state = None;
+                memory.plugin_digest = Some(digest.clone());
             }
         }
-    };
-    let clamp = if spec.paused {
-        None
-    } else {
-        let input = ClampInput {
-            current: at.current,
-            desired,
-            min: spec.min_replicas,
-            max: spec.max_replicas,
-            behavior: spec.behavior.as_ref(),
-            now_ms: at.now_ms,
+        if let Some(queue) = observation.queue {
+            // Completions since last time, when the source gives only a running total. A total that went down
+            // (BullMQ trimmed its completed set) says nothing.
+            if observation.completed_since_last.is_none() {
+                observation.completed_since_last =
+                    memory.last_completed.filter(|last| *last <= queue.completed).map(|last| queue.completed - last);
+            }
+            memory.last_completed = Some(queue.completed);
+        }
+
+        let (plugin_verdict, fallback, desired, logs, call_micros) = if spec.paused {
+            (PluginVerdict::Paused, None, at.current, Vec::new(), 0)
+        } else {
+            let outcome = plugin
+                .decide_in_place(|input| fill_policy_input(input, key, spec, config_json, memory, &observation, at));
+            let micros = outcome.duration.as_micros() as u64;
+            match outcome.result {
+                Ok(d) => {
+                    memory.plugin_state = d.state;
+                    let proposals = d.proposals.into_iter().map(|p| (p.metric, p.replicas)).collect();
+                    (
+                        PluginVerdict::Decided { replicas: d.replicas, reason: d.reason, proposals },
+                        None,
+                        d.replicas,
+                        outcome.logs,
+                        micros,
+                    )
+                }
+                Err(failure) => {
+                    let (desired, what) = fallback_replicas(spec.fallback, at.current);
+                    let verdict = PluginVerdict::Failed { kind: failure.kind(), message: failure.to_string() };
+                    (verdict, Some(format!("{what}: plugin {failure}")), desired, outcome.logs, micros)
+                }
+            }
         };
-        Some(clamps::clamp(&input, &mut memory.history))
-    };
-    DecisionRecord {
-        service: key.clone(),
-        now_ms: at.now_ms,
-        current: at.current,
-        ready: at.ready,
-        observation,
-        plugin_digest: plugin.shared_digest().clone(),
-        plugin: plugin_verdict,
-        fallback,
-        desired,
-        replicas: clamp.as_ref().map_or(at.current, |c| c.replicas),
-        clamp,
-        logs,
-        call_micros,
-        shadow: None,
+        let clamp = if spec.paused {
+            None
+        } else {
+            let input = ClampInput {
+                current: at.current,
+                desired,
+                min: spec.min_replicas,
+                max: spec.max_replicas,
+                behavior: spec.behavior.as_ref(),
+                now_ms: at.now_ms,
+            };
+            Some(clamps::clamp(&input, &mut memory.history))
+        };
+        DecisionRecord {
+            service: key.clone(),
+            now_ms: at.now_ms,
+            current: at.current,
+            ready: at.ready,
+            observation,
+            plugin_digest: plugin.shared_digest().clone(),
+            plugin: plugin_verdict,
+            fallback,
+            desired,
+            replicas: clamp.as_ref().map_or(at.current, |c| c.replicas),
+            clamp,
+            logs,
+            call_micros,
+            shadow: None,
+        }
     }
 }
 

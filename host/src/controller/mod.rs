@@ -4,7 +4,7 @@
 //! OCI plugin's pull Secret, read through the API), [`events`] (Events, one per distinct note), [`host`] (`ballast
 //! run`'s parts, from a `HostConfig`), [`lease`] (leader election), [`metrics_api`] (is metrics-server
 //! there), [`conflicts`] (other autoscalers of a policy's workload), [`doctor`] (what a cluster lacks), [`reconcile`] (the loop that drives [`crate::autoscaler::Fleet`]) and [`report`] (`ballast status` / `ballast explain`). Decisions are made only by
-//! [`crate::decision::decide`] through the fleet. What needs no cluster (documents, status, plugin resolution, the
+//! [`crate::decision::Decider::decide`] through the fleet. What needs no cluster (documents, status, plugin resolution, the
 //! canary) is in [`crate::policy`].
 
 pub mod conflicts;

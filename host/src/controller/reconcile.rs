@@ -309,8 +309,8 @@ impl<O: Observer> Controller<O> {
                 state.slots[Role::Shadow].spec_changed();
                 state.dirty = true;
                 if let Some(old) = self.fleet.services.remove(&key) {
-                    let mut service = ManagedService::new(policy.spec.clone(), old.plugin)
-                        .with_shadow(old.shadow.map(|shadow| shadow.plugin));
+                    let mut service = ManagedService::new(policy.spec.clone(), old.decider.plugin)
+                        .with_shadow(old.shadow.map(|shadow| shadow.decider.plugin));
                     service.memory = old.memory;
                     self.fleet.services.insert(key.clone(), service);
                 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::plugins::PluginSource;
-use crate::decision::{self, Moment, ServiceMemory, config_text, unix_ms};
+use crate::decision::{self, Decider, Moment, ServiceMemory, unix_ms};
 use crate::observation::Observation;
 use crate::runtime::{CANARY_ATTEMPTS, FailureKind, Plugin, PolicyEngine};
 use crate::spec::{ScalingPolicySpec, ServiceKey};
@@ -59,12 +59,11 @@ pub fn load_and_validate(
     let compiled = engine
         .load_digested(&source.name, &source.bytes, &source.digest, spec.plugin.sha256.as_deref())
         .map_err(|e| refused(e.to_string()))?;
-    let mut plugin = spec.new_plugin(engine, compiled);
-    let config = config_text(&spec.config);
+    let mut decider = Decider::new(spec.clone(), spec.new_plugin(engine, compiled));
     for attempt in 1..=CANARY_ATTEMPTS {
         let mut memory = canary.memory.clone();
         let at = Moment { now_ms: unix_ms(), current: canary.current, ready: canary.ready };
-        let record = decision::decide(key, spec, &config, &mut plugin, &mut memory, &canary.observation, at);
+        let record = decider.decide(key, &mut memory, canary.observation.clone(), at);
         match &record.plugin {
             decision::PluginVerdict::Failed { kind, message } => {
                 let timed_out = *kind == FailureKind::Timeout;
@@ -82,5 +81,5 @@ pub fn load_and_validate(
             _ => break,
         }
     }
-    Ok(LoadedPlugin { source_name: source.name.clone(), plugin, load_time: started.elapsed() })
+    Ok(LoadedPlugin { source_name: source.name.clone(), plugin: decider.plugin, load_time: started.elapsed() })
 }

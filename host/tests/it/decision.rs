@@ -4,7 +4,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ballast::clamps::{Behavior, HpaScalingPolicy, ScalingPolicyType, ScalingRules, SelectPolicy};
-use ballast::decision::{self, Moment, PluginVerdict, ServiceMemory};
+use ballast::decision::{self, Decider, Moment, PluginVerdict, ServiceMemory};
 use ballast::observation::Observation;
 use ballast::runtime::{FailureKind, Plugin, PolicyEngine, RuntimeLimits};
 use ballast::spec::{Fallback, PluginRef, ScalingPolicySpec, ServiceKey, TargetRef};
@@ -46,6 +46,12 @@ fn spec(min: u32, max: u32, behavior: Option<Behavior>, fallback: Fallback) -> S
     }
 }
 
+/// `spec` deciding with `config` (the plugin's config as JSON text) through `plugin`.
+fn decider(spec: &ScalingPolicySpec, config: &str, plugin: Plugin) -> Decider {
+    let config = serde_json::from_str(config).expect("a test config is JSON");
+    Decider::new(ScalingPolicySpec { config, ..spec.clone() }, plugin)
+}
+
 fn key() -> ServiceKey {
     ServiceKey { namespace: "ai-models".into(), name: "stt".into() }
 }
@@ -83,7 +89,6 @@ proptest! {
         let max = min + span;
         let current0 = start.clamp(min, max);
         let spec = spec(min, max, Some(pods_behavior(up, down, period)), Fallback::Hold);
-        let mut plugin = hostile();
         let mut memory = ServiceMemory::default();
         let mut current = current0;
         let mut applied: Vec<(u64, u32, u32)> = Vec::new();
@@ -91,7 +96,7 @@ proptest! {
             let now_ms = step as u64 * 5_000;
             let config = format!(r#"{{"mode": "fixed", "replicas": {ask}}}"#);
             let at = Moment { now_ms, current, ready: current };
-            let record = decision::decide(&key(), &spec, &config, &mut plugin, &mut memory, &Observation::default(), at);
+            let record = decider(&spec, &config, hostile()).decide(&key(), &mut memory, Observation::default(), at);
             let out = record.replicas;
             prop_assert!(out >= min && out <= max, "{out} outside [{min}, {max}]: {}", record.summary());
             if *ask > 10 * max.max(current).max(1) {
@@ -130,7 +135,7 @@ proptest! {
         let mut memory = ServiceMemory::default();
         let config = format!(r#"{{"mode": "fixed", "replicas": {ask}}}"#);
         let at = Moment { now_ms: 1_000_000, current, ready: current };
-        let record = decision::decide(&key(), &spec, &config, &mut hostile(), &mut memory, &Observation::default(), at);
+        let record = decider(&spec, &config, hostile()).decide(&key(), &mut memory, Observation::default(), at);
         prop_assert!(record.replicas >= min && record.replicas <= max);
         prop_assert!(record.replicas <= (2 * current).max(4));
     }
@@ -141,15 +146,8 @@ fn plugin_failure_falls_back_and_says_why() {
     let spec = spec(2, 8, None, Fallback::Hold);
     let mut memory = ServiceMemory::default();
     let at = Moment { now_ms: 0, current: 5, ready: 5 };
-    let record = decision::decide(
-        &key(),
-        &spec,
-        r#"{"mode": "loop"}"#,
-        &mut hostile(),
-        &mut memory,
-        &Observation::default(),
-        at,
-    );
+    let record =
+        decider(&spec, r#"{"mode": "loop"}"#, hostile()).decide(&key(), &mut memory, Observation::default(), at);
     assert_eq!(record.replicas, 5);
     assert!(matches!(&record.plugin, PluginVerdict::Failed { kind: FailureKind::Timeout, .. }), "{:?}", record.plugin);
     let fallback = record.fallback.as_deref().unwrap();
@@ -160,11 +158,11 @@ fn plugin_failure_falls_back_and_says_why() {
 fn plugin_state_is_handed_back_and_reset_for_a_new_plugin() {
     let spec = spec(0, 100, None, Fallback::Hold);
     let mut memory = ServiceMemory::default();
-    let mut plugin = hostile();
     let cfg = r#"{"mode": "echo-state"}"#;
+    let mut live = decider(&spec, cfg, hostile());
     for expected in 1..=3u32 {
         let at = Moment { now_ms: u64::from(expected) * 1000, current: 1, ready: 1 };
-        let record = decision::decide(&key(), &spec, cfg, &mut plugin, &mut memory, &Observation::default(), at);
+        let record = live.decide(&key(), &mut memory, Observation::default(), at);
         assert_eq!(record.desired, expected);
     }
     // The memory survives serialization (it is persisted in status) ...
@@ -172,11 +170,11 @@ fn plugin_state_is_handed_back_and_reset_for_a_new_plugin() {
     let mut restored: ServiceMemory = serde_json::from_str(&json).unwrap();
     assert_eq!(restored, memory);
     let at = Moment { now_ms: 9000, current: 1, ready: 1 };
-    let record = decision::decide(&key(), &spec, cfg, &mut hostile(), &mut restored, &Observation::default(), at);
+    let record = decider(&spec, cfg, hostile()).decide(&key(), &mut restored, Observation::default(), at);
     assert_eq!(record.desired, 4, "a restarted host continues from the persisted state");
     // ... and a different plugin starts from nothing.
     restored.plugin_digest = Some("another plugin".into());
-    let record = decision::decide(&key(), &spec, cfg, &mut hostile(), &mut restored, &Observation::default(), at);
+    let record = decider(&spec, cfg, hostile()).decide(&key(), &mut restored, Observation::default(), at);
     assert_eq!(record.desired, 1);
 }
 
@@ -185,13 +183,12 @@ fn completions_since_last_come_from_the_running_total() {
     let spec = spec(0, 10, None, Fallback::Hold);
     let mut memory = ServiceMemory::default();
     let mut obs = Observation::default();
-    let mut plugin = hostile();
-    let cfg = r#"{"mode": "fixed", "replicas": 1}"#;
+    let mut live = decider(&spec, r#"{"mode": "fixed", "replicas": 1}"#, hostile());
     let mut completed_seen = Vec::new();
     for total in [10u64, 14, 14, 3] {
         obs.queue = Some(ballast::observation::QueueCounts { completed: total, ..Default::default() });
         let at = Moment { now_ms: 0, current: 1, ready: 1 };
-        let record = decision::decide(&key(), &spec, cfg, &mut plugin, &mut memory, &obs, at);
+        let record = live.decide(&key(), &mut memory, obs.clone(), at);
         completed_seen.push(record.observation.completed_since_last);
     }
     // First call: unknown; then +4, +0; a total that went down (trimmed set) is unknown, never negative.
@@ -269,10 +266,14 @@ fn a_policy_may_lower_its_plugins_limits_but_never_raise_them() {
     let alloc = |memory_mib: u32| {
         let limits = PluginLimitsSpec { memory_mib: Some(memory_mib), deadline_milliseconds: None };
         let spec = ScalingPolicySpec { limits: Some(limits), ..spec(1, 10, None, Fallback::Hold) };
-        let mut plugin = spec.new_plugin(engine(), compiled.clone());
+        let plugin = spec.new_plugin(engine(), compiled.clone());
         let at = Moment { now_ms: 0, current: 1, ready: 1 };
-        let cfg = r#"{"mode": "alloc"}"#;
-        decision::decide(&key(), &spec, cfg, &mut plugin, &mut ServiceMemory::default(), &Observation::default(), at)
+        decider(&spec, r#"{"mode": "alloc"}"#, plugin).decide(
+            &key(),
+            &mut ServiceMemory::default(),
+            Observation::default(),
+            at,
+        )
     };
     let message = |record: decision::DecisionRecord| match record.plugin {
         PluginVerdict::Failed { kind: FailureKind::Memory, message } => message,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use ballast::autoscaler::{Observer, load_plugin};
-use ballast::decision::{self, Moment, PluginVerdict, ServiceMemory};
+use ballast::decision::{Decider, Moment, PluginVerdict, ServiceMemory};
 use ballast::export::Metrics;
 use ballast::observation::Observation;
 use ballast::runtime::RuntimeLimits;
@@ -499,11 +499,10 @@ async fn the_hpa_plugin_reproduces_the_hpa_replica_count_from_live_observations(
     let engine = testing::engine(limits);
     let now_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64;
     for (case, (key, spec)) in cases.iter().zip(&services) {
-        let mut plugin = load_plugin(&engine, key, spec, |_, _| None).unwrap();
+        let plugin = load_plugin(&engine, key, spec, |_, _| None).unwrap();
         let at = Moment { now_ms, current: case.current, ready: case.current };
-        let config = spec.config.to_string();
         let mut memory = ServiceMemory::default();
-        let record = decision::decide(key, spec, &config, &mut plugin, &mut memory, &observed[key], at);
+        let record = Decider::new(spec.clone(), plugin).decide(key, &mut memory, observed[key].clone(), at);
         match &record.plugin {
             PluginVerdict::Decided { replicas, reason, .. } => {
                 assert_eq!(

@@ -49,10 +49,12 @@ fn role_spec(spec: &ScalingPolicySpec, role: Role) -> Option<ScalingPolicySpec> 
 /// The digest of the plugin running in a role (a shadow may wait for the live plugin in `pending_shadow`).
 fn running_digest(service: Option<&ManagedService>, pending_shadow: Option<&Plugin>, role: Role) -> Option<String> {
     match role {
-        Role::Live => service.map(|s| s.plugin.digest().to_owned()),
-        Role::Shadow => {
-            service.and_then(|s| s.shadow.as_ref()).map(|s| &s.plugin).or(pending_shadow).map(|p| p.digest().to_owned())
-        }
+        Role::Live => service.map(|s| s.decider.plugin.digest().to_owned()),
+        Role::Shadow => service
+            .and_then(|s| s.shadow.as_ref())
+            .map(|s| &s.decider.plugin)
+            .or(pending_shadow)
+            .map(|p| p.digest().to_owned()),
     }
 }
 
@@ -221,7 +223,7 @@ impl<O: Observer> Controller<O> {
         let digest = loaded.plugin.shared_digest().clone();
         let message = loaded_message(Role::Live, &loaded, &digest);
         let (memory, shadow) = match self.fleet.services.remove(key) {
-            Some(old) => (old.memory, old.shadow.map(|s| s.plugin)),
+            Some(old) => (old.memory, old.shadow.map(|s| s.decider.plugin)),
             None => (state.restored.take().unwrap_or_default(), state.pending_shadow.take()),
         };
         let mut service = ManagedService::new(state.spec.clone(), loaded.plugin).with_shadow(shadow);

@@ -100,7 +100,7 @@ impl<O: Observer> Controller<O> {
         let Some(state) = self.states.get_mut(&key) else { return };
         record_metrics(&self.metrics, &record);
         if let Some(service) = self.fleet.services.get(&key) {
-            let (namespace, name, spec) = (key.namespace.as_str(), key.name.as_str(), &service.spec);
+            let (namespace, name, spec) = (key.namespace.as_str(), key.name.as_str(), service.spec());
             self.metrics.record_bounds(namespace, name, spec.min_replicas, spec.max_replicas);
             self.metrics.record_objective(namespace, name, &spec.metrics.queues, spec.wait_objective_seconds);
         }
