@@ -115,13 +115,13 @@ impl ManagedService {
     }
 
     /// Adds the shadow plugin the spec names (ignored when the spec has no shadow).
-    pub fn with_shadow(mut self, plugin: Option<Plugin>) -> Self {
+    pub(crate) fn with_shadow(mut self, plugin: Option<Plugin>) -> Self {
         self.set_shadow(plugin);
         self
     }
 
     /// Replaces the shadow plugin; it decides with the spec's shadow config.
-    pub fn set_shadow(&mut self, plugin: Option<Plugin>) {
+    pub(crate) fn set_shadow(&mut self, plugin: Option<Plugin>) {
         self.shadow = plugin
             .zip(self.spec().shadow_spec())
             .map(|(plugin, spec)| ShadowPlugin { decider: Decider::new(spec, plugin), backoff: Backoff::default() });

@@ -327,26 +327,26 @@ mod base64_opt {
     use base64::engine::general_purpose::STANDARD;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(value: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(value: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
         match value {
             Some(bytes) => s.serialize_str(&STANDARD.encode(bytes)),
             None => s.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
         let text: Option<String> = Option::deserialize(d)?;
         text.map(|t| STANDARD.decode(t).map_err(|e| serde::de::Error::custom(format!("plugin state: {e}")))).transpose()
     }
 }
 
 /// The plugin's config as the JSON text it receives (`{}` when the spec has none).
-pub fn config_text(config: &serde_json::Value) -> String {
+pub(crate) fn config_text(config: &serde_json::Value) -> String {
     if config.is_null() { "{}".into() } else { config.to_string() }
 }
 
 /// Milliseconds since the Unix epoch: the decision clock.
-pub fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 

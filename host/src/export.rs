@@ -39,7 +39,7 @@ pub enum ExportError {
     Serve(std::io::Error),
 }
 
-pub type Result<T, E = ExportError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = ExportError> = std::result::Result<T, E>;
 
 /// `queue_type` label values of `redis_queue_depth`, besides `total`.
 const QUEUE_STATES: [&str; 8] =
@@ -347,13 +347,13 @@ impl Metrics {
         })
     }
 
-    pub fn set_leader(&self, leader: bool) {
+    pub(crate) fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
     }
 
     /// Replaces the per-policy problem series with these: each policy whose plugin is not ready (namespace, service,
     /// role, reason), and each policy held by another autoscaler.
-    pub fn set_policy_problems<'a>(
+    pub(crate) fn set_policy_problems<'a>(
         &self,
         not_ready: impl IntoIterator<Item = (&'a str, &'a str, &'a str, &'a str)>,
         conflicts: impl IntoIterator<Item = (&'a str, &'a str)>,
@@ -365,7 +365,7 @@ impl Metrics {
         set_flags(&self.autoscaler_conflict, &["namespace", "service"], &conflicts);
     }
 
-    pub fn registry(&self) -> &Registry {
+    pub(crate) fn registry(&self) -> &Registry {
         &self.registry
     }
 
@@ -387,7 +387,7 @@ impl Metrics {
 
     /// Removes every series of a deleted policy: a dashboard would show it scaling still, and the alerts on its
     /// bounds would keep firing.
-    pub fn forget_service(&self, namespace: &str, service: &str) {
+    pub(crate) fn forget_service(&self, namespace: &str, service: &str) {
         for gauge in [
             &self.replicas_current,
             &self.replicas_desired,
@@ -408,7 +408,7 @@ impl Metrics {
     }
 
     /// The policy's wait objective beside each of its queues, for the dashboard's wait panel.
-    pub fn record_objective(&self, namespace: &str, service: &str, queues: &[QueueRef], seconds: Option<f64>) {
+    pub(crate) fn record_objective(&self, namespace: &str, service: &str, queues: &[QueueRef], seconds: Option<f64>) {
         for queue in queues {
             let labels = [namespace, service, queue.name.as_str()];
             match seconds {
@@ -428,7 +428,7 @@ impl Metrics {
     }
 
     /// What the shadow plugin would have done; `failure` as for [`Metrics::record_plugin_call`].
-    pub fn record_shadow(&self, namespace: &str, service: &str, replicas: u32, failure: Option<FailureKind>) {
+    pub(crate) fn record_shadow(&self, namespace: &str, service: &str, replicas: u32, failure: Option<FailureKind>) {
         self.shadow_replicas.with_label_values(&[namespace, service]).set(i64::from(replicas));
         if let Some(kind) = failure {
             self.shadow_failures.with_label_values(&[namespace, service, kind.label()]).inc();
@@ -463,14 +463,14 @@ impl Metrics {
 }
 
 /// What `ballast exporter` serves: the queue series and the BullMQ source's health.
-pub struct ExporterMetrics {
+pub(crate) struct ExporterMetrics {
     registry: Registry,
     queues: QueueMetrics,
     sources: SourceMetrics,
 }
 
 impl ExporterMetrics {
-    pub fn new() -> Result<Self> {
+    pub(crate) fn new() -> Result<Self> {
         let registry = Registry::new();
         Ok(ExporterMetrics {
             queues: QueueMetrics::register(&registry)?,
@@ -479,12 +479,8 @@ impl ExporterMetrics {
         })
     }
 
-    pub fn registry(&self) -> &Registry {
+    pub(crate) fn registry(&self) -> &Registry {
         &self.registry
-    }
-
-    pub fn encode(&self) -> String {
-        encode(&self.registry)
     }
 }
 
@@ -496,17 +492,17 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    pub fn set(&self, ready: bool) {
+    pub(crate) fn set(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
     /// Sets readiness and a line for the body (what is degraded, or why not ready).
-    pub fn set_with_detail(&self, ready: bool, detail: String) {
+    pub(crate) fn set_with_detail(&self, ready: bool, detail: String) {
         *self.detail.lock().expect("readiness detail poisoned") = detail;
         self.set(ready);
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
 
@@ -522,7 +518,7 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
 
 /// Serves `/metrics` from `registry`, `/healthz` (always 200 while the process runs) and `/readyz`, until
 /// `shutdown` completes.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     registry: Registry,
     readiness: Readiness,
@@ -555,7 +551,7 @@ pub async fn serve(
 
 /// One collection into the exporter's series, labelled by bare queue name as the Python exporter did. `Ok` when
 /// Redis answered, with the errors of the queues that could not be read; `Err` when Redis could not be read.
-pub async fn collect_queues(
+pub(crate) async fn collect_queues(
     source: &BullmqSource,
     queues: &[QueueRef],
     metrics: &ExporterMetrics,

@@ -67,7 +67,7 @@ pub struct Observation {
 
 /// The sane range of a metric, bounds included. Anything outside, NaN and infinities included, is unavailable.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Range {
+pub(crate) struct Range {
     pub metric: &'static str,
     pub min: f64,
     pub max: f64,
@@ -77,7 +77,7 @@ pub struct Range {
 /// to the usage (10m of CPU requested, 8 cores used is 80,000 %), so only absurd values are refused. Latency up to
 /// a day; request rates up to a billion a second; custom metrics may be negative but must stay where f64 still
 /// counts in units (2^53).
-pub const RANGES: [Range; 8] = [
+pub(crate) const RANGES: [Range; 8] = [
     Range { metric: "gpuDutyCyclePercent", min: 0.0, max: 100.0 },
     Range { metric: "cpuPercentOfRequest", min: 0.0, max: 1e7 },
     Range { metric: "memoryPercentOfRequest", min: 0.0, max: 1e7 },
@@ -91,7 +91,7 @@ pub const RANGES: [Range; 8] = [
 /// A measured value outside its metric's [`Range`]: the reason the metric is unavailable.
 #[derive(Debug, thiserror::Error)]
 #[error("value {} is outside the sane range {} to {} of {}", shown(*.value), .range.min, .range.max, .range.metric)]
-pub struct OutOfRange {
+pub(crate) struct OutOfRange {
     value: f64,
     range: Range,
 }
@@ -109,7 +109,7 @@ impl Range {
 
 impl Observation {
     /// Makes every value outside its metric's [`RANGES`] unavailable, recording why in `unavailable`.
-    pub fn drop_out_of_range(&mut self) {
+    pub(crate) fn drop_out_of_range(&mut self) {
         let [gpu, cpu, memory, p50, p95, p99, rate, custom] = RANGES;
         let unavailable = &mut self.unavailable;
         let mut confine = |slot: &mut Option<f64>, range: Range| {

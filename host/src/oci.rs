@@ -27,11 +27,11 @@ use oci_client::{Client, Reference};
 use crate::runtime::MAX_COMPONENT_BYTES;
 
 /// The config media type pushed (CNCF TAG Runtime Wasm artifact, v0).
-pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
+pub(crate) const CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
 /// The layer media type pushed: the component's bytes, uncompressed.
 pub const LAYER_MEDIA_TYPE: &str = "application/wasm";
 /// Layer media types accepted on pull: the CNCF one, Kubewarden's and Istio's.
-pub const ACCEPTED_LAYER_MEDIA_TYPES: &[&str] = &[
+pub(crate) const ACCEPTED_LAYER_MEDIA_TYPES: &[&str] = &[
     LAYER_MEDIA_TYPE,
     "application/vnd.wasm.content.layer.v1+wasm",
     "application/vnd.module.wasm.content.layer.v1+wasm",
@@ -112,7 +112,7 @@ impl PinnedReference {
     }
 
     /// `sha256:<hex>` of the manifest.
-    pub fn manifest_digest(&self) -> &str {
+    pub(crate) fn manifest_digest(&self) -> &str {
         self.reference.digest().expect("checked at parse")
     }
 
@@ -283,12 +283,12 @@ impl OciStore {
     }
 
     /// The artifact if it was pulled already by this process. Never touches disk or network.
-    pub fn cached(&self, reference: &PinnedReference) -> Option<Arc<Artifact>> {
+    pub(crate) fn cached(&self, reference: &PinnedReference) -> Option<Arc<Artifact>> {
         self.memory.lock().expect("OCI cache poisoned").get(reference.manifest_digest()).cloned()
     }
 
     /// The artifact from memory or the disk cache (re-verified), without touching the network.
-    pub async fn local(&self, reference: &PinnedReference) -> Option<Arc<Artifact>> {
+    pub(crate) async fn local(&self, reference: &PinnedReference) -> Option<Arc<Artifact>> {
         if let Some(hit) = self.cached(reference) {
             return Some(hit);
         }
@@ -477,7 +477,7 @@ pub struct Pushed {
 
 /// The artifact's manifest and config blob for a component: deterministic (no timestamps), so the same component
 /// always gets the same manifest digest.
-pub fn artifact_documents(component: &[u8], world: &ComponentWorld) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn artifact_documents(component: &[u8], world: &ComponentWorld) -> (Vec<u8>, Vec<u8>) {
     let layer_digest = format!("sha256:{}", crate::runtime::digest(component));
     let config = serde_json::json!({
         "architecture": "wasm",

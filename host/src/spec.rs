@@ -25,7 +25,7 @@ impl std::fmt::Display for ServiceKey {
 }
 
 /// The `apiVersion` of ScalingPolicy documents (the group and version of the custom resource).
-pub const API_VERSION: &str = "ballast.dev/v1alpha1";
+pub(crate) const API_VERSION: &str = "ballast.dev/v1alpha1";
 
 /// A ScalingPolicy as policy files hold it, in a build without the Kubernetes client: the fields of the custom
 /// resource type that the `cluster` feature derives from [`ScalingPolicySpec`] under the same name.
@@ -115,11 +115,11 @@ pub struct PluginLimitsSpec {
 }
 
 impl PluginLimitsSpec {
-    pub fn deadline(&self) -> Option<std::time::Duration> {
+    pub(crate) fn deadline(&self) -> Option<std::time::Duration> {
         self.deadline_milliseconds.map(|ms| std::time::Duration::from_millis(u64::from(ms)))
     }
 
-    pub fn memory_bytes(&self) -> Option<usize> {
+    pub(crate) fn memory_bytes(&self) -> Option<usize> {
         self.memory_mib.map(|mib| (mib as usize).saturating_mul(1 << 20))
     }
 }
@@ -136,7 +136,7 @@ impl ScalingPolicySpec {
     /// What is wrong with the spec beyond what its schema says, naming the field and the fix. Every reader of
     /// ScalingPolicies (the cluster, `ballast run --config`, the simulator) refuses a spec on this, each adding
     /// which policy it is.
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         if self.max_replicas == 0 {
             return Err("spec.maxReplicas is 0; it must be at least 1 (to stop scaling, set spec.paused)".into());
         }
@@ -178,12 +178,12 @@ impl ScalingPolicySpec {
     }
 
     /// The time between decisions, in milliseconds (at least one second).
-    pub fn decision_interval_ms(&self) -> u64 {
+    pub(crate) fn decision_interval_ms(&self) -> u64 {
         u64::from(self.decision_interval_seconds.max(1)) * 1000
     }
 
     /// The spec the shadow plugin decides with: this one with the shadow's plugin and config. `None` without one.
-    pub fn shadow_spec(&self) -> Option<ScalingPolicySpec> {
+    pub(crate) fn shadow_spec(&self) -> Option<ScalingPolicySpec> {
         let shadow = self.shadow.as_ref()?;
         Some(ScalingPolicySpec {
             plugin: shadow.plugin.clone(),
@@ -237,7 +237,7 @@ pub struct PluginRef {
 
 impl PluginRef {
     /// Refuses a reference that names no source or more than one; `field` is where it sits in the spec.
-    pub fn check(&self, field: &str) -> Result<(), String> {
+    pub(crate) fn check(&self, field: &str) -> Result<(), String> {
         let named = [self.builtin.is_some(), self.path.is_some(), self.oci.is_some(), self.config_map.is_some()];
         if named.iter().filter(|&&n| n).count() == 1 {
             return Ok(());

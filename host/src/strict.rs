@@ -23,12 +23,12 @@ use serde::de::{
 };
 
 /// Deserializes a `T` from `deserializer`, refusing every field that the struct it would go into does not declare.
-pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(deserializer: D) -> Result<T, D::Error> {
+pub(crate) fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(deserializer: D) -> Result<T, D::Error> {
     T::deserialize(Strict(deserializer))
 }
 
 /// One YAML document as `T`, strictly ([`deserialize`]); errors carry the line and column.
-pub fn from_yaml_str<T: DeserializeOwned>(text: &str) -> Result<T, serde_yaml_ng::Error> {
+pub(crate) fn from_yaml_str<T: DeserializeOwned>(text: &str) -> Result<T, serde_yaml_ng::Error> {
     deserialize(serde_yaml_ng::Deserializer::from_str(text))
 }
 

@@ -6,13 +6,13 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use crate::spec::{ServiceKey, TargetRef};
 
 #[derive(Debug, thiserror::Error)]
-pub enum WorkloadError {
+pub(crate) enum WorkloadError {
     #[error("{target}: apiVersion {api_version:?} is not group/version or version")]
     BadApiVersion { target: String, api_version: String },
 }
 
 /// The API of a target's kind in the policy's namespace: any kind with a `/scale` subresource.
-pub fn target_api(
+pub(crate) fn target_api(
     client: &kube::Client,
     key: &ServiceKey,
     target: &TargetRef,
@@ -22,7 +22,7 @@ pub fn target_api(
 
 /// The target's kind as an API resource. The plural is derived from the kind (Deployment -> deployments), as for
 /// every built-in scalable kind; this avoids a discovery round trip per target.
-pub fn target_resource(key: &ServiceKey, target: &TargetRef) -> Result<ApiResource, WorkloadError> {
+pub(crate) fn target_resource(key: &ServiceKey, target: &TargetRef) -> Result<ApiResource, WorkloadError> {
     let (group, version) = match target.api_version.split_once('/') {
         Some((group, version)) => (group, version),
         None => ("", target.api_version.as_str()),
@@ -37,6 +37,6 @@ pub fn target_resource(key: &ServiceKey, target: &TargetRef) -> Result<ApiResour
 }
 
 /// `Deployment default/whisper (policy default/whisper)`: how messages name a target.
-pub fn describe_target(key: &ServiceKey, target: &TargetRef) -> String {
+pub(crate) fn describe_target(key: &ServiceKey, target: &TargetRef) -> String {
     format!("{} {}/{} (policy {key})", target.kind, key.namespace, target.name)
 }

@@ -14,12 +14,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The world every plugin targets.
-pub const WORLD: &str = "scaling-policy";
+pub(crate) const WORLD: &str = "scaling-policy";
 const WASM_TARGET: &str = "wasm32-wasip2";
 /// The Cargo profile plugins build with (small and fast; defined in the project's or workspace's Cargo.toml).
 const CARGO_PROFILE: &str = "plugin";
 /// The file a Python project pins componentize-py in.
-pub const PYTHON_BUILD_REQUIREMENTS: &str = "build-requirements.txt";
+pub(crate) const PYTHON_BUILD_REQUIREMENTS: &str = "build-requirements.txt";
 /// The module componentize-py wraps: a Python project's `app.py` defines `class Policy(exports.Policy)`.
 const PYTHON_APP: &str = "app";
 
@@ -34,7 +34,7 @@ pub enum Language {
 }
 
 impl Language {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Language::Rust => "rust",
             Language::JavaScript => "javascript",
@@ -43,7 +43,7 @@ impl Language {
     }
 
     /// The language of the project in `dir`, from the file that defines it.
-    pub fn detect(dir: &Path) -> Result<Language, BuildError> {
+    pub(crate) fn detect(dir: &Path) -> Result<Language, BuildError> {
         [("Cargo.toml", Language::Rust), ("package.json", Language::JavaScript), ("app.py", Language::Python)]
             .into_iter()
             .find(|(file, _)| dir.join(file).is_file())

@@ -47,7 +47,7 @@ pub struct SampleInput {
 }
 
 /// A busy inference service: every metric the host gathers, at levels that should make most policies scale up.
-pub fn sample_input() -> SampleInput {
+pub(crate) fn sample_input() -> SampleInput {
     let queue = QueueCounts { waiting: 40, active: 4, completed: 1200, ..QueueCounts::default() };
     let observation = Observation {
         gpu_duty_cycle_percent: Some(92.0),

@@ -13,9 +13,9 @@ use crate::policy::plugins::PLUGIN_LABEL;
 
 /// The API server refuses a ConfigMap whose data (keys and values of `data` and `binaryData`, raw bytes) exceeds
 /// 1 MiB.
-pub const CONFIG_MAP_MAX_BYTES: usize = 1 << 20;
+pub(crate) const CONFIG_MAP_MAX_BYTES: usize = 1 << 20;
 /// The annotation carrying the component's sha256 (of the uncompressed component).
-pub const SHA256_ANNOTATION: &str = "ballast.dev/plugin-sha256";
+pub(crate) const SHA256_ANNOTATION: &str = "ballast.dev/plugin-sha256";
 pub const DEFAULT_KEY: &str = "plugin.wasm";
 
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +32,7 @@ pub enum PackError {
 }
 
 /// Gzip at the best level: what the ConfigMap stores when it is smaller.
-pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     encoder.write_all(bytes).expect("writing to memory");
     encoder.finish().expect("writing to memory")

@@ -59,7 +59,7 @@ pub enum ScaffoldError {
 }
 
 /// The files of a new project named `name`: relative path and contents.
-pub fn files(language: Language, name: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn files(language: Language, name: &str) -> Vec<(&'static str, String)> {
     let specific = match language {
         Language::Rust => RUST,
         Language::JavaScript => JS,

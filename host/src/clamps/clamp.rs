@@ -52,7 +52,7 @@ pub struct ClampStep {
 
 impl ClampStep {
     /// The condition message Kubernetes would show.
-    pub fn message(&self) -> &'static str {
+    pub(crate) fn message(&self) -> &'static str {
         match (self.stage, self.reason) {
             (ClampStage::Bounds, Reason::TooManyReplicas) => "Current number of replicas above Spec.MaxReplicas",
             (ClampStage::Bounds, Reason::TooFewReplicas) => "Current number of replicas below Spec.MinReplicas",

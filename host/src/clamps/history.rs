@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::types::{Behavior, DOWNSCALE_STABILIZATION_WINDOW_SECONDS, ResolvedRules};
+use super::types::{Behavior, ResolvedRules};
 
 /// A raw (unstabilized) desired replica count the controller saw at `timestamp_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,7 +54,7 @@ pub(crate) fn older_than(now_ms: u64, timestamp_ms: u64, seconds: i32) -> bool {
 }
 
 /// `getReplicasChangePerPeriod`: pods added (or removed) by the events younger than `period_seconds`.
-pub(crate) fn replicas_change_per_period(period_seconds: i32, events: &[ScaleEvent], now_ms: u64) -> i64 {
+pub fn replicas_change_per_period(period_seconds: i32, events: &[ScaleEvent], now_ms: u64) -> i64 {
     events
         .iter()
         .filter(|event| within(now_ms, event.timestamp_ms, period_seconds))
@@ -87,46 +87,5 @@ pub fn record_scale(history: &mut ScaleHistory, behavior: Option<&Behavior>, fro
         store_scale_event(&mut history.scale_up_events, &behavior.resolved_scale_up(), to - from, now_ms);
     } else if to < from {
         store_scale_event(&mut history.scale_down_events, &behavior.resolved_scale_down(), from - to, now_ms);
-    }
-}
-
-impl ScaleHistory {
-    /// Drop entries that can no longer influence a decision under `behavior`: recommendations older than every
-    /// stabilization window and events older than the longest policy period of either direction (all of them when
-    /// `behavior` is absent, since the legacy path never reads events). The newest recommendation is always kept,
-    /// because an empty list means "fresh controller" and makes [`super::clamp`] record the current replica count
-    /// as the initial recommendation, as the controller does. Results of later decisions are unchanged.
-    pub fn prune(&mut self, behavior: Option<&Behavior>, now_ms: u64) {
-        let recommendation_horizon = match behavior {
-            Some(behavior) => behavior
-                .resolved_scale_up()
-                .stabilization_window_seconds
-                .max(behavior.resolved_scale_down().stabilization_window_seconds),
-            None => DOWNSCALE_STABILIZATION_WINDOW_SECONDS,
-        };
-        let newest_index = (self.recommendations.iter().enumerate())
-            .max_by_key(|(_, recommendation)| recommendation.timestamp_ms)
-            .map(|(index, _)| index);
-        let mut index = 0;
-        self.recommendations.retain(|recommendation| {
-            let keep =
-                Some(index) == newest_index || !older_than(now_ms, recommendation.timestamp_ms, recommendation_horizon);
-            index += 1;
-            keep
-        });
-        match behavior {
-            Some(behavior) => {
-                // Each direction's limit reads both event lists (the period start undoes scale-ups and
-                // scale-downs), so both lists are kept for the longest period of either direction.
-                let horizon = (behavior.resolved_scale_up().longest_policy_period_seconds())
-                    .max(behavior.resolved_scale_down().longest_policy_period_seconds());
-                self.scale_up_events.retain(|event| !older_than(now_ms, event.timestamp_ms, horizon));
-                self.scale_down_events.retain(|event| !older_than(now_ms, event.timestamp_ms, horizon));
-            }
-            None => {
-                self.scale_up_events.clear();
-                self.scale_down_events.clear();
-            }
-        }
     }
 }

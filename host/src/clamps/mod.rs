@@ -20,9 +20,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
-pub use account::{Direction, PolicyProposal, RateDetail, StepDetail};
 pub use clamp::{ClampInput, ClampOutcome, ClampStage, ClampStep, clamp};
-pub use error::ClampError;
 pub use history::{ScaleEvent, ScaleHistory, TimestampedRecommendation, record_scale};
 pub use reason::Reason;
 pub use types::{

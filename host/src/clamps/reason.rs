@@ -26,7 +26,7 @@ pub enum Reason {
 
 impl Reason {
     /// The Kubernetes name, e.g. `ScaleUpLimit`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::DesiredWithinRange => "DesiredWithinRange",
             Reason::ScaleUpLimit => "ScaleUpLimit",
@@ -41,7 +41,7 @@ impl Reason {
     }
 
     /// The condition message the controller sets with this reason.
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             Reason::DesiredWithinRange => "the desired count is within the acceptable range",
             Reason::ScaleUpLimit => "the desired replica count is increasing faster than the maximum scale rate",

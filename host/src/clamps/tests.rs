@@ -5,6 +5,7 @@
 
 use proptest::prelude::*;
 
+use super::error::ClampError;
 use super::history::*;
 use super::normalize::*;
 use super::*;
@@ -1185,28 +1186,6 @@ fn history_round_trips_through_json() {
     assert_eq!(serde_json::from_str::<ScaleHistory>("{}").unwrap(), ScaleHistory::default());
 }
 
-#[test]
-fn prune_drops_stale_entries_but_keeps_the_newest_recommendation() {
-    let behavior = Behavior::default(); // windows 0 / 300 s, periods 15 s
-    let mut history = ScaleHistory {
-        recommendations: vec![rec(1, 400), rec(2, 301), rec(3, 300), rec(4, 10)],
-        scale_up_events: vec![event(1, 16, false), event(2, 15, false)],
-        scale_down_events: vec![event(1, 100, true)],
-    };
-    history.prune(Some(&behavior), NOW);
-    let stored: Vec<u32> = history.recommendations.iter().map(|r| r.replicas).collect();
-    assert_eq!(stored, vec![3, 4]);
-    assert_eq!(history.scale_up_events, vec![event(2, 15, false)]);
-    assert!(history.scale_down_events.is_empty());
-
-    let mut stale = ScaleHistory { recommendations: vec![rec(1, 4000), rec(2, 3000)], ..history.clone() };
-    stale.prune(None, NOW);
-    assert_eq!(stale.recommendations, vec![rec(2, 3000)]);
-    assert!(stale.scale_up_events.is_empty());
-}
-
-// ---- properties ----
-
 fn policy_strategy() -> impl Strategy<Value = HpaScalingPolicy> {
     (prop_oneof![Just(ScalingPolicyType::Pods), Just(ScalingPolicyType::Percent)], 1..=1000i32, 1..=600i32)
         .prop_map(|(kind, value, period_seconds)| HpaScalingPolicy { kind, value, period_seconds })
@@ -1321,22 +1300,6 @@ proptest! {
         } else {
             prop_assert!(outcome.replicas >= min && outcome.replicas <= max);
         }
-    }
-
-    /// Pruning never changes a later decision.
-    #[test]
-    fn prune_preserves_decisions(
-        behavior in behavior_strategy(),
-        (min, max, current) in in_range_strategy(),
-        desired in desired_strategy(),
-        history in history_strategy(),
-    ) {
-        let mut pruned = history.clone();
-        pruned.prune(behavior.as_ref(), NOW);
-        let mut unpruned = history;
-        let input = ClampInput { current, desired, min, max, behavior: behavior.as_ref(), now_ms: NOW + 1000 };
-        let expected = clamp(&input, &mut unpruned);
-        prop_assert_eq!(clamp(&input, &mut pruned), expected);
     }
 
     /// Driving the clamps in a loop (decide, scale, record) with single Pods policies, every scale leaves the net

@@ -88,7 +88,7 @@ const DEFAULT_SCALE_DOWN_POLICIES: &[HpaScalingPolicy] =
 
 impl<'a> ResolvedRules<'a> {
     /// `GenerateHPAScaleUpRules` with no user rules: no stabilization, Max of {4 Pods, 100 Percent} per 15 s.
-    pub fn default_scale_up() -> Self {
+    pub(crate) fn default_scale_up() -> Self {
         ResolvedRules {
             stabilization_window_seconds: 0,
             select_policy: SelectPolicy::Max,
@@ -97,7 +97,7 @@ impl<'a> ResolvedRules<'a> {
     }
 
     /// `GenerateHPAScaleDownRules` plus `maybeInitScaleDownStabilizationWindow`: 300 s window, 100 Percent per 15 s.
-    pub fn default_scale_down() -> Self {
+    pub(crate) fn default_scale_down() -> Self {
         ResolvedRules {
             stabilization_window_seconds: DOWNSCALE_STABILIZATION_WINDOW_SECONDS,
             select_policy: SelectPolicy::Max,
@@ -122,7 +122,7 @@ impl<'a> ResolvedRules<'a> {
     }
 
     /// `getLongestPolicyPeriod`: how far back scale events of this direction can matter.
-    pub fn longest_policy_period_seconds(&self) -> i32 {
+    pub(crate) fn longest_policy_period_seconds(&self) -> i32 {
         self.policies.iter().map(|policy| policy.period_seconds).fold(0, i32::max)
     }
 }

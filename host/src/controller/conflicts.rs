@@ -16,7 +16,7 @@ use crate::spec::{ServiceKey, TargetRef};
 
 /// What claims a workload: (namespace, kind, name) -> the autoscalers, named for people.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Claims(BTreeMap<(String, String, String), BTreeSet<Claimant>>);
+pub(crate) struct Claims(BTreeMap<(String, String, String), BTreeSet<Claimant>>);
 
 /// One autoscaler of a workload, and how to remove it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -28,7 +28,7 @@ struct Claimant {
 impl Claims {
     /// Why the policy `key` must not scale `target`, naming every other autoscaler of it and the fix; `None` when
     /// nothing else claims it.
-    pub fn conflict(&self, key: &ServiceKey, target: &TargetRef) -> Option<String> {
+    pub(crate) fn conflict(&self, key: &ServiceKey, target: &TargetRef) -> Option<String> {
         let claimants = self.0.get(&(key.namespace.clone(), target.kind.clone(), target.name.clone()))?;
         let what: Vec<&str> = claimants.iter().map(|c| c.what.as_str()).collect();
         let fix: Vec<&str> = claimants.iter().map(|c| c.fix.as_str()).collect();
@@ -79,7 +79,7 @@ impl Claims {
 
     /// Lists every HPA and (where KEDA is installed) every ScaledObject. An HPA list that fails is an error (the
     /// caller keeps what it knew); a cluster that does not serve ScaledObjects has none.
-    pub async fn list(client: &kube::Client) -> Result<Claims, String> {
+    pub(crate) async fn list(client: &kube::Client) -> Result<Claims, String> {
         let mut claims = Claims::default();
         let hpas: Api<HorizontalPodAutoscaler> = Api::all(client.clone());
         let listed = hpas.list(&ListParams::default()).await.map_err(|e| {
@@ -106,7 +106,7 @@ impl Claims {
 
     /// Lists every `every` in the background; the receiver sees each change. A failing list is logged once per
     /// distinct error and leaves the last answer in place.
-    pub fn watch(
+    pub(crate) fn watch(
         client: kube::Client,
         every: Duration,
     ) -> (watch::Receiver<Option<Claims>>, tokio::task::JoinHandle<()>) {

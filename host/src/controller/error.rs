@@ -11,7 +11,7 @@ pub enum ControllerError {
 }
 
 impl ControllerError {
-    pub fn kube(what: impl Into<String>, source: kube::Error) -> Self {
+    pub(crate) fn kube(what: impl Into<String>, source: kube::Error) -> Self {
         ControllerError::Kube { what: what.into(), source }
     }
 }

@@ -30,7 +30,7 @@ struct SeriesKey {
 
 /// Publishes Events as `controller` (`reportingController`) and `instance` (`reportingInstance`).
 #[derive(Clone)]
-pub struct EventRecorder {
+pub(crate) struct EventRecorder {
     client: kube::Client,
     controller: String,
     instance: String,
@@ -40,12 +40,12 @@ pub struct EventRecorder {
 }
 
 impl EventRecorder {
-    pub fn new(client: kube::Client, controller: impl Into<String>, instance: impl Into<String>) -> Self {
+    pub(crate) fn new(client: kube::Client, controller: impl Into<String>, instance: impl Into<String>) -> Self {
         EventRecorder { client, controller: controller.into(), instance: instance.into(), published: Arc::default() }
     }
 
     /// Publishes an Event about `regarding`, or counts a repeat of it.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         regarding: &ObjectReference,
         type_: EventType,

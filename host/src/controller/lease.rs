@@ -50,7 +50,7 @@ impl LeaseConfig {
     }
 
     /// Refuses timings that could let two hosts lead at once, as client-go's `NewLeaderElector` does.
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         let (duration, deadline, retry) = (self.duration, self.renew_deadline, self.retry_period);
         if duration.subsec_nanos() != 0 || duration.is_zero() {
             return Err(format!("the lease duration ({duration:?}) must be a whole number of seconds, at least 1"));
@@ -89,7 +89,7 @@ impl Leadership {
         Leadership(Arc::new(Mutex::new(Term::Until(None))))
     }
 
-    pub fn is_leader(&self) -> bool {
+    pub(crate) fn is_leader(&self) -> bool {
         match &*self.0.lock().expect("leadership poisoned") {
             Term::Always => true,
             Term::Until(until) => until.is_some_and(|until| Instant::now() < until),

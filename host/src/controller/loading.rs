@@ -20,16 +20,16 @@ use crate::policy::status::{PLUGIN_READY, SHADOW_READY};
 
 /// Which of a policy's plugins: the one whose decisions are applied, or the one only evaluated beside it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     Live,
     Shadow,
 }
 
 impl Role {
-    pub const ALL: [Role; 2] = [Role::Live, Role::Shadow];
+    pub(crate) const ALL: [Role; 2] = [Role::Live, Role::Shadow];
 
     /// How messages about this plugin start.
-    pub fn prefix(self) -> &'static str {
+    pub(crate) fn prefix(self) -> &'static str {
         match self {
             Role::Live => "",
             Role::Shadow => "shadow plugin: ",
@@ -37,7 +37,7 @@ impl Role {
     }
 
     /// The status condition that reports on this plugin.
-    pub fn condition(self) -> &'static str {
+    pub(crate) fn condition(self) -> &'static str {
         match self {
             Role::Live => PLUGIN_READY,
             Role::Shadow => SHADOW_READY,
@@ -47,10 +47,10 @@ impl Role {
 
 /// One `T` per [`Role`], indexed by role.
 #[derive(Debug, Default)]
-pub struct Roles<T>([T; 2]);
+pub(crate) struct Roles<T>([T; 2]);
 
 impl<T> Roles<T> {
-    pub fn iter(&self) -> impl Iterator<Item = &T> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
         self.0.iter()
     }
 }
@@ -70,7 +70,7 @@ impl<T> IndexMut<Role> for Roles<T> {
 
 /// What a role's reference names now, as the loop found it. `S` is how to load it.
 #[derive(Debug)]
-pub enum Found<S> {
+pub(crate) enum Found<S> {
     /// The spec names no plugin for this role (a policy without a shadow).
     Unnamed,
     /// The reference cannot be followed (a ConfigMap that is not there, a file outside the plugin directories).
@@ -85,7 +85,7 @@ pub enum Found<S> {
 
 /// Why a version was not loaded.
 #[derive(Debug)]
-pub struct LoadFailure {
+pub(crate) struct LoadFailure {
     pub message: String,
     /// The version not to load again until something changes: the component's digest once it is known.
     pub digest: String,
@@ -99,7 +99,7 @@ pub struct LoadFailure {
 
 /// What the loop is to do for a slot. `S` is how to load a version, `L` a loaded plugin.
 #[derive(Debug, PartialEq)]
-pub enum Command<S, L> {
+pub(crate) enum Command<S, L> {
     /// Start loading `source`; its outcome comes back to [`Slot::finished`] with `token`.
     Load { token: String, source: S },
     /// Install the plugin (live), or attach it (shadow), and report it loaded.
@@ -137,7 +137,7 @@ fn retry_backoff(failures: u32) -> Duration {
 
 /// Loading progress of one plugin of a policy.
 #[derive(Debug, Default)]
-pub struct Slot {
+pub(crate) struct Slot {
     /// The version a load is in flight for.
     pending: Option<String>,
     refused: Option<Refusal>,
@@ -150,20 +150,20 @@ pub struct Slot {
 
 impl Slot {
     /// The spec changed: earlier refusals no longer hold, and a file is read again.
-    pub fn spec_changed(&mut self) {
+    pub(crate) fn spec_changed(&mut self) {
         self.refused = None;
         self.loaded_from = None;
     }
 
     /// Whether a retryable failure's backoff has run out (nothing else would trigger the retry).
-    pub fn retry_due(&self, now: Instant) -> bool {
+    pub(crate) fn retry_due(&self, now: Instant) -> bool {
         self.pending.is_none() && self.refused.as_ref().and_then(|r| r.retry_at).is_some_and(|at| at <= now)
     }
 
     /// The reference names `found`; `running` is the digest of the plugin running in this role, `pin` the sha256
     /// the spec pins it to. Says what to do, if anything: a version neither running, nor in flight, nor refused is
     /// loaded.
-    pub fn found<S, L>(
+    pub(crate) fn found<S, L>(
         &mut self,
         role: Role,
         found: Found<S>,
@@ -218,7 +218,7 @@ impl Slot {
 
     /// The load for `token` finished with `result`; `running` is whether a plugin runs in this role (it stays if
     /// this version is refused), `pin` the spec's sha256 pin. A load for a version no longer pending is dropped.
-    pub fn finished<S, L>(
+    pub(crate) fn finished<S, L>(
         &mut self,
         role: Role,
         token: &str,

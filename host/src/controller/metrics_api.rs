@@ -10,7 +10,7 @@ const METRICS_API: &str = "metrics.k8s.io/v1beta1";
 
 /// What discovery says of `metrics.k8s.io`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MetricsApi {
+pub(crate) enum MetricsApi {
     Served,
     /// Not usable, and why, with the fix.
     Unusable(String),
@@ -19,7 +19,7 @@ pub enum MetricsApi {
 impl MetricsApi {
     /// Asks the API server; `None` when the answer says nothing about metrics-server (e.g. the API server is
     /// unreachable).
-    pub async fn probe(client: &kube::Client) -> Option<MetricsApi> {
+    pub(crate) async fn probe(client: &kube::Client) -> Option<MetricsApi> {
         match client.list_api_group_resources(METRICS_API).await {
             Ok(_) => Some(MetricsApi::Served),
             Err(kube::Error::Api(status)) if status.code == 404 => Some(MetricsApi::Unusable(format!(
@@ -41,7 +41,7 @@ impl MetricsApi {
     }
 
     /// Probes every `every` in the background; the receiver sees each change (logged once, when it happens).
-    pub fn watch(
+    pub(crate) fn watch(
         client: kube::Client,
         every: Duration,
     ) -> (watch::Receiver<Option<MetricsApi>>, tokio::task::JoinHandle<()>) {

@@ -22,4 +22,4 @@ pub mod reconcile;
 pub mod report;
 pub mod scale;
 
-pub use error::ControllerError;
+pub(crate) use error::ControllerError;

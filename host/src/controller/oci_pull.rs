@@ -8,7 +8,7 @@ use crate::policy::plugins::{OciPull, PluginSource};
 
 impl OciPull {
     /// Pulls the artifact (registry credentials from `spec.pullSecret`, read with `client`) into `store`.
-    pub async fn pull(
+    pub(crate) async fn pull(
         &self,
         store: &OciStore,
         client: &kube::Client,

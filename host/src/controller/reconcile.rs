@@ -46,7 +46,7 @@ use crate::spec::{ScalingPolicy, ScalingPolicySpec, ServiceKey};
 use loader::LoadDone;
 
 /// The `reportingController` of Events and the field manager of status writes.
-pub const CONTROLLER_NAME: &str = "ballast.dev/controller";
+pub(crate) const CONTROLLER_NAME: &str = "ballast.dev/controller";
 
 /// Where the policies come from.
 pub enum PolicySource {

@@ -25,7 +25,7 @@ const ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
-pub enum ScaleError {
+pub(crate) enum ScaleError {
     #[error("{target}: {action}: {source}")]
     Api { target: String, action: &'static str, source: kube::Error },
     #[error(transparent)]
@@ -35,7 +35,7 @@ pub enum ScaleError {
 }
 
 /// Scales workloads through their `/scale` subresource. Writes only while `leadership` says this host leads.
-pub struct KubeScaleTarget {
+pub(crate) struct KubeScaleTarget {
     client: kube::Client,
     leadership: Leadership,
     field_manager: String,
@@ -65,7 +65,7 @@ const CACHED_KINDS: [(&str, &str); 3] =
 
 impl KubeScaleTarget {
     /// `field_manager` names this host in the API server's records of `/scale` writes (e.g. `ballast-POD`).
-    pub fn new(client: kube::Client, leadership: Leadership, field_manager: String) -> Self {
+    pub(crate) fn new(client: kube::Client, leadership: Leadership, field_manager: String) -> Self {
         KubeScaleTarget { client, leadership, field_manager, caches: HashMap::new(), written: HashMap::new() }
     }
 

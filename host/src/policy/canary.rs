@@ -13,7 +13,7 @@ use crate::spec::{ScalingPolicySpec, ServiceKey};
 
 /// What the canary decision runs on: the service's last observation and state, or a quiet default.
 #[derive(Debug, Clone)]
-pub struct CanaryInput {
+pub(crate) struct CanaryInput {
     pub observation: Observation,
     pub memory: ServiceMemory,
     pub current: u32,
@@ -22,14 +22,14 @@ pub struct CanaryInput {
 
 impl CanaryInput {
     /// For a service never decided: nothing observed, at its minimum.
-    pub fn default_for(spec: &ScalingPolicySpec) -> Self {
+    pub(crate) fn default_for(spec: &ScalingPolicySpec) -> Self {
         let current = spec.min_replicas.max(1).min(spec.max_replicas);
         CanaryInput { observation: Observation::default(), memory: ServiceMemory::default(), current, ready: current }
     }
 }
 
 /// A validated plugin, ready to swap in.
-pub struct LoadedPlugin {
+pub(crate) struct LoadedPlugin {
     pub source_name: String,
     pub plugin: Plugin,
     /// Compile, validation and canary time.
@@ -38,7 +38,7 @@ pub struct LoadedPlugin {
 
 /// Why a component was not loaded.
 #[derive(Debug)]
-pub struct ValidationFailure {
+pub(crate) struct ValidationFailure {
     pub message: String,
     /// Only the clock failed it: every canary attempt ran out of time, which on a busy node says nothing about the
     /// plugin. Worth trying again later; anything else is refused until the plugin or the policy changes.
@@ -47,7 +47,7 @@ pub struct ValidationFailure {
 
 /// Compiles, validates (world type-check, sha256 pin) and canaries a component. Blocking: call it from
 /// `spawn_blocking`.
-pub fn load_and_validate(
+pub(crate) fn load_and_validate(
     engine: &Arc<PolicyEngine>,
     key: &ServiceKey,
     spec: &ScalingPolicySpec,

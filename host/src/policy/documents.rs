@@ -16,7 +16,7 @@ use super::status::ScalingPolicyStatus;
 use super::{PolicyError, plugins};
 
 /// The service a policy scales: its namespace (`default` when it has none) and name.
-pub fn service_key(policy: &ScalingPolicy) -> ServiceKey {
+pub(crate) fn service_key(policy: &ScalingPolicy) -> ServiceKey {
     let metadata = &policy.metadata;
     ServiceKey {
         namespace: metadata.namespace.clone().unwrap_or_else(|| "default".into()),
@@ -42,7 +42,7 @@ impl<S> From<Documents<S>> for PolicyDocuments {
 /// The documents of one or more YAML streams, in order: ScalingPolicies with their `simulation:` sections read as
 /// `S` (the simulator's physics; [`IgnoredAny`] for the controller, which ignores them), and plugin ConfigMaps.
 #[derive(Debug, Clone)]
-pub struct Documents<S> {
+pub(crate) struct Documents<S> {
     pub policies: Vec<PolicyDocument<S>>,
     pub config_maps: Vec<Arc<ConfigMap>>,
 }
@@ -54,7 +54,7 @@ impl<S> Default for Documents<S> {
 }
 
 impl<S> Documents<S> {
-    pub fn extend(&mut self, more: Documents<S>) {
+    pub(crate) fn extend(&mut self, more: Documents<S>) {
         self.policies.extend(more.policies);
         self.config_maps.extend(more.config_maps);
     }
@@ -62,7 +62,7 @@ impl<S> Documents<S> {
 
 /// A ScalingPolicy document, its spec validated, its relative plugin path resolved.
 #[derive(Debug, Clone)]
-pub struct PolicyDocument<S> {
+pub(crate) struct PolicyDocument<S> {
     /// Names the document in messages: "`{file}: document {N} (`{name}`, from line {L})`".
     pub what: String,
     pub policy: ScalingPolicy,
@@ -71,7 +71,7 @@ pub struct PolicyDocument<S> {
 
 /// The YAML files of `path`: the file itself, or a directory's `*.yaml`/`*.yml` files but its `kustomization.yaml`,
 /// in name order.
-pub fn manifest_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub(crate) fn manifest_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     if !path.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
@@ -97,7 +97,7 @@ pub fn documents_from_yaml(what: &str, text: &str, base: Option<&Path>) -> Resul
 }
 
 /// Reads the documents of a file or of a directory's files ([`manifest_files`]), as [`parse_documents`] does.
-pub fn read_manifests<S: DeserializeOwned>(path: &Path) -> Result<Documents<S>, PolicyError> {
+pub(crate) fn read_manifests<S: DeserializeOwned>(path: &Path) -> Result<Documents<S>, PolicyError> {
     let io = |path: &Path, e: std::io::Error| PolicyError::Invalid(format!("reading {}: {e}", path.display()));
     let mut documents = Documents::default();
     for file in manifest_files(path).map_err(|e| io(path, e))? {
@@ -114,7 +114,7 @@ pub fn read_manifests<S: DeserializeOwned>(path: &Path) -> Result<Documents<S>, 
 /// `behavior`, one plugin source), a ConfigMap's plugin label. Messages name the
 /// document by number, name and first line, and YAML errors give lines of the whole text. Relative plugin paths are resolved against
 /// `base`; ConfigMaps without a namespace get `default`, as `kubectl apply` without `-n` would place them.
-pub fn parse_documents<S: DeserializeOwned>(
+pub(crate) fn parse_documents<S: DeserializeOwned>(
     what: &str,
     text: &str,
     base: Option<&Path>,

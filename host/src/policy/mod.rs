@@ -13,4 +13,4 @@ pub mod plugins;
 pub mod schema;
 pub mod status;
 
-pub use error::PolicyError;
+pub(crate) use error::PolicyError;

@@ -18,19 +18,19 @@ use crate::runtime::{self, MAX_COMPONENT_BYTES};
 use crate::spec::{OciPluginRef, ScalingPolicySpec, ServiceKey};
 
 /// The label a ConfigMap carries to be watched for plugins.
-pub const PLUGIN_LABEL: &str = "ballast.dev/plugin";
-pub const PLUGIN_LABEL_SELECTOR: &str = "ballast.dev/plugin=true";
+pub(crate) const PLUGIN_LABEL: &str = "ballast.dev/plugin";
+pub(crate) const PLUGIN_LABEL_SELECTOR: &str = "ballast.dev/plugin=true";
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 #[derive(Debug, thiserror::Error)]
-pub enum PluginSourceError {
+pub(crate) enum PluginSourceError {
     #[error("{what}: {why}")]
     Unavailable { what: String, why: String },
 }
 
 /// The component a policy asks for, with where it came from.
 #[derive(Debug, Clone)]
-pub struct PluginSource {
+pub(crate) struct PluginSource {
     /// `builtin:hpa`, `configmap:NS/NAME/KEY`, `oci:REGISTRY/REPO@sha256:...`, or a path: names the plugin in
     /// status, events and errors.
     pub name: String,
@@ -40,7 +40,7 @@ pub struct PluginSource {
 
 /// What a spec's plugin reference resolves to now.
 #[derive(Debug, Clone)]
-pub enum Resolved {
+pub(crate) enum Resolved {
     /// The component's bytes are at hand.
     Ready(PluginSource),
     /// An OCI artifact this process has not pulled yet: pull it off the reconcile loop, then load it.
@@ -49,7 +49,7 @@ pub enum Resolved {
 
 /// An OCI plugin to pull.
 #[derive(Debug, Clone)]
-pub struct OciPull {
+pub(crate) struct OciPull {
     /// `oci:REGISTRY/REPO@sha256:...`
     pub name: String,
     pub reference: PinnedReference,
@@ -59,7 +59,7 @@ pub struct OciPull {
 /// Resolves a spec's plugin reference, reading a plugin file at once and from anywhere: for the files of the
 /// operator (`ballast simulate`). `config_map` looks a ConfigMap up by namespace and name; `oci` holds the OCI
 /// artifacts pulled so far (nothing here touches the network).
-pub fn resolve(
+pub(crate) fn resolve(
     key: &ServiceKey,
     spec: &ScalingPolicySpec,
     config_map: impl Fn(&str, &str) -> Option<Arc<ConfigMap>>,
@@ -77,7 +77,7 @@ pub fn resolve(
 
 /// Where a spec's plugin is, without reading a file or pulling: what the controller's loop may do.
 #[derive(Debug, Clone)]
-pub enum Located {
+pub(crate) enum Located {
     Ready(PluginSource),
     Pull(OciPull),
     /// A checked plugin file, to be read off the loop ([`PluginFile::read`]).
@@ -85,7 +85,7 @@ pub enum Located {
 }
 
 /// Like [`resolve`], but a plugin file is only found and checked against `files`, not read.
-pub fn locate(
+pub(crate) fn locate(
     key: &ServiceKey,
     spec: &ScalingPolicySpec,
     config_map: impl Fn(&str, &str) -> Option<Arc<ConfigMap>>,
@@ -174,7 +174,7 @@ impl PluginFiles {
     /// Finds and checks the file `path` names: inside the plugin directories (no `..`, no symlink out), a regular
     /// file (no FIFO, device or directory), within the component size bound. Nothing is read, and a path outside
     /// the directories is refused before the filesystem is asked anything about it.
-    pub fn locate(&self, path: &str) -> Result<PluginFile, String> {
+    pub(crate) fn locate(&self, path: &str) -> Result<PluginFile, String> {
         let requested = Path::new(path);
         let real = match self {
             PluginFiles::Anywhere => std::fs::canonicalize(requested).map_err(|e| e.to_string())?,
@@ -220,7 +220,7 @@ impl PluginFiles {
 
 /// A plugin file that passed [`PluginFiles::locate`]'s checks, identified by what `stat` says of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PluginFile {
+pub(crate) struct PluginFile {
     /// The path as the spec gives it: names the plugin in status, events and errors.
     pub name: String,
     path: PathBuf,
@@ -250,13 +250,13 @@ impl PluginFile {
 
     /// Stands for this version of the file until it is read: a change of content shows as a new size, time or
     /// inode (a ConfigMap volume swaps a symlink to a new file).
-    pub fn token(&self) -> String {
+    pub(crate) fn token(&self) -> String {
         format!("file:{}:{}:{}:{}:{}", self.path.display(), self.device, self.inode, self.len, self.modified_ns)
     }
 
     /// Reads the file, checking again that what was opened is the file checked and no larger than the bound.
     /// Blocking: call it off the async runtime.
-    pub fn read(&self) -> Result<PluginSource, String> {
+    pub(crate) fn read(&self) -> Result<PluginSource, String> {
         let file = std::fs::File::open(&self.path).map_err(|e| e.to_string())?;
         let metadata = file.metadata().map_err(|e| e.to_string())?;
         let opened = PluginFile::checked(&self.name, self.path.clone(), &metadata)?;
@@ -274,7 +274,7 @@ impl PluginFile {
 }
 
 /// A ConfigMap the controller would see as a plugin (it watches only labelled ones), or why not.
-pub fn check_plugin_label(config_map: &ConfigMap) -> Result<(), String> {
+pub(crate) fn check_plugin_label(config_map: &ConfigMap) -> Result<(), String> {
     let labelled = config_map.metadata.labels.as_ref().and_then(|l| l.get(PLUGIN_LABEL)).is_some_and(|v| v == "true");
     if labelled {
         Ok(())
@@ -296,7 +296,7 @@ pub fn config_map_component(cm: &ConfigMap, key: &str) -> Result<Vec<u8>, String
 }
 
 /// Gunzips `bytes` if they are gzip, bounded by [`MAX_COMPONENT_BYTES`].
-pub fn decompress(bytes: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn decompress(bytes: &[u8]) -> Result<Vec<u8>, String> {
     if !bytes.starts_with(&GZIP_MAGIC) {
         return Ok(bytes.to_vec());
     }

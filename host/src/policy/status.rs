@@ -6,15 +6,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::decision::{DecisionRecord, PluginVerdict, ServiceMemory, ShadowRecord};
 
-pub const ABLE_TO_SCALE: &str = "AbleToScale";
-pub const SCALING_ACTIVE: &str = "ScalingActive";
-pub const SCALING_LIMITED: &str = "ScalingLimited";
-pub const PLUGIN_READY: &str = "PluginReady";
+pub(crate) const ABLE_TO_SCALE: &str = "AbleToScale";
+pub(crate) const SCALING_ACTIVE: &str = "ScalingActive";
+pub(crate) const SCALING_LIMITED: &str = "ScalingLimited";
+pub(crate) const PLUGIN_READY: &str = "PluginReady";
 /// Whether the shadow plugin (if the spec names one) is loaded and deciding beside the live one.
-pub const SHADOW_READY: &str = "ShadowReady";
+pub(crate) const SHADOW_READY: &str = "ShadowReady";
 /// Whether CPU and memory can be read (metrics.k8s.io served): on policies with `metrics.resources`, once known to be
 /// a problem.
-pub const RESOURCE_METRICS: &str = "ResourceMetricsAvailable";
+pub(crate) const RESOURCE_METRICS: &str = "ResourceMetricsAvailable";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -94,14 +94,14 @@ pub struct Condition {
 }
 
 /// RFC 3339 now.
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     k8s_openapi::jiff::Timestamp::now().to_string()
 }
 
 impl ScalingPolicyStatus {
     /// Sets a condition, keeping its transition time when its status did not change. Returns whether anything
     /// changed.
-    pub fn set_condition(&mut self, type_: &str, ok: bool, reason: &str, message: &str) -> bool {
+    pub(crate) fn set_condition(&mut self, type_: &str, ok: bool, reason: &str, message: &str) -> bool {
         let status = if ok { "True" } else { "False" };
         match self.conditions.iter_mut().find(|c| c.type_ == type_) {
             Some(c) if c.status == status && c.reason == reason && c.message == message => false,
@@ -127,13 +127,13 @@ impl ScalingPolicyStatus {
         }
     }
 
-    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+    pub(crate) fn condition(&self, type_: &str) -> Option<&Condition> {
         self.conditions.iter().find(|c| c.type_ == type_)
     }
 
     /// Records a decision: replicas, last decision and the HPA conditions. Returns whether something a reader
     /// cares about changed (counts, reason, conditions), as opposed to only the time and memory.
-    pub fn record_decision(&mut self, record: &DecisionRecord, current_after: u32) -> bool {
+    pub(crate) fn record_decision(&mut self, record: &DecisionRecord, current_after: u32) -> bool {
         let before =
             (self.current_replicas, self.desired_replicas, self.last_decision.as_ref().map(|d| d.summary.clone()));
         let proposals = match &record.plugin {

@@ -36,9 +36,9 @@ pub enum World {
 
 impl World {
     /// Every world this host runs, newest first.
-    pub const ALL: [World; 2] = [World::V0_2, World::V0_1];
+    pub(crate) const ALL: [World; 2] = [World::V0_2, World::V0_1];
     /// The world new plugins are built against (`policies-wit/wit`).
-    pub const CURRENT: World = World::V0_2;
+    pub(crate) const CURRENT: World = World::V0_2;
 
     /// The world's name, as `wasm-tools component wit` prints it.
     pub fn name(self) -> &'static str {
@@ -49,7 +49,7 @@ impl World {
     }
 
     /// The package version, as WIT writes it.
-    pub fn version(self) -> &'static str {
+    pub(crate) fn version(self) -> &'static str {
         match self {
             World::V0_1 => "0.1.0",
             World::V0_2 => "0.2.0",
@@ -57,7 +57,7 @@ impl World {
     }
 
     /// The export a plugin of this world has, which tells the worlds apart.
-    pub fn policy_export(self) -> &'static str {
+    pub(crate) fn policy_export(self) -> &'static str {
         match self {
             World::V0_1 => "ballast:policy/policy@0.1.0",
             World::V0_2 => "ballast:policy/policy@0.2.0",
@@ -65,7 +65,7 @@ impl World {
     }
 
     /// The world a component with these exports implements (the newest, if it somehow exports both).
-    pub fn of_exports(exports: &[String]) -> Option<World> {
+    pub(crate) fn of_exports(exports: &[String]) -> Option<World> {
         World::ALL.into_iter().find(|world| exports.iter().any(|e| e == world.policy_export()))
     }
 }

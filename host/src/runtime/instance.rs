@@ -14,7 +14,7 @@ use super::log::{CallLog, PluginLog};
 use super::text::escaped;
 
 /// Per-store host data.
-pub struct HostState {
+pub(crate) struct HostState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limiter: MemoryCap,
@@ -347,7 +347,7 @@ impl Plugin {
     }
 
     /// [`Self::digest`], shared: a record or memory naming the plugin holds it without a copy.
-    pub fn shared_digest(&self) -> &Arc<str> {
+    pub(crate) fn shared_digest(&self) -> &Arc<str> {
         &self.compiled.digest
     }
 
@@ -544,7 +544,7 @@ impl Drop for Plugin {
 }
 
 /// An input with nothing in it, to fill.
-pub(crate) fn empty_input() -> PolicyInput {
+pub fn empty_input() -> PolicyInput {
     PolicyInput {
         service: ServiceId { namespace: String::new(), name: String::new() },
         now_ms: 0,

@@ -17,7 +17,7 @@ pub struct PluginLog {
 impl PluginLog {
     /// Whether the line is the plugin reporting trouble (an error log, or its standard error, where panics and
     /// uncaught exceptions are printed).
-    pub fn is_error(&self) -> bool {
+    pub(crate) fn is_error(&self) -> bool {
         matches!(self.level, "error" | "stderr")
     }
 }
@@ -108,16 +108,16 @@ impl CallLog {
 /// Passes plugins' log lines on to the host's log, tagged with the service and the plugin's digest, at most
 /// [`LogRelay::LINES_PER_MINUTE`] lines per service a minute: a plugin that logs on every call cannot flood it.
 #[derive(Debug, Default)]
-pub struct LogRelay {
+pub(crate) struct LogRelay {
     window_started: Option<std::time::Instant>,
     relayed: u32,
     dropped: u32,
 }
 
 impl LogRelay {
-    pub const LINES_PER_MINUTE: u32 = 60;
+    pub(crate) const LINES_PER_MINUTE: u32 = 60;
 
-    pub fn relay(&mut self, service: &dyn std::fmt::Display, digest: &str, lines: &[PluginLog]) {
+    pub(crate) fn relay(&mut self, service: &dyn std::fmt::Display, digest: &str, lines: &[PluginLog]) {
         if lines.is_empty() {
             return;
         }

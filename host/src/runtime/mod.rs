@@ -26,7 +26,7 @@ pub use engine::{CompiledPolicy, PolicyEngine, compile_engine};
 pub(crate) use instance::empty_input;
 pub use instance::{CallOutcome, FailureKind, Plugin, PluginFailure};
 pub use limits::{CANARY_ATTEMPTS, MAX_COMPONENT_BYTES, RuntimeLimits};
-pub use log::{LogRelay, PluginLog};
+pub(crate) use log::{LogRelay, PluginLog};
 pub use wasi::off_async;
 
 /// Lowercase hex sha256 of a component's bytes: its identity for caching, pinning and explanations.

@@ -3,7 +3,7 @@
 
 /// `text` with every control character written as an escape (`\n`, `\t`, `\u{1b}`), cut to at most `max_bytes`
 /// bytes at a character boundary (a cut ends in `…`).
-pub fn escaped(text: &str, max_bytes: usize) -> String {
+pub(crate) fn escaped(text: &str, max_bytes: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max_bytes));
     for c in text.chars() {
         let start = out.len();
@@ -33,7 +33,7 @@ pub fn escaped(text: &str, max_bytes: usize) -> String {
 }
 
 /// Whether [`escaped`] would change `text` (other than cutting it): the common case, plain text, costs one scan.
-pub fn needs_escaping(text: &str) -> bool {
+pub(crate) fn needs_escaping(text: &str) -> bool {
     text.bytes().any(|b| b < 0x20 || b == 0x7f)
         || (!text.is_ascii() && text.chars().any(|c| c.is_control() || is_bidi_override(c)))
 }

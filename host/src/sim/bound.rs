@@ -17,16 +17,17 @@ use std::collections::{BTreeMap, BinaryHeap};
 use super::config::SimulationSpec;
 
 /// The window whose arrivals give one rate, in seconds.
-pub const WINDOW_S: u64 = 60;
+pub(crate) const WINDOW_S: u64 = 60;
 /// The share of jobs that may wait longer than the objective: the objective is on the p95 wait.
-pub const TOLERANCE: f64 = 0.05;
+pub(crate) const TOLERANCE: f64 = 0.05;
 /// The most worker slots counted in one window. A load that needs more is counted as needing this many: a lower
 /// bound still, far past the 2,000 slots a service may have, and it keeps the search short.
-pub const MAX_SLOTS: u32 = 100_000;
+pub(crate) const MAX_SLOTS: u32 = 100_000;
 
 /// Erlang C: the probability that a job waits at all in an M/M/c queue of `servers` servers offered `erlangs` = λ/μ
 /// of load; 1 when `servers` ≤ `erlangs` (the queue grows without end).
-pub fn erlang_c(servers: u32, erlangs: f64) -> f64 {
+#[cfg(test)]
+pub(crate) fn erlang_c(servers: u32, erlangs: f64) -> f64 {
     let mut blocking = 1.0;
     for c in 1..=servers {
         blocking = erlang_b_step(blocking, c, erlangs);
@@ -111,7 +112,7 @@ impl Ord for Candidate {
 
 /// One service's lower bound: the pods each window needs.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Bound {
+pub(crate) struct Bound {
     /// Pods needed in each [`WINDOW_S`] window from the run's start (the last one may be shorter).
     pub pods: Vec<u32>,
     duration_s: u64,
@@ -168,7 +169,7 @@ impl Bound {
     }
 
     /// Pod-seconds the bound needs from `from_s` to `to_s`.
-    pub fn pod_seconds(&self, from_s: u64, to_s: u64) -> u64 {
+    pub(crate) fn pod_seconds(&self, from_s: u64, to_s: u64) -> u64 {
         let to_s = to_s.min(self.duration_s);
         let mut total = 0;
         let mut t = from_s;
@@ -182,7 +183,7 @@ impl Bound {
     }
 
     /// Pod-hours over the whole run.
-    pub fn pod_hours(&self) -> f64 {
+    pub(crate) fn pod_hours(&self) -> f64 {
         self.pod_seconds(0, self.duration_s) as f64 / 3600.0
     }
 }

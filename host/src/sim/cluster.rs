@@ -16,7 +16,7 @@ use crate::observation::{Observation, QueueCounts};
 use crate::spec::{ScalingPolicySpec, ServiceKey};
 
 /// Window of the latency percentiles and the request rate.
-pub const METRICS_WINDOW_MS: u64 = 60_000;
+pub(crate) const METRICS_WINDOW_MS: u64 = 60_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Job {
@@ -131,11 +131,11 @@ impl SimService {
         &self.pods
     }
 
-    pub fn replicas(&self) -> u32 {
+    pub(crate) fn replicas(&self) -> u32 {
         self.pods.len() as u32
     }
 
-    pub fn ready(&self, now_ms: u64) -> u32 {
+    pub(crate) fn ready(&self, now_ms: u64) -> u32 {
         self.pods.iter().filter(|p| p.ready_ms <= now_ms).count() as u32
     }
 
@@ -151,12 +151,12 @@ impl SimService {
     }
 
     /// Age of the oldest waiting job.
-    pub fn oldest_wait_ms(&self, now_ms: u64) -> u64 {
+    pub(crate) fn oldest_wait_ms(&self, now_ms: u64) -> u64 {
         self.waiting.iter().map(|j| now_ms.saturating_sub(j.arrived_ms)).max().unwrap_or(0)
     }
 
     /// Sets the replica count: new pods start loading now; removed pods give their jobs back to the queue.
-    pub fn scale(&mut self, replicas: u32, now_ms: u64) {
+    pub(crate) fn scale(&mut self, replicas: u32, now_ms: u64) {
         let wanted = replicas as usize;
         if wanted == self.pods.len() {
             return;
@@ -335,7 +335,7 @@ impl SimService {
     }
 
     /// The observation the policy sees at `now_ms`: the current one, or one `metricsDelaySeconds` old.
-    pub fn observe(&mut self, now_ms: u64) -> Observation {
+    pub(crate) fn observe(&mut self, now_ms: u64) -> Observation {
         let current = self.measure(now_ms);
         let delay_ms = self.sim.metrics_delay_seconds * 1000;
         if delay_ms == 0 {
@@ -355,7 +355,7 @@ impl SimService {
 }
 
 /// The `q` quantile (nearest rank) of sorted values.
-pub fn percentile_ms(sorted: &[u32], q: f64) -> Option<u32> {
+pub(crate) fn percentile_ms(sorted: &[u32], q: f64) -> Option<u32> {
     if sorted.is_empty() {
         return None;
     }

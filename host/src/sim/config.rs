@@ -13,7 +13,7 @@ use super::{MAX_BASE_RATE, MAX_DURATION_S, MAX_SECONDS, MAX_WORKER_SLOTS, SimErr
 use crate::policy::documents::{self, Documents};
 use crate::spec::{PluginRef, ScalingPolicySpec, ServiceKey};
 
-pub const API_VERSION: &str = "ballast.dev/v1alpha1";
+pub(crate) const API_VERSION: &str = "ballast.dev/v1alpha1";
 
 /// How one simulated service behaves. Times in seconds.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -232,7 +232,7 @@ pub enum Pipeline {
 
 impl Pipeline {
     /// The original pipeline's decision interval and metrics age, in seconds.
-    pub const ORIGINAL: (u64, u64) = (15, 60);
+    pub(crate) const ORIGINAL: (u64, u64) = (15, 60);
 
     fn apply(self, spec: &mut SimulationSpec) {
         if self == Pipeline::Original {
@@ -242,7 +242,7 @@ impl Pipeline {
     }
 
     /// The name printed in the header of every table and chart.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Pipeline::Direct => "direct",
             Pipeline::Original => "original",
@@ -271,14 +271,14 @@ pub struct PolicySet {
 }
 
 /// One YAML text of a policy set: where it came from (for messages) and its text.
-pub struct PolicySource {
+pub(crate) struct PolicySource {
     pub what: String,
     pub text: String,
 }
 
 impl ServiceSetup {
     /// How often this service decides in the simulation: the simulation parameters' override, else the spec's.
-    pub fn decision_interval_s(&self) -> u64 {
+    pub(crate) fn decision_interval_s(&self) -> u64 {
         self.sim.decision_interval_seconds.unwrap_or(self.spec.decision_interval_ms() / 1000)
     }
 }
@@ -308,7 +308,7 @@ impl PolicySet {
     }
 
     /// Parses `ScalingPolicy` and plugin `ConfigMap` documents from several texts, as one set.
-    pub fn parse_sources(
+    pub(crate) fn parse_sources(
         label: &str,
         sources: &[PolicySource],
         simulation: Option<&SimulationFile>,
@@ -426,7 +426,7 @@ pub fn oci_plugins(sets: &mut [PolicySet]) -> Vec<&mut PluginRef> {
 /// Refuses sets that simulate a service under different physics (service time, start-up, concurrency, load, ...):
 /// their figures would compare the clusters, not the policies. The pipeline (decision interval, metrics delay) may
 /// differ: modelling it is what `--pipeline` is for.
-pub fn check_same_physics(sets: &[PolicySet]) -> Result<(), SimError> {
+pub(crate) fn check_same_physics(sets: &[PolicySet]) -> Result<(), SimError> {
     let physics = |sim: &SimulationSpec| SimulationSpec {
         decision_interval_seconds: None,
         metrics_delay_seconds: 0,
@@ -457,7 +457,7 @@ pub fn check_same_physics(sets: &[PolicySet]) -> Result<(), SimError> {
 
 /// Names the sets `labels` in order (`--label`; the rest keep their file names) and refuses two sets named alike:
 /// a table or chart with two rows called the same could not be read.
-pub fn label_sets(sets: &mut [PolicySet], labels: &[String]) -> Result<(), SimError> {
+pub(crate) fn label_sets(sets: &mut [PolicySet], labels: &[String]) -> Result<(), SimError> {
     if labels.len() > sets.len() {
         return Err(SimError::Invalid(format!(
             "{} labels for {} policy sets: give at most one per set",

@@ -25,7 +25,7 @@ const QUEUE_DRAIN: ShippedSet = ShippedSet {
     plugin: include_str!("../../../deploy/policies/queue-drain/plugin.yaml"),
 };
 /// Service times, start-up delays and load of the five services.
-pub const SIMULATION: &str = include_str!("demo.yaml");
+pub(crate) const SIMULATION: &str = include_str!("demo.yaml");
 /// The demo's trace.
 pub const TRACE: &str = "builtin:day";
 

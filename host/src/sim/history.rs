@@ -16,7 +16,7 @@ use super::{MAX_DURATION_S, SimError};
 use crate::sources::prometheus::{PrometheusSource, RangeSeries};
 
 /// Queues one trace may read (each is a series in every answer, so they bound the answer's size).
-pub const MAX_QUEUES: usize = 100;
+pub(crate) const MAX_QUEUES: usize = 100;
 /// Points per series per `query_range` call: Prometheus refuses more than 11,000.
 const MAX_POINTS_PER_CALL: u64 = 11_000;
 /// Points of all series per call: about 40 bytes each in Prometheus's JSON, so an answer stays far below the

@@ -30,19 +30,19 @@ pub use trace::Trace;
 /// Simulated time of one run: `--duration`, and the last second of a CSV trace.
 pub const MAX_DURATION_S: u64 = 31 * 86_400;
 /// Arrivals of one service in one second of a CSV trace (its rows for that second summed).
-pub const MAX_ARRIVALS_PER_SECOND: u64 = 10_000;
+pub(crate) const MAX_ARRIVALS_PER_SECOND: u64 = 10_000;
 /// `baseRate` in jobs per second: the built-in shapes peak at 3x it, well within [`MAX_ARRIVALS_PER_SECOND`].
-pub const MAX_BASE_RATE: f64 = 1_000.0;
+pub(crate) const MAX_BASE_RATE: f64 = 1_000.0;
 /// Jobs one run may bring, all services together: the CSV trace's rows within the run, or the built-in shape's
 /// expected count. A month of the demo's five services is about 23 million.
 pub const MAX_RUN_ARRIVALS: u64 = 30_000_000;
 /// Timeline rows of one run: services x (duration / `--sample`).
-pub const MAX_TIMELINE_ROWS: u64 = 1_000_000;
+pub(crate) const MAX_TIMELINE_ROWS: u64 = 1_000_000;
 /// Worker slots of one service (`maxReplicas` x `concurrency`): each is simulated, and each job start looks at
 /// every slot.
-pub const MAX_WORKER_SLOTS: u64 = 2_000;
+pub(crate) const MAX_WORKER_SLOTS: u64 = 2_000;
 /// Any time in a `simulation:` section (service, start-up, backoff, decision interval, metrics delay): a day.
-pub const MAX_SECONDS: u64 = 86_400;
+pub(crate) const MAX_SECONDS: u64 = 86_400;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {

@@ -2,22 +2,22 @@
 
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and good enough for load noise and service-time jitter.
 #[derive(Debug, Clone)]
-pub struct SplitMix64 {
+pub(crate) struct SplitMix64 {
     state: u64,
 }
 
 impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         SplitMix64 { state: seed }
     }
 
     /// An independent stream for one purpose of one service, derived from the run's seed.
-    pub fn stream(seed: u64, service: &str, purpose: &str) -> Self {
+    pub(crate) fn stream(seed: u64, service: &str, purpose: &str) -> Self {
         let mut mixer = SplitMix64::new(seed ^ fnv1a(service.as_bytes()).rotate_left(17) ^ fnv1a(purpose.as_bytes()));
         SplitMix64::new(mixer.next_u64())
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -26,19 +26,19 @@ impl SplitMix64 {
     }
 
     /// Uniform in [0, 1).
-    pub fn next_f64(&mut self) -> f64 {
+    pub(crate) fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Standard normal (Box-Muller; the second value is discarded for simplicity of state).
-    pub fn normal(&mut self) -> f64 {
+    pub(crate) fn normal(&mut self) -> f64 {
         let u1 = self.next_f64().max(f64::MIN_POSITIVE);
         let u2 = self.next_f64();
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
 
     /// A Poisson count with mean `lambda`: Knuth's method for small means, a rounded normal for large ones.
-    pub fn poisson(&mut self, lambda: f64) -> u64 {
+    pub(crate) fn poisson(&mut self, lambda: f64) -> u64 {
         if lambda.is_nan() || lambda <= 0.0 {
             return 0;
         }

@@ -11,7 +11,7 @@ use super::rng::SplitMix64;
 use super::{MAX_ARRIVALS_PER_SECOND, MAX_DURATION_S, MAX_RUN_ARRIVALS, SimError};
 
 /// The built-in trace shapes, with what each models.
-pub const BUILTIN_TRACES: &[(&str, &str)] = &[
+pub(crate) const BUILTIN_TRACES: &[(&str, &str)] = &[
     ("day", "a diurnal day (quiet night, afternoon peak) with four flash bursts"),
     ("burst", "steady 30% load with a 10-minute flash burst to 250% every 3 hours"),
     ("step", "30% load, stepping to 100% after a third of the run"),
@@ -296,7 +296,7 @@ impl Iterator for Arrivals<'_> {
 }
 
 /// The built-in shapes: load level (1.0 = the service's `baseRate`) at second `t` of a run of `duration_s`.
-pub fn level(name: &str, t: u64, duration_s: u64) -> f64 {
+pub(crate) fn level(name: &str, t: u64, duration_s: u64) -> f64 {
     let hours = t as f64 / 3600.0;
     let frac = t as f64 / duration_s.max(1) as f64;
     match name {

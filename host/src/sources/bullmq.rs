@@ -101,7 +101,7 @@ impl BullmqError {
     }
 }
 
-pub type Result<T, E = BullmqError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = BullmqError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
@@ -237,7 +237,7 @@ impl BullmqSource {
     /// The master Redis Sentinel names `master`, asked of the sentinels at `addresses` (`host:port`) whenever a
     /// connection is made, so a fail-over is followed by the next collection. `node` carries the user, password and
     /// database of the master; `sentinel_password` is the sentinels' own, if they need one.
-    pub fn sentinel(
+    pub(crate) fn sentinel(
         addresses: &[String],
         master: &str,
         node: redis::RedisConnectionInfo,
@@ -268,7 +268,7 @@ impl BullmqSource {
     }
 
     /// A Redis Cluster reached through any of `addresses` (`host:port`), with the user and password given.
-    pub fn cluster(
+    pub(crate) fn cluster(
         addresses: &[String],
         username: Option<&str>,
         password: Option<&str>,
@@ -794,7 +794,7 @@ pub fn counts_table(queues: &[QueueRef], states: &[Result<QueueState>]) -> Strin
 /// The userinfo is taken to end at the LAST `@` of the whole URL, not at the first `/`, `?` or `#`: a password
 /// written without percent-encoding may hold those, and leaking it matters more than a tidy message for the rare
 /// URL with an `@` after its host.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_string();
     };

@@ -31,7 +31,7 @@ use crate::spec::{QueueRef, ScalingPolicySpec, ServiceKey};
 
 /// Source names used in metrics, logs and sample ages.
 pub const REDIS: &str = "redis";
-pub const PROMETHEUS: &str = "prometheus";
+pub(crate) const PROMETHEUS: &str = "prometheus";
 pub const RESOURCES: &str = "metrics.k8s.io";
 
 pub struct LiveObserver {
@@ -179,7 +179,7 @@ impl LiveObserver {
 
     /// The tick's deadline and the bound on the age of queue counts, and for the Secrets' connections (call it
     /// before [`Self::with_secret_connections`]) their timeout and how often they are read again.
-    pub fn with_redis_settings(mut self, settings: RedisSettings) -> Self {
+    pub(crate) fn with_redis_settings(mut self, settings: RedisSettings) -> Self {
         self.redis = settings;
         self
     }

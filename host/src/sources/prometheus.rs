@@ -74,7 +74,7 @@ and (time() - timestamp(DCGM_FI_DEV_GPU_UTIL{namespace=~\"{namespace}\", pod=~\"
 
 /// The default latency template: the `quantile` (0..1) of a histogram in seconds, per Deployment, in milliseconds,
 /// over the rate window.
-pub fn latency_quantile_template(histogram: &str, quantile: f64) -> String {
+pub(crate) fn latency_quantile_template(histogram: &str, quantile: f64) -> String {
     format!(
         "1000 * histogram_quantile({quantile}, sum by (le, namespace, deployment) (label_replace(\
          rate({histogram}_bucket{{namespace=~\"{{namespace}}\", pod=~\"{{pod_regex}}\"}}[{{rate_window}}]), \
@@ -83,7 +83,7 @@ pub fn latency_quantile_template(histogram: &str, quantile: f64) -> String {
 }
 
 /// The default request-rate template: per-second increase of a counter over the rate window, per pod.
-pub fn request_rate_template(counter: &str) -> String {
+pub(crate) fn request_rate_template(counter: &str) -> String {
     format!(
         "sum by (namespace, pod) (rate({counter}{{namespace=~\"{{namespace}}\", pod=~\"{{pod_regex}}\"}}[{{rate_window}}]))"
     )
@@ -167,7 +167,7 @@ pub struct PrometheusConfig {
 }
 
 /// 16 MiB: about 50,000 series of the shape the templates return, far more than any batch of services needs.
-pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 << 20;
+pub(crate) const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 << 20;
 
 impl PrometheusConfig {
     /// A config with the defaults of [`PrometheusSettings`], 4 queries in flight, answers up to

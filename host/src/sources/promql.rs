@@ -15,11 +15,11 @@ use promql_parser::label::{MatchOp, Matcher, Matchers};
 use promql_parser::parser::{self, Expr, VectorSelector};
 
 /// The label every selector is confined by.
-pub const NAMESPACE_LABEL: &str = "namespace";
+pub(crate) const NAMESPACE_LABEL: &str = "namespace";
 
 /// Why a query cannot be confined; the text explains what to change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfineError {
+pub(crate) enum ConfineError {
     #[error("it is not valid PromQL: {0}")]
     Parse(String),
     #[error(
@@ -37,7 +37,7 @@ pub enum ConfineError {
 }
 
 /// `query` with a `namespace` matcher for `namespaces` (one or more) on every selector.
-pub fn confine(query: &str, namespaces: &BTreeSet<String>) -> Result<String, ConfineError> {
+pub(crate) fn confine(query: &str, namespaces: &BTreeSet<String>) -> Result<String, ConfineError> {
     assert!(!namespaces.is_empty(), "a query is confined to at least one namespace");
     let mut expr = parser::parse(query).map_err(|e| ConfineError::Parse(e.trim().to_string()))?;
     let enforced = enforced_matcher(namespaces);

@@ -51,7 +51,7 @@ use crate::workload::{describe_target, target_api};
 
 /// The names of the custom metrics carrying a resource's pod groups, in the order of [`PodGroups::fields`]; the
 /// SDK's `hpa::POD_GROUP_FIELDS` and `hpa::Resource::metric_name` spell the same names.
-pub const POD_GROUP_FIELDS: [&str; 7] = [
+pub(crate) const POD_GROUP_FIELDS: [&str; 7] = [
     "ready_pods",
     "ready_usage",
     "ready_request",
@@ -73,7 +73,7 @@ pub struct ResourceConfig {
 
 impl ResourceConfig {
     /// The timeout and the HPA's periods of `settings`, 4 requests in flight.
-    pub fn new(settings: &ResourceSettings) -> Self {
+    pub(crate) fn new(settings: &ResourceSettings) -> Self {
         ResourceConfig {
             timeout: settings.timeout,
             max_concurrency: 4,
@@ -99,7 +99,7 @@ pub enum Resource {
 
 impl Resource {
     /// The resource name in requests and usage maps.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Resource::Cpu => "cpu",
             Resource::Memory => "memory",
@@ -601,7 +601,7 @@ fn container_requests(container: &Container) -> Option<&BTreeMap<String, Quantit
 
 /// A Kubernetes quantity (`250m`, `1.5`, `12345Ki`, `1234567n`, `1e3`) in milli-units, rounded up as
 /// `Quantity.MilliValue()` rounds.
-pub fn milli_value(text: &str) -> Result<u128, String> {
+pub(crate) fn milli_value(text: &str) -> Result<u128, String> {
     let text = text.trim();
     let number_end =
         text.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(text.len());
@@ -660,7 +660,7 @@ pub fn milli_value(text: &str) -> Result<u128, String> {
 }
 
 /// A Go `time.Duration` string (`15s`, `10.808s`, `1m0s`, `500ms`) as `metav1.Duration` serializes it.
-pub fn parse_go_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_go_duration(text: &str) -> Option<Duration> {
     if text == "0" {
         return Some(Duration::ZERO);
     }
@@ -689,7 +689,7 @@ pub fn parse_go_duration(text: &str) -> Option<Duration> {
 
 /// A label selector in its string form (`app=stt,tier in (a,b),!canary`), as `/scale` reports it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Selector {
+pub(crate) struct Selector {
     text: String,
     requirements: Vec<Requirement>,
 }
@@ -707,7 +707,7 @@ enum Requirement {
 impl Selector {
     /// Parses the grammar of `labels.Parse`: comma-separated requirements `k=v`, `k==v`, `k!=v`, `k in (v,...)`,
     /// `k notin (v,...)`, `k`, `!k`. The empty selector matches every pod.
-    pub fn parse(text: &str) -> Result<Selector, String> {
+    pub(crate) fn parse(text: &str) -> Result<Selector, String> {
         let mut requirements = Vec::new();
         for part in split_top_level(text) {
             let part = part.trim();
@@ -742,7 +742,7 @@ impl Selector {
         Ok(Selector { text: text.to_owned(), requirements })
     }
 
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+    pub(crate) fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         let label = |k: &str| labels.get(k).map(String::as_str);
         self.requirements.iter().all(|requirement| match requirement {
             Requirement::Equals(k, v) => label(k) == Some(v),
