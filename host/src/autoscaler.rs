@@ -55,17 +55,17 @@ pub struct ManagedService {
     pub decider: Decider,
     pub memory: ServiceMemory,
     /// The shadow plugin: decides beside the live one on the same observation, never applied.
-    pub shadow: Option<ShadowPlugin>,
+    pub(crate) shadow: Option<ShadowPlugin>,
     last_decided_ms: Option<u64>,
     backoff: Backoff,
     /// Why the service sits out every tick (e.g. another autoscaler scales its target): neither decided nor
     /// written while set.
-    pub hold: Option<String>,
+    pub(crate) hold: Option<String>,
 }
 
 /// A shadow plugin with the spec it decides with (see [`ScalingPolicySpec::shadow_spec`]).
 pub struct ShadowPlugin {
-    pub decider: Decider,
+    pub(crate) decider: Decider,
     backoff: Backoff,
 }
 
@@ -203,7 +203,7 @@ pub struct Fleet {
 pub struct TickResult {
     pub record: DecisionRecord,
     /// Set when writing the new replica count failed; the next tick tries again.
-    pub write_error: Option<String>,
+    pub(crate) write_error: Option<String>,
 }
 
 /// A due service's decision with the scale it was made on, or why it could not be made.

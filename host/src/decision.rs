@@ -18,7 +18,7 @@ use crate::spec::{Fallback, ScalingPolicySpec, ServiceKey};
 pub struct ServiceMemory {
     /// The state blob the plugin returned last (base64 in JSON).
     #[serde(default, with = "base64_opt", skip_serializing_if = "Option::is_none")]
-    pub plugin_state: Option<Vec<u8>>,
+    pub(crate) plugin_state: Option<Vec<u8>>,
     /// Digest of the plugin that wrote `plugin_state`; a different plugin starts from no state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin_digest: Option<Arc<str>>,
@@ -26,10 +26,10 @@ pub struct ServiceMemory {
     pub history: ScaleHistory,
     /// Total completed jobs seen last time, to derive completions since the previous decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_completed: Option<u64>,
+    pub(crate) last_completed: Option<u64>,
     /// The shadow plugin's own memory (its state and completion count; it borrows the live scale history).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shadow: Option<Box<ServiceMemory>>,
+    pub(crate) shadow: Option<Box<ServiceMemory>>,
 }
 
 impl ServiceMemory {
@@ -63,11 +63,11 @@ pub enum PluginVerdict {
 #[serde(rename_all = "camelCase")]
 pub struct DecisionRecord {
     pub service: ServiceKey,
-    pub now_ms: u64,
-    pub current: u32,
-    pub ready: u32,
+    pub(crate) now_ms: u64,
+    pub(crate) current: u32,
+    pub(crate) ready: u32,
     pub observation: Observation,
-    pub plugin_digest: Arc<str>,
+    pub(crate) plugin_digest: Arc<str>,
     pub plugin: PluginVerdict,
     /// Set when the plugin failed: what the fallback did and why.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -75,30 +75,30 @@ pub struct DecisionRecord {
     /// The replica count handed to the clamps (the plugin's answer, or the fallback's).
     pub desired: u32,
     /// What the clamps did; `None` when the policy is paused.
-    pub clamp: Option<ClampOutcome>,
+    pub(crate) clamp: Option<ClampOutcome>,
     /// What should be written to `/scale`.
     pub replicas: u32,
-    pub logs: Vec<PluginLog>,
-    pub call_micros: u64,
+    pub(crate) logs: Vec<PluginLog>,
+    pub(crate) call_micros: u64,
     /// What the shadow plugin would have done, when the spec has one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub shadow: Option<ShadowRecord>,
+    pub(crate) shadow: Option<ShadowRecord>,
 }
 
 /// The shadow plugin's decision on the same observation and history: reported, never applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ShadowRecord {
-    pub plugin_digest: String,
+    pub(crate) plugin_digest: String,
     /// The plugin's answer, or the fallback's when it failed.
-    pub desired: u32,
+    pub(crate) desired: u32,
     /// What the shadow would have written after the clamps.
-    pub replicas: u32,
+    pub(crate) replicas: u32,
     /// The plugin's reason, or why it failed.
-    pub reason: String,
+    pub(crate) reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure: Option<FailureKind>,
-    pub call_micros: u64,
+    pub(crate) failure: Option<FailureKind>,
+    pub(crate) call_micros: u64,
 }
 
 impl From<DecisionRecord> for ShadowRecord {
@@ -144,9 +144,9 @@ impl DecisionRecord {
 /// What a service decides with: its spec, the config text its plugin receives, and the plugin. A service has one
 /// for its live plugin and one for its shadow (with the shadow's spec); the memory is the caller's.
 pub struct Decider {
-    pub spec: ScalingPolicySpec,
+    pub(crate) spec: ScalingPolicySpec,
     config_json: String,
-    pub plugin: Plugin,
+    pub(crate) plugin: Plugin,
 }
 
 impl Decider {

@@ -68,9 +68,9 @@ pub struct Observation {
 /// The sane range of a metric, bounds included. Anything outside, NaN and infinities included, is unavailable.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Range {
-    pub metric: &'static str,
-    pub min: f64,
-    pub max: f64,
+    pub(crate) metric: &'static str,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
 }
 
 /// GPU duty cycle is a share of time. CPU and memory are relative to the pods' requests, which may be tiny next

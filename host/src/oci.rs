@@ -261,9 +261,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// A pulled, verified component.
 #[derive(Debug)]
 pub struct Artifact {
-    /// The pinned reference it was pulled by.
-    pub reference: String,
-    pub manifest_digest: String,
+    pub(crate) manifest_digest: String,
     pub layer_media_type: String,
     pub component: Arc<Vec<u8>>,
     /// Lowercase hex sha256 of the component (the runtime's identity of a plugin).
@@ -381,7 +379,7 @@ async fn fetch(reference: &PinnedReference, access: &RegistryAccess) -> Result<(
             return Err(content_error(format!("layer {} is larger than {MAX_COMPONENT_BYTES} bytes", layer.digest)));
         }
     }
-    let artifact = verified_artifact(reference, &manifest_bytes, &layer, component).map_err(artifact_error)?;
+    let artifact = verified_artifact(&manifest_bytes, &layer, component).map_err(artifact_error)?;
     Ok((manifest_bytes.to_vec(), artifact))
 }
 
@@ -407,7 +405,6 @@ fn component_layer(manifest: &OciImageManifest) -> Result<OciDescriptor, Content
 }
 
 fn verified_artifact(
-    reference: &PinnedReference,
     manifest_bytes: &[u8],
     layer: &OciDescriptor,
     component: Vec<u8>,
@@ -417,7 +414,6 @@ fn verified_artifact(
         return Err(ContentError::LayerDigest { actual: digest, declared: layer.digest.clone() });
     }
     Ok(Artifact {
-        reference: reference.to_string(),
         manifest_digest: format!("sha256:{}", crate::runtime::digest(manifest_bytes)),
         layer_media_type: layer.media_type.clone(),
         component: Arc::new(component),
@@ -437,7 +433,7 @@ fn read_disk(dir: &Path, reference: &PinnedReference) -> Option<Artifact> {
     }
     let layer = component_layer(&parse_manifest(&manifest_bytes).ok()?).ok()?;
     let component = std::fs::read(cache_path(dir, "blobs", &layer.digest)).ok()?;
-    verified_artifact(reference, &manifest_bytes, &layer, component).ok()
+    verified_artifact(&manifest_bytes, &layer, component).ok()
 }
 
 fn write_disk(dir: &Path, manifest_bytes: &[u8], artifact: &Artifact) -> std::io::Result<()> {
@@ -468,11 +464,11 @@ pub struct ComponentWorld {
 pub struct Pushed {
     /// `registry/repository@sha256:...`: what a ScalingPolicy's `plugin.oci.reference` should say.
     pub reference: String,
-    pub manifest_digest: String,
+    pub(crate) manifest_digest: String,
     /// Lowercase hex sha256 of the component (`plugin.sha256`).
-    pub component_digest: String,
+    pub(crate) component_digest: String,
     /// The tag also pointed at the manifest, when the target named one.
-    pub tag: Option<String>,
+    pub(crate) tag: Option<String>,
 }
 
 /// The artifact's manifest and config blob for a component: deterministic (no timestamps), so the same component

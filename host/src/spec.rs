@@ -32,9 +32,9 @@ pub(crate) const API_VERSION: &str = "ballast.dev/v1alpha1";
 #[cfg(not(feature = "cluster"))]
 #[derive(Debug, Clone)]
 pub struct ScalingPolicy {
-    pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    pub spec: ScalingPolicySpec,
-    pub status: Option<crate::policy::status::ScalingPolicyStatus>,
+    pub(crate) metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    pub(crate) spec: ScalingPolicySpec,
+    pub(crate) status: Option<crate::policy::status::ScalingPolicyStatus>,
 }
 
 /// What to scale, between which bounds, with which plugin, config, metrics and `behavior`. Also the spec of the
@@ -262,7 +262,7 @@ pub struct OciPluginRef {
     /// A Secret of type `kubernetes.io/dockerconfigjson` in the policy's namespace with the registry's
     /// credentials (basic auth or a registry token). Anonymous pull when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pull_secret: Option<String>,
+    pub(crate) pull_secret: Option<String>,
     /// Speak plain HTTP to the registry instead of HTTPS. Loopback registries always get plain HTTP.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
@@ -306,7 +306,7 @@ fn yes() -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisConnectionRef {
-    pub secret_name: String,
+    pub(crate) secret_name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
@@ -395,10 +395,10 @@ impl TryFrom<FallbackFields> for Fallback {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ShadowSpec {
-    pub plugin: PluginRef,
+    pub(crate) plugin: PluginRef,
     #[serde(default)]
     #[schemars(schema_with = "schema::free_form")]
-    pub config: serde_json::Value,
+    pub(crate) config: serde_json::Value,
 }
 
 #[cfg(test)]

@@ -82,7 +82,7 @@ pub struct Built {
     pub size: u64,
     /// Size after gzip -9: what a ConfigMap would hold.
     pub gzipped: u64,
-    pub elapsed: Duration,
+    pub(crate) elapsed: Duration,
 }
 
 impl Built {

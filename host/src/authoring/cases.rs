@@ -86,16 +86,16 @@ pub enum CaseError {
 /// One table row: one step, or several run in order with the state carried from one to the next.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Case {
-    pub name: String,
-    pub steps: Vec<Step>,
+    pub(crate) name: String,
+    pub(crate) steps: Vec<Step>,
 }
 
 /// One `decide` call of a case. Only the first step's `input.state` is read: a later step gets the state the
 /// previous step's decision returned (or the one before, when that step failed, as the host keeps it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
-    pub input: CaseInput,
-    pub expect: Expectation,
+    pub(crate) input: CaseInput,
+    pub(crate) expect: Expectation,
 }
 
 /// How far the host's clock moves between two steps that do not say: one tick.
@@ -103,14 +103,14 @@ const DEFAULT_STEP_MS: u64 = 1000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaseInput {
-    pub current_replicas: u32,
-    pub ready_replicas: u32,
-    pub min_replicas: u32,
-    pub max_replicas: u32,
-    pub now_ms: u64,
-    pub config: Value,
-    pub state: Option<Vec<u8>>,
-    pub observation: Observation,
+    pub(crate) current_replicas: u32,
+    pub(crate) ready_replicas: u32,
+    pub(crate) min_replicas: u32,
+    pub(crate) max_replicas: u32,
+    pub(crate) now_ms: u64,
+    pub(crate) config: Value,
+    pub(crate) state: Option<Vec<u8>>,
+    pub(crate) observation: Observation,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -122,8 +122,8 @@ pub enum Expected {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expectation {
-    pub outcome: Expected,
-    pub reason_contains: Option<String>,
+    pub(crate) outcome: Expected,
+    pub(crate) reason_contains: Option<String>,
 }
 
 /// Parses a cases file; `what` names it in errors.
@@ -336,19 +336,18 @@ fn parse_expect(value: &Value) -> Result<Expectation, CaseError> {
 /// What one case did, step by step.
 #[derive(Debug)]
 pub struct CaseResult {
-    pub name: String,
-    pub steps: Vec<StepResult>,
+    pub(crate) name: String,
+    pub(crate) steps: Vec<StepResult>,
 }
 
 /// What one `decide` call of a case did.
 #[derive(Debug)]
 pub struct StepResult {
-    pub got: Result<Decision, PluginFailure>,
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// Empty when the step passed; otherwise the diff, `-` expected and `+` got.
-    pub diff: Vec<String>,
+    pub(crate) diff: Vec<String>,
     /// What the plugin logged and printed during the call.
-    pub logs: Vec<PluginLog>,
+    pub(crate) logs: Vec<PluginLog>,
 }
 
 impl CaseResult {
@@ -381,7 +380,7 @@ pub fn run(engine: &Arc<PolicyEngine>, compiled: &Arc<CompiledPolicy>, cases: &[
                         state.clone_from(&decision.state);
                     }
                     let diff = compare(&step.expect, &outcome.result);
-                    StepResult { got: outcome.result, duration: outcome.duration, diff, logs: outcome.logs }
+                    StepResult { duration: outcome.duration, diff, logs: outcome.logs }
                 })
                 .collect();
             CaseResult { name: case.name.clone(), steps }

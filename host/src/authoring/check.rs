@@ -39,11 +39,11 @@ fn sniff(what: &str, bytes: &[u8]) -> Result<(), CheckError> {
 /// What the canary decision ran on.
 #[derive(Debug, Clone)]
 pub struct SampleInput {
-    pub observation: Observation,
-    pub current: u32,
-    pub ready: u32,
-    pub min: u32,
-    pub max: u32,
+    pub(crate) observation: Observation,
+    pub(crate) current: u32,
+    pub(crate) ready: u32,
+    pub(crate) min: u32,
+    pub(crate) max: u32,
 }
 
 /// A busy inference service: every metric the host gathers, at levels that should make most policies scale up.
@@ -67,29 +67,29 @@ pub(crate) fn sample_input() -> SampleInput {
 /// Everything `ballast plugin check` reports.
 #[derive(Debug)]
 pub struct CheckReport {
-    pub what: String,
-    pub digest: String,
-    pub size: usize,
-    pub gzip_size: usize,
-    pub imports: Vec<String>,
-    pub exports: Vec<String>,
+    pub(crate) what: String,
+    pub(crate) digest: String,
+    pub(crate) size: usize,
+    pub(crate) gzip_size: usize,
+    pub(crate) imports: Vec<String>,
+    pub(crate) exports: Vec<String>,
     /// The version of the world the component implements.
-    pub world: runtime::World,
+    pub(crate) world: runtime::World,
     /// Time spent compiling; zero when the compiled component came from the on-disk cache.
-    pub compile_time: Duration,
+    pub(crate) compile_time: Duration,
     /// Whether the component came from the compile cache, loaded in `load_time`, instead of being compiled.
-    pub from_cache: bool,
+    pub(crate) from_cache: bool,
     /// Time from the bytes to a validated component (compiling, or reading the cache, and validating).
-    pub load_time: Duration,
-    pub instantiate_time: Duration,
-    pub sample: SampleInput,
-    pub canary: Result<Decision, PluginFailure>,
+    pub(crate) load_time: Duration,
+    pub(crate) instantiate_time: Duration,
+    pub(crate) sample: SampleInput,
+    pub(crate) canary: Result<Decision, PluginFailure>,
     /// The last canary `decide`, each on a fresh instance.
-    pub canary_time: Duration,
+    pub(crate) canary_time: Duration,
     /// Canary calls made: more than one when a call only ran out of time (as the host retries one).
-    pub canary_attempts: usize,
+    pub(crate) canary_attempts: usize,
     /// What the plugin logged and printed during the canary.
-    pub canary_logs: Vec<PluginLog>,
+    pub(crate) canary_logs: Vec<PluginLog>,
 }
 
 impl CheckReport {

@@ -49,11 +49,11 @@ pub struct PackTarget {
 /// The packed ConfigMap, and facts for the comment above it.
 #[derive(Debug, Clone)]
 pub struct Packed {
-    pub config_map: ConfigMap,
+    pub(crate) config_map: ConfigMap,
     pub digest: String,
-    pub size: usize,
-    pub stored_size: usize,
-    pub gzipped: bool,
+    pub(crate) size: usize,
+    pub(crate) stored_size: usize,
+    pub(crate) gzipped: bool,
 }
 
 fn valid_name(name: &str) -> bool {

@@ -41,11 +41,11 @@ pub enum Direction {
 /// What one rate policy allows: `value` pods or percent per `period_seconds`, from the period's start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PolicyProposal {
-    pub kind: ScalingPolicyType,
-    pub value: i32,
-    pub period_seconds: i32,
-    pub start: i64,
-    pub proposed: i64,
+    pub(crate) kind: ScalingPolicyType,
+    pub(crate) value: i32,
+    pub(crate) period_seconds: i32,
+    pub(crate) start: i64,
+    pub(crate) proposed: i64,
 }
 
 impl fmt::Display for Direction {

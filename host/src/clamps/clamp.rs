@@ -42,12 +42,12 @@ pub enum ClampStage {
 /// One stage of a clamp. Serialized with its `message` and its `detail` as text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClampStep {
-    pub stage: ClampStage,
-    pub replicas_in: u32,
-    pub replicas_out: u32,
-    pub reason: Reason,
+    pub(crate) stage: ClampStage,
+    pub(crate) replicas_in: u32,
+    pub(crate) replicas_out: u32,
+    pub(crate) reason: Reason,
     /// How the stage computed its bound (windows, policies, period starts); its `Display` is the text.
-    pub detail: StepDetail,
+    pub(crate) detail: StepDetail,
 }
 
 impl ClampStep {
@@ -96,7 +96,7 @@ pub struct ClampOutcome {
     pub stabilized_replicas: Option<u32>,
     /// The AbleToScale reason: `ScaleUpStabilized`, `ScaleDownStabilized` or `ReadyForNewScale`.
     pub able_to_scale_reason: Option<Reason>,
-    pub steps: Vec<ClampStep>,
+    pub(crate) steps: Vec<ClampStep>,
 }
 
 /// Clamp one decision as the HPA controller would and record the raw decision in `history` (the controller's

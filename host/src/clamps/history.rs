@@ -12,8 +12,8 @@ use super::types::{Behavior, ResolvedRules};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TimestampedRecommendation {
-    pub replicas: u32,
-    pub timestamp_ms: u64,
+    pub(crate) replicas: u32,
+    pub(crate) timestamp_ms: u64,
 }
 
 /// A scale of the target by `replica_change` pods (positive in both directions) at `timestamp_ms`. `outdated`
@@ -21,21 +21,21 @@ pub struct TimestampedRecommendation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScaleEvent {
-    pub replica_change: u32,
-    pub timestamp_ms: u64,
+    pub(crate) replica_change: u32,
+    pub(crate) timestamp_ms: u64,
     #[serde(default)]
-    pub outdated: bool,
+    pub(crate) outdated: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScaleHistory {
     #[serde(default)]
-    pub recommendations: Vec<TimestampedRecommendation>,
+    pub(crate) recommendations: Vec<TimestampedRecommendation>,
     #[serde(default)]
     pub scale_up_events: Vec<ScaleEvent>,
     #[serde(default)]
-    pub scale_down_events: Vec<ScaleEvent>,
+    pub(crate) scale_down_events: Vec<ScaleEvent>,
 }
 
 /// Milliseconds from `timestamp_ms` to `now_ms`; negative for a timestamp in the future (clock skew).

@@ -15,9 +15,9 @@ const SCALE_UP_LIMIT_MINIMUM: i64 = 4;
 /// A limited (or not) replica count with the ScalingLimited reason and a human account of the computation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Converted {
-    pub replicas: i64,
-    pub reason: Reason,
-    pub detail: RateDetail,
+    pub(crate) replicas: i64,
+    pub(crate) reason: Reason,
+    pub(crate) detail: RateDetail,
 }
 
 fn record(recommendations: &mut Vec<TimestampedRecommendation>, slot: Option<usize>, desired: i64, now_ms: u64) {
@@ -56,13 +56,13 @@ pub(crate) fn stabilize_recommendation(
 /// The result of `stabilizeRecommendationWithBehaviors`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stabilized {
-    pub replicas: i64,
+    pub(crate) replicas: i64,
     /// The reason to report if `replicas` differs from the desired count.
-    pub reason: Reason,
+    pub(crate) reason: Reason,
     /// Lowest recommendation in the scale-up window (the desired count included).
-    pub floor: i64,
+    pub(crate) floor: i64,
     /// Highest recommendation in the scale-down window (the desired count included).
-    pub ceiling: i64,
+    pub(crate) ceiling: i64,
 }
 
 /// `stabilizeRecommendationWithBehaviors`: the current count clamped into [lowest recommendation of the scale-up
@@ -195,15 +195,15 @@ pub(crate) fn calculate_scale_down_limit_with_behaviors(
 
 /// The inputs of `convertDesiredReplicasWithBehaviorRate` (Go's `NormalizationArg`).
 pub(crate) struct RateArgs<'a> {
-    pub current: i64,
-    pub desired: i64,
-    pub min: i64,
-    pub max: i64,
-    pub scale_up: &'a ResolvedRules<'a>,
-    pub scale_down: &'a ResolvedRules<'a>,
-    pub up_events: &'a [ScaleEvent],
-    pub down_events: &'a [ScaleEvent],
-    pub now_ms: u64,
+    pub(crate) current: i64,
+    pub(crate) desired: i64,
+    pub(crate) min: i64,
+    pub(crate) max: i64,
+    pub(crate) scale_up: &'a ResolvedRules<'a>,
+    pub(crate) scale_down: &'a ResolvedRules<'a>,
+    pub(crate) up_events: &'a [ScaleEvent],
+    pub(crate) down_events: &'a [ScaleEvent],
+    pub(crate) now_ms: u64,
 }
 
 /// `convertDesiredReplicasWithBehaviorRate`: cap a scale-up at min(max, rate limit) and a scale-down at

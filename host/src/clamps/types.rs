@@ -72,9 +72,9 @@ pub enum ScalingPolicyType {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResolvedRules<'a> {
-    pub stabilization_window_seconds: i32,
-    pub select_policy: SelectPolicy,
-    pub policies: Cow<'a, [HpaScalingPolicy]>,
+    pub(crate) stabilization_window_seconds: i32,
+    pub(crate) select_policy: SelectPolicy,
+    pub(crate) policies: Cow<'a, [HpaScalingPolicy]>,
 }
 
 /// `GenerateHPAScaleUpRules`' policies: 4 Pods or 100 Percent per 15 s.

@@ -32,8 +32,8 @@ pub enum Level {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     pub level: Level,
-    pub check: &'static str,
-    pub message: String,
+    pub(crate) check: &'static str,
+    pub(crate) message: String,
 }
 
 /// Where to look besides the API server.

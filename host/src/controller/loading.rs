@@ -86,15 +86,15 @@ pub(crate) enum Found<S> {
 /// Why a version was not loaded.
 #[derive(Debug)]
 pub(crate) struct LoadFailure {
-    pub message: String,
+    pub(crate) message: String,
     /// The version not to load again until something changes: the component's digest once it is known.
-    pub digest: String,
+    pub(crate) digest: String,
     /// A failed pull (registry unreachable, credentials missing) or a canary that only ran out of time is retried
     /// after a backoff; a refused component is not.
-    pub retry: bool,
+    pub(crate) retry: bool,
     /// The Event's and the condition's reason: `PluginPullFailed`, `PluginUnavailable` (a file not read) or
     /// `PluginRejected`.
-    pub reason: &'static str,
+    pub(crate) reason: &'static str,
 }
 
 /// What the loop is to do for a slot. `S` is how to load a version, `L` a loaded plugin.

@@ -18,17 +18,17 @@ fn printable(text: &str) -> String {
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusRow {
-    pub namespace: String,
-    pub name: String,
+    pub(crate) namespace: String,
+    pub(crate) name: String,
     /// `Kind/name` of the workload.
-    pub target: String,
-    pub current_replicas: Option<u32>,
-    pub desired_replicas: Option<u32>,
-    pub plugin_digest: Option<String>,
-    pub last_reason: Option<String>,
+    pub(crate) target: String,
+    pub(crate) current_replicas: Option<u32>,
+    pub(crate) desired_replicas: Option<u32>,
+    pub(crate) plugin_digest: Option<String>,
+    pub(crate) last_reason: Option<String>,
     /// Seconds since the policy was created.
-    pub age_seconds: Option<i64>,
-    pub conditions: Vec<crate::policy::status::Condition>,
+    pub(crate) age_seconds: Option<i64>,
+    pub(crate) conditions: Vec<crate::policy::status::Condition>,
 }
 
 impl StatusRow {

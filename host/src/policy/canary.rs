@@ -14,10 +14,10 @@ use crate::spec::{ScalingPolicySpec, ServiceKey};
 /// What the canary decision runs on: the service's last observation and state, or a quiet default.
 #[derive(Debug, Clone)]
 pub(crate) struct CanaryInput {
-    pub observation: Observation,
-    pub memory: ServiceMemory,
-    pub current: u32,
-    pub ready: u32,
+    pub(crate) observation: Observation,
+    pub(crate) memory: ServiceMemory,
+    pub(crate) current: u32,
+    pub(crate) ready: u32,
 }
 
 impl CanaryInput {
@@ -30,19 +30,19 @@ impl CanaryInput {
 
 /// A validated plugin, ready to swap in.
 pub(crate) struct LoadedPlugin {
-    pub source_name: String,
-    pub plugin: Plugin,
+    pub(crate) source_name: String,
+    pub(crate) plugin: Plugin,
     /// Compile, validation and canary time.
-    pub load_time: Duration,
+    pub(crate) load_time: Duration,
 }
 
 /// Why a component was not loaded.
 #[derive(Debug)]
 pub(crate) struct ValidationFailure {
-    pub message: String,
+    pub(crate) message: String,
     /// Only the clock failed it: every canary attempt ran out of time, which on a busy node says nothing about the
     /// plugin. Worth trying again later; anything else is refused until the plugin or the policy changes.
-    pub transient: bool,
+    pub(crate) transient: bool,
 }
 
 /// Compiles, validates (world type-check, sha256 pin) and canaries a component. Blocking: call it from

@@ -43,8 +43,8 @@ impl<S> From<Documents<S>> for PolicyDocuments {
 /// `S` (the simulator's physics; [`IgnoredAny`] for the controller, which ignores them), and plugin ConfigMaps.
 #[derive(Debug, Clone)]
 pub(crate) struct Documents<S> {
-    pub policies: Vec<PolicyDocument<S>>,
-    pub config_maps: Vec<Arc<ConfigMap>>,
+    pub(crate) policies: Vec<PolicyDocument<S>>,
+    pub(crate) config_maps: Vec<Arc<ConfigMap>>,
 }
 
 impl<S> Default for Documents<S> {
@@ -64,9 +64,9 @@ impl<S> Documents<S> {
 #[derive(Debug, Clone)]
 pub(crate) struct PolicyDocument<S> {
     /// Names the document in messages: "`{file}: document {N} (`{name}`, from line {L})`".
-    pub what: String,
-    pub policy: ScalingPolicy,
-    pub simulation: Option<S>,
+    pub(crate) what: String,
+    pub(crate) policy: ScalingPolicy,
+    pub(crate) simulation: Option<S>,
 }
 
 /// The YAML files of `path`: the file itself, or a directory's `*.yaml`/`*.yml` files but its `kustomization.yaml`,

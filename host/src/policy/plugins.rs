@@ -33,9 +33,9 @@ pub(crate) enum PluginSourceError {
 pub(crate) struct PluginSource {
     /// `builtin:hpa`, `configmap:NS/NAME/KEY`, `oci:REGISTRY/REPO@sha256:...`, or a path: names the plugin in
     /// status, events and errors.
-    pub name: String,
-    pub bytes: Arc<Vec<u8>>,
-    pub digest: String,
+    pub(crate) name: String,
+    pub(crate) bytes: Arc<Vec<u8>>,
+    pub(crate) digest: String,
 }
 
 /// What a spec's plugin reference resolves to now.
@@ -51,9 +51,9 @@ pub(crate) enum Resolved {
 #[derive(Debug, Clone)]
 pub(crate) struct OciPull {
     /// `oci:REGISTRY/REPO@sha256:...`
-    pub name: String,
-    pub reference: PinnedReference,
-    pub spec: OciPluginRef,
+    pub(crate) name: String,
+    pub(crate) reference: PinnedReference,
+    pub(crate) spec: OciPluginRef,
 }
 
 /// Resolves a spec's plugin reference, reading a plugin file at once and from anywhere: for the files of the
@@ -222,7 +222,7 @@ impl PluginFiles {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PluginFile {
     /// The path as the spec gives it: names the plugin in status, events and errors.
-    pub name: String,
+    pub(crate) name: String,
     path: PathBuf,
     device: u64,
     inode: u64,

@@ -21,29 +21,29 @@ pub(crate) const RESOURCE_METRICS: &str = "ResourceMetricsAvailable";
 pub struct ScalingPolicyStatus {
     /// `Kind/name` of the scaled target, as `kubectl get hpa` shows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reference: Option<String>,
+    pub(crate) reference: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current_replicas: Option<u32>,
+    pub(crate) current_replicas: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub desired_replicas: Option<u32>,
+    pub(crate) desired_replicas: Option<u32>,
     /// RFC 3339 time of the last `/scale` write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_scale_time: Option<String>,
+    pub(crate) last_scale_time: Option<String>,
     /// Where the running plugin came from (`builtin:hpa`, `configmap:NAME/KEY`, a path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plugin_name: Option<String>,
+    pub(crate) plugin_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plugin_digest: Option<String>,
+    pub(crate) plugin_digest: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_decision: Option<LastDecision>,
+    pub(crate) last_decision: Option<LastDecision>,
     #[serde(default)]
-    pub conditions: Vec<Condition>,
+    pub(crate) conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
+    pub(crate) observed_generation: Option<i64>,
     /// Plugin state blob and behavior history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::schema::free_form_optional")]
-    pub memory: Option<ServiceMemory>,
+    pub(crate) memory: Option<ServiceMemory>,
 }
 
 /// The last decision, explained: `ballast explain` prints it.
@@ -51,33 +51,33 @@ pub struct ScalingPolicyStatus {
 #[serde(rename_all = "camelCase")]
 pub struct LastDecision {
     /// RFC 3339 time of the decision.
-    pub time: String,
+    pub(crate) time: String,
     /// One line: `current -> replicas (plugin reason; clamp reason)`.
-    pub summary: String,
-    pub current: u32,
+    pub(crate) summary: String,
+    pub(crate) current: u32,
     /// What the plugin (or the fallback) asked for, before the clamps.
-    pub desired: u32,
+    pub(crate) desired: u32,
     /// What the clamps allowed: the count written to `/scale`.
-    pub replicas: u32,
-    pub plugin_digest: String,
+    pub(crate) replicas: u32,
+    pub(crate) plugin_digest: String,
     #[serde(default)]
-    pub proposals: Vec<Proposal>,
+    pub(crate) proposals: Vec<Proposal>,
     /// The clamp's reason (`ScaleUpLimit`, `DesiredWithinRange`, ...), absent while paused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clamp_reason: Option<String>,
+    pub(crate) clamp_reason: Option<String>,
     /// What the shadow plugin would have done on the same observation (never applied).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shadow: Option<ShadowRecord>,
+    pub(crate) shadow: Option<ShadowRecord>,
     /// The whole decision record: observation, plugin verdict, fallback, each clamp step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::schema::free_form_optional")]
-    pub record: Option<serde_json::Value>,
+    pub(crate) record: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Proposal {
-    pub metric: String,
-    pub replicas: u32,
+    pub(crate) metric: String,
+    pub(crate) replicas: u32,
 }
 
 /// A Kubernetes condition (`metav1.Condition` shape).
@@ -85,12 +85,12 @@ pub struct Proposal {
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]
-    pub type_: String,
+    pub(crate) type_: String,
     /// `True`, `False` or `Unknown`.
-    pub status: String,
-    pub reason: String,
-    pub message: String,
-    pub last_transition_time: String,
+    pub(crate) status: String,
+    pub(crate) reason: String,
+    pub(crate) message: String,
+    pub(crate) last_transition_time: String,
 }
 
 /// RFC 3339 now.

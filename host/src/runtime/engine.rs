@@ -34,11 +34,11 @@ pub struct PolicyEngine {
 pub struct CompiledPolicy {
     /// sha256 of the component, hex; shared with every decision record and service memory that names it.
     pub digest: Arc<str>,
-    pub size: usize,
+    pub(crate) size: usize,
     /// Time spent compiling (zero when it came from a cache).
     pub compile_time: Duration,
     /// Whether it was loaded from the on-disk cache (`RuntimeLimits::cache_dir`) instead of compiled.
-    pub from_disk_cache: bool,
+    pub(crate) from_disk_cache: bool,
     pub(crate) pre: PolicyPre,
     /// The store every service's instance of this component lives in.
     pub(crate) store: Mutex<SharedStore>,

@@ -114,7 +114,7 @@ impl Ord for Candidate {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Bound {
     /// Pods needed in each [`WINDOW_S`] window from the run's start (the last one may be shorter).
-    pub pods: Vec<u32>,
+    pub(crate) pods: Vec<u32>,
     duration_s: u64,
 }
 

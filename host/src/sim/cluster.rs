@@ -64,22 +64,22 @@ impl Pod {
 pub struct Totals {
     pub arrived: u64,
     pub completed: u64,
-    pub failed: u64,
+    pub(crate) failed: u64,
     /// Slot-milliseconds spent working, and slot-milliseconds of ready pods (busy fraction = busy / ready).
-    pub busy_slot_ms: u64,
-    pub ready_slot_ms: u64,
+    pub(crate) busy_slot_ms: u64,
+    pub(crate) ready_slot_ms: u64,
     /// Pod-milliseconds of every existing pod, ready or starting (what the cloud bills).
-    pub pod_ms: u64,
+    pub(crate) pod_ms: u64,
     /// Milliseconds during which some waiting job had waited longer than the SLO.
-    pub over_slo_ms: u64,
-    pub scale_events: u64,
+    pub(crate) over_slo_ms: u64,
+    pub(crate) scale_events: u64,
     /// Sum of the latencies (arrival to completion) of completed jobs, for the mean time in the system.
     pub sojourn_ms: u64,
 }
 
 /// One simulated service.
 pub struct SimService {
-    pub sim: SimulationSpec,
+    pub(crate) sim: SimulationSpec,
     pods: Vec<Pod>,
     next_pod_id: u64,
     waiting: VecDeque<Job>,
@@ -90,7 +90,7 @@ pub struct SimService {
     recent_latencies: LatencyWindow,
     recent_arrivals: VecDeque<(u64, u64)>,
     /// Wait (arrival to start of the successful attempt) of every completed job, in ms.
-    pub waits_ms: Vec<u32>,
+    pub(crate) waits_ms: Vec<u32>,
     /// The totals the previous observation was taken at (busy fraction and completions since then).
     observed: Totals,
     /// Observations not yet visible to the policy (metrics delay).

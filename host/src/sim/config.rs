@@ -20,51 +20,51 @@ pub(crate) const API_VERSION: &str = "ballast.dev/v1alpha1";
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SimulationSpec {
     /// Mean time one job occupies one worker slot.
-    pub service_seconds: f64,
+    pub(crate) service_seconds: f64,
     /// Relative spread of the service time: each job takes `serviceSeconds * (1 + jitter * u)`, u uniform in
     /// [-1, 1).
     #[serde(default)]
-    pub jitter: f64,
+    pub(crate) jitter: f64,
     /// Time from pod creation to taking work (image pull, model load).
-    pub startup_seconds: f64,
+    pub(crate) startup_seconds: f64,
     /// Jobs one pod works on in parallel (BullMQ worker concurrency).
     #[serde(default = "one")]
-    pub concurrency: u32,
+    pub(crate) concurrency: u32,
     /// Jobs per second at level 1.0 of a built-in trace (its daytime peak before bursts).
     #[serde(default)]
-    pub base_rate: f64,
+    pub(crate) base_rate: f64,
     /// The BullMQ queue's name, for the timeline; defaults to the spec's first queue.
     #[serde(default)]
-    pub queue: Option<String>,
+    pub(crate) queue: Option<String>,
     /// Replicas at the start; `minReplicas` when unset.
     #[serde(default)]
-    pub initial_replicas: Option<u32>,
+    pub(crate) initial_replicas: Option<u32>,
     /// How often the policy decides, overriding its `decisionIntervalSeconds` (to model another pipeline; the
     /// HPA's sync period is 15 s). Unset: the policy's own interval, as `ballast run` uses it.
     #[serde(default)]
-    pub decision_interval_seconds: Option<u64>,
+    pub(crate) decision_interval_seconds: Option<u64>,
     /// Age of the metrics the policy sees (a scrape-and-adapter pipeline lags by tens of seconds).
     #[serde(default)]
-    pub metrics_delay_seconds: u64,
+    pub(crate) metrics_delay_seconds: u64,
     /// A job waiting longer than this before it starts breaks the wait objective.
     #[serde(default = "sixty")]
-    pub wait_slo_seconds: f64,
+    pub(crate) wait_slo_seconds: f64,
     /// GPU duty cycle of a pod whose slots are all busy; idle pods read 0.
     #[serde(default = "gpu_busy")]
-    pub gpu_percent_busy: f64,
+    pub(crate) gpu_percent_busy: f64,
     /// CPU use in percent of requests of a fully busy pod, and of an idle one.
     #[serde(default = "cpu_busy")]
-    pub cpu_percent_busy: f64,
+    pub(crate) cpu_percent_busy: f64,
     #[serde(default = "cpu_idle")]
-    pub cpu_percent_idle: f64,
+    pub(crate) cpu_percent_idle: f64,
     /// Probability that an attempt fails; BullMQ retries it after `retryBackoffSeconds` (delayed), up to
     /// `maxAttempts`, then moves it to the failed set.
     #[serde(default)]
-    pub failure_rate: f64,
+    pub(crate) failure_rate: f64,
     #[serde(default = "three")]
-    pub max_attempts: u32,
+    pub(crate) max_attempts: u32,
     #[serde(default = "five")]
-    pub retry_backoff_seconds: f64,
+    pub(crate) retry_backoff_seconds: f64,
 }
 
 fn one() -> u32 {
@@ -255,7 +255,7 @@ impl Pipeline {
 pub struct ServiceSetup {
     pub key: ServiceKey,
     pub spec: ScalingPolicySpec,
-    pub sim: SimulationSpec,
+    pub(crate) sim: SimulationSpec,
 }
 
 /// The services of one policy file (or directory), run together; `label` names the set in tables and charts.
@@ -272,8 +272,8 @@ pub struct PolicySet {
 
 /// One YAML text of a policy set: where it came from (for messages) and its text.
 pub(crate) struct PolicySource {
-    pub what: String,
-    pub text: String,
+    pub(crate) what: String,
+    pub(crate) text: String,
 }
 
 impl ServiceSetup {

@@ -26,8 +26,8 @@ const MAX_POINTS_PER_ANSWER: u64 = 200_000;
 /// One queue to read, and the service (ScalingPolicy name) its arrivals go to in the trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryQueue {
-    pub queue: String,
-    pub service: String,
+    pub(crate) queue: String,
+    pub(crate) service: String,
 }
 
 impl HistoryQueue {

@@ -75,23 +75,23 @@ pub fn engine(limits: RuntimeLimits) -> Result<Arc<PolicyEngine>, SimError> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     pub time_s: u64,
-    pub service: String,
+    pub(crate) service: String,
     /// Arrivals and completions within the interval.
     pub arrivals: u64,
-    pub completed: u64,
-    pub waiting: u64,
-    pub active: u64,
-    pub delayed: u64,
-    pub failed: u64,
-    pub replicas: u32,
-    pub ready: u32,
+    pub(crate) completed: u64,
+    pub(crate) waiting: u64,
+    pub(crate) active: u64,
+    pub(crate) delayed: u64,
+    pub(crate) failed: u64,
+    pub(crate) replicas: u32,
+    pub(crate) ready: u32,
     /// Busy fraction of ready pods over the interval, in percent; `None` with no ready pod.
-    pub busy_percent: Option<f64>,
-    pub oldest_wait_s: f64,
+    pub(crate) busy_percent: Option<f64>,
+    pub(crate) oldest_wait_s: f64,
     /// p95 wait of the jobs completed in the interval; `None` when none completed.
-    pub wait_p95_s: Option<f64>,
+    pub(crate) wait_p95_s: Option<f64>,
     /// Mean pods the lower bound ([`super::bound`]) needs over the interval.
-    pub lower_bound_pods: f64,
+    pub(crate) lower_bound_pods: f64,
 }
 
 /// One service's results over the whole run.
@@ -105,9 +105,9 @@ pub struct ServiceSummary {
     pub failed: u64,
     /// Mean wait of the completed jobs, those that waited 0 s included (most jobs find a free slot, so the median
     /// wait is 0 s and says nothing).
-    pub wait_mean_s: f64,
+    pub(crate) wait_mean_s: f64,
     pub wait_p95_s: f64,
-    pub wait_max_s: f64,
+    pub(crate) wait_max_s: f64,
     pub wait_slo_s: f64,
     pub seconds_over_slo: u64,
     pub scale_events: u64,
@@ -117,7 +117,7 @@ pub struct ServiceSummary {
     pub failure_kinds: Vec<(&'static str, u64)>,
     pub first_failure: Option<String>,
     /// Jobs still queued or running at the end.
-    pub left_in_system: u64,
+    pub(crate) left_in_system: u64,
 }
 
 /// One service's plugin failures in a run.

@@ -147,7 +147,7 @@ impl Credential {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrometheusConfig {
     /// Base URL, e.g. `http://prometheus.monitoring:9090` or `https://host/prometheus/`.
-    pub url: String,
+    pub(crate) url: String,
     pub auth: PrometheusAuth,
     /// PEM bundle of extra CA certificates trusted for an https URL.
     pub ca_file: Option<PathBuf>,
@@ -156,7 +156,7 @@ pub struct PrometheusConfig {
     /// Per query, connection included.
     pub timeout: Duration,
     /// Queries in flight at once.
-    pub max_concurrency: usize,
+    pub(crate) max_concurrency: usize,
     /// Samples older than this are unavailable.
     pub max_sample_age: Duration,
     /// The `rate()` window of the default templates (`{rate_window}`). `rate()` divides by the whole window, so
@@ -667,7 +667,7 @@ struct MatrixSeries {
 /// One series of a range query: its labels and its `(Unix seconds, value)` points, oldest first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RangeSeries {
-    pub labels: BTreeMap<String, String>,
+    pub(crate) labels: BTreeMap<String, String>,
     pub points: Vec<(f64, f64)>,
 }
 
