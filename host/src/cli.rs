@@ -634,19 +634,30 @@ fn duration_flag(min: Duration, max: Duration) -> impl Fn(&str) -> Result<Durati
 
 /// `500ms`, `5s` or `1m`; `None` when too long for a `Duration` of milliseconds.
 fn parse_duration(text: &str) -> Result<Option<Duration>, String> {
+    match scaled_number(text, &[("ms", 1), ("s", 1000), ("m", 60_000)]) {
+        Ok(millis) => Ok(millis.map(Duration::from_millis)),
+        Err(NumberError::Unit(unit)) => Err(format!("{text:?}: unknown unit {unit:?}; use ms, s or m (e.g. 5s)")),
+        Err(NumberError::NoDigits) => Err(format!("{text:?} is not a duration like 5s, 500ms or 1m")),
+    }
+}
+
+/// Why a number with a unit could not be read.
+enum NumberError<'a> {
+    Unit(&'a str),
+    NoDigits,
+}
+
+/// The leading digits of `text` times the factor of the unit after them, one of `units` (unit, factor); `None` when
+/// the product is beyond u64.
+fn scaled_number<'a>(text: &'a str, units: &[(&str, u64)]) -> Result<Option<u64>, NumberError<'a>> {
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let millis_per_unit: u64 = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use ms, s or m (e.g. 5s)")),
-    };
+    let Some(&(_, factor)) = units.iter().find(|(name, _)| *name == unit) else { return Err(NumberError::Unit(unit)) };
     if number.is_empty() {
-        return Err(format!("{text:?} is not a duration like 5s, 500ms or 1m"));
+        return Err(NumberError::NoDigits);
     }
     // `number` is all digits: it fails to parse only when it is beyond u64.
-    Ok(number.parse::<u64>().ok().and_then(|n| n.checked_mul(millis_per_unit)).map(Duration::from_millis))
+    Ok(number.parse::<u64>().ok().and_then(|n| n.checked_mul(factor)))
 }
 
 /// [`duration_flag`] for a setting used in whole seconds (written into PromQL as such).
@@ -786,20 +797,12 @@ pub struct SimulateArgs {
 /// `90`, `90s`, `15m`, `6h` or `1d`, in seconds: at least a second, at most the 31 days a simulation may last.
 fn parse_duration_s(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let factor: u64 = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("unknown unit `{unit}` in `{text}`: use s, m, h or d")),
+    let seconds = match scaled_number(text, &[("", 1), ("s", 1), ("m", 60), ("h", 3600), ("d", 86_400)]) {
+        // Digits beyond u64 are too long, as are those that overflow with their unit.
+        Ok(seconds) => seconds.unwrap_or(u64::MAX),
+        Err(NumberError::Unit(unit)) => return Err(format!("unknown unit `{unit}` in `{text}`: use s, m, h or d")),
+        Err(NumberError::NoDigits) => return Err(format!("`{text}` is not a duration such as 90s, 15m, 6h or 1d")),
     };
-    if number.is_empty() {
-        return Err(format!("`{text}` is not a duration such as 90s, 15m, 6h or 1d"));
-    }
-    // Digits beyond u64 are too long, as are those that overflow with their unit.
-    let seconds = number.parse::<u64>().ok().and_then(|n| n.checked_mul(factor)).unwrap_or(u64::MAX);
     match seconds {
         0 => Err("must be at least 1s".into()),
         s if s > ballast::sim::MAX_DURATION_S => Err(format!(
