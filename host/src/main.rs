@@ -190,7 +190,7 @@ async fn status(kube: KubeArgs, namespace: Option<String>, output: OutputFormat)
 
 async fn explain(kube: KubeArgs, policy: &str, namespace: Option<&str>, output: OutputFormat) -> anyhow::Result<()> {
     use ballast::controller::report;
-    let (namespace, name) = report::parse_policy_name(policy, namespace).map_err(anyhow::Error::msg)?;
+    let (namespace, name) = report::parse_policy_name(policy, namespace)?;
     let policies = cli::list_policies(&kube, Some(&namespace)).await?;
     let found = policies.iter().find(|p| report::is_named(p, &namespace, &name));
     let found = found.with_context(|| format!("no ScalingPolicy {namespace}/{name}"))?;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::ControllerError;
-use super::lease::{self, LeaseConfig};
+use super::lease::{self, LeaseConfig, TimingError};
 use super::reconcile::{Controller, PolicySource, RunOptions};
 use crate::config::HostConfig;
 use crate::export::{self, ExportError, Metrics, Readiness};
@@ -19,7 +19,7 @@ use crate::sources::resources::{ResourceConfig, ResourceSource};
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     #[error("leader election: {0}")]
-    Lease(String),
+    Lease(#[source] TimingError),
     #[error("the controller task failed")]
     Task(#[source] tokio::task::JoinError),
     #[error(transparent)]
