@@ -36,7 +36,8 @@ pub trait Observer {
 
 /// Reads and writes replica counts (the Kubernetes `/scale` subresource, or the simulated cluster).
 pub trait ScaleTarget {
-    type Error: std::fmt::Display;
+    /// Why a read or write failed: the cause of the tick's [`ScaleFailure`].
+    type Error: Into<BoxError>;
     fn read(
         &mut self,
         key: &ServiceKey,
@@ -48,6 +49,27 @@ pub trait ScaleTarget {
         spec: &ScalingPolicySpec,
         replicas: u32,
     ) -> impl Future<Output = std::result::Result<(), Self::Error>>;
+}
+
+/// Any error, boxed: the cause of a [`ScaleFailure`], whichever [`ScaleTarget`] failed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a due service's target could not be read (no decision) or written (the next tick tries again).
+#[derive(Debug, thiserror::Error)]
+pub enum ScaleFailure {
+    #[error("reading the scale of {key}: {source}")]
+    Read { key: ServiceKey, source: BoxError },
+    #[error("writing {replicas} replicas to {key}: {source}")]
+    Write { key: ServiceKey, replicas: u32, source: BoxError },
+}
+
+impl ScaleFailure {
+    /// The service whose target failed.
+    pub fn key(&self) -> &ServiceKey {
+        match self {
+            ScaleFailure::Read { key, .. } | ScaleFailure::Write { key, .. } => key,
+        }
+    }
 }
 
 /// One service under management: its spec, its plugin instance and its memory.
@@ -221,11 +243,11 @@ pub struct Fleet {
 pub struct TickResult {
     pub record: DecisionRecord,
     /// Set when writing the new replica count failed; the next tick tries again.
-    pub write_error: Option<String>,
+    pub write_error: Option<ScaleFailure>,
 }
 
 /// A due service's decision with the scale it was made on, or why it could not be made.
-type Decided = std::result::Result<(DecisionRecord, ScaleState), (ServiceKey, String)>;
+type Decided = std::result::Result<(DecisionRecord, ScaleState), ScaleFailure>;
 
 impl Fleet {
     /// Observes, decides and actuates every service once. One service's failure never stops the others.
@@ -237,7 +259,7 @@ impl Fleet {
         observer: &mut O,
         target: &mut T,
         now_ms: u64,
-    ) -> Vec<std::result::Result<TickResult, (ServiceKey, String)>> {
+    ) -> Vec<std::result::Result<TickResult, ScaleFailure>> {
         let due = self.due(now_ms);
         if !due.contains(&true) {
             return Vec::new();
@@ -272,7 +294,7 @@ impl Fleet {
         &mut self,
         due: &[bool],
         observations: Vec<Observation>,
-        reads: Vec<std::result::Result<ScaleState, String>>,
+        reads: Vec<std::result::Result<ScaleState, BoxError>>,
         now_ms: u64,
     ) -> Vec<Decided> {
         let services = &mut self.services;
@@ -288,7 +310,7 @@ impl Fleet {
                             let at = Moment { now_ms, current: state.current, ready: state.ready };
                             Ok((service.decide(key, observation, at), state))
                         }
-                        Err(e) => Err((key.clone(), format!("reading the scale of {key}: {e}"))),
+                        Err(source) => Err(ScaleFailure::Read { key: key.clone(), source }),
                     }
                 })
                 .collect()
@@ -302,7 +324,7 @@ impl Fleet {
         decided: Vec<Decided>,
         target: &mut T,
         now_ms: u64,
-    ) -> Vec<std::result::Result<TickResult, (ServiceKey, String)>> {
+    ) -> Vec<std::result::Result<TickResult, ScaleFailure>> {
         let mut results = Vec::with_capacity(decided.len());
         for ((key, service), decided) in due_services(&mut self.services, due).zip(decided) {
             let (record, state) = match decided {
@@ -316,7 +338,10 @@ impl Fleet {
             if record.replicas != state.current {
                 match target.write(key, &service.spec, record.replicas).await {
                     Ok(()) => service.memory.record_scale(&service.spec, state.current, record.replicas, now_ms),
-                    Err(e) => write_error = Some(format!("writing {} replicas to {key}: {e}", record.replicas)),
+                    Err(e) => {
+                        let (key, replicas) = (key.clone(), record.replicas);
+                        write_error = Some(ScaleFailure::Write { key, replicas, source: e.into() });
+                    }
                 }
             }
             results.push(Ok(TickResult { record, write_error }));
@@ -331,11 +356,11 @@ async fn observe<O: Observer, T: ScaleTarget>(
     observer: &mut O,
     target: &mut T,
     now_ms: u64,
-) -> (Vec<Observation>, Vec<std::result::Result<ScaleState, String>>) {
+) -> (Vec<Observation>, Vec<std::result::Result<ScaleState, BoxError>>) {
     let observations = observer.observe(list, now_ms).await;
     let mut reads = Vec::with_capacity(list.len());
     for (key, spec) in list {
-        reads.push(target.read(key, spec).await.map_err(|e| e.to_string()));
+        reads.push(target.read(key, spec).await.map_err(Into::into));
     }
     (observations, reads)
 }
@@ -366,15 +391,20 @@ mod tests {
     struct Steady;
 
     impl ScaleTarget for Steady {
-        type Error = String;
+        type Error = std::convert::Infallible;
         async fn read(
             &mut self,
             _key: &ServiceKey,
             _spec: &ScalingPolicySpec,
-        ) -> std::result::Result<ScaleState, String> {
+        ) -> std::result::Result<ScaleState, Self::Error> {
             Ok(ScaleState { current: 2, ready: 2 })
         }
-        async fn write(&mut self, _: &ServiceKey, _: &ScalingPolicySpec, _: u32) -> std::result::Result<(), String> {
+        async fn write(
+            &mut self,
+            _: &ServiceKey,
+            _: &ScalingPolicySpec,
+            _: u32,
+        ) -> std::result::Result<(), Self::Error> {
             Ok(())
         }
     }

@@ -354,9 +354,10 @@ impl<O: Observer> Controller<O> {
         for result in results {
             match result {
                 Ok(tick) => self.after_decision(tick),
-                Err((key, message)) => {
+                Err(failure) => {
+                    let message = failure.to_string();
                     tracing::warn!("{message}");
-                    if let Some(state) = self.states.get_mut(&key)
+                    if let Some(state) = self.states.get_mut(failure.key())
                         && state.status.set_condition(ABLE_TO_SCALE, false, "FailedGetScale", &message)
                     {
                         state.dirty = true;
