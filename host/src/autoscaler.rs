@@ -221,12 +221,9 @@ pub fn load_plugin(
     config_map: impl Fn(&str, &str) -> Option<Arc<ConfigMap>>,
 ) -> Result<Plugin> {
     let no_oci = OciStore::new(None);
-    let source = match plugins::resolve(key, spec, config_map, &no_oci) {
-        Ok(Resolved::Ready(source)) => source,
-        Ok(Resolved::Pull(pull)) => {
-            return Err(Error::Invalid(format!("{key}: {} must be pulled before it can be loaded", pull.name)));
-        }
-        Err(e) => return Err(Error::Invalid(e.to_string())),
+    let source = match plugins::resolve(key, spec, config_map, &no_oci)? {
+        Resolved::Ready(source) => source,
+        Resolved::Pull(pull) => return Err(Error::NotPulled { key: key.clone(), name: pull.name }),
     };
     let compiled = engine.load_digested(&source.name, &source.bytes, &source.digest, spec.plugin.sha256.as_deref())?;
     Ok(spec.new_plugin(engine, compiled))
