@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::ControllerError;
 use super::lease::{self, LeaseConfig, TimingError};
-use super::reconcile::{Controller, PolicySource, RunOptions};
+use super::reconcile::{Controller, ControllerOptions, PolicySource};
 use crate::config::HostConfig;
 use crate::export::{self, ExportError, Metrics, Readiness};
 use crate::policy::plugins::PluginFiles;
@@ -99,7 +99,7 @@ impl Host {
         let server = tokio::spawn(export::serve(listener, metrics.registry().clone(), readiness.clone(), async move {
             let _ = server_stop.changed().await;
         }));
-        let options = RunOptions {
+        let options = ControllerOptions {
             tick: config.schedule.tick,
             status_every: config.schedule.status_every,
             policies,
