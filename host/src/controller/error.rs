@@ -5,7 +5,7 @@ pub enum ControllerError {
     #[error("{what}: Kubernetes API: {source}")]
     Kube { what: String, source: kube::Error },
     #[error("rendering YAML: {0}")]
-    Yaml(String),
+    Yaml(#[source] serde_saphyr::SerializeError),
 }
 
 impl ControllerError {
