@@ -291,10 +291,7 @@ fn plugin(command: PluginCommand) -> anyhow::Result<()> {
     let component = |path: &Path| -> anyhow::Result<Vec<u8>> {
         match path.to_str().and_then(|p| p.strip_prefix("builtin:")) {
             Some(name) => ballast::runtime::builtin(name).map(<[u8]>::to_vec).with_context(|| {
-                format!(
-                    "no built-in plugin `{name}`: the built-ins are {}",
-                    ballast::runtime::BUILTINS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-                )
+                format!("no built-in plugin `{name}`: the built-ins are {}", ballast::runtime::builtin_names())
             }),
             None => read(path),
         }

@@ -29,15 +29,10 @@ pub enum SpecError {
     #[error(
         "{field} must name exactly one of `builtin` ({builtins}), `path` (a component file), `oci` (a digest-pinned \
          OCI reference) or `configMap` (a ConfigMap labelled {label})",
-        builtins = builtin_names(),
+        builtins = crate::runtime::builtin_names(),
         label = crate::policy::plugins::PLUGIN_LABEL_SELECTOR
     )]
     PluginSources { field: String },
-}
-
-fn builtin_names() -> String {
-    let builtins: Vec<&str> = crate::runtime::BUILTINS.iter().map(|(name, _)| *name).collect();
-    builtins.join(", ")
 }
 
 /// Identifies one scaled workload: the ScalingPolicy's namespace and name.

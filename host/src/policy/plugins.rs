@@ -34,7 +34,7 @@ pub enum PluginSourceError {
 pub enum Unavailable {
     #[error(transparent)]
     Spec(#[from] SpecError),
-    #[error("unknown built-in plugin `{0}`; built-ins are {known}", known = builtin_names())]
+    #[error("unknown built-in plugin `{0}`; built-ins are {known}", known = runtime::builtin_names())]
     UnknownBuiltin(String),
     #[error("no ConfigMap {namespace}/{name} labelled {PLUGIN_LABEL_SELECTOR}; create it or label it")]
     NoConfigMap { namespace: String, name: String },
@@ -44,11 +44,6 @@ pub enum Unavailable {
     File(#[from] PluginFileError),
     #[error(transparent)]
     Reference(#[from] OciError),
-}
-
-fn builtin_names() -> String {
-    let known: Vec<_> = runtime::BUILTINS.iter().map(|(n, _)| *n).collect();
-    known.join(", ")
 }
 
 /// Why a ConfigMap holds no usable component.
