@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ballast::controller::lease::Leadership;
-use ballast::controller::reconcile::{Controller, PolicySource, RunOptions};
+use ballast::controller::reconcile::{Controller, ControllerOptions, PolicySource};
 use ballast::export::{Metrics, Readiness};
 use ballast::runtime::RuntimeLimits;
 use ballast::sources::live::LiveObserver;
@@ -161,7 +161,7 @@ async fn main() {
     }
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let observer = LiveObserver::new(None, None, Duration::from_secs(5), Duration::from_secs(60), metrics.clone());
-    let options = RunOptions {
+    let options = ControllerOptions {
         tick: Duration::from_secs(1),
         status_every: Duration::from_secs(10),
         policies: PolicySource::Cluster,

@@ -11,7 +11,7 @@ use ballast::autoscaler::{Fleet, ManagedService, Observer, ScaleTarget, load_plu
 use ballast::clamps::{self, ClampInput};
 use ballast::decision::{Moment, policy_input};
 use ballast::runtime::PolicyEngine;
-use ballast::sim::{self, PolicySet, RunOptions, SimCluster, SimHandle, Trace};
+use ballast::sim::{self, PolicySet, SimCluster, SimHandle, SimOptions, Trace};
 
 mod common;
 
@@ -45,7 +45,7 @@ fn day(engine: &Arc<PolicyEngine>) {
     println!("== {duration_s} steps of 1 s of the built-in day, five model services ==");
     for set in sim::demo::policy_sets().expect("demo policies") {
         let started = Instant::now();
-        let options = RunOptions { duration_s, ..RunOptions::default() };
+        let options = SimOptions { duration_s, ..SimOptions::default() };
         let result = sim::run(engine, &set, &trace, options, &mut ()).expect("simulation");
         let seconds = started.elapsed().as_secs_f64();
         let pod_hours: f64 = result.summaries.iter().map(|s| s.pod_hours).sum();

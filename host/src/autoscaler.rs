@@ -36,7 +36,8 @@ pub trait Observer {
 
 /// Reads and writes replica counts (the Kubernetes `/scale` subresource, or the simulated cluster).
 pub trait ScaleTarget {
-    type Error: std::fmt::Display;
+    /// Why a read or write failed: the cause of the tick's [`ScaleFailure`].
+    type Error: Into<BoxError>;
     fn read(
         &mut self,
         key: &ServiceKey,
@@ -48,6 +49,27 @@ pub trait ScaleTarget {
         spec: &ScalingPolicySpec,
         replicas: u32,
     ) -> impl Future<Output = std::result::Result<(), Self::Error>>;
+}
+
+/// Any error, boxed: the cause of a [`ScaleFailure`], whichever [`ScaleTarget`] failed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a due service's target could not be read (no decision) or written (the next tick tries again).
+#[derive(Debug, thiserror::Error)]
+pub enum ScaleFailure {
+    #[error("reading the scale of {key}: {source}")]
+    Read { key: ServiceKey, source: BoxError },
+    #[error("writing {replicas} replicas to {key}: {source}")]
+    Write { key: ServiceKey, replicas: u32, source: BoxError },
+}
+
+impl ScaleFailure {
+    /// The service whose target failed.
+    pub fn key(&self) -> &ServiceKey {
+        match self {
+            ScaleFailure::Read { key, .. } | ScaleFailure::Write { key, .. } => key,
+        }
+    }
 }
 
 /// One service under management: what it decides with (spec, config, plugin) and its memory. It decides itself.
@@ -181,12 +203,9 @@ pub fn load_plugin(
     config_map: impl Fn(&str, &str) -> Option<Arc<ConfigMap>>,
 ) -> Result<Plugin> {
     let no_oci = OciStore::new(None);
-    let source = match plugins::resolve(key, spec, config_map, &no_oci) {
-        Ok(Resolved::Ready(source)) => source,
-        Ok(Resolved::Pull(pull)) => {
-            return Err(Error::Invalid(format!("{key}: {} must be pulled before it can be loaded", pull.name)));
-        }
-        Err(e) => return Err(Error::Invalid(e.to_string())),
+    let source = match plugins::resolve(key, spec, config_map, &no_oci)? {
+        Resolved::Ready(source) => source,
+        Resolved::Pull(pull) => return Err(Error::NotPulled { key: key.clone(), name: pull.name }),
     };
     let compiled = engine.load_digested(&source.name, &source.bytes, &source.digest, spec.plugin.sha256.as_deref())?;
     Ok(spec.new_plugin(engine, compiled))
@@ -203,11 +222,11 @@ pub struct Fleet {
 pub struct TickResult {
     pub record: DecisionRecord,
     /// Set when writing the new replica count failed; the next tick tries again.
-    pub(crate) write_error: Option<String>,
+    pub(crate) write_error: Option<ScaleFailure>,
 }
 
 /// A due service's decision with the scale it was made on, or why it could not be made.
-type Decided = std::result::Result<(DecisionRecord, ScaleState), (ServiceKey, String)>;
+type Decided = std::result::Result<(DecisionRecord, ScaleState), ScaleFailure>;
 
 impl Fleet {
     /// Observes, decides and actuates every service once. One service's failure never stops the others.
@@ -219,7 +238,7 @@ impl Fleet {
         observer: &mut O,
         target: &mut T,
         now_ms: u64,
-    ) -> Vec<std::result::Result<TickResult, (ServiceKey, String)>> {
+    ) -> Vec<std::result::Result<TickResult, ScaleFailure>> {
         let due = self.due(now_ms);
         if !due.contains(&true) {
             return Vec::new();
@@ -254,7 +273,7 @@ impl Fleet {
         &mut self,
         due: &[bool],
         observations: Vec<Observation>,
-        reads: Vec<std::result::Result<ScaleState, String>>,
+        reads: Vec<std::result::Result<ScaleState, BoxError>>,
         now_ms: u64,
     ) -> Vec<Decided> {
         let services = &mut self.services;
@@ -270,7 +289,7 @@ impl Fleet {
                             let at = Moment { now_ms, current: state.current, ready: state.ready };
                             Ok((service.decide(key, observation, at), state))
                         }
-                        Err(e) => Err((key.clone(), format!("reading the scale of {key}: {e}"))),
+                        Err(source) => Err(ScaleFailure::Read { key: key.clone(), source }),
                     }
                 })
                 .collect()
@@ -284,7 +303,7 @@ impl Fleet {
         decided: Vec<Decided>,
         target: &mut T,
         now_ms: u64,
-    ) -> Vec<std::result::Result<TickResult, (ServiceKey, String)>> {
+    ) -> Vec<std::result::Result<TickResult, ScaleFailure>> {
         let mut results = Vec::with_capacity(decided.len());
         for ((key, service), decided) in due_services(&mut self.services, due).zip(decided) {
             let (record, state) = match decided {
@@ -300,7 +319,10 @@ impl Fleet {
                     Ok(()) => {
                         service.memory.record_scale(&service.decider.spec, state.current, record.replicas, now_ms)
                     }
-                    Err(e) => write_error = Some(format!("writing {} replicas to {key}: {e}", record.replicas)),
+                    Err(e) => {
+                        let (key, replicas) = (key.clone(), record.replicas);
+                        write_error = Some(ScaleFailure::Write { key, replicas, source: e.into() });
+                    }
                 }
             }
             results.push(Ok(TickResult { record, write_error }));
@@ -315,11 +337,11 @@ async fn observe<O: Observer, T: ScaleTarget>(
     observer: &mut O,
     target: &mut T,
     now_ms: u64,
-) -> (Vec<Observation>, Vec<std::result::Result<ScaleState, String>>) {
+) -> (Vec<Observation>, Vec<std::result::Result<ScaleState, BoxError>>) {
     let observations = observer.observe(list, now_ms).await;
     let mut reads = Vec::with_capacity(list.len());
     for (key, spec) in list {
-        reads.push(target.read(key, spec).await.map_err(|e| e.to_string()));
+        reads.push(target.read(key, spec).await.map_err(Into::into));
     }
     (observations, reads)
 }
@@ -351,15 +373,20 @@ mod tests {
     struct Steady;
 
     impl ScaleTarget for Steady {
-        type Error = String;
+        type Error = std::convert::Infallible;
         async fn read(
             &mut self,
             _key: &ServiceKey,
             _spec: &ScalingPolicySpec,
-        ) -> std::result::Result<ScaleState, String> {
+        ) -> std::result::Result<ScaleState, Self::Error> {
             Ok(ScaleState { current: 2, ready: 2 })
         }
-        async fn write(&mut self, _: &ServiceKey, _: &ScalingPolicySpec, _: u32) -> std::result::Result<(), String> {
+        async fn write(
+            &mut self,
+            _: &ServiceKey,
+            _: &ScalingPolicySpec,
+            _: u32,
+        ) -> std::result::Result<(), Self::Error> {
             Ok(())
         }
     }

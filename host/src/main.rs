@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use ballast::config::PrometheusSettings;
 use ballast::export;
-use ballast::sim::{PolicySet, RunOptions, SimulationFile, Trace};
+use ballast::sim::{PolicySet, SimOptions, SimulationFile, Trace};
 use ballast::sources::bullmq::{BullmqSource, ConnectOptions};
 use clap::Parser;
 use cli::{
@@ -190,7 +190,7 @@ async fn status(kube: KubeArgs, namespace: Option<String>, output: OutputFormat)
 
 async fn explain(kube: KubeArgs, policy: &str, namespace: Option<&str>, output: OutputFormat) -> anyhow::Result<()> {
     use ballast::controller::report;
-    let (namespace, name) = report::parse_policy_name(policy, namespace).map_err(anyhow::Error::msg)?;
+    let (namespace, name) = report::parse_policy_name(policy, namespace)?;
     let policies = cli::list_policies(&kube, Some(&namespace)).await?;
     let found = policies.iter().find(|p| report::is_named(p, &namespace, &name));
     let found = found.with_context(|| format!("no ScalingPolicy {namespace}/{name}"))?;
@@ -214,7 +214,7 @@ fn print_structured(value: &serde_json::Value, format: OutputFormat) -> anyhow::
 fn demo(out: &Path, seed: u64) -> anyhow::Result<()> {
     let sets = ballast::sim::demo::policy_sets().context("loading the demo's policies")?;
     let trace = Trace::from_arg(ballast::sim::demo::TRACE)?;
-    let options = RunOptions { seed, ..RunOptions::default() };
+    let options = SimOptions { seed, ..SimOptions::default() };
     println!("ballast demo: five model services, one simulated day with bursts ({}), seed {seed}", trace.name());
     run_and_report(&sets, &trace, options, Some(out), &PluginLimitArgs::default()).map(drop)
 }
@@ -232,7 +232,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let trace = Trace::from_arg(&args.trace)?;
     let duration_s = args.duration.unwrap_or_else(|| trace.length_s());
     anyhow::ensure!(duration_s > 0, "the run is empty: give --duration (e.g. --duration 1h)");
-    let options = RunOptions { seed: args.seed, duration_s, step_s: args.step, sample_s: args.sample };
+    let options = SimOptions { seed: args.seed, duration_s, step_s: args.step, sample_s: args.sample };
     let results = run_and_report(&sets, &trace, options, args.out.as_deref(), &args.plugin_limits)?;
     if let Some(path) = &args.chart {
         ballast::sim::report::chart(&results, path)?;
@@ -262,7 +262,7 @@ fn pull_oci_plugins(sets: &mut [PolicySet], registry: &RegistryArgs) -> anyhow::
 fn run_and_report(
     sets: &[PolicySet],
     trace: &Trace,
-    options: RunOptions,
+    options: SimOptions,
     out: Option<&Path>,
     limits: &PluginLimitArgs,
 ) -> anyhow::Result<Vec<ballast::sim::RunResult>> {
@@ -291,10 +291,7 @@ fn plugin(command: PluginCommand) -> anyhow::Result<()> {
     let component = |path: &Path| -> anyhow::Result<Vec<u8>> {
         match path.to_str().and_then(|p| p.strip_prefix("builtin:")) {
             Some(name) => ballast::runtime::builtin(name).map(<[u8]>::to_vec).with_context(|| {
-                format!(
-                    "no built-in plugin `{name}`: the built-ins are {}",
-                    ballast::runtime::BUILTINS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-                )
+                format!("no built-in plugin `{name}`: the built-ins are {}", ballast::runtime::builtin_names())
             }),
             None => read(path),
         }

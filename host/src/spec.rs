@@ -8,8 +8,32 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::clamps::Behavior;
+use crate::clamps::{Behavior, ClampError};
 use crate::policy::schema;
+
+/// What is wrong with a spec beyond what its schema says, naming the field and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("spec.maxReplicas is 0; it must be at least 1 (to stop scaling, set spec.paused)")]
+    NoMaxReplicas,
+    #[error("spec.minReplicas ({min}) is above spec.maxReplicas ({max}); lower minReplicas or raise maxReplicas")]
+    MinAboveMax { min: u32, max: u32 },
+    #[error(
+        "spec.waitObjectiveSeconds ({0}) is outside {min}..={max}; give the wait in seconds, e.g. 2.5",
+        min = MIN_WAIT_OBJECTIVE_SECONDS,
+        max = MAX_WAIT_OBJECTIVE_SECONDS
+    )]
+    WaitObjective(f64),
+    #[error("spec.{0}")]
+    Behavior(#[source] ClampError),
+    #[error(
+        "{field} must name exactly one of `builtin` ({builtins}), `path` (a component file), `oci` (a digest-pinned \
+         OCI reference) or `configMap` (a ConfigMap labelled {label})",
+        builtins = crate::runtime::builtin_names(),
+        label = crate::policy::plugins::PLUGIN_LABEL_SELECTOR
+    )]
+    PluginSources { field: String },
+}
 
 /// Identifies one scaled workload: the ScalingPolicy's namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -136,26 +160,20 @@ impl ScalingPolicySpec {
     /// What is wrong with the spec beyond what its schema says, naming the field and the fix. Every reader of
     /// ScalingPolicies (the cluster, `ballast run --config`, the simulator) refuses a spec on this, each adding
     /// which policy it is.
-    pub(crate) fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), SpecError> {
         if self.max_replicas == 0 {
-            return Err("spec.maxReplicas is 0; it must be at least 1 (to stop scaling, set spec.paused)".into());
+            return Err(SpecError::NoMaxReplicas);
         }
         if self.min_replicas > self.max_replicas {
-            return Err(format!(
-                "spec.minReplicas ({}) is above spec.maxReplicas ({}); lower minReplicas or raise maxReplicas",
-                self.min_replicas, self.max_replicas
-            ));
+            return Err(SpecError::MinAboveMax { min: self.min_replicas, max: self.max_replicas });
         }
         if let Some(seconds) = self.wait_objective_seconds
             && !(MIN_WAIT_OBJECTIVE_SECONDS..=MAX_WAIT_OBJECTIVE_SECONDS).contains(&seconds)
         {
-            return Err(format!(
-                "spec.waitObjectiveSeconds ({seconds}) is outside {MIN_WAIT_OBJECTIVE_SECONDS}..={MAX_WAIT_OBJECTIVE_SECONDS}; \
-                 give the wait in seconds, e.g. 2.5"
-            ));
+            return Err(SpecError::WaitObjective(seconds));
         }
         if let Some(behavior) = &self.behavior {
-            behavior.validate().map_err(|e| format!("spec.{e}"))?;
+            behavior.validate().map_err(SpecError::Behavior)?;
         }
         self.plugin.check("spec.plugin")?;
         match &self.shadow {
@@ -237,18 +255,12 @@ pub struct PluginRef {
 
 impl PluginRef {
     /// Refuses a reference that names no source or more than one; `field` is where it sits in the spec.
-    pub(crate) fn check(&self, field: &str) -> Result<(), String> {
+    pub fn check(&self, field: &str) -> Result<(), SpecError> {
         let named = [self.builtin.is_some(), self.path.is_some(), self.oci.is_some(), self.config_map.is_some()];
         if named.iter().filter(|&&n| n).count() == 1 {
             return Ok(());
         }
-        let builtins: Vec<&str> = crate::runtime::BUILTINS.iter().map(|(name, _)| *name).collect();
-        Err(format!(
-            "{field} must name exactly one of `builtin` ({}), `path` (a component file), `oci` (a digest-pinned OCI \
-             reference) or `configMap` (a ConfigMap labelled {})",
-            builtins.join(", "),
-            crate::policy::plugins::PLUGIN_LABEL_SELECTOR
-        ))
+        Err(SpecError::PluginSources { field: field.to_owned() })
     }
 }
 

@@ -16,8 +16,8 @@ pub enum CheckError {
     NotAComponent { what: String, why: String },
     #[error(transparent)]
     Refused(#[from] crate::Error),
-    #[error("{what}: cannot be instantiated: {why}")]
-    Instantiate { what: String, why: String },
+    #[error("{what}: cannot be instantiated: {source:#}")]
+    Instantiate { what: String, source: wasmtime::Error },
 }
 
 /// Tells a component from a core module or something else entirely, for a clearer refusal than the parser's.
@@ -181,10 +181,7 @@ pub fn check(
 
     let started = Instant::now();
     let mut store = engine.new_store();
-    compiled
-        .pre
-        .instantiate(&mut store)
-        .map_err(|e| CheckError::Instantiate { what: what.into(), why: format!("{e:#}") })?;
+    compiled.pre.instantiate(&mut store).map_err(|source| CheckError::Instantiate { what: what.into(), source })?;
     let instantiate_time = started.elapsed();
     drop(store);
 

@@ -26,7 +26,7 @@ pub enum PackError {
     )]
     TooLarge { what: String, bytes: usize, stored: &'static str, limit: usize },
     #[error("rendering the ConfigMap: {0}")]
-    Yaml(String),
+    Yaml(#[source] serde_saphyr::SerializeError),
     #[error("`{0}` is not a valid ConfigMap {1} (lowercase letters, digits, '-', '.', '_'; at most 253 characters)")]
     InvalidName(String, &'static str),
 }
@@ -115,7 +115,7 @@ impl Packed {
     }
 
     pub fn to_yaml(&self, what: &str, target: &PackTarget) -> Result<String, PackError> {
-        let body = serde_saphyr::to_string(&self.config_map).map_err(|e| PackError::Yaml(e.to_string()))?;
+        let body = serde_saphyr::to_string(&self.config_map).map_err(PackError::Yaml)?;
         let stored = if self.gzipped {
             format!("stored gzip-compressed: {} bytes", self.stored_size)
         } else {

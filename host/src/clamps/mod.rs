@@ -21,6 +21,7 @@ mod types;
 mod tests;
 
 pub use clamp::{ClampInput, ClampOutcome, ClampStage, ClampStep, clamp};
+pub(crate) use error::ClampError;
 pub use history::{ScaleEvent, ScaleHistory, TimestampedRecommendation, record_scale};
 pub use reason::Reason;
 pub use types::{

@@ -79,27 +79,17 @@ impl Claims {
 
     /// Lists every HPA and (where KEDA is installed) every ScaledObject. An HPA list that fails is an error (the
     /// caller keeps what it knew); a cluster that does not serve ScaledObjects has none.
-    pub(crate) async fn list(client: &kube::Client) -> Result<Claims, String> {
+    pub async fn list(client: &kube::Client) -> Result<Claims, ListError> {
         let mut claims = Claims::default();
         let hpas: Api<HorizontalPodAutoscaler> = Api::all(client.clone());
-        let listed = hpas.list(&ListParams::default()).await.map_err(|e| {
-            format!(
-                "listing HorizontalPodAutoscalers: {e}; Ballast needs `list` on horizontalpodautoscalers \
-                 (autoscaling) to stay off workloads another autoscaler scales (deploy/base/rbac.yaml)"
-            )
-        })?;
+        let listed = hpas.list(&ListParams::default()).await.map_err(ListError::Hpas)?;
         listed.items.iter().for_each(|hpa| claims.add_hpa(hpa));
         let gvk = GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledObject");
         let scaled_objects: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk));
         match scaled_objects.list(&ListParams::default()).await {
             Ok(listed) => listed.items.iter().for_each(|object| claims.add_scaled_object(object)),
             Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => {
-                return Err(format!(
-                    "listing KEDA ScaledObjects: {e}; Ballast needs `list` on scaledobjects (keda.sh) where KEDA \
-                     is installed (deploy/base/rbac.yaml)"
-                ));
-            }
+            Err(e) => return Err(ListError::ScaledObjects(e)),
         }
         Ok(claims)
     }
@@ -125,6 +115,7 @@ impl Claims {
                         }
                     }
                     Err(why) => {
+                        let why = why.to_string();
                         if last_error.as_ref() != Some(&why) {
                             tracing::warn!("{why}");
                         }
@@ -135,6 +126,21 @@ impl Claims {
         });
         (receiver, task)
     }
+}
+
+/// Why the autoscalers that claim workloads could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    #[error(
+        "listing HorizontalPodAutoscalers: {0}; Ballast needs `list` on horizontalpodautoscalers (autoscaling) to \
+         stay off workloads another autoscaler scales (deploy/base/rbac.yaml)"
+    )]
+    Hpas(#[source] kube::Error),
+    #[error(
+        "listing KEDA ScaledObjects: {0}; Ballast needs `list` on scaledobjects (keda.sh) where KEDA is installed \
+         (deploy/base/rbac.yaml)"
+    )]
+    ScaledObjects(#[source] kube::Error),
 }
 
 fn keda_claimant(namespace: &str, name: &str) -> Claimant {

@@ -9,7 +9,7 @@ use crate::spec::ScalingPolicy;
 
 /// The CustomResourceDefinition as YAML (`ballast crd`, committed as deploy/base/crd.yaml).
 pub fn crd_yaml() -> Result<String, ControllerError> {
-    serde_saphyr::to_string(&ScalingPolicy::crd()).map_err(|e| ControllerError::Yaml(e.to_string()))
+    serde_saphyr::to_string(&ScalingPolicy::crd()).map_err(ControllerError::Yaml)
 }
 
 #[cfg(test)]

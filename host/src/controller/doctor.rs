@@ -108,7 +108,7 @@ pub async fn diagnose(client: &kube::Client, sources: &Sources<'_>) -> Vec<Findi
                 note(Level::Fail, "conflicts", conflict);
             }
         }
-        Err(why) => note(Level::Warn, "conflicts", why),
+        Err(why) => note(Level::Warn, "conflicts", why.to_string()),
     }
     for finding in redis(client, sources.redis, &policies).await {
         findings.push(finding);

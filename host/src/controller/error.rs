@@ -4,10 +4,8 @@
 pub enum ControllerError {
     #[error("{what}: Kubernetes API: {source}")]
     Kube { what: String, source: kube::Error },
-    #[error("ConfigMap {namespace}/{name}: {why}")]
-    ConfigMap { namespace: String, name: String, why: String },
     #[error("rendering YAML: {0}")]
-    Yaml(String),
+    Yaml(#[source] serde_saphyr::SerializeError),
 }
 
 impl ControllerError {

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::ControllerError;
-use super::lease::{self, LeaseConfig};
-use super::reconcile::{Controller, PolicySource, RunOptions};
+use super::lease::{self, LeaseConfig, TimingError};
+use super::reconcile::{Controller, ControllerOptions, PolicySource};
 use crate::config::HostConfig;
 use crate::export::{self, ExportError, Metrics, Readiness};
 use crate::policy::plugins::PluginFiles;
@@ -19,7 +19,7 @@ use crate::sources::resources::{ResourceConfig, ResourceSource};
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     #[error("leader election: {0}")]
-    Lease(String),
+    Lease(#[source] TimingError),
     #[error("the controller task failed")]
     Task(#[source] tokio::task::JoinError),
     #[error(transparent)]
@@ -99,7 +99,7 @@ impl Host {
         let server = tokio::spawn(export::serve(listener, metrics.registry().clone(), readiness.clone(), async move {
             let _ = server_stop.changed().await;
         }));
-        let options = RunOptions {
+        let options = ControllerOptions {
             tick: config.schedule.tick,
             status_every: config.schedule.status_every,
             policies,

@@ -50,24 +50,31 @@ impl LeaseConfig {
     }
 
     /// Refuses timings that could let two hosts lead at once, as client-go's `NewLeaderElector` does.
-    pub(crate) fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), TimingError> {
         let (duration, deadline, retry) = (self.duration, self.renew_deadline, self.retry_period);
         if duration.subsec_nanos() != 0 || duration.is_zero() {
-            return Err(format!("the lease duration ({duration:?}) must be a whole number of seconds, at least 1"));
+            return Err(TimingError::Duration(duration));
         }
         if deadline >= duration {
-            return Err(format!(
-                "the renew deadline ({deadline:?}) must be shorter than the lease duration ({duration:?})"
-            ));
+            return Err(TimingError::Deadline { deadline, duration });
         }
         // client-go's JitterFactor: a renewal may come 20% late and still meet the deadline.
         if retry.is_zero() || retry.mul_f64(1.2) >= deadline {
-            return Err(format!(
-                "the retry period ({retry:?}) must be above 0 and at most the renew deadline ({deadline:?}) / 1.2"
-            ));
+            return Err(TimingError::Retry { retry, deadline });
         }
         Ok(())
     }
+}
+
+/// Lease timings that could let two hosts lead at once.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum TimingError {
+    #[error("the lease duration ({0:?}) must be a whole number of seconds, at least 1")]
+    Duration(Duration),
+    #[error("the renew deadline ({deadline:?}) must be shorter than the lease duration ({duration:?})")]
+    Deadline { deadline: Duration, duration: Duration },
+    #[error("the retry period ({retry:?}) must be above 0 and at most the renew deadline ({deadline:?}) / 1.2")]
+    Retry { retry: Duration, deadline: Duration },
 }
 
 /// Whether this host leads right now. Cheap to clone and to ask.

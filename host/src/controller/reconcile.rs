@@ -57,7 +57,9 @@ pub enum PolicySource {
     Fixed(PolicyDocuments),
 }
 
-pub struct RunOptions {
+/// How the controller runs: its tick, how often status is written, where policies come from, its name in Events
+/// and the cluster checks.
+pub struct ControllerOptions {
     /// Time between decisions.
     pub tick: Duration,
     /// Status is written after any decision that changed something, and at least this often.
@@ -103,7 +105,7 @@ pub struct Controller<O> {
     leadership: Leadership,
     metrics: Arc<Metrics>,
     recorder: EventRecorder,
-    options: RunOptions,
+    options: ControllerOptions,
     fleet: Fleet,
     states: BTreeMap<ServiceKey, ServiceState>,
     policies: Option<Store<ScalingPolicy>>,
@@ -126,7 +128,7 @@ impl<O: Observer> Controller<O> {
         observer: O,
         leadership: Leadership,
         metrics: Arc<Metrics>,
-        options: RunOptions,
+        options: ControllerOptions,
     ) -> Self {
         // Pulled OCI plugins are cached beside the compiled ones.
         let oci = Arc::new(OciStore::new(engine.limits().cache_dir.as_deref()));
@@ -354,9 +356,10 @@ impl<O: Observer> Controller<O> {
         for result in results {
             match result {
                 Ok(tick) => self.after_decision(tick),
-                Err((key, message)) => {
+                Err(failure) => {
+                    let message = failure.to_string();
                     tracing::warn!("{message}");
-                    if let Some(state) = self.states.get_mut(&key)
+                    if let Some(state) = self.states.get_mut(failure.key())
                         && state.status.set_condition(ABLE_TO_SCALE, false, "FailedGetScale", &message)
                     {
                         state.dirty = true;

@@ -184,12 +184,21 @@ pub fn explain(policy: &ScalingPolicy) -> String {
     out
 }
 
+/// A policy named `NS/NAME` with `--namespace` saying another namespace.
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[error("{text} names namespace {named}, but --namespace says {given}; give one of them")]
+pub struct NamespaceMismatch {
+    text: String,
+    named: String,
+    given: String,
+}
+
 /// The policy's namespace and name from `NS/NAME`, or `NAME` in `namespace` (`default` when none is given). A
 /// `NS/NAME` whose namespace disagrees with `namespace` is refused.
-pub fn parse_policy_name(text: &str, namespace: Option<&str>) -> Result<(String, String), String> {
+pub fn parse_policy_name(text: &str, namespace: Option<&str>) -> Result<(String, String), NamespaceMismatch> {
     match (text.split_once('/'), namespace) {
         (Some((ns, _)), Some(given)) if ns != given => {
-            Err(format!("{text} names namespace {ns}, but --namespace says {given}; give one of them"))
+            Err(NamespaceMismatch { text: text.to_owned(), named: ns.to_owned(), given: given.to_owned() })
         }
         (Some((ns, name)), _) => Ok((ns.to_owned(), name.to_owned())),
         (None, given) => Ok((given.unwrap_or("default").to_owned(), text.to_owned())),
@@ -212,7 +221,7 @@ mod tests {
         assert_eq!(parse("web", Some("ai")), Ok(("ai".into(), "web".into())));
         assert_eq!(parse("ai/web", None), Ok(("ai".into(), "web".into())));
         assert_eq!(parse("ai/web", Some("ai")), Ok(("ai".into(), "web".into())));
-        let refused = parse("ai/web", Some("other")).unwrap_err();
+        let refused = parse("ai/web", Some("other")).unwrap_err().to_string();
         assert!(refused.contains("ai/web") && refused.contains("other"), "{refused}");
     }
 

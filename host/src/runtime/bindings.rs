@@ -13,6 +13,10 @@ mod v0_2 {
         world: "scaling-policy",
         additional_derives: [PartialEq],
     });
+    /// The world's bindings: bindgen names them after the WIT world (`ScalingPolicy`, `ScalingPolicyPre`), which
+    /// says nothing of what they are beside the CRD's `ScalingPolicy`.
+    pub type PolicyWorld = ScalingPolicy;
+    pub type PolicyWorldPre<T> = ScalingPolicyPre<T>;
 }
 
 mod v0_1 {
@@ -21,6 +25,10 @@ mod v0_1 {
         world: "scaling-policy",
         additional_derives: [PartialEq],
     });
+    /// The world's bindings: bindgen names them after the WIT world (`ScalingPolicy`, `ScalingPolicyPre`), which
+    /// says nothing of what they are beside the CRD's `ScalingPolicy`.
+    pub type PolicyWorld = ScalingPolicy;
+    pub type PolicyWorldPre<T> = ScalingPolicyPre<T>;
 }
 
 pub use self::v0_2::exports::ballast::policy::policy::{
@@ -72,22 +80,22 @@ impl World {
 
 /// Adds every world's host interface to the linker.
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    v0_2::ScalingPolicy::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
-    v0_1::ScalingPolicy::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)
+    v0_2::PolicyWorld::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+    v0_1::PolicyWorld::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)
 }
 
 /// A component pre-linked and type-checked against its world.
 #[derive(Clone)]
 pub(crate) enum PolicyPre {
-    V0_1(v0_1::ScalingPolicyPre<HostState>),
-    V0_2(v0_2::ScalingPolicyPre<HostState>),
+    V0_1(v0_1::PolicyWorldPre<HostState>),
+    V0_2(v0_2::PolicyWorldPre<HostState>),
 }
 
 impl PolicyPre {
     pub(crate) fn new(world: World, instance_pre: InstancePre<HostState>) -> wasmtime::Result<Self> {
         Ok(match world {
-            World::V0_1 => PolicyPre::V0_1(v0_1::ScalingPolicyPre::new(instance_pre)?),
-            World::V0_2 => PolicyPre::V0_2(v0_2::ScalingPolicyPre::new(instance_pre)?),
+            World::V0_1 => PolicyPre::V0_1(v0_1::PolicyWorldPre::new(instance_pre)?),
+            World::V0_2 => PolicyPre::V0_2(v0_2::PolicyWorldPre::new(instance_pre)?),
         })
     }
 
@@ -115,8 +123,8 @@ impl PolicyPre {
 
 /// An instance of a plugin, of either world.
 pub(crate) enum PolicyInstance {
-    V0_1(v0_1::ScalingPolicy),
-    V0_2(v0_2::ScalingPolicy),
+    V0_1(v0_1::PolicyWorld),
+    V0_2(v0_2::PolicyWorld),
 }
 
 impl PolicyInstance {

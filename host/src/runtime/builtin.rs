@@ -6,6 +6,12 @@ pub static BUILTINS: &[(&str, &[u8])] = &[
     ("queue-drain", include_bytes!(concat!(env!("BALLAST_PLUGIN_DIR"), "/queue_drain.wasm"))),
 ];
 
+/// The built-ins' names, comma-separated, as messages list them.
+pub fn builtin_names() -> String {
+    let names: Vec<&str> = BUILTINS.iter().map(|(name, _)| *name).collect();
+    names.join(", ")
+}
+
 /// The component bytes of a built-in plugin.
 pub fn builtin(name: &str) -> Option<&'static [u8]> {
     BUILTINS.iter().find(|(n, _)| *n == name).map(|(_, bytes)| *bytes)

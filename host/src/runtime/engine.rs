@@ -99,13 +99,13 @@ impl PolicyEngine {
             .max_memory_size(limits.memory_bytes);
         let mut config = engine_config();
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(|e| Error::Runtime(format!("creating the wasm engine: {e:#}")))?;
+        let engine = Engine::new(&config).map_err(Error::Engine)?;
         let mut linker = Linker::new(&engine);
         // Toolchains whose std imports WASI (Rust's wasm32-wasip2, componentize-py) get an empty WASI whose every
         // call returns at once (see `wasi`).
         super::wasi::add_to_linker(&mut linker)
             .and_then(|()| super::bindings::add_to_linker(&mut linker))
-            .map_err(|e| Error::Runtime(format!("linking host functions: {e:#}")))?;
+            .map_err(Error::Link)?;
         let this = Arc::new(PolicyEngine { engine, linker, limits, compiled: Mutex::new(HashMap::new()) });
         spawn_epoch_ticker(Arc::downgrade(&this));
         Ok(this)

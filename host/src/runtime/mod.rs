@@ -20,7 +20,7 @@ mod wasi;
 pub use bindings::{
     CustomMetric, Decision, MetricProposal, Observations, PolicyError, PolicyInput, QueueCounts, ServiceId, World,
 };
-pub use builtin::{BUILTINS, builtin};
+pub use builtin::{BUILTINS, builtin, builtin_names};
 pub use compiler::{COMPILE_COMMAND, ServeCompileError, serve_compile};
 pub use engine::{CompiledPolicy, PolicyEngine, compile_engine};
 pub(crate) use instance::empty_input;

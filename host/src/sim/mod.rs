@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 pub use cluster::{SimCluster, SimHandle, SimService};
 pub use config::{Pipeline, PolicySet, ServiceSetup, SimulationFile, SimulationSpec};
-pub use run::{RunOptions, RunResult, Sample, ServiceSummary, StepHook, run, run_sets};
+pub use run::{RunResult, Sample, ServiceSummary, SimOptions, StepHook, run, run_sets};
 pub use trace::Trace;
 
 /// What one run may be asked for, so that absurd input is a clear error before the run rather than a panic, an

@@ -18,9 +18,9 @@ use crate::decision::PluginVerdict;
 use crate::runtime::{FailureKind, PolicyEngine, RuntimeLimits};
 use crate::spec::ServiceKey;
 
-/// How to run.
+/// How to run a simulation: the seed, how long, the step and the sampling interval.
 #[derive(Debug, Clone, Copy)]
-pub struct RunOptions {
+pub struct SimOptions {
     pub seed: u64,
     pub duration_s: u64,
     pub step_s: u64,
@@ -28,17 +28,17 @@ pub struct RunOptions {
     pub sample_s: u64,
 }
 
-impl Default for RunOptions {
+impl Default for SimOptions {
     fn default() -> Self {
-        RunOptions { seed: 1, duration_s: 86_400, step_s: 1, sample_s: 60 }
+        SimOptions { seed: 1, duration_s: 86_400, step_s: 1, sample_s: 60 }
     }
 }
 
-impl RunOptions {
+impl SimOptions {
     /// Refuses a run of `services` services that the simulator cannot do or hold: no time or more than
     /// [`MAX_DURATION_S`], a step that does not divide the sample interval, more than [`MAX_TIMELINE_ROWS`] rows.
     pub fn check(&self, services: usize) -> Result<(), SimError> {
-        let RunOptions { duration_s, step_s, sample_s, .. } = *self;
+        let SimOptions { duration_s, step_s, sample_s, .. } = *self;
         if !(1..=MAX_DURATION_S).contains(&duration_s) {
             return Err(SimError::Invalid(format!(
                 "{duration_s} s of simulated time; at most {MAX_DURATION_S} s (31 days), and at least 1 s"
@@ -151,7 +151,7 @@ pub fn run_sets(
     engine: &Arc<PolicyEngine>,
     sets: &[PolicySet],
     trace: &Trace,
-    options: RunOptions,
+    options: SimOptions,
 ) -> Result<Vec<RunResult>, SimError> {
     let mut results = Vec::with_capacity(sets.len());
     for set in sets {
@@ -185,7 +185,7 @@ pub fn run(
     engine: &Arc<PolicyEngine>,
     set: &PolicySet,
     trace: &Trace,
-    options: RunOptions,
+    options: SimOptions,
     hook: &mut impl StepHook,
 ) -> Result<RunResult, SimError> {
     options.check(set.services.len())?;

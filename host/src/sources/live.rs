@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Notify, watch};
 
-use super::bullmq::{BullmqSource, QueueState};
+use super::bullmq::{BullmqError, BullmqSource, QueueState};
 use super::prometheus::{PromTarget, PromValues, PrometheusSource, Sample};
 use super::resources::{self, Resource, ResourceError, ResourceSource, ResourceTarget, ResourceValues};
 use crate::autoscaler::Observer;
@@ -139,10 +139,28 @@ struct SecretShared {
 
 struct SecretConnection {
     /// The connection built from the Secret's current data, or why there is none.
-    refresher: Result<Arc<RedisRefresher>, String>,
+    refresher: Result<Arc<RedisRefresher>, Arc<SecretConnectionError>>,
     /// The data it was built from (a change rebuilds it), and when the Secret was last read.
     data: BTreeMap<String, Vec<u8>>,
     read: Instant,
+}
+
+/// Why a policy's Secret (`metrics.redis.secretName`) gives no Redis connection.
+#[derive(Debug, thiserror::Error)]
+enum SecretConnectionError {
+    #[error("Redis connection from Secret {namespace}/{name}: this host reads no Secrets")]
+    NoSecrets { namespace: String, name: String },
+    #[error("Secret {namespace}/{name} with the Redis connection is being read")]
+    Pending { namespace: String, name: String },
+    #[error(
+        "Secret {namespace}/{name}, named by metrics.redis.secretName, does not exist; create it with the Redis \
+         connection (keys url or host, password, ...) in the policy's namespace"
+    )]
+    Missing { namespace: String, name: String },
+    #[error("Secret {namespace}/{name} with the Redis connection cannot be read: {source}")]
+    Read { namespace: String, name: String, source: kube::Error },
+    #[error(transparent)]
+    Connection(#[from] BullmqError),
 }
 
 struct SecretConnections {
@@ -251,20 +269,24 @@ impl LiveObserver {
                     Some(refresher) => Ok(refresher),
                     None => continue,
                 },
-                Some((namespace, name)) => match &self.secret_connections {
-                    None => Err(format!("Redis connection from Secret {namespace}/{name}: this host reads no Secrets")),
-                    Some(secrets) => {
-                        let shared = secrets.shared.lock().expect("secret connections poisoned");
-                        match shared.connections.get(&(namespace.clone(), name.clone())) {
-                            Some(connection) => connection.refresher.clone(),
-                            None => Err(format!("Secret {namespace}/{name} with the Redis connection is being read")),
+                Some((namespace, name)) => {
+                    let (namespace, name) = (namespace.clone(), name.clone());
+                    match &self.secret_connections {
+                        None => Err(Arc::new(SecretConnectionError::NoSecrets { namespace, name })),
+                        Some(secrets) => {
+                            let shared = secrets.shared.lock().expect("secret connections poisoned");
+                            match shared.connections.get(&(namespace.clone(), name.clone())) {
+                                Some(connection) => connection.refresher.clone(),
+                                None => Err(Arc::new(SecretConnectionError::Pending { namespace, name })),
+                            }
                         }
                     }
-                },
+                }
             };
             match refresher {
                 Ok(refresher) => resolved.push((refresher, members)),
                 Err(reason) => {
+                    let reason = reason.to_string();
                     for (key, _) in members {
                         out.insert(key.clone(), QueueView { reasons: vec![reason.clone()], ..QueueView::default() });
                     }
@@ -546,11 +568,10 @@ async fn refresh_secret_connections(
                 Ok(Some(secret)) => {
                     Ok(secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect::<BTreeMap<_, _>>())
                 }
-                Ok(None) => Err(format!(
-                    "{what}, named by metrics.redis.secretName, does not exist; create it with the Redis \
-                     connection (keys url or host, password, ...) in the policy's namespace"
-                )),
-                Err(e) => Err(format!("{what} with the Redis connection cannot be read: {e}")),
+                Ok(None) => Err(SecretConnectionError::Missing { namespace: namespace.clone(), name: name.clone() }),
+                Err(source) => {
+                    Err(SecretConnectionError::Read { namespace: namespace.clone(), name: name.clone(), source })
+                }
             };
             let mut shared = shared.lock().expect("secret connections poisoned");
             let key = (namespace, name);
@@ -564,7 +585,7 @@ async fn refresh_secret_connections(
                     _ => {
                         let refresher = BullmqSource::from_secret(&what, &data, settings.timeout)
                             .map(|source| Arc::new(RedisRefresher::start(source, metrics.clone())))
-                            .map_err(|e| e.to_string());
+                            .map_err(|e| Arc::new(SecretConnectionError::from(e)));
                         if let Err(e) = &refresher {
                             tracing::warn!("{e}");
                         }
@@ -573,7 +594,7 @@ async fn refresh_secret_connections(
                 },
                 Err(why) => {
                     tracing::warn!("{why}");
-                    SecretConnection { refresher: Err(why), data: BTreeMap::new(), read: Instant::now() }
+                    SecretConnection { refresher: Err(Arc::new(why)), data: BTreeMap::new(), read: Instant::now() }
                 }
             };
             shared.connections.insert(key, connection);

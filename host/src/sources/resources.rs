@@ -221,16 +221,16 @@ pub enum ResourceError {
          metrics.resources: false"
     )]
     NoSelector { target: String },
-    #[error("{target}: /scale status.selector {selector:?} is not a label selector: {detail}")]
-    BadSelector { target: String, selector: String, detail: String },
+    #[error("{target}: /scale status.selector {selector:?} is not a label selector: {source}")]
+    BadSelector { target: String, selector: String, source: SelectorError },
     #[error(
         "{target}: container `{container}` of pod {pod} has no {resource} request, so {resource} usage cannot be a \
          percentage of requests (the HPA refuses it too); set resources.requests.{resource} on every container of \
          the pod template, or set metrics.resources: false in the ScalingPolicy"
     )]
     MissingRequest { target: String, pod: String, container: String, resource: &'static str },
-    #[error("{target}: container `{container}` of pod {pod} requests {quantity:?}, which is not a quantity: {detail}")]
-    BadRequest { target: String, pod: String, container: String, quantity: String, detail: String },
+    #[error("{target}: container `{container}` of pod {pod} requests {quantity:?}, which is not a quantity: {source}")]
+    BadRequest { target: String, pod: String, container: String, quantity: String, source: QuantityError },
     #[error("{target}: no pods match its selector {selector:?}")]
     NoPods { target: String, selector: String },
     #[error("{target}: metrics.k8s.io has no sample for any of its {pods} pods")]
@@ -330,10 +330,10 @@ impl ResourceSource {
             .map_err(|e| ResourceError::Scale { target: described.clone(), detail: e.to_string() })?;
         let text = scale.status.and_then(|s| s.selector).filter(|s| !s.is_empty());
         let text = text.ok_or_else(|| ResourceError::NoSelector { target: described.clone() })?;
-        Selector::parse(&text).map_err(|detail| ResourceError::BadSelector {
+        Selector::parse(&text).map_err(|source| ResourceError::BadSelector {
             target: described,
             selector: text,
-            detail,
+            source,
         })
     }
 
@@ -567,12 +567,12 @@ fn pod_request(pod: &Pod, resource: Resource, target: &str) -> Result<u128, Reso
         requests
             .and_then(|r| r.get(resource.name()))
             .map(|quantity| {
-                milli_value(&quantity.0).map_err(|detail| ResourceError::BadRequest {
+                milli_value(&quantity.0).map_err(|source| ResourceError::BadRequest {
                     target: target.to_owned(),
                     pod: pod_name(),
                     container: container.to_owned(),
                     quantity: quantity.0.clone(),
-                    detail,
+                    source,
                 })
             })
             .transpose()
@@ -599,33 +599,48 @@ fn container_requests(container: &Container) -> Option<&BTreeMap<String, Quantit
     container.resources.as_ref().and_then(|r| r.requests.as_ref())
 }
 
+/// Why a text is not a Kubernetes quantity [`milli_value`] can read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum QuantityError {
+    #[error("negative quantity")]
+    Negative,
+    #[error("not a number")]
+    NotANumber,
+    #[error("too many digits")]
+    TooManyDigits,
+    #[error("too large")]
+    TooLarge,
+    #[error("unknown suffix {0:?}")]
+    UnknownSuffix(String),
+}
+
 /// A Kubernetes quantity (`250m`, `1.5`, `12345Ki`, `1234567n`, `1e3`) in milli-units, rounded up as
 /// `Quantity.MilliValue()` rounds.
-pub(crate) fn milli_value(text: &str) -> Result<u128, String> {
+pub fn milli_value(text: &str) -> Result<u128, QuantityError> {
     let text = text.trim();
     let number_end =
         text.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(text.len());
     let (number, suffix) = text.split_at(number_end);
     let number = number.strip_prefix('+').unwrap_or(number);
     if number.starts_with('-') {
-        return Err("negative quantity".into());
+        return Err(QuantityError::Negative);
     }
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
     if (whole.is_empty() && fraction.is_empty()) || !(whole.chars().chain(fraction.chars()).all(|c| c.is_ascii_digit()))
     {
-        return Err("not a number".into());
+        return Err(QuantityError::NotANumber);
     }
     let digits = format!("{whole}{fraction}");
     if digits.len() > 30 {
-        return Err("too many digits".into());
+        return Err(QuantityError::TooManyDigits);
     }
-    let mantissa: u128 = digits.parse().map_err(|_| "not a number".to_owned())?;
+    let mantissa: u128 = digits.parse().map_err(|_| QuantityError::NotANumber)?;
     let scale = fraction.len() as i32;
-    let binary = |power: u32| -> Result<u128, String> {
+    let binary = |power: u32| -> Result<u128, QuantityError> {
         let numerator = mantissa
             .checked_mul(1u128 << (10 * power))
             .and_then(|n| n.checked_mul(1000))
-            .ok_or_else(|| "too large".to_owned())?;
+            .ok_or(QuantityError::TooLarge)?;
         Ok(numerator.div_ceil(10u128.pow(scale as u32)))
     };
     let exponent = match suffix {
@@ -647,13 +662,13 @@ pub(crate) fn milli_value(text: &str) -> Result<u128, String> {
         "E" => 18,
         other => match other.strip_prefix(['e', 'E']).map(str::parse::<i32>) {
             Some(Ok(exponent)) if exponent.abs() <= 40 => exponent,
-            _ => return Err(format!("unknown suffix {other:?}")),
+            _ => return Err(QuantityError::UnknownSuffix(other.to_owned())),
         },
     };
     // value × 1000 = mantissa × 10^(exponent + 3 - scale)
     let shift = exponent + 3 - scale;
     if shift >= 0 {
-        10u128.checked_pow(shift as u32).and_then(|p| mantissa.checked_mul(p)).ok_or_else(|| "too large".to_owned())
+        10u128.checked_pow(shift as u32).and_then(|p| mantissa.checked_mul(p)).ok_or(QuantityError::TooLarge)
     } else {
         Ok(10u128.checked_pow(shift.unsigned_abs()).map_or(u128::from(mantissa > 0), |p| mantissa.div_ceil(p)))
     }
@@ -687,6 +702,17 @@ pub(crate) fn parse_go_duration(text: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(total).ok()
 }
 
+/// Why a text is not a label selector.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SelectorError {
+    #[error("empty requirement in {0:?}")]
+    EmptyRequirement(String),
+    #[error("invalid label key {0:?}")]
+    InvalidKey(String),
+    #[error("a value set must be in parentheses: {0:?}")]
+    SetWithoutParentheses(String),
+}
+
 /// A label selector in its string form (`app=stt,tier in (a,b),!canary`), as `/scale` reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Selector {
@@ -707,17 +733,17 @@ enum Requirement {
 impl Selector {
     /// Parses the grammar of `labels.Parse`: comma-separated requirements `k=v`, `k==v`, `k!=v`, `k in (v,...)`,
     /// `k notin (v,...)`, `k`, `!k`. The empty selector matches every pod.
-    pub(crate) fn parse(text: &str) -> Result<Selector, String> {
+    pub fn parse(text: &str) -> Result<Selector, SelectorError> {
         let mut requirements = Vec::new();
         for part in split_top_level(text) {
             let part = part.trim();
             if part.is_empty() {
-                return Err(format!("empty requirement in {text:?}"));
+                return Err(SelectorError::EmptyRequirement(text.to_owned()));
             }
-            let key = |k: &str| -> Result<String, String> {
+            let key = |k: &str| -> Result<String, SelectorError> {
                 let k = k.trim();
                 if k.is_empty() || k.contains(|c: char| c.is_whitespace() || "()!=,".contains(c)) {
-                    Err(format!("invalid label key {k:?}"))
+                    Err(SelectorError::InvalidKey(k.to_owned()))
                 } else {
                     Ok(k.to_owned())
                 }
@@ -789,9 +815,9 @@ fn split_set<'a>(part: &'a str, operator: &str) -> Option<(&'a str, &'a str)> {
     key.ends_with(char::is_whitespace).then_some((key, set))
 }
 
-fn parse_set(set: &str) -> Result<Vec<String>, String> {
+fn parse_set(set: &str) -> Result<Vec<String>, SelectorError> {
     let inner = set.trim().strip_prefix('(').and_then(|s| s.strip_suffix(')'));
-    let inner = inner.ok_or_else(|| format!("a value set must be in parentheses: {set:?}"))?;
+    let inner = inner.ok_or_else(|| SelectorError::SetWithoutParentheses(set.to_owned()))?;
     Ok(inner.split(',').map(|v| v.trim().to_owned()).collect())
 }
 

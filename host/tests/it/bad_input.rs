@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ballast::sim::{self, PolicySet, RunOptions, Trace};
+use ballast::sim::{self, PolicySet, SimOptions, Trace};
 
 /// Runs the binary; one that is still running after a minute has taken bad input as good, and fails the test.
 fn ballast(args: &[&str]) -> Output {
@@ -368,7 +368,7 @@ fn run_bounds_hold_at_the_limit_and_refuse_just_over_it() {
     assert!(err.contains("t.csv brings 30000001 jobs over 3001 s; a run may bring at most 30000000"), "{err}");
     over.check_load(&set.services, 3000).expect("rows after the run's end bring nothing");
 
-    let options = |duration_s, sample_s| RunOptions { seed: 1, duration_s, step_s: 1, sample_s };
+    let options = |duration_s, sample_s| SimOptions { seed: 1, duration_s, step_s: 1, sample_s };
     options(sim::MAX_DURATION_S, 3).check(1).expect("892800 rows");
     let err = options(1_000_001, 1).check(1).unwrap_err().to_string();
     assert!(err.contains("1000001 timeline rows"), "{err}");

@@ -1,7 +1,7 @@
 //! `ballast simulate`: the simulated cluster's accounting (conservation, Little's law, start-up delays),
 //! determinism, clear errors, and the demo's verdict that queue-drain beats the original HPAs.
 
-use ballast::sim::{self, PolicySet, RunOptions, SimCluster, StepHook, Trace};
+use ballast::sim::{self, PolicySet, SimCluster, SimOptions, StepHook, Trace};
 
 /// A policy set of one or more services, each with its own `simulation:` section.
 fn set(docs: &[(&str, u32, u32, &str, &str)]) -> PolicySet {
@@ -28,8 +28,8 @@ impl<F: FnMut(u64, &SimCluster)> StepHook for Check<F> {
     }
 }
 
-fn options(duration_s: u64, seed: u64) -> RunOptions {
-    RunOptions { seed, duration_s, step_s: 1, sample_s: 60 }
+fn options(duration_s: u64, seed: u64) -> SimOptions {
+    SimOptions { seed, duration_s, step_s: 1, sample_s: 60 }
 }
 
 #[test]
@@ -180,7 +180,7 @@ fn demo_queue_drain_uses_fewer_pod_hours_and_less_time_over_the_objective() {
     let sets = sim::demo::policy_sets().unwrap();
     let trace = Trace::from_arg(sim::demo::TRACE).unwrap();
     let results: Vec<_> =
-        sets.iter().map(|set| sim::run(&engine, set, &trace, RunOptions::default(), &mut ()).unwrap()).collect();
+        sets.iter().map(|set| sim::run(&engine, set, &trace, SimOptions::default(), &mut ()).unwrap()).collect();
     let table = sim::report::table(&results);
     let (hpa, drain) = (&results[0], &results[2]);
     assert_eq!((hpa.label.as_str(), drain.label.as_str()), ("hpa-original", "queue-drain"));
@@ -287,7 +287,7 @@ fn a_days_chart_is_small_and_its_png_decodes() {
     let results: Vec<_> = sets
         .iter()
         .filter(|set| set.label != "hpa-ballast")
-        .map(|set| sim::run(&engine, set, &trace, RunOptions::default(), &mut ()).unwrap())
+        .map(|set| sim::run(&engine, set, &trace, SimOptions::default(), &mut ()).unwrap())
         .collect();
     assert_eq!(results.len(), 2);
     let dir = tempfile::tempdir().unwrap();

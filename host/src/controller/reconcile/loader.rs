@@ -296,9 +296,10 @@ impl Load {
         let noticed = Instant::now();
         tokio::spawn(async move {
             let name = file.name.clone();
-            let read = tokio::task::spawn_blocking(move || file.read())
-                .await
-                .unwrap_or_else(|e| Err(format!("reading the file panicked: {e}")));
+            let read = match tokio::task::spawn_blocking(move || file.read()).await {
+                Ok(read) => read.map_err(|why| why.to_string()),
+                Err(e) => Err(format!("reading the file panicked: {e}")),
+            };
             let result = match read {
                 Ok(source) => self.validate(source).await,
                 // Nothing of the file is in the message: only its name and why it was not read.

@@ -140,7 +140,7 @@ impl<O: Observer> Controller<O> {
                 format!("New size: {}; reason: {}", record.replicas, record.summary()),
             ));
         }
-        if let Some(error) = tick.write_error {
+        if let Some(error) = tick.write_error.map(|e| e.to_string()) {
             state.dirty |= state.status.set_condition(ABLE_TO_SCALE, false, "FailedUpdateScale", &error);
             events.push((EventType::Warning, "FailedRescale", error));
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ballast::controller::lease::{self, Leadership, LeaseConfig};
-use ballast::controller::reconcile::{Controller, PolicySource, RunOptions};
+use ballast::controller::reconcile::{Controller, ControllerOptions, PolicySource};
 use ballast::export::{Metrics, Readiness};
 use ballast::policy::plugins::PluginFiles;
 use ballast::runtime::RuntimeLimits;
@@ -308,7 +308,7 @@ impl Host {
             }
             None => (Leadership::always(), None),
         };
-        let options = RunOptions {
+        let options = ControllerOptions {
             tick: Duration::from_millis(200),
             status_every: Duration::from_secs(1),
             policies,
