@@ -52,7 +52,7 @@ pub trait ScaleTarget {
 }
 
 /// Any error, boxed: the cause of a [`ScaleFailure`], whichever [`ScaleTarget`] failed.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a due service's target could not be read (no decision) or written (the next tick tries again).
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +65,7 @@ pub enum ScaleFailure {
 
 impl ScaleFailure {
     /// The service whose target failed.
-    pub fn key(&self) -> &ServiceKey {
+    pub(crate) fn key(&self) -> &ServiceKey {
         match self {
             ScaleFailure::Read { key, .. } | ScaleFailure::Write { key, .. } => key,
         }
@@ -86,7 +86,7 @@ pub struct ManagedService {
 }
 
 /// A shadow plugin with the spec it decides with (see [`ScalingPolicySpec::shadow_spec`]).
-pub struct ShadowPlugin {
+pub(crate) struct ShadowPlugin {
     pub(crate) decider: Decider,
     backoff: Backoff,
 }

@@ -88,7 +88,7 @@ pub struct DecisionRecord {
 /// The shadow plugin's decision on the same observation and history: reported, never applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ShadowRecord {
+pub(crate) struct ShadowRecord {
     pub(crate) plugin_digest: String,
     /// The plugin's answer, or the fallback's when it failed.
     pub(crate) desired: u32,

@@ -160,7 +160,7 @@ impl ScalingPolicySpec {
     /// What is wrong with the spec beyond what its schema says, naming the field and the fix. Every reader of
     /// ScalingPolicies (the cluster, `ballast run --config`, the simulator) refuses a spec on this, each adding
     /// which policy it is.
-    pub fn check(&self) -> Result<(), SpecError> {
+    pub(crate) fn check(&self) -> Result<(), SpecError> {
         if self.max_replicas == 0 {
             return Err(SpecError::NoMaxReplicas);
         }
@@ -255,7 +255,7 @@ pub struct PluginRef {
 
 impl PluginRef {
     /// Refuses a reference that names no source or more than one; `field` is where it sits in the spec.
-    pub fn check(&self, field: &str) -> Result<(), SpecError> {
+    pub(crate) fn check(&self, field: &str) -> Result<(), SpecError> {
         let named = [self.builtin.is_some(), self.path.is_some(), self.oci.is_some(), self.config_map.is_some()];
         if named.iter().filter(|&&n| n).count() == 1 {
             return Ok(());

@@ -93,7 +93,7 @@ pub struct Case {
 /// One `decide` call of a case. Only the first step's `input.state` is read: a later step gets the state the
 /// previous step's decision returned (or the one before, when that step failed, as the host keeps it).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Step {
+pub(crate) struct Step {
     pub(crate) input: CaseInput,
     pub(crate) expect: Expectation,
 }
@@ -102,7 +102,7 @@ pub struct Step {
 const DEFAULT_STEP_MS: u64 = 1000;
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct CaseInput {
+pub(crate) struct CaseInput {
     pub(crate) current_replicas: u32,
     pub(crate) ready_replicas: u32,
     pub(crate) min_replicas: u32,
@@ -114,14 +114,14 @@ pub struct CaseInput {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Expected {
+pub(crate) enum Expected {
     Replicas(u32),
     /// A policy error whose message contains this text.
     Error(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Expectation {
+pub(crate) struct Expectation {
     pub(crate) outcome: Expected,
     pub(crate) reason_contains: Option<String>,
 }
@@ -342,7 +342,7 @@ pub struct CaseResult {
 
 /// What one `decide` call of a case did.
 #[derive(Debug)]
-pub struct StepResult {
+pub(crate) struct StepResult {
     pub(crate) duration: Duration,
     /// Empty when the step passed; otherwise the diff, `-` expected and `+` got.
     pub(crate) diff: Vec<String>,

@@ -38,7 +38,7 @@ fn sniff(what: &str, bytes: &[u8]) -> Result<(), CheckError> {
 
 /// What the canary decision ran on.
 #[derive(Debug, Clone)]
-pub struct SampleInput {
+pub(crate) struct SampleInput {
     pub(crate) observation: Observation,
     pub(crate) current: u32,
     pub(crate) ready: u32,

@@ -8,7 +8,7 @@ use super::types::{ScalingPolicyType, SelectPolicy};
 
 /// How a clamp stage computed its bound (the `detail` of a [`ClampStep`](super::ClampStep)).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StepDetail {
+pub(crate) enum StepDetail {
     /// The bounds rules: the current count against [min, max].
     Bounds { current: i64, min: i64, max: i64 },
     /// `behavior` stabilization: the current count kept within [floor, ceiling] of the two windows.
@@ -21,7 +21,7 @@ pub enum StepDetail {
 
 /// How the rate limit of a clamp was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RateDetail {
+pub(crate) enum RateDetail {
     /// The stabilized count equals the current one: no rate applies.
     NoChange,
     /// The direction's `selectPolicy` is `Disabled`.
@@ -33,14 +33,14 @@ pub enum RateDetail {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
+pub(crate) enum Direction {
     Up,
     Down,
 }
 
 /// What one rate policy allows: `value` pods or percent per `period_seconds`, from the period's start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PolicyProposal {
+pub(crate) struct PolicyProposal {
     pub(crate) kind: ScalingPolicyType,
     pub(crate) value: i32,
     pub(crate) period_seconds: i32,

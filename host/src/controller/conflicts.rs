@@ -79,7 +79,7 @@ impl Claims {
 
     /// Lists every HPA and (where KEDA is installed) every ScaledObject. An HPA list that fails is an error (the
     /// caller keeps what it knew); a cluster that does not serve ScaledObjects has none.
-    pub async fn list(client: &kube::Client) -> Result<Claims, ListError> {
+    pub(crate) async fn list(client: &kube::Client) -> Result<Claims, ListError> {
         let mut claims = Claims::default();
         let hpas: Api<HorizontalPodAutoscaler> = Api::all(client.clone());
         let listed = hpas.list(&ListParams::default()).await.map_err(ListError::Hpas)?;
@@ -130,7 +130,7 @@ impl Claims {
 
 /// Why the autoscalers that claim workloads could not be listed.
 #[derive(Debug, thiserror::Error)]
-pub enum ListError {
+pub(crate) enum ListError {
     #[error(
         "listing HorizontalPodAutoscalers: {0}; Ballast needs `list` on horizontalpodautoscalers (autoscaling) to \
          stay off workloads another autoscaler scales (deploy/base/rbac.yaml)"

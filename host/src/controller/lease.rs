@@ -50,7 +50,7 @@ impl LeaseConfig {
     }
 
     /// Refuses timings that could let two hosts lead at once, as client-go's `NewLeaderElector` does.
-    pub fn check(&self) -> Result<(), TimingError> {
+    pub(crate) fn check(&self) -> Result<(), TimingError> {
         let (duration, deadline, retry) = (self.duration, self.renew_deadline, self.retry_period);
         if duration.subsec_nanos() != 0 || duration.is_zero() {
             return Err(TimingError::Duration(duration));

@@ -235,7 +235,7 @@ impl PluginFiles {
     /// Finds and checks the file `path` names: inside the plugin directories (no `..`, no symlink out), a regular
     /// file (no FIFO, device or directory), within the component size bound. Nothing is read, and a path outside
     /// the directories is refused before the filesystem is asked anything about it.
-    pub fn locate(&self, path: &str) -> Result<PluginFile, PluginFileError> {
+    pub(crate) fn locate(&self, path: &str) -> Result<PluginFile, PluginFileError> {
         let requested = Path::new(path);
         let real = match self {
             PluginFiles::Anywhere => std::fs::canonicalize(requested)?,
@@ -311,7 +311,7 @@ impl PluginFile {
 
     /// Reads the file, checking again that what was opened is the file checked and no larger than the bound.
     /// Blocking: call it off the async runtime.
-    pub fn read(&self) -> Result<PluginSource, PluginFileError> {
+    pub(crate) fn read(&self) -> Result<PluginSource, PluginFileError> {
         let file = std::fs::File::open(&self.path)?;
         let metadata = file.metadata()?;
         let opened = PluginFile::checked(&self.name, self.path.clone(), &metadata)?;
@@ -329,7 +329,7 @@ impl PluginFile {
 }
 
 /// A ConfigMap the controller would see as a plugin (it watches only labelled ones), or why not.
-pub fn check_plugin_label(config_map: &ConfigMap) -> Result<(), ConfigMapError> {
+pub(crate) fn check_plugin_label(config_map: &ConfigMap) -> Result<(), ConfigMapError> {
     let labelled = config_map.metadata.labels.as_ref().and_then(|l| l.get(PLUGIN_LABEL)).is_some_and(|v| v == "true");
     if labelled { Ok(()) } else { Err(ConfigMapError::NotLabelled) }
 }
@@ -344,7 +344,7 @@ pub fn config_map_component(cm: &ConfigMap, key: &str) -> Result<Vec<u8>, Config
 }
 
 /// Gunzips `bytes` if they are gzip, bounded by [`MAX_COMPONENT_BYTES`].
-pub fn decompress(bytes: &[u8]) -> Result<Vec<u8>, ConfigMapError> {
+pub(crate) fn decompress(bytes: &[u8]) -> Result<Vec<u8>, ConfigMapError> {
     if !bytes.starts_with(&GZIP_MAGIC) {
         return Ok(bytes.to_vec());
     }

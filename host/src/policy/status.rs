@@ -49,7 +49,7 @@ pub struct ScalingPolicyStatus {
 /// The last decision, explained: `ballast explain` prints it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct LastDecision {
+pub(crate) struct LastDecision {
     /// RFC 3339 time of the decision.
     pub(crate) time: String,
     /// One line: `current -> replicas (plugin reason; clamp reason)`.
@@ -75,7 +75,7 @@ pub struct LastDecision {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Proposal {
+pub(crate) struct Proposal {
     pub(crate) metric: String,
     pub(crate) replicas: u32,
 }
@@ -83,7 +83,7 @@ pub struct Proposal {
 /// A Kubernetes condition (`metav1.Condition` shape).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Condition {
+pub(crate) struct Condition {
     #[serde(rename = "type")]
     pub(crate) type_: String,
     /// `True`, `False` or `Unknown`.

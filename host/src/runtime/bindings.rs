@@ -15,8 +15,8 @@ mod v0_2 {
     });
     /// The world's bindings: bindgen names them after the WIT world (`ScalingPolicy`, `ScalingPolicyPre`), which
     /// says nothing of what they are beside the CRD's `ScalingPolicy`.
-    pub type PolicyWorld = ScalingPolicy;
-    pub type PolicyWorldPre<T> = ScalingPolicyPre<T>;
+    pub(crate) type PolicyWorld = ScalingPolicy;
+    pub(crate) type PolicyWorldPre<T> = ScalingPolicyPre<T>;
 }
 
 mod v0_1 {
@@ -27,8 +27,8 @@ mod v0_1 {
     });
     /// The world's bindings: bindgen names them after the WIT world (`ScalingPolicy`, `ScalingPolicyPre`), which
     /// says nothing of what they are beside the CRD's `ScalingPolicy`.
-    pub type PolicyWorld = ScalingPolicy;
-    pub type PolicyWorldPre<T> = ScalingPolicyPre<T>;
+    pub(crate) type PolicyWorld = ScalingPolicy;
+    pub(crate) type PolicyWorldPre<T> = ScalingPolicyPre<T>;
 }
 
 pub use self::v0_2::exports::ballast::policy::policy::{
@@ -44,9 +44,9 @@ pub enum World {
 
 impl World {
     /// Every world this host runs, newest first.
-    pub(crate) const ALL: [World; 2] = [World::V0_2, World::V0_1];
+    pub const ALL: [World; 2] = [World::V0_2, World::V0_1];
     /// The world new plugins are built against (`policies-wit/wit`).
-    pub(crate) const CURRENT: World = World::V0_2;
+    pub const CURRENT: World = World::V0_2;
 
     /// The world's name, as `wasm-tools component wit` prints it.
     pub fn name(self) -> &'static str {
@@ -73,7 +73,7 @@ impl World {
     }
 
     /// The world a component with these exports implements (the newest, if it somehow exports both).
-    pub(crate) fn of_exports(exports: &[String]) -> Option<World> {
+    pub fn of_exports(exports: &[String]) -> Option<World> {
         World::ALL.into_iter().find(|world| exports.iter().any(|e| e == world.policy_export()))
     }
 }
@@ -92,14 +92,14 @@ pub(crate) enum PolicyPre {
 }
 
 impl PolicyPre {
-    pub(crate) fn new(world: World, instance_pre: InstancePre<HostState>) -> wasmtime::Result<Self> {
+    pub fn new(world: World, instance_pre: InstancePre<HostState>) -> wasmtime::Result<Self> {
         Ok(match world {
             World::V0_1 => PolicyPre::V0_1(v0_1::PolicyWorldPre::new(instance_pre)?),
             World::V0_2 => PolicyPre::V0_2(v0_2::PolicyWorldPre::new(instance_pre)?),
         })
     }
 
-    pub(crate) fn world(&self) -> World {
+    pub fn world(&self) -> World {
         match self {
             PolicyPre::V0_1(_) => World::V0_1,
             PolicyPre::V0_2(_) => World::V0_2,

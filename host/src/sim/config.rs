@@ -426,7 +426,7 @@ pub fn oci_plugins(sets: &mut [PolicySet]) -> Vec<&mut PluginRef> {
 /// Refuses sets that simulate a service under different physics (service time, start-up, concurrency, load, ...):
 /// their figures would compare the clusters, not the policies. The pipeline (decision interval, metrics delay) may
 /// differ: modelling it is what `--pipeline` is for.
-pub(crate) fn check_same_physics(sets: &[PolicySet]) -> Result<(), SimError> {
+pub fn check_same_physics(sets: &[PolicySet]) -> Result<(), SimError> {
     let physics = |sim: &SimulationSpec| SimulationSpec {
         decision_interval_seconds: None,
         metrics_delay_seconds: 0,
@@ -457,7 +457,7 @@ pub(crate) fn check_same_physics(sets: &[PolicySet]) -> Result<(), SimError> {
 
 /// Names the sets `labels` in order (`--label`; the rest keep their file names) and refuses two sets named alike:
 /// a table or chart with two rows called the same could not be read.
-pub(crate) fn label_sets(sets: &mut [PolicySet], labels: &[String]) -> Result<(), SimError> {
+pub fn label_sets(sets: &mut [PolicySet], labels: &[String]) -> Result<(), SimError> {
     if labels.len() > sets.len() {
         return Err(SimError::Invalid(format!(
             "{} labels for {} policy sets: give at most one per set",

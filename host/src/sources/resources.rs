@@ -616,7 +616,7 @@ pub enum QuantityError {
 
 /// A Kubernetes quantity (`250m`, `1.5`, `12345Ki`, `1234567n`, `1e3`) in milli-units, rounded up as
 /// `Quantity.MilliValue()` rounds.
-pub fn milli_value(text: &str) -> Result<u128, QuantityError> {
+pub(crate) fn milli_value(text: &str) -> Result<u128, QuantityError> {
     let text = text.trim();
     let number_end =
         text.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(text.len());
@@ -733,7 +733,7 @@ enum Requirement {
 impl Selector {
     /// Parses the grammar of `labels.Parse`: comma-separated requirements `k=v`, `k==v`, `k!=v`, `k in (v,...)`,
     /// `k notin (v,...)`, `k`, `!k`. The empty selector matches every pod.
-    pub fn parse(text: &str) -> Result<Selector, SelectorError> {
+    pub(crate) fn parse(text: &str) -> Result<Selector, SelectorError> {
         let mut requirements = Vec::new();
         for part in split_top_level(text) {
             let part = part.trim();
