@@ -167,6 +167,7 @@ async fn main() {
         policies: PolicySource::Cluster,
         instance: "bench".into(),
         checks: ballast::config::ClusterChecks::default(),
+        requests: ballast::config::Requests::default(),
     };
     let controller = Controller::new(
         client.clone(),

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ballast::config::{
-    ClusterChecks, HostConfig, LeaseTimings, PrometheusSettings, RedisSettings, ResourceSettings, Schedule,
+    ClusterChecks, HostConfig, LeaseTimings, PrometheusSettings, RedisSettings, RegistryTimeouts, Requests,
+    ResourceSettings, Schedule,
 };
 use ballast::sources::bullmq::{ConnectOptions, DEFAULT_PREFIX};
 use ballast::spec::QueueRef;
@@ -538,6 +539,16 @@ pub struct RunArgs {
     /// How often discovery is asked whether metrics.k8s.io is served (1s to 60m).
     #[arg(long, default_value = "30s", value_parser = duration_flag(REFRESH_MIN, TIMER_MAX))]
     pub metrics_api_every: Duration,
+    /// The first wait before retrying a /scale read or write that conflicted or could not connect; doubled after
+    /// each retry (10ms to 5m).
+    #[arg(long, default_value = "100ms", value_parser = duration_flag(TIMEOUT_MIN, TIMEOUT_MAX))]
+    pub scale_retry_backoff: Duration,
+    /// Give up connecting to an OCI registry after this long, when a plugin is pulled (10ms to 5m).
+    #[arg(long, default_value = "10s", value_parser = duration_flag(TIMEOUT_MIN, TIMEOUT_MAX))]
+    pub registry_connect_timeout: Duration,
+    /// Give up on a registry's answer when it sends nothing for this long (10ms to 5m).
+    #[arg(long, default_value = "60s", value_parser = duration_flag(TIMEOUT_MIN, TIMEOUT_MAX))]
+    pub registry_read_timeout: Duration,
     /// Address to serve /metrics, /healthz and /readyz on.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_listen: SocketAddr,
@@ -609,6 +620,10 @@ impl RunArgs {
                 metrics_api_every: self.metrics_api_every,
                 conflicts_every: self.conflicts_every,
                 conflicts_first_wait: self.conflicts_first_wait,
+            },
+            requests: Requests {
+                scale_retry: self.scale_retry_backoff,
+                registry: RegistryTimeouts { connect: self.registry_connect_timeout, read: self.registry_read_timeout },
             },
             limits: self.plugin_limits.limits(limits)?,
         })
@@ -891,6 +906,7 @@ mod tests {
         assert_eq!(given.resources, defaults.resources);
         assert_eq!(given.lease, defaults.lease);
         assert_eq!(given.checks, defaults.checks);
+        assert_eq!(given.requests, defaults.requests);
         assert_eq!(given.limits.deadline, defaults.limits.deadline);
         assert_eq!(given.limits.memory_bytes, defaults.limits.memory_bytes);
     }
@@ -914,6 +930,9 @@ mod tests {
             "--conflicts-every=1s",
             "--conflicts-first-wait=1s",
             "--metrics-api-every=1s",
+            "--scale-retry-backoff=10ms",
+            "--registry-connect-timeout=10ms",
+            "--registry-read-timeout=10ms",
         ];
         let config = run_config(&lowest).unwrap_or_else(|e| panic!("{e}"));
         let ms = Duration::from_millis;
@@ -927,12 +946,16 @@ mod tests {
         assert_eq!(config.schedule.snapshot_max_age, ms(1000));
         assert_eq!(config.checks.metrics_api_every, ms(1000));
         assert_eq!((config.checks.conflicts_every, config.checks.conflicts_first_wait), (ms(1000), ms(1000)));
+        assert_eq!(config.requests.scale_retry, ms(10));
+        assert_eq!((config.requests.registry.connect, config.requests.registry.read), (ms(10), ms(10)));
         let highest: Vec<String> = lowest.iter().map(|flag| highest_of(flag)).collect();
         let highest: Vec<&str> = highest.iter().map(String::as_str).collect();
         let config = run_config(&highest).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.redis.deadline, Duration::from_secs(300));
         assert_eq!(config.resources.cpu_initialization_period, TIMER_MAX);
         assert_eq!(config.checks.metrics_api_every, TIMER_MAX);
+        assert_eq!(config.requests.scale_retry, TIMEOUT_MAX);
+        assert_eq!(config.requests.registry.read, TIMEOUT_MAX);
         for over in [
             "--redis-deadline=9ms",
             "--redis-deadline=301s",
@@ -949,6 +972,9 @@ mod tests {
             "--conflicts-every=999ms",
             "--conflicts-first-wait=61m",
             "--metrics-api-every=0s",
+            "--scale-retry-backoff=9ms",
+            "--registry-connect-timeout=301s",
+            "--registry-read-timeout=9ms",
         ] {
             let flag = over.split('=').next().unwrap();
             let error = run_config(&[over]).expect_err(over);
@@ -959,7 +985,11 @@ mod tests {
     /// The flag at the top of its range: 5m for a timeout, 60m for a period.
     fn highest_of(flag: &str) -> String {
         let name = flag.split('=').next().unwrap();
-        let top = if name.ends_with("timeout") || name == "--redis-deadline" { "5m" } else { "60m" };
+        let top = match name {
+            "--redis-deadline" | "--scale-retry-backoff" => "5m",
+            _ if name.ends_with("timeout") => "5m",
+            _ => "60m",
+        };
         format!("{name}={top}")
     }
 

@@ -19,6 +19,7 @@ pub struct HostConfig {
     pub resources: ResourceSettings,
     pub lease: LeaseTimings,
     pub checks: ClusterChecks,
+    pub requests: Requests,
     pub limits: RuntimeLimits,
 }
 
@@ -143,6 +144,35 @@ pub struct ClusterChecks {
     pub conflicts_every: Duration,
     /// How long the first tick waits for the first list of other autoscalers.
     pub conflicts_first_wait: Duration,
+}
+
+/// Requests to the cluster and to registries that are retried or bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requests {
+    /// The first wait before retrying a `/scale` read or write that conflicted or could not connect; doubled
+    /// after each retry.
+    pub scale_retry: Duration,
+    pub registry: RegistryTimeouts,
+}
+
+impl Default for Requests {
+    fn default() -> Self {
+        Requests { scale_retry: Duration::from_millis(100), registry: RegistryTimeouts::default() }
+    }
+}
+
+/// Bounds on an OCI registry's answers when a plugin is pulled or pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryTimeouts {
+    pub connect: Duration,
+    /// Between two reads of an answer (a large layer takes longer as a whole).
+    pub read: Duration,
+}
+
+impl Default for RegistryTimeouts {
+    fn default() -> Self {
+        RegistryTimeouts { connect: Duration::from_secs(10), read: Duration::from_secs(60) }
+    }
 }
 
 impl Default for ClusterChecks {

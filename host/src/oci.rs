@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use base64::Engine as _;
 use futures::StreamExt;
@@ -24,6 +23,7 @@ use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
+use crate::config::RegistryTimeouts;
 use crate::runtime::MAX_COMPONENT_BYTES;
 
 /// The config media type pushed (CNCF TAG Runtime Wasm artifact, v0).
@@ -206,14 +206,14 @@ fn is_loopback(registry: &str) -> bool {
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-fn client(registry: &str, access: &RegistryAccess) -> Client {
+fn client(registry: &str, access: &RegistryAccess, timeouts: RegistryTimeouts) -> Client {
     // reqwest's rustls needs a process-wide crypto provider, even for plain HTTP.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let protocol = if access.insecure || is_loopback(registry) { ClientProtocol::Http } else { ClientProtocol::Https };
     Client::new(ClientConfig {
         protocol,
-        connect_timeout: Some(Duration::from_secs(10)),
-        read_timeout: Some(Duration::from_secs(60)),
+        connect_timeout: Some(timeouts.connect),
+        read_timeout: Some(timeouts.read),
         ..ClientConfig::default()
     })
 }
@@ -272,12 +272,23 @@ pub struct Artifact {
 pub struct OciStore {
     dir: Option<PathBuf>,
     memory: Mutex<HashMap<String, Arc<Artifact>>>,
+    timeouts: RegistryTimeouts,
 }
 
 impl OciStore {
     /// A store caching on disk under `cache_dir/oci` (the engine's cache directory), or in memory only.
     pub fn new(cache_dir: Option<&Path>) -> Self {
-        OciStore { dir: cache_dir.map(|d| d.join("oci")), memory: Mutex::new(HashMap::new()) }
+        OciStore {
+            dir: cache_dir.map(|d| d.join("oci")),
+            memory: Mutex::new(HashMap::new()),
+            timeouts: RegistryTimeouts::default(),
+        }
+    }
+
+    /// Pulls bounded by `timeouts` instead of the defaults.
+    pub(crate) fn with_timeouts(mut self, timeouts: RegistryTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
     }
 
     /// The artifact if it was pulled already by this process. Never touches disk or network.
@@ -300,7 +311,7 @@ impl OciStore {
         if let Some(hit) = self.local(reference).await {
             return Ok(hit);
         }
-        let (manifest_bytes, artifact) = fetch(reference, access).await?;
+        let (manifest_bytes, artifact) = fetch(reference, access, self.timeouts).await?;
         if let Some(dir) = &self.dir
             && let Err(e) = write_disk(dir, &manifest_bytes, &artifact)
         {
@@ -341,11 +352,15 @@ pub async fn localize(
 }
 
 /// Pulls and verifies the manifest and the component layer. Returns the raw manifest too, for the disk cache.
-async fn fetch(reference: &PinnedReference, access: &RegistryAccess) -> Result<(Vec<u8>, Artifact), OciError> {
+async fn fetch(
+    reference: &PinnedReference,
+    access: &RegistryAccess,
+    timeouts: RegistryTimeouts,
+) -> Result<(Vec<u8>, Artifact), OciError> {
     let name = reference.to_string();
     let pull_error = |why: String| OciError::Pull { reference: name.clone(), why };
     let content_error = |why: String| OciError::Content { reference: name.clone(), why };
-    let client = client(reference.registry(), access);
+    let client = client(reference.registry(), access, timeouts);
     let (manifest_bytes, _) = client
         .pull_manifest_raw(&reference.reference, &access.auth, &[MANIFEST_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE])
         .await
@@ -526,7 +541,7 @@ pub async fn push(
     let component_digest = crate::runtime::digest(component);
     let by_digest =
         Reference::with_digest(parsed.registry().to_owned(), parsed.repository().to_owned(), manifest_digest.clone());
-    let client = client(parsed.registry(), access);
+    let client = client(parsed.registry(), access, RegistryTimeouts::default());
     client.store_auth_if_needed(parsed.resolve_registry(), &access.auth).await;
     client.push_blob(&by_digest, component.to_vec(), &format!("sha256:{component_digest}")).await.map_err(fail)?;
     let config_digest = format!("sha256:{}", crate::runtime::digest(&config));

@@ -105,6 +105,7 @@ impl Host {
             policies,
             instance: identity.clone(),
             checks: config.checks,
+            requests: config.requests,
         };
         tracing::info!(%identity, lease = %lease_name, "ballast controller starting");
         let controller =

@@ -33,7 +33,7 @@ use super::loading::{Role, Roles, Slot};
 use super::metrics_api::MetricsApi;
 use super::scale::KubeScaleTarget;
 use crate::autoscaler::{Fleet, ManagedService, Observer};
-use crate::config::ClusterChecks;
+use crate::config::{ClusterChecks, Requests};
 use crate::decision::{self, ServiceMemory};
 use crate::export::{Metrics, Readiness};
 use crate::oci::OciStore;
@@ -69,6 +69,8 @@ pub struct ControllerOptions {
     pub instance: String,
     /// How often the metrics API and other autoscalers are looked for.
     pub checks: ClusterChecks,
+    /// `/scale` retries and registry timeouts.
+    pub requests: Requests,
 }
 
 /// What the loop tracks per policy besides the fleet's [`ManagedService`].
@@ -131,9 +133,15 @@ impl<O: Observer> Controller<O> {
         options: ControllerOptions,
     ) -> Self {
         // Pulled OCI plugins are cached beside the compiled ones.
-        let oci = Arc::new(OciStore::new(engine.limits().cache_dir.as_deref()));
+        let oci =
+            Arc::new(OciStore::new(engine.limits().cache_dir.as_deref()).with_timeouts(options.requests.registry));
         Controller {
-            target: KubeScaleTarget::new(client.clone(), leadership.clone(), format!("ballast-{}", options.instance)),
+            target: KubeScaleTarget::new(
+                client.clone(),
+                leadership.clone(),
+                format!("ballast-{}", options.instance),
+                options.requests.scale_retry,
+            ),
             recorder: EventRecorder::new(client.clone(), CONTROLLER_NAME, options.instance.clone()),
             client,
             engine,

@@ -22,7 +22,6 @@ use crate::workload::{WorkloadError, describe_target, target_api, target_resourc
 
 /// Attempts for one read or write when the API server answers 409, 429 or 5xx.
 const ATTEMPTS: u32 = 5;
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ScaleError {
@@ -39,6 +38,7 @@ pub(crate) struct KubeScaleTarget {
     client: kube::Client,
     leadership: Leadership,
     field_manager: String,
+    first_retry: Duration,
     /// Watch caches of workload objects by (apiVersion, kind, namespace), started on first use.
     caches: HashMap<(String, String, String), WatchCache>,
     /// Replica counts this host wrote that the cache may not show yet, with the resourceVersion the cached object
@@ -65,8 +65,21 @@ const CACHED_KINDS: [(&str, &str); 3] =
 
 impl KubeScaleTarget {
     /// `field_manager` names this host in the API server's records of `/scale` writes (e.g. `ballast-POD`).
-    pub(crate) fn new(client: kube::Client, leadership: Leadership, field_manager: String) -> Self {
-        KubeScaleTarget { client, leadership, field_manager, caches: HashMap::new(), written: HashMap::new() }
+    /// A request that conflicted or could not connect is retried after `first_retry`, doubled each time.
+    pub(crate) fn new(
+        client: kube::Client,
+        leadership: Leadership,
+        field_manager: String,
+        first_retry: Duration,
+    ) -> Self {
+        KubeScaleTarget {
+            client,
+            leadership,
+            field_manager,
+            first_retry,
+            caches: HashMap::new(),
+            written: HashMap::new(),
+        }
     }
 
     fn api(&self, key: &ServiceKey, spec: &ScalingPolicySpec) -> Result<Api<DynamicObject>, ScaleError> {
@@ -128,8 +141,11 @@ fn retryable(error: &kube::Error) -> bool {
 }
 
 /// Runs `call` until it succeeds, fails with a non-retryable error, or [`ATTEMPTS`] are spent.
-async fn with_retries<T, F: Future<Output = kube::Result<T>>>(mut call: impl FnMut() -> F) -> kube::Result<T> {
-    let mut backoff = FIRST_BACKOFF;
+async fn with_retries<T, F: Future<Output = kube::Result<T>>>(
+    first_retry: Duration,
+    mut call: impl FnMut() -> F,
+) -> kube::Result<T> {
+    let mut backoff = first_retry;
     let mut attempt = 1;
     loop {
         match call().await {
@@ -162,9 +178,11 @@ impl ScaleTarget for KubeScaleTarget {
         }
         let name = spec.target.name.as_str();
         let api_error = |action, source| ScaleError::Api { target: describe(key, spec), action, source };
-        let scale = with_retries(|| api.get_scale(name)).await.map_err(|e| api_error("reading /scale", e))?;
+        let scale =
+            with_retries(self.first_retry, || api.get_scale(name)).await.map_err(|e| api_error("reading /scale", e))?;
         let current = scale.spec.and_then(|s| s.replicas).unwrap_or(0).max(0) as u32;
-        let object = with_retries(|| api.get(name)).await.map_err(|e| api_error("reading status", e))?;
+        let object =
+            with_retries(self.first_retry, || api.get(name)).await.map_err(|e| api_error("reading status", e))?;
         // Workloads without `readyReplicas` (custom resources) count the scale's observed replicas as ready.
         let ready = object
             .data
@@ -183,7 +201,7 @@ impl ScaleTarget for KubeScaleTarget {
         let before = self.cached(key, spec).map(|object| object.resource_version());
         let patch = Patch::Merge(serde_json::json!({ "spec": { "replicas": replicas } }));
         let params = PatchParams { field_manager: Some(self.field_manager.clone()), ..PatchParams::default() };
-        with_retries(|| api.patch_scale(&spec.target.name, &params, &patch))
+        with_retries(self.first_retry, || api.patch_scale(&spec.target.name, &params, &patch))
             .await
             .map_err(|source| ScaleError::Api { target: describe(key, spec), action: "writing /scale", source })?;
         match before {

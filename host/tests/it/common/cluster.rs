@@ -314,6 +314,7 @@ impl Host {
             policies,
             instance: identity.into(),
             checks: ballast::config::ClusterChecks::default(),
+            requests: ballast::config::Requests::default(),
         };
         let files = PluginFiles::within(&plugin_dirs).expect("plugin dirs");
         let controller = Controller::new(client.clone(), engine, observer, leadership, metrics.clone(), options)
