@@ -156,21 +156,21 @@ def kustomize(directory):
 
 
 def host_lease_defaults():
-    """The leader-election flags' defaults in `ballast run` (host/src/main.rs): the chart passes them explicitly,
+    """The leader-election flags' defaults in `ballast run` (host/src/cli.rs): the chart passes them explicitly,
     so its defaults must be the host's for the chart to run what deploy/base runs."""
-    main = (ROOT / "host" / "src" / "main.rs").read_text()
+    cli = (ROOT / "host" / "src" / "cli.rs").read_text()
     lease = (ROOT / "host" / "src" / "controller" / "lease.rs").read_text()
     defaults = {}
-    for value, field in re.findall(r"#\[arg\(long, default_value = ([^,)]+)[^\n]*\n\s*(\w+):", main):
+    for value, field in re.findall(r"#\[arg\(long, default_value = ([^,)]+)[^\n]*\n\s*(?:pub )?(\w+):", cli):
         if field in ("lease_name", "lease_duration", "renew_deadline", "retry_period"):
             if value.startswith('"'):
                 defaults[field] = value.strip('"')
             else:  # a constant, e.g. ballast::controller::lease::DEFAULT_LEASE_NAME
                 constant = value.rsplit("::", 1)[-1]
                 found = re.search(rf"const {constant}: &str = \"([^\"]+)\"", lease)
-                assert found, f"host/src/main.rs: cannot find the value of {value}"
+                assert found, f"host/src/cli.rs: cannot find the value of {value}"
                 defaults[field] = found.group(1)
-    assert len(defaults) == 4, f"host/src/main.rs: found defaults only for {sorted(defaults)}"
+    assert len(defaults) == 4, f"host/src/cli.rs: found defaults only for {sorted(defaults)}"
     return defaults
 
 
