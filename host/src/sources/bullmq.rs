@@ -61,6 +61,14 @@ const COMMANDS_PER_QUEUE: usize = 13;
 /// Longest job counter or job time read: `u64::MAX` has 20 digits.
 const MAX_NUMBER_DIGITS: usize = 20;
 
+/// A decimal number of at most [`MAX_NUMBER_DIGITS`] digits, as Redis holds BullMQ's counters and job times.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.len() > MAX_NUMBER_DIGITS {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
 /// Largest list whose last element is read to check for a legacy marker (see the module docs): the most bytes
 /// one queue can cost a collection beyond its counts.
 pub const MARKER_CHECK_MAX_BYTES: u64 = 16 * 1024;
@@ -458,10 +466,7 @@ impl BullmqSource {
             for (_, key) in &checked {
                 lasts.cmd("LINDEX").arg(key).arg(-1);
             }
-            let answers = lasts
-                .query_async::<Vec<Value>>(&mut connection)
-                .await
-                .map_err(|source| BullmqError::Read { url: self.url.clone(), source })?;
+            let answers = self.query(&lasts, &mut connection).await?;
             if answers.len() != checked.len() {
                 return Err(wrong_count());
             }
@@ -497,6 +502,11 @@ impl BullmqSource {
         Ok(states)
     }
 
+    /// One pipeline's replies; a failure is a read error of this source.
+    async fn query(&self, pipeline: &redis::Pipeline, connection: &mut Connection) -> Result<Vec<Value>> {
+        pipeline.query_async(connection).await.map_err(|source| BullmqError::Read { url: self.url.clone(), source })
+    }
+
     /// When each job became ready (`timestamp` + `delay`, ms), for the `(index, job key)` given: two round trips,
     /// the fields' lengths first, so that only numbers are read. A job gone meanwhile (taken by a worker) or with
     /// fields that are not numbers is left out: the figure is for dashboards, never for a scaling decision.
@@ -504,18 +514,12 @@ impl BullmqSource {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let read = |pipeline: redis::Pipeline, mut connection: Connection| async move {
-            pipeline
-                .query_async::<Vec<Value>>(&mut connection)
-                .await
-                .map_err(|source| BullmqError::Read { url: self.url.clone(), source })
-        };
         let mut lengths = redis::pipe();
         lengths.ignore_errors();
         for (_, key) in jobs {
             lengths.cmd("HSTRLEN").arg(key).arg("timestamp").cmd("HSTRLEN").arg(key).arg("delay");
         }
-        let lengths = read(lengths, connection.clone()).await?;
+        let lengths = self.query(&lengths, connection).await?;
         let short =
             |reply: &Value| matches!(reply, Value::Int(n) if usize::try_from(*n).is_ok_and(|n| n <= MAX_NUMBER_DIGITS));
         let readable: Vec<&(usize, String)> = jobs
@@ -533,13 +537,13 @@ impl BullmqSource {
             fields.cmd("HMGET").arg(key).arg("timestamp").arg("delay");
         }
         let number = |value: &Value| match value {
-            Value::BulkString(digits) => std::str::from_utf8(digits).ok()?.parse::<u64>().ok(),
+            Value::BulkString(digits) => decimal(digits),
             Value::Nil => Some(0),
             _ => None,
         };
         Ok(readable
             .into_iter()
-            .zip(read(fields, connection.clone()).await?)
+            .zip(self.query(&fields, connection).await?)
             .filter_map(|((index, _), reply)| match reply {
                 Value::Array(values) if values.len() == 2 => {
                     Some((*index, number(&values[0])?.checked_add(number(&values[1])?)?))
@@ -646,19 +650,13 @@ impl BullmqSource {
             is_paused: int(META_PAUSED)? == 1,
             jobs_added: match &replies[GETRANGE_ID] {
                 Value::BulkString(digits) if digits.is_empty() => None,
-                Value::BulkString(digits) => Some(
-                    std::str::from_utf8(digits)
-                        .ok()
-                        .filter(|_| digits.len() <= MAX_NUMBER_DIGITS)
-                        .and_then(|digits| digits.parse::<u64>().ok())
-                        .ok_or_else(|| {
-                            queue_error(format!(
-                                "{name}:id is not BullMQ's job counter (it starts {:?}); is this a BullMQ queue under \
+                Value::BulkString(digits) => Some(decimal(digits).ok_or_else(|| {
+                    queue_error(format!(
+                        "{name}:id is not BullMQ's job counter (it starts {:?}); is this a BullMQ queue under \
                                  this prefix?",
-                                String::from_utf8_lossy(digits)
-                            ))
-                        })?,
-                ),
+                        String::from_utf8_lossy(digits)
+                    ))
+                })?),
                 Value::Nil => None,
                 other => return Err(queue_error(reply_problem(GETRANGE_ID, other))),
             },
