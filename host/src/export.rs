@@ -27,7 +27,7 @@ use prometheus::{
 };
 
 use crate::sources::bullmq::{BullmqError, BullmqSource, QueueState};
-use crate::spec::QueueRef;
+use crate::spec::{QueueRef, ScalingPolicySpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -379,10 +379,18 @@ impl Metrics {
         self.queues.forget(queue);
     }
 
-    /// The policy's bounds, so alerts can tell a service pinned at its maximum.
-    pub fn record_bounds(&self, namespace: &str, service: &str, min: u32, max: u32) {
-        self.replicas_min.with_label_values(&[namespace, service]).set(i64::from(min));
-        self.replicas_max.with_label_values(&[namespace, service]).set(i64::from(max));
+    /// What a policy's spec says that its series show: its bounds (so alerts can tell a service pinned at its
+    /// maximum) and its wait objective beside each of its queues (the dashboard's wait panel). Recorded when the
+    /// spec is first seen and whenever it changes; a queue the spec no longer names loses its objective.
+    pub fn record_spec(&self, namespace: &str, service: &str, spec: &ScalingPolicySpec) {
+        self.replicas_min.with_label_values(&[namespace, service]).set(i64::from(spec.min_replicas));
+        self.replicas_max.with_label_values(&[namespace, service]).set(i64::from(spec.max_replicas));
+        remove_service(&self.wait_objective, namespace, service);
+        if let Some(seconds) = spec.wait_objective_seconds {
+            for queue in &spec.metrics.queues {
+                self.wait_objective.with_label_values(&[namespace, service, queue.name.as_str()]).set(seconds);
+            }
+        }
     }
 
     /// Removes every series of a deleted policy: a dashboard would show it scaling still, and the alerts on its
@@ -405,19 +413,6 @@ impl Metrics {
         remove_service(&self.wait_objective, namespace, service);
         remove_service(&self.plugin_call_duration, namespace, service);
         remove_service(&self.pod_seconds, namespace, service);
-    }
-
-    /// The policy's wait objective beside each of its queues, for the dashboard's wait panel.
-    pub(crate) fn record_objective(&self, namespace: &str, service: &str, queues: &[QueueRef], seconds: Option<f64>) {
-        for queue in queues {
-            let labels = [namespace, service, queue.name.as_str()];
-            match seconds {
-                Some(seconds) => self.wait_objective.with_label_values(&labels).set(seconds),
-                None => {
-                    let _ = self.wait_objective.remove_label_values(&labels);
-                }
-            }
-        }
     }
 
     /// `reason` is a short kind (`plugin`, `fallback`, `clamped`, ...), never free text: each value is a series.
@@ -640,6 +635,40 @@ mod tests {
         assert_eq!(metrics.plugin_not_ready.with_label_values(&["ns", "a", "live", "PluginRejected"]).get(), 7);
     }
 
+    fn spec_with_objective(queues: &[&str], seconds: Option<f64>) -> ScalingPolicySpec {
+        let mut spec: ScalingPolicySpec = serde_json::from_value(serde_json::json!({
+            "target": {"name": "svc"}, "minReplicas": 1, "maxReplicas": 2, "plugin": {"builtin": "hpa"}
+        }))
+        .unwrap();
+        spec.metrics.queues = queues.iter().map(|name| QueueRef { name: name.to_string(), prefix: None }).collect();
+        spec.wait_objective_seconds = seconds;
+        spec
+    }
+
+    /// A spec's series follow its changes: a queue dropped from the spec, or an objective removed, leaves no
+    /// objective behind for the dashboard to draw.
+    #[test]
+    fn spec_series_follow_the_spec() {
+        let metrics = Metrics::new().unwrap();
+        let objective = |queue: &str| {
+            let wanted = [("namespace", "ns"), ("queue_name", queue), ("service", "svc")];
+            metrics.registry().gather().iter().any(|f| {
+                f.name() == "ballast_wait_objective_seconds"
+                    && f.get_metric().iter().any(|m| {
+                        let got: Vec<(&str, &str)> = m.get_label().iter().map(|l| (l.name(), l.value())).collect();
+                        wanted.iter().all(|pair| got.contains(pair))
+                    })
+            })
+        };
+        metrics.record_spec("ns", "svc", &spec_with_objective(&["a", "b"], Some(30.0)));
+        assert!(objective("a") && objective("b"));
+        assert_eq!(metrics.replicas_max.with_label_values(&["ns", "svc"]).get(), 2);
+        metrics.record_spec("ns", "svc", &spec_with_objective(&["a"], Some(30.0)));
+        assert!(objective("a") && !objective("b"), "a queue the spec no longer names keeps no objective");
+        metrics.record_spec("ns", "svc", &spec_with_objective(&["a"], None));
+        assert!(!objective("a"), "an objective removed from the spec is gone");
+    }
+
     /// Every series the shipped dashboard and alerts read is one the host exports: a renamed metric would leave a
     /// panel blank or an alert silent, and nobody would notice until the day it mattered.
     #[test]
@@ -648,8 +677,7 @@ mod tests {
         // One sample in every family (families without samples are not gathered).
         let state = QueueState { jobs_added: Some(1), ..Default::default() };
         metrics.record_queue("q", &state);
-        metrics.record_bounds("ns", "svc", 1, 2);
-        metrics.record_objective("ns", "svc", &[QueueRef { name: "q".into(), prefix: None }], Some(1.0));
+        metrics.record_spec("ns", "svc", &spec_with_objective(&["q"], Some(1.0)));
         metrics.record_decision("ns", "svc", 1, 2, "plugin");
         metrics.record_shadow("ns", "svc", 2, Some(FailureKind::Trap));
         metrics.record_plugin_call("ns", "svc", Duration::from_millis(1), Some(FailureKind::Timeout));

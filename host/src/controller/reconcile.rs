@@ -277,7 +277,9 @@ impl<O: Observer> Controller<O> {
         for policy in policies {
             let key = service_key(&policy);
             seen.push(key.clone());
+            let mut first_seen = false;
             let state = self.states.entry(key.clone()).or_insert_with(|| {
+                first_seen = true;
                 let status = policy.status.clone().unwrap_or_default();
                 ServiceState {
                     spec: policy.spec.clone(),
@@ -313,6 +315,9 @@ impl<O: Observer> Controller<O> {
                 continue;
             }
             state.invalid = None;
+            if first_seen || state.spec != policy.spec {
+                self.metrics.record_spec(&key.namespace, &key.name, &policy.spec);
+            }
             if state.spec != policy.spec {
                 state.spec = policy.spec.clone();
                 state.slots[Role::Live].spec_changed();

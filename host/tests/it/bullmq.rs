@@ -450,7 +450,11 @@ fn autoscaler_metrics_pass_promtool() {
     metrics.record_queue("stt", &state);
     metrics.record_queue("gone", &state);
     metrics.forget_queue("gone");
-    metrics.record_bounds("ai-models", "whisper", 2, 8);
+    let spec: ballast::spec::ScalingPolicySpec = serde_json::from_value(serde_json::json!({
+        "target": {"name": "whisper"}, "minReplicas": 2, "maxReplicas": 8, "plugin": {"builtin": "hpa"}
+    }))
+    .expect("a spec");
+    metrics.record_spec("ai-models", "whisper", &spec);
     metrics.record_decision("ai-models", "whisper", 2, 5, "plugin");
     metrics.record_decision("ai-models", "whisper", 5, 4, "clamped");
     metrics.record_plugin_call("ai-models", "whisper", Duration::from_micros(40), None);

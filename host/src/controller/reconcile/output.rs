@@ -99,11 +99,6 @@ impl<O: Observer> Controller<O> {
         let key = record.service.clone();
         let Some(state) = self.states.get_mut(&key) else { return };
         record_metrics(&self.metrics, &record);
-        if let Some(service) = self.fleet.services.get(&key) {
-            let (namespace, name, spec) = (key.namespace.as_str(), key.name.as_str(), service.spec());
-            self.metrics.record_bounds(namespace, name, spec.min_replicas, spec.max_replicas);
-            self.metrics.record_objective(namespace, name, &spec.metrics.queues, spec.wait_objective_seconds);
-        }
         state.log_relay.relay(&key, &record.plugin_digest, &record.logs);
         // The canary of a new version decides on exactly what its first real call will see: this observation and
         // the service's memory (whose plugin state it gets only if it is the version that wrote it).
