@@ -168,6 +168,20 @@ pub enum Command {
         /// Seed of the load noise and service-time jitter.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Instead of the day: the scorecard, the original HPAs against queue-drain on every built-in shape it is
+        /// scored on (day, three days, burst, wave, spikes, batches), a line per shape and seed: the five
+        /// services' pod-hours (with the Erlang-C lower bound) and seconds over their wait objectives (with the
+        /// floor no policy within maxReplicas avoids), and whether the candidate halves the HPAs' seconds over
+        /// (`half`) and the part of them above that floor (`feasible`) with no more pod-hours.
+        #[arg(long)]
+        scorecard: bool,
+        /// The scorecard's seeds.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3", requires = "scorecard")]
+        seeds: Vec<u64>,
+        /// The scorecard's candidate instead of the shipped queue-drain: a policy file or directory for the five
+        /// services (simulated with the demo's physics).
+        #[arg(long, value_name = "FILE|DIR", requires = "scorecard")]
+        policies: Option<PathBuf>,
     },
     /// Author policy plugins: create a project, build it, check a component, run its table tests, ship it as a
     /// ConfigMap or an OCI artifact.
@@ -779,8 +793,11 @@ pub struct SimulateArgs {
     pub sim: Option<PathBuf>,
     /// Load: a CSV file of `time_s,service,arrivals` rows (jobs arriving in that second), or under a
     /// `time_s,service,rate` header rate rows (jobs per second from that time until the service's next row, as
-    /// seeded Poisson arrivals), or builtin:NAME (day, burst, step, ramp, sawtooth, steady) scaled by each service's
-    /// baseRate.
+    /// seeded Poisson arrivals), or builtin:NAME scaled by each service's baseRate: day (a diurnal day with four
+    /// flash bursts, repeating every 24 h), burst (30% with a 10-minute burst to 250% every 3 hours), step (30%, then
+    /// 100% after a third of the run), ramp (0 to 150% over the run), sawtooth (10% to 120% every hour), steady
+    /// (60%), wave (20% to 100% and back every 6 hours), spikes (40% with a 1-3 minute spike at 2.5-4x at a
+    /// different minute of every hour), batches (15% with a 5-minute upload at 150% every 40 minutes).
     #[arg(long, value_name = "FILE|builtin:NAME", default_value = "builtin:day")]
     pub trace: String,
     /// Seed of the load noise and service-time jitter.

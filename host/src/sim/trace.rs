@@ -12,12 +12,15 @@ use super::{MAX_ARRIVALS_PER_SECOND, MAX_DURATION_S, MAX_RUN_ARRIVALS, SimError}
 
 /// The built-in trace shapes, with what each models.
 pub(crate) const BUILTIN_TRACES: &[(&str, &str)] = &[
-    ("day", "a diurnal day (quiet night, afternoon peak) with four flash bursts"),
+    ("day", "a diurnal day (quiet night, afternoon peak) with four flash bursts; repeats every 24 h"),
     ("burst", "steady 30% load with a 10-minute flash burst to 250% every 3 hours"),
     ("step", "30% load, stepping to 100% after a third of the run"),
     ("ramp", "load rising linearly from 0 to 150% over the run"),
     ("sawtooth", "load ramping from 10% to 120% and dropping back, every hour"),
     ("steady", "constant 60% load"),
+    ("wave", "load swinging slowly between 20% and 100% and back, every 6 hours"),
+    ("spikes", "steady 40% load with a flash spike (1-3 minutes at 2.5-4x) at a different minute of every hour"),
+    ("batches", "15% load with an upload every 40 minutes: 5 minutes at 150%"),
 ];
 
 /// Where arrivals come from.
@@ -304,11 +307,12 @@ pub(crate) fn level(name: &str, t: u64, duration_s: u64) -> f64 {
             // Trough at 04:00, peak at 16:00; 10% of the peak at night.
             let diurnal = 0.5 - 0.5 * (std::f64::consts::TAU * (hours - 4.0) / 24.0).cos();
             let base = 0.1 + 0.9 * diurnal;
-            // Flash bursts: (start hour, minutes, multiplier).
+            // Flash bursts: (start hour, minutes, multiplier), at the same hours every day of a longer run.
             let bursts = [(9.5, 10.0, 2.0), (12.75, 5.0, 2.5), (17.25, 15.0, 1.6), (21.0, 8.0, 3.0)];
+            let hour_of_day = (t % 86_400) as f64 / 3600.0;
             let factor = bursts
                 .iter()
-                .find(|(start, minutes, _)| hours >= *start && hours < start + minutes / 60.0)
+                .find(|(start, minutes, _)| hour_of_day >= *start && hour_of_day < start + minutes / 60.0)
                 .map_or(1.0, |(_, _, m)| *m);
             base * factor
         }
@@ -328,6 +332,24 @@ pub(crate) fn level(name: &str, t: u64, duration_s: u64) -> f64 {
         }
         "ramp" => 1.5 * frac,
         "sawtooth" => 0.1 + 1.1 * (hours % 1.0),
+        "wave" => 0.6 - 0.4 * (std::f64::consts::TAU * hours / 6.0).cos(),
+        "spikes" => {
+            // Each hour's spike from a hash of the hour: no two hours alike, every run alike.
+            let hour = t / 3600;
+            let draw = SplitMix64::new(hour ^ 0x005e_ed5b_1ce5).next_u64();
+            let start_s = 300 + draw % 3000;
+            let length_s = 60 + (draw >> 16) % 121;
+            let multiplier = 2.5 + ((draw >> 32) % 16) as f64 / 10.0;
+            let within = (start_s..start_s + length_s).contains(&(t % 3600));
+            0.4 * if within { multiplier } else { 1.0 }
+        }
+        "batches" => {
+            if t % 2400 < 300 {
+                1.5
+            } else {
+                0.15
+            }
+        }
         _ => 0.6,
     }
 }
@@ -405,5 +427,31 @@ mod tests {
         assert!(level("day", 4 * 3600, 86_400) < 0.11);
         assert!(level("day", 16 * 3600, 86_400) > 0.99);
         assert!(level("day", 21 * 3600 + 60, 86_400) > 2.0 * level("day", 20 * 3600 + 3000, 86_400));
+    }
+
+    #[test]
+    fn day_like_shapes_repeat_in_a_multi_day_run() {
+        let week = 7 * 86_400;
+        for (shape, period_s) in [("day", 86_400), ("wave", 6 * 3600), ("batches", 2400)] {
+            for t in (0..86_400).step_by(30) {
+                let (first, later) = (level(shape, t, week), level(shape, t + 3 * period_s, week));
+                assert!((first - later).abs() < 1e-9, "{shape} at {t} s: {first} then {later}");
+            }
+        }
+    }
+
+    #[test]
+    fn spikes_are_short_and_at_a_different_minute_every_hour() {
+        let mut starts = Vec::new();
+        for hour in 0..24 {
+            let spiking: Vec<u64> =
+                (hour * 3600..(hour + 1) * 3600).filter(|&t| level("spikes", t, 86_400) > 0.4).collect();
+            assert!((60..=180).contains(&spiking.len()), "hour {hour}: {} s of spike", spiking.len());
+            assert_eq!(spiking.last().unwrap() - spiking[0] + 1, spiking.len() as u64, "one spike in hour {hour}");
+            starts.push(spiking[0] % 3600);
+        }
+        starts.sort_unstable();
+        starts.dedup();
+        assert!(starts.len() > 20, "{starts:?}");
     }
 }

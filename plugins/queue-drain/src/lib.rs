@@ -13,6 +13,11 @@
 //!   configured figure as a prior worth a few jobs, and stays within -20%/+25% of it so a bad interval cannot run
 //!   away with it.
 //!
+//! - recurring load ([`recurrence`]): arrivals per minute over eight hours and per five minutes over today and
+//!   yesterday. With `lookaheadSeconds` set, load that came one period ago and two periods ago (an upload every N
+//!   minutes, a burst every few hours), or yesterday once today has matched yesterday, and is due within
+//!   `startupSeconds` plus `lookaheadSeconds`, is staffed for now: the pods are ready when it arrives.
+//!
 //! From them it staffs the service for a wait objective, as a call centre is staffed: the fewest pods for which the
 //! queueing model (Erlang C, M/G/c through the Allen-Cunneen correction for the service time's variation) keeps the
 //! `waitQuantile` of job waits under `targetWaitSeconds` (relaxed at low load by a budget of late jobs per hour).
@@ -25,6 +30,12 @@
 
 use ballast_policy_sdk::{Decision, MetricProposal, PolicyError, PolicyInput, config, hpa};
 use serde::Deserialize;
+
+mod recurrence;
+use recurrence::Recurrence;
+
+/// The state blob's length: the estimates, then the recurrence history.
+const STATE_LEN: usize = Memory::LEN + recurrence::LEN;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -67,6 +78,10 @@ pub struct DrainConfig {
     /// load: the estimate jumps to it.
     #[serde(default = "default_shift_sigmas")]
     pub shift_sigmas: f64,
+    /// Staff ahead for recurring load (see [`recurrence`]) expected within `startupSeconds` plus this many seconds
+    /// (the host's scale-up policies may need a period or two to grant the pods); no forecast when unset.
+    #[serde(default)]
+    pub lookahead_seconds: Option<f64>,
 }
 
 fn default_wait() -> f64 {
@@ -122,13 +137,14 @@ impl DrainConfig {
             && self.wait_quantile < 1.0
             && self.concurrency > 0
             && positive(self.shift_sigmas)
+            && self.lookahead_seconds.is_none_or(non_negative)
             && [self.service_time_cv, self.late_jobs_per_hour, self.scale_down_band, self.startup_seconds]
                 .into_iter()
                 .all(non_negative);
         if !valid {
             return Err(PolicyError::InvalidConfig(
                 "waitQuantile must be in (0, 1), concurrency at least 1, serviceTimeCv, lateJobsPerHour, \
-                 scaleDownBand and startupSeconds 0 or more, shiftSigmas above 0"
+                 scaleDownBand, startupSeconds and lookaheadSeconds 0 or more, shiftSigmas above 0"
                     .into(),
             ));
         }
@@ -168,7 +184,7 @@ struct Memory {
 
 impl Memory {
     const LEN: usize = 65;
-    const VERSION: u8 = 2;
+    const VERSION: u8 = 3;
 
     fn decode(bytes: &[u8]) -> Option<Memory> {
         if bytes.len() != Self::LEN || bytes[Self::LEN - 1] != Self::VERSION {
@@ -187,23 +203,22 @@ impl Memory {
         })
     }
 
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(Self::LEN);
-        let floats = [
-            self.arrivals_fast,
-            self.arrivals_per_second,
-            self.evidence_seconds,
-            self.completed,
-            self.busy_slot_seconds,
+    /// Writes the estimates into the first [`Memory::LEN`] bytes of the state blob.
+    fn encode_into(&self, out: &mut [u8]) {
+        let words = [
+            self.arrivals_fast.to_le_bytes(),
+            self.arrivals_per_second.to_le_bytes(),
+            self.evidence_seconds.to_le_bytes(),
+            self.completed.to_le_bytes(),
+            self.busy_slot_seconds.to_le_bytes(),
+            self.last_ms.to_le_bytes(),
+            self.last_in_flight.to_le_bytes(),
+            self.last_active.to_le_bytes(),
         ];
-        for value in floats {
-            out.extend_from_slice(&value.to_le_bytes());
+        for (chunk, word) in out.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&word);
         }
-        for value in [self.last_ms, self.last_in_flight, self.last_active] {
-            out.extend_from_slice(&value.to_le_bytes());
-        }
-        out.push(Self::VERSION);
-        out
+        out[Self::LEN - 1] = Self::VERSION;
     }
 
     /// Takes in one interval of `dt_s` seconds: `arrived` jobs, `completed` jobs, `active` jobs at its end.
@@ -275,6 +290,11 @@ fn servers_for(load: f64, rate: f64, cfg: &DrainConfig, limit: u32) -> u32 {
 }
 
 pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
+    decide_with_state(input, input.state.clone())
+}
+
+/// [`decide`] on `state`, the blob taken out of `input`: it is updated in place and sent back, not copied.
+fn decide_with_state(input: &PolicyInput, state: Option<Vec<u8>>) -> Result<Decision, PolicyError> {
     let cfg = config::parse::<DrainConfig>(&input.config)?;
     cfg.validate()?;
     let Some(queue) = input.observations.queue.as_ref() else {
@@ -284,13 +304,24 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
         // Nothing arrives at the pods while the queue is paused: hold, and learn nothing (the state goes back as
         // it came, so the first call after the resume measures arrivals over the whole pause).
         let mut hold = Decision::hold(input, "the queue is paused; its jobs wait for Queue.resume()");
-        hold.state = input.state.clone();
+        hold.state = state;
         return Ok(hold);
     }
     let backlog = queue.waiting + queue.prioritized + queue.delayed;
     let in_flight = backlog + queue.active;
     let ready = input.ready_replicas;
-    let previous = input.state.as_deref().and_then(Memory::decode);
+    // The blob is the estimates, then the recurrence history; both are updated where they lie and sent back.
+    let mut state = state.unwrap_or_default();
+    let previous = (state.len() == STATE_LEN).then(|| Memory::decode(&state[..Memory::LEN])).flatten();
+    if previous.is_none() {
+        state.clear();
+        state.resize(STATE_LEN, 0);
+    }
+    let (estimates, history) = state.split_at_mut(Memory::LEN);
+    let mut recurrence = Recurrence::in_place(history).expect("the blob has room for the history");
+    if previous.is_none() {
+        recurrence.reset(input.now_ms);
+    }
 
     let mut memory = previous.unwrap_or_else(|| {
         // Until it has measured arrivals itself, the host's request rate (when it has one) is the best guess.
@@ -311,6 +342,7 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
     if let (Some(done), true) = (queue.completed_since_last, dt > 0.0 && previous.is_some()) {
         let arrived = (done as f64 + in_flight as f64 - memory.last_in_flight as f64).max(0.0);
         shifted = memory.learn(&cfg, dt, arrived, done as f64, queue.active);
+        recurrence.record(input.now_ms, arrived);
     }
     memory.last_ms = input.now_ms;
     memory.last_in_flight = in_flight;
@@ -320,7 +352,10 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
     let slots = cfg.concurrency;
     let slot_rate = memory.slot_rate(cfg.initial_jobs_per_pod_per_second / f64::from(slots));
     let per_pod = slot_rate * f64::from(slots);
-    let lambda = memory.arrivals_per_second;
+    // Recurring load due within the time new pods take to start (and be granted) is staffed for now.
+    let forecast =
+        cfg.lookahead_seconds.and_then(|ahead| recurrence.forecast(input.now_ms, cfg.startup_seconds + ahead));
+    let lambda = memory.arrivals_per_second.max(forecast.unwrap_or(0.0));
     // Work that piles up while new pods load their models, if the pods cannot keep up meanwhile: pods still
     // starting are taken to be halfway through their start-up.
     let shortfall = |pods: u32| (lambda - per_pod * f64::from(pods)).max(0.0) * cfg.startup_seconds / 2.0;
@@ -346,10 +381,16 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
     .max(u32::from(queue.active > 0))
     // No more than the host could grant: a burst's backlog can call for many times maxReplicas.
     .min(input.max_replicas.max(current));
+    memory.encode_into(estimates);
     let reason = format!(
-        "arrivals {lambda:.2}/s{}, {per_pod:.3} jobs/s per pod, backlog {backlog} (expected {backlog_when_ready:.0} \
+        "arrivals {:.2}/s{}{}, {per_pod:.3} jobs/s per pod, backlog {backlog} (expected {backlog_when_ready:.0} \
          when new pods are ready): {steady} pods keep the p{:.0} wait under {}s + {drain:.2} to drain -> {replicas}",
+        memory.arrivals_per_second,
         if shifted { " (load changed)" } else { "" },
+        match forecast {
+            Some(rate) if rate > memory.arrivals_per_second => format!(", recurring {rate:.2}/s due"),
+            _ => String::new(),
+        },
         cfg.wait_quantile * 100.0,
         cfg.target_wait_seconds
     );
@@ -360,7 +401,7 @@ pub fn decide(input: &PolicyInput) -> Result<Decision, PolicyError> {
             MetricProposal { metric: "arrivals".into(), replicas: steady },
             MetricProposal { metric: "backlog".into(), replicas: hpa::ceil_replicas(drain) },
         ],
-        state: Some(memory.encode()),
+        state: Some(state),
     })
 }
 
@@ -369,8 +410,9 @@ struct QueueDrain;
 
 #[cfg(target_arch = "wasm32")]
 impl ballast_policy_sdk::Guest for QueueDrain {
-    fn decide(input: PolicyInput) -> Result<Decision, PolicyError> {
-        decide(&input)
+    fn decide(mut input: PolicyInput) -> Result<Decision, PolicyError> {
+        let state = input.state.take();
+        decide_with_state(&input, state)
     }
 }
 
@@ -419,7 +461,7 @@ mod tests {
     }
 
     fn memory(decision: &Decision) -> Memory {
-        Memory::decode(decision.state.as_deref().expect("state")).expect("decodable state")
+        Memory::decode(&decision.state.as_deref().expect("state")[..Memory::LEN]).expect("decodable state")
     }
 
     /// Poisson counts from a fixed seed (xorshift and Knuth's method), for arrivals in tests.
@@ -469,11 +511,42 @@ mod tests {
             last_in_flight: 7,
             last_active: 3,
         };
-        assert_eq!(Memory::decode(&m.encode()), Some(m));
+        let mut bytes = [0; Memory::LEN];
+        m.encode_into(&mut bytes);
+        assert_eq!(Memory::decode(&bytes), Some(m));
         assert_eq!(Memory::decode(&[1, 2, 3]), None);
-        let mut other_version = m.encode();
-        *other_version.last_mut().unwrap() = 1;
-        assert_eq!(Memory::decode(&other_version), None);
+        bytes[Memory::LEN - 1] = 2;
+        assert_eq!(Memory::decode(&bytes), None);
+    }
+
+    #[test]
+    fn the_state_stays_far_within_the_hosts_64_kib_cap() {
+        let mut state = None;
+        for t in 0..3 {
+            state = decide(&input(t, 2, 5, 2, Some(3), state)).unwrap().state;
+        }
+        let len = state.unwrap().len();
+        assert_eq!(len, STATE_LEN);
+        assert!(len < 4 * 1024, "{len} bytes");
+    }
+
+    #[test]
+    fn pods_start_before_an_upload_that_comes_every_40_minutes() {
+        // 0.1 jobs/s, and 1.5 jobs/s for 5 minutes every 40 minutes, served as it comes (nothing waits).
+        let reactive_config = r#"{"initialJobsPerPodPerSecond": 0.5, "targetWaitSeconds": 20, "startupSeconds": 60}"#;
+        let config = reactive_config.replace('}', r#", "lookaheadSeconds": 0}"#);
+        let rate = |t: u64| if t % 2400 < 300 { 1.5 } else { 0.1 };
+        let mut poisson = Poisson(0x2545_f491_4f6c_dd1d);
+        let arrivals: Vec<u64> = (0..6 * 3600 + 2345).map(|t| poisson.next(rate(t))).collect();
+        let decisions = run_steady(&arrivals, 2, 1, &config);
+        // 56 s (the start-up delay, to the minute) before the upload due at 6 h 40 min, on the base load only, it asks for the pods the
+        // upload needs ...
+        let before = decisions.last().unwrap();
+        assert!(before.replicas >= 4, "{}", before.reason);
+        assert!(before.reason.contains("recurring"), "{}", before.reason);
+        // ... which, without the forecast, the base load does not.
+        let reactive = run_steady(&arrivals, 2, 1, reactive_config);
+        assert!(reactive.last().unwrap().replicas <= 2, "{}", reactive.last().unwrap().reason);
     }
 
     #[test]
@@ -497,7 +570,7 @@ mod tests {
         for t in 1..600 {
             state = decide(&input(5 * t, 5, 0, 2, Some(6), state)).unwrap().state;
         }
-        let m = Memory::decode(&state.unwrap()).unwrap();
+        let m = Memory::decode(&state.unwrap()[..Memory::LEN]).unwrap();
         assert!((m.slot_rate(0.5) - 0.6).abs() < 0.01, "{}", m.slot_rate(0.5));
         assert!((m.arrivals_per_second - 1.2).abs() < 0.05, "{m:?}");
     }
@@ -510,7 +583,7 @@ mod tests {
         for t in 1..120 {
             state = decide(&input(t, 2, 50, 2, Some(40), state)).unwrap().state;
         }
-        let m = Memory::decode(&state.unwrap()).unwrap();
+        let m = Memory::decode(&state.unwrap()[..Memory::LEN]).unwrap();
         assert_eq!(m.slot_rate(0.5), 0.625, "{m:?}");
     }
 
