@@ -34,6 +34,9 @@ use serde::Deserialize;
 mod recurrence;
 use recurrence::Recurrence;
 
+/// The furthest `lookaheadSeconds` looks beyond the start-up delay: an hour.
+const MAX_LOOKAHEAD_SECONDS: f64 = 3600.0;
+
 /// The state blob's length: the estimates, then the recurrence history.
 const STATE_LEN: usize = Memory::LEN + recurrence::LEN;
 
@@ -137,14 +140,14 @@ impl DrainConfig {
             && self.wait_quantile < 1.0
             && self.concurrency > 0
             && positive(self.shift_sigmas)
-            && self.lookahead_seconds.is_none_or(non_negative)
+            && self.lookahead_seconds.is_none_or(|ahead| (0.0..=MAX_LOOKAHEAD_SECONDS).contains(&ahead))
             && [self.service_time_cv, self.late_jobs_per_hour, self.scale_down_band, self.startup_seconds]
                 .into_iter()
                 .all(non_negative);
         if !valid {
             return Err(PolicyError::InvalidConfig(
                 "waitQuantile must be in (0, 1), concurrency at least 1, serviceTimeCv, lateJobsPerHour, \
-                 scaleDownBand, startupSeconds and lookaheadSeconds 0 or more, shiftSigmas above 0"
+                 scaleDownBand and startupSeconds 0 or more, lookaheadSeconds 0 to 3600, shiftSigmas above 0"
                     .into(),
             ));
         }
@@ -694,5 +697,15 @@ mod tests {
         i.config = r#"{"initialJobsPerPodPerSecond": 0.5, "burstSeconds": 0}"#.into();
         let Err(PolicyError::InvalidConfig(message)) = decide(&i) else { panic!("expected invalid-config") };
         assert!(message.contains("burstSeconds"), "{message}");
+
+        for (lookahead, valid) in [("0", true), ("3600", true), ("3600.001", false), ("-1", false)] {
+            i.config = format!(r#"{{"initialJobsPerPodPerSecond": 0.5, "lookaheadSeconds": {lookahead}}}"#);
+            match decide(&i) {
+                Err(PolicyError::InvalidConfig(message)) => {
+                    assert!(!valid && message.contains("lookaheadSeconds 0 to 3600"), "{lookahead}: {message}")
+                }
+                other => assert!(valid && other.is_ok(), "{lookahead}: {other:?}"),
+            }
+        }
     }
 }

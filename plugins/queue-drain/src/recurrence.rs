@@ -195,7 +195,8 @@ impl<'a> Recurrence<'a> {
     /// later, if a period or the daily profile is confirmed: a minute (or five-minute bin) counts when it starts
     /// within the horizon, so pods are started no earlier than the horizon before the load.
     pub fn forecast(&self, now_ms: u64, horizon_s: f64) -> Option<f64> {
-        let horizon_ms = (horizon_s * 1000.0) as u64;
+        // No further than a day: the profiles hold no more.
+        let horizon_ms = (horizon_s.clamp(0.0, 86_400.0) * 1000.0) as u64;
         let mut rate: Option<f64> = None;
         let period = self.period();
         // Minute `j` ahead (0 = the current one) was `period - j` minutes ago.
@@ -206,7 +207,7 @@ impl<'a> Recurrence<'a> {
         }
         if self.bytes[DAILY] == 1 {
             let bin = (self.minute() % 1440) as usize / 5;
-            let bins = ((now_ms % 300_000 + horizon_ms) / 300_000) as usize;
+            let bins = (((now_ms % 300_000 + horizon_ms) / 300_000) as usize).min(DAY_BINS);
             let ahead = (0..=bins).map(|j| self.yesterday((bin + j) % DAY_BINS) / 300.0);
             rate = rate.into_iter().chain(ahead).reduce(f64::max);
         }
@@ -301,6 +302,8 @@ mod tests {
         let recurrence = Recurrence::in_place(&mut bytes).unwrap();
         let rate = recurrence.forecast(now_ms, 180.0).expect("the daily profile is confirmed");
         assert!(rate * 60.0 > 3.0 * load(1440 + 568), "{rate}");
+        // A horizon past a day reads no further than a day.
+        assert_eq!(recurrence.forecast(now_ms, 1e300), recurrence.forecast(now_ms, 86_400.0));
         // At 09:26, the burst is more than the horizon away.
         let mut early = fed(1440 + 567, load);
         let early = Recurrence::in_place(&mut early).unwrap().forecast((1440 + 566) * 60_000, 180.0).unwrap();
