@@ -684,14 +684,24 @@ async fn a_cluster_connection_reads_hash_tagged_queues_and_names_the_fix_for_the
         assert!(Instant::now() < deadline, "the cluster did not become ok: {}", cli(&["CLUSTER", "INFO"]));
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A node that says ok may still answer CLUSTERDOWN or TRYAGAIN for a moment (redis-cli prints the error and
+    // exits 0), so each write is repeated until it answers a count: RPUSH and HSET either apply whole or not at all.
+    let write = |args: &[&str]| {
+        let mut answer = cli(args);
+        while answer.trim().parse::<u64>().is_err() {
+            assert!(Instant::now() < deadline, "{args:?} kept failing: {answer}");
+            std::thread::sleep(Duration::from_millis(100));
+            answer = cli(args);
+        }
+    };
     // Two queues under BullMQ's cluster prefix `{bull}`, in one slot; one under a plain prefix.
     for (queue, jobs) in [("stt", 3), ("mt", 2)] {
         let mut push = vec!["RPUSH".to_owned(), format!("{{bull}}:{queue}:wait")];
         push.extend((1..=jobs).map(|j| j.to_string()));
-        cli(&push.iter().map(String::as_str).collect::<Vec<_>>());
-        cli(&["HSET", &format!("{{bull}}:{queue}:meta"), "opts.maxLenEvents", "10000"]);
+        write(&push.iter().map(String::as_str).collect::<Vec<_>>());
+        write(&["HSET", &format!("{{bull}}:{queue}:meta"), "opts.maxLenEvents", "10000"]);
     }
-    cli(&["RPUSH", "bull:plain:wait", "1"]);
+    write(&["RPUSH", "bull:plain:wait", "1"]);
 
     let joined = addresses.join(",");
     let data = secret(&[("cluster", b"true"), ("addresses", joined.as_bytes())]);
